@@ -13,6 +13,22 @@
 #![warn(missing_docs)]
 
 pub mod codec;
-mod error;
 
+mod client;
+mod config;
+mod correlate;
+mod error;
+mod events;
+mod reader;
+mod reconnect;
+mod stats;
+mod supervisor;
+mod transport;
+
+pub use client::{Client, ConnectionState, Pending, Reply};
+pub use codec::Axis;
+pub use config::ClientConfig;
 pub use error::{Error, Result};
+pub use events::{CallbackId, Event, EventKind, SubscriberStats, Subscription};
+pub use reconnect::{Delays, ReconnectPolicy};
+pub use stats::{LatencySummary, Stats};

@@ -8,12 +8,14 @@
 //!   [`std::io::Read`], resynchronising on bad markers.
 //! - [`LiveHeader`]: the 40-byte header of a live image frame.
 
+mod axis;
 mod codes;
 mod flags;
 mod framing;
 mod live;
 mod message;
 
+pub use axis::Axis;
 pub use codes::{
     CodeInfo, CommandCode, MatchKey, StatusClass, StatusPolicy, Subsystem, Unsolicited, CATALOGUE,
     STATUS_BUSY, STATUS_OK,

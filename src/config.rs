@@ -1,0 +1,162 @@
+//! Client configuration with documented defaults.
+
+use std::time::Duration;
+
+use crate::codec::{CommandCode, MatchKey, StatusPolicy, DEFAULT_ADDITIONAL_DATA_LIMIT};
+use crate::reconnect::ReconnectPolicy;
+
+/// How a [`Client`](crate::Client) connects and behaves. Every field has a
+/// documented default; the builder methods consume and return the config.
+///
+/// ```
+/// use flamingo_client::ClientConfig;
+/// use std::time::Duration;
+///
+/// let cfg = ClientConfig::default()
+///     .request_timeout(Duration::from_millis(500))
+///     .event_queue_depth(64);
+/// assert_eq!(cfg.request_timeout, Duration::from_millis(500));
+/// assert_eq!(cfg.connect_timeout, Duration::from_secs(2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Time allowed for the TCP connection to open. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Deadline used by calls that take no explicit timeout. Default 3 s.
+    pub request_timeout: Duration,
+    /// Largest `additionalDataBytes` accepted from, or sent to, the
+    /// instrument. Default 64 MiB.
+    pub additional_data_limit: u32,
+    /// Queue depth of each event subscription; when full, the oldest event
+    /// is dropped. Default 1024.
+    pub event_queue_depth: usize,
+    /// Recent events kept so a wait that starts late still sees an event
+    /// that already arrived. Default 256.
+    pub event_history: usize,
+    /// How long a timed-out request's tombstone waits for its late reply.
+    /// Default 10 s.
+    pub late_reply_window: Duration,
+    /// At most this many tombstones per (code, key). Default 64.
+    pub max_tombstones_per_key: usize,
+    /// Whether the live image port (command port + 1) may be used. Default true.
+    pub live: bool,
+    /// TCP keepalive (30 s idle, 10 s interval, 3 probes). Default on.
+    pub keepalive: bool,
+    /// Automatic reconnection after the link breaks. Default `None` (off).
+    pub reconnect: Option<ReconnectPolicy>,
+    /// Per-code status policies replacing the catalogue's defaults.
+    pub status_overrides: Vec<(CommandCode, StatusPolicy)>,
+    /// Per-code reply match keys replacing the catalogue's defaults.
+    pub match_key_overrides: Vec<(CommandCode, MatchKey)>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3),
+            additional_data_limit: DEFAULT_ADDITIONAL_DATA_LIMIT,
+            event_queue_depth: 1024,
+            event_history: 256,
+            late_reply_window: Duration::from_secs(10),
+            max_tombstones_per_key: 64,
+            live: true,
+            keepalive: true,
+            reconnect: None,
+            status_overrides: Vec::new(),
+            match_key_overrides: Vec::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets [`connect_timeout`](ClientConfig::connect_timeout).
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Sets [`request_timeout`](ClientConfig::request_timeout).
+    #[must_use]
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+    /// Sets [`additional_data_limit`](ClientConfig::additional_data_limit).
+    #[must_use]
+    pub fn additional_data_limit(mut self, bytes: u32) -> Self {
+        self.additional_data_limit = bytes;
+        self
+    }
+    /// Sets [`event_queue_depth`](ClientConfig::event_queue_depth).
+    #[must_use]
+    pub fn event_queue_depth(mut self, n: usize) -> Self {
+        self.event_queue_depth = n.max(1);
+        self
+    }
+    /// Sets [`event_history`](ClientConfig::event_history).
+    #[must_use]
+    pub fn event_history(mut self, n: usize) -> Self {
+        self.event_history = n;
+        self
+    }
+    /// Sets [`late_reply_window`](ClientConfig::late_reply_window).
+    #[must_use]
+    pub fn late_reply_window(mut self, d: Duration) -> Self {
+        self.late_reply_window = d;
+        self
+    }
+    /// Sets [`live`](ClientConfig::live).
+    #[must_use]
+    pub fn live(mut self, on: bool) -> Self {
+        self.live = on;
+        self
+    }
+    /// Sets [`keepalive`](ClientConfig::keepalive).
+    #[must_use]
+    pub fn keepalive(mut self, on: bool) -> Self {
+        self.keepalive = on;
+        self
+    }
+    /// Enables automatic reconnection with `policy`.
+    #[must_use]
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+    /// Overrides the status policy of one code.
+    #[must_use]
+    pub fn status_policy(mut self, code: CommandCode, policy: StatusPolicy) -> Self {
+        self.status_overrides.retain(|(c, _)| *c != code);
+        self.status_overrides.push((code, policy));
+        self
+    }
+    /// Overrides how replies to one code are matched.
+    #[must_use]
+    pub fn match_key(mut self, code: CommandCode, key: MatchKey) -> Self {
+        self.match_key_overrides.retain(|(c, _)| *c != code);
+        self.match_key_overrides.push((code, key));
+        self
+    }
+
+    /// The status policy in force for `code`: an override, else the
+    /// catalogue's, else [`StatusPolicy::CHECKED`] for unknown codes.
+    pub fn policy_for(&self, code: CommandCode) -> StatusPolicy {
+        self.status_overrides
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, p)| *p)
+            .or_else(|| code.info().map(|i| i.status))
+            .unwrap_or(StatusPolicy::CHECKED)
+    }
+
+    /// The match key in force for `code` (default [`MatchKey::Code`] for unknown codes).
+    pub fn key_for(&self, code: CommandCode) -> MatchKey {
+        self.match_key_overrides
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, k)| *k)
+            .or_else(|| code.info().map(|i| i.match_key))
+            .unwrap_or(MatchKey::Code)
+    }
+}

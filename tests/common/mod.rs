@@ -1,0 +1,130 @@
+//! A scripted loopback server for client tests: it accepts connections on
+//! 127.0.0.1:0 and hands every message it reads to a handler.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use flamingo_client::codec::{FrameReader, Message};
+use parking_lot::Mutex;
+
+/// The server's side of one connection.
+pub struct Conn {
+    pub stream: TcpStream,
+}
+
+impl Conn {
+    pub fn send(&mut self, m: &Message) {
+        let _ = self.stream.write_all(&m.to_bytes());
+    }
+    pub fn send_with_data(&mut self, m: &Message, data: &[u8]) {
+        let mut m = *m;
+        m.additional_data_len = data.len() as u32;
+        let mut buf = m.to_bytes().to_vec();
+        buf.extend_from_slice(data);
+        let _ = self.stream.write_all(&buf);
+    }
+    pub fn send_raw(&mut self, b: &[u8]) {
+        let _ = self.stream.write_all(b);
+    }
+    pub fn close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// What the handler asks the server to do next.
+pub enum Next {
+    Continue,
+    Close,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestServer {
+    /// Starts a server; `make` builds one handler per accepted connection.
+    pub fn start<H, F>(make: F) -> TestServer
+    where
+        F: Fn() -> H + Send + 'static,
+        H: FnMut(Message, Vec<u8>, &mut Conn) -> Next + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, s2) = (conns.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            for s in listener.incoming() {
+                if s2.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = s else { continue };
+                stream.set_nodelay(true).unwrap();
+                c2.lock().push(stream.try_clone().unwrap());
+                let mut handler = make();
+                workers.push(std::thread::spawn(move || {
+                    let mut conn = Conn {
+                        stream: stream.try_clone().unwrap(),
+                    };
+                    let mut r = stream;
+                    let mut framer = FrameReader::new(u32::MAX);
+                    let mut data = Vec::new();
+                    while let Ok(m) = framer.read_frame(&mut r, &mut data) {
+                        if let Next::Close = handler(m, std::mem::take(&mut data), &mut conn) {
+                            conn.close();
+                            break;
+                        }
+                    }
+                }));
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        TestServer {
+            addr,
+            accept: Some(accept),
+            conns,
+            stop,
+        }
+    }
+
+    /// An echo server: answers every message by sending it back.
+    pub fn echo() -> TestServer {
+        TestServer::start(|| {
+            |m: Message, _d: Vec<u8>, c: &mut Conn| {
+                c.send(&m);
+                Next::Continue
+            }
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Closes every accepted connection from the server side.
+    pub fn drop_connections(&self) {
+        for s in self.conns.lock().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drop_connections();
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
