@@ -315,6 +315,13 @@ impl Shared {
             link.id = id;
             link.shutdown = Some(shutdown_half);
         }
+        {
+            let mut w = self.writer.lock();
+            w.stream = Some(stream);
+            w.link = id;
+            w.write_timeout = None;
+        }
+        self.set_state(ConnectionState::Connected);
         if let Some(attempt) = announce {
             // Before the new reader starts, so it precedes the new link's events.
             self.hub.publish(Event::connection(
@@ -326,28 +333,23 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name("flamingo-reader".into())
             .spawn(move || crate::reader::run(shared, read_half, id));
-        let handle = match spawned {
-            Ok(h) => h,
+        match spawned {
+            Ok(h) => {
+                let mut readers = self.readers.lock();
+                readers.retain(|h| !h.is_finished());
+                readers.push(h);
+            }
             Err(e) => {
-                let mut link = self.link.lock();
-                if let Some(s) = link.shutdown.take() {
+                if let Some(s) = self.link.lock().shutdown.take() {
                     let _ = s.shutdown(Shutdown::Both);
+                }
+                let mut w = self.writer.lock();
+                if w.link == id {
+                    w.stream = None;
                 }
                 return Err(fail(e));
             }
-        };
-        {
-            let mut readers = self.readers.lock();
-            readers.retain(|h| !h.is_finished());
-            readers.push(handle);
         }
-        {
-            let mut w = self.writer.lock();
-            w.stream = Some(stream);
-            w.link = id;
-            w.write_timeout = None;
-        }
-        self.set_state(ConnectionState::Connected);
         self.link_changed.notify_all();
         log::info!("connected to {}", self.addr);
         Ok(())
@@ -366,9 +368,9 @@ impl Shared {
         }
         // Claim the reconnect before the writer goes, so a request arriving
         // now waits for the new link instead of failing in the gap.
-        let reconnect =
-            self.config.reconnect.is_some() && !self.is_closed() && self.supervisor.claim();
+        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         if reconnect {
+            self.supervisor.mark_needed();
             self.set_state(ConnectionState::Reconnecting { attempt: 1 });
         }
         {
@@ -395,7 +397,7 @@ impl Shared {
                 reason: reason.clone(),
             },
         ));
-        if reconnect && crate::supervisor::spawn(self) {
+        if reconnect && crate::supervisor::request(self) {
             return;
         }
         self.finish(reason);
