@@ -88,10 +88,9 @@ impl From<FrameError> for crate::Error {
                 size: size.into(),
                 limit: limit.into(),
             },
-            FrameError::Closed | FrameError::EofMidMessage { .. } => {
-                crate::Error::disconnected(e.to_string())
-            }
-            other => crate::Error::protocol(other.to_string()),
+            // A clean close, a close mid-message or a failed read all mean the
+            // link is gone: the caller's remedy is to reconnect.
+            other => crate::Error::disconnected(other.to_string()),
         }
     }
 }
@@ -224,8 +223,9 @@ impl FrameReader {
     }
 
     /// Reads `len` bytes of additional data into `out` (cleared first). The
-    /// vector grows only as bytes actually arrive; a `len` above the limit is
-    /// refused before anything is read or allocated.
+    /// vector grows only as bytes actually arrive (at most about twice what
+    /// arrived); a `len` above the limit is refused before anything is read
+    /// or allocated.
     pub fn read_additional<R: Read + ?Sized>(
         &mut self,
         r: &mut R,
@@ -240,33 +240,21 @@ impl FrameReader {
             });
         }
         let expected = len as usize;
-        while out.len() < expected {
-            // Grow with what has arrived (at most doubling, at least 64 KiB):
-            // a lying header costs at most one 64 KiB chunk.
-            let start = out.len();
-            let chunk = (expected - start).min(start.max(64 * 1024));
-            out.resize(start + chunk, 0);
-            match r.read(&mut out[start..]) {
-                Ok(0) => {
-                    out.truncate(start);
-                    return Err(FrameError::EofMidMessage {
-                        got: start,
-                        expected,
-                    });
-                }
-                Ok(n) => out.truncate(start + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(start),
-                Err(source) => {
-                    out.truncate(start);
-                    return Err(FrameError::Partial {
-                        got: start,
-                        expected,
-                        source,
-                    });
-                }
-            }
+        // `take` + `read_to_end` grows the vector with what actually arrives
+        // (amortised doubling, no repeated zero-filling), so a lying length
+        // costs nothing up front.
+        match r.take(u64::from(len)).read_to_end(out) {
+            Ok(_) if out.len() == expected => Ok(()),
+            Ok(_) => Err(FrameError::EofMidMessage {
+                got: out.len(),
+                expected,
+            }),
+            Err(source) => Err(FrameError::Partial {
+                got: out.len(),
+                expected,
+                source,
+            }),
         }
-        Ok(())
     }
 
     /// Reads one message and its additional data (into `data`, cleared first).

@@ -142,8 +142,9 @@ impl LiveHeader {
     /// Checks `image_size == width * height * 2`, non-zero, and at most
     /// `max_image_bytes`; returns the pixel byte count to read.
     pub fn validate(&self, max_image_bytes: u32) -> Result<usize, LiveHeaderError> {
-        let expected = u64::from(self.width) * u64::from(self.height) * 2;
-        if expected == 0 || expected != u64::from(self.image_size) {
+        // u128: width * height * 2 of two u32 can exceed u64.
+        let expected = u128::from(self.width) * u128::from(self.height) * 2;
+        if expected == 0 || expected != u128::from(self.image_size) {
             return Err(LiveHeaderError::Inconsistent {
                 image_size: self.image_size,
                 width: self.width,
