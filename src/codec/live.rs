@@ -215,4 +215,29 @@ mod tests {
         );
         assert_eq!(h.to_bytes(), b);
     }
+
+    /// width * height * 2 overflows u64 for dimensions near 2^32: debug builds
+    /// panic on network input, release builds wrap, and this header (65536
+    /// bytes "for" 2147516416 x 4294901761 pixels) is accepted.
+    #[test]
+    #[ignore = "bug: validate computes width * height * 2 in u64 without overflow check"]
+    fn validate_overflowing_dimensions() {
+        let h = LiveHeader {
+            image_size: 65536,
+            width: 0x8000_8000,
+            height: 0xFFFF_0001,
+            ..Default::default()
+        };
+        assert!(matches!(
+            h.validate(u32::MAX),
+            Err(LiveHeaderError::Inconsistent { .. })
+        ));
+        let h = LiveHeader {
+            image_size: 0,
+            width: u32::MAX,
+            height: u32::MAX,
+            ..Default::default()
+        };
+        assert!(h.validate(u32::MAX).is_err());
+    }
 }
