@@ -220,7 +220,6 @@ mod tests {
     /// panic on network input, release builds wrap, and this header (65536
     /// bytes "for" 2147516416 x 4294901761 pixels) is accepted.
     #[test]
-    #[ignore = "bug: validate computes width * height * 2 in u64 without overflow check"]
     fn validate_overflowing_dimensions() {
         let h = LiveHeader {
             image_size: 65536,
