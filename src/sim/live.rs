@@ -219,6 +219,8 @@ impl Camera {
             reserved: [0, 0],
         };
         let bad = std::mem::take(&mut sh.faults.lock().bad_live_header);
+        // Counted before writing, so a client that has the frame finds it counted.
+        sh.count(|c| c.frames_sent += 1);
         let t = Instant::now();
         let result = if bad {
             sh.count_fault(|c| c.bad_live_headers += 1);
@@ -236,12 +238,14 @@ impl Camera {
         let blocked = t.elapsed();
         match result {
             Ok(()) => sh.count(|c| {
-                c.frames_sent += 1;
                 c.max_live_write_block = c.max_live_write_block.max(blocked);
             }),
             Err(e) => {
                 log::debug!("sim: live client write failed: {e}; frame dropped");
-                sh.count(|c| c.frames_dropped += 1);
+                sh.count(|c| {
+                    c.frames_sent -= 1;
+                    c.frames_dropped += 1;
+                });
                 if let Some(c) = self.client.take() {
                     let _ = c.shutdown(Shutdown::Both);
                 }
