@@ -13,8 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod error;
 #[cfg(feature = "sim")]
 pub mod sim;
-mod error;
 
 pub use error::{Error, Result};

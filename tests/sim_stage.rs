@@ -55,7 +55,10 @@ fn move_acks_then_motion_stopped() {
     let ack = c.request(m);
     assert_eq!(ack.status, 0);
     let stopped = c.recv();
-    assert_eq!((stopped.code, stopped.int32_data0, stopped.double_data), (C::STAGE_MOTION_STOPPED, AXIS_R, 10.0));
+    assert_eq!(
+        (stopped.code, stopped.int32_data0, stopped.double_data),
+        (C::STAGE_MOTION_STOPPED, AXIS_R, 10.0)
+    );
     assert_eq!(sim.counters().moves, 3);
 }
 
@@ -66,14 +69,24 @@ fn zero_length_move_still_stops() {
     let ack = c.request(move_msg(AXIS_Z, HOME[2]));
     assert_eq!(ack.status, 0);
     let stopped = c.recv();
-    assert_eq!((stopped.code, stopped.int32_data0, stopped.double_data), (C::STAGE_MOTION_STOPPED, AXIS_Z, HOME[2]));
+    assert_eq!(
+        (stopped.code, stopped.int32_data0, stopped.double_data),
+        (C::STAGE_MOTION_STOPPED, AXIS_Z, HOME[2])
+    );
 }
 
 #[test]
 fn out_of_limit_and_nan_moves_are_refused() {
     let sim = Simulator::start(SimConfig::default()).unwrap();
     let mut c = Client::connect(sim.addr());
-    for (axis, to) in [(AXIS_X, 0.5), (AXIS_X, 15.5), (AXIS_Z, 10.0), (AXIS_R, 721.0), (AXIS_Y, f64::NAN), (7, 10.0)] {
+    for (axis, to) in [
+        (AXIS_X, 0.5),
+        (AXIS_X, 15.5),
+        (AXIS_Z, 10.0),
+        (AXIS_R, 721.0),
+        (AXIS_Y, f64::NAN),
+        (7, 10.0),
+    ] {
         let r = c.request(move_msg(axis, to));
         assert_eq!(r.status, 2, "axis {axis} to {to}");
     }
@@ -94,7 +107,10 @@ fn halt_stops_motion_early() {
     let ack = c.request(flagged(C::STAGE_HALT));
     assert_eq!(ack.status, 0);
     let stopped = c.recv();
-    assert_eq!((stopped.code, stopped.int32_data0, stopped.status), (C::STAGE_MOTION_STOPPED, AXIS_Y, 1));
+    assert_eq!(
+        (stopped.code, stopped.int32_data0, stopped.status),
+        (C::STAGE_MOTION_STOPPED, AXIS_Y, 1)
+    );
     assert!(stopped.double_data <= mid && stopped.double_data > 5.0);
     assert_eq!(get(&mut c, AXIS_Y).double_data, stopped.double_data);
     assert!(!sim.stage_moving());
@@ -105,9 +121,12 @@ fn halt_stops_motion_early() {
 
 #[test]
 fn home_moves_every_axis() {
-    let sim = Simulator::start(SimConfig::default()
+    let sim = Simulator::start(
+        SimConfig::default()
             .start_position([2.0, 6.0, 12.0, 0.0])
-            .stage_velocity(200.0, 3600.0)).unwrap();
+            .stage_velocity(200.0, 3600.0),
+    )
+    .unwrap();
     let mut c = Client::connect(sim.addr());
     assert_eq!(c.request(flagged(C::STAGE_HOME)).status, 0);
     let mut seen = [false; 4];
@@ -126,7 +145,11 @@ fn home_moves_every_axis() {
 fn velocity_set() {
     let sim = Simulator::start(SimConfig::default()).unwrap();
     let mut c = Client::connect(sim.addr());
-    let v = |axis: i32, v: f64| flagged(C::STAGE_VELOCITY_SET).with_int32_data0(axis).with_double_data(v);
+    let v = |axis: i32, v: f64| {
+        flagged(C::STAGE_VELOCITY_SET)
+            .with_int32_data0(axis)
+            .with_double_data(v)
+    };
     assert_eq!(c.request(v(AXIS_X, 50.0)).status, 0);
     assert_eq!(c.request(v(AXIS_X, 0.0)).status, 2);
     assert_eq!(c.request(v(AXIS_X, f64::INFINITY)).status, 2);
@@ -147,9 +170,14 @@ fn motion_stopped_goes_to_every_client() {
 
 #[test]
 fn moves_while_a_workflow_runs_are_busy() {
-    let sim = Simulator::start(SimConfig::default().plane_interval(std::time::Duration::from_millis(50))).unwrap();
+    let sim =
+        Simulator::start(SimConfig::default().plane_interval(std::time::Duration::from_millis(50)))
+            .unwrap();
     let mut c = Client::connect(sim.addr());
-    c.send_with(flagged(C::CAMERA_WORK_FLOW_START), b"Number of planes = 1000\n");
+    c.send_with(
+        flagged(C::CAMERA_WORK_FLOW_START),
+        b"Number of planes = 1000\n",
+    );
     assert_eq!(c.recv().status, 0);
     c.send(move_msg(AXIS_X, 3.0));
     let r = c.recv_until(C::STAGE_POSITION_SET);
