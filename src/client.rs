@@ -508,12 +508,13 @@ impl Drop for Inner {
 /// its own reply channel. Dropping the last clone closes the connection and
 /// joins every thread the client started.
 ///
-/// ```no_run
+/// ```
 /// use flamingo_client::{Client, ClientConfig, codec::{CommandCode, Message}};
 /// use std::time::Duration;
 ///
 /// # fn main() -> flamingo_client::Result<()> {
-/// # let addr = "127.0.0.1:53717";
+/// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+/// # let addr = sim.addr().to_string();
 /// let client = Client::connect(&addr, ClientConfig::default())?;
 /// let reply = client.request(Message::new(CommandCode::CAMERA_IMAGE_SIZE_GET), Duration::from_secs(2))?;
 /// assert!(reply.message.int32_data0 > 0);
