@@ -14,5 +14,6 @@
 
 pub mod codec;
 mod error;
+pub mod live;
 
 pub use error::{Error, Result};
