@@ -144,7 +144,7 @@ impl Frame {
     /// # Ok::<(), flamingo_client::Error>(())
     /// ```
     pub fn from_header_and_bytes(header: LiveHeader, bytes: Vec<u8>) -> crate::Result<Frame> {
-        let len = header.validate(u32::MAX)?;
+        let len = super::reader::validate(&header, u32::MAX)?;
         if bytes.len() != len {
             return Err(crate::Error::invalid(format!(
                 "the header announces {len} pixel bytes, got {}",
@@ -364,5 +364,12 @@ mod tests {
             ..header
         };
         assert!(Frame::from_header_and_bytes(bad, vec![0; 5]).is_err());
+        let absurd = LiveHeader {
+            image_size: u32::MAX,
+            width: u32::MAX,
+            height: u32::MAX,
+            ..header
+        };
+        assert!(Frame::from_header_and_bytes(absurd, vec![]).is_err());
     }
 }

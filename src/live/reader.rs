@@ -219,15 +219,47 @@ fn fill(conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, Lost> {
     Ok(true)
 }
 
-/// The reader thread's body. Ends the stream (sets `ended`, drops `tx`) on exit.
+/// [`LiveHeader::validate`], guarded against sizes whose byte count would
+/// overflow `u64` (`width * height * 2` with both near `u32::MAX`), which
+/// can never match a `u32` image size anyway.
+pub(crate) fn validate(header: &LiveHeader, limit: u32) -> Result<usize, LiveHeaderError> {
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    if pixels > u64::from(u32::MAX) {
+        return Err(LiveHeaderError::Inconsistent {
+            image_size: header.image_size,
+            width: header.width,
+            height: header.height,
+        });
+    }
+    header.validate(limit)
+}
+
+/// Marks the stream ended even if the reader unwinds, so waiters get an
+/// error that says what happened instead of "closed".
+struct EndGuard<'a>(&'a Shared);
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        self.0.uninstall();
+        let mut ended = self.0.ended.lock();
+        if ended.is_none() {
+            *ended = Some(End::Disconnected(
+                "the live reader thread failed unexpectedly (a bug: please report it)".into(),
+            ));
+        }
+    }
+}
+
+/// The reader thread's body. Ends the stream (sets `ended`, drops `tx`) on
+/// exit, also if it unwinds.
 pub(crate) fn run(
     shared: Arc<Shared>,
     conn: TcpStream,
     tx: Sender<Frame>,
     own_rx: Receiver<Frame>,
 ) {
+    let guard = EndGuard(&shared);
     let end = serve(&shared, conn, &tx, &own_rx);
-    shared.uninstall();
     if !matches!(end, End::Closed) {
         log::warn!(
             "live: stream from {} ended: {}",
@@ -236,6 +268,7 @@ pub(crate) fn run(
         );
     }
     *shared.ended.lock() = Some(end);
+    drop(guard);
     // Dropping the senders now (before the thread ends) wakes waiters with
     // "disconnected"; they then read `ended`.
     drop(tx);
@@ -296,7 +329,7 @@ fn read_frames(
             Err(lost) => return lost,
         }
         let header = LiveHeader::decode(&head);
-        let len = match header.validate(limit) {
+        let len = match validate(&header, limit) {
             Ok(len) => len,
             Err(e) => {
                 log::warn!("live: rejected frame header {head:02x?}: {e}");
