@@ -26,7 +26,7 @@ pub fn save_png(frame: &Frame, path: &Path) -> io::Result<()> {
     encoder.set_depth(png::BitDepth::Sixteen);
     let to_io = |e: png::EncodingError| match e {
         png::EncodingError::IoError(e) => named(e),
-        other => named(io::Error::new(io::ErrorKind::Other, other)),
+        other => named(io::Error::other(other)),
     };
     let mut writer = encoder.write_header().map_err(to_io)?;
     let mut be = Vec::with_capacity(frame.as_bytes().len());
