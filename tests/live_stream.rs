@@ -226,9 +226,10 @@ fn bad_header_then_good_frames_after_reconnect() {
         ..header(10, 10, 1)
     };
     first.write_all(&bad.to_bytes()).unwrap();
-    first.write_all(&[0xAB; 1000]).unwrap();
+    // The client may already have reset the connection: ignore the outcome.
+    let _ = first.write_all(&[0xAB; 1000]);
     let mut second = server.accept();
-    // The client closed the bad connection cleanly.
+    // The client closed the bad connection (FIN or reset), not left it open.
     first.set_read_timeout(Some(WAIT)).unwrap();
     let mut sink = [0u8; 16];
     match first.read(&mut sink) {

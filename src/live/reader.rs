@@ -133,6 +133,14 @@ pub(crate) fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream>
     if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         log::debug!("live: cannot enable TCP keepalive: {e}");
     }
+    // Abortive close (RST): when we close, the instrument's send fails at
+    // once instead of stalling. With a plain FIN the closed socket may keep
+    // advertising the zero window it had (Linux sends no window update after
+    // shutdown(Read)), leaving the instrument blocked in send until the
+    // FIN_WAIT2 timeout (60 s), unable to serve the next live client.
+    if let Err(e) = socket.set_linger(Some(Duration::ZERO)) {
+        log::debug!("live: cannot set SO_LINGER 0: {e}");
+    }
     socket.connect_timeout(&addr.into(), timeout)?;
     // connect_timeout leaves the socket blocking; no read timeout: the reader
     // blocks on its socket and is woken by shutdown.
