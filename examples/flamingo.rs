@@ -1,0 +1,950 @@
+//! `flamingo`: one command-line tool for the Flamingo microscope.
+//!
+//! ```text
+//! cargo run --release --example flamingo -- [GLOBAL OPTIONS] COMMAND [OPTIONS]
+//! cargo run --release --example flamingo -- --help
+//! cargo run --release --example flamingo -- demo
+//! ```
+//!
+//! Commands: state, image-size, position, move, settings, snapshot, live,
+//! workflow, watch, sim, demo. `--json` prints each result as one JSON
+//! object per line; errors are one `error: ...` line on stderr and a
+//! non-zero exit code that tells the kind of failure (see `--help`).
+
+#[path = "support/cli_args.rs"]
+mod cli_args;
+#[path = "support/cli_demo.rs"]
+mod cli_demo;
+#[path = "support/cli_json.rs"]
+mod cli_json;
+#[path = "support/cli_progress.rs"]
+mod cli_progress;
+#[path = "support/image_io.rs"]
+mod image_io;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use flamingo_client::codec::{CommandCode as C, Message};
+use flamingo_client::live::Frame;
+use flamingo_client::sim::{SimConfig, Simulator};
+use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
+
+use cli_args::{Command, Global, Parsed};
+use cli_json::JsonObject;
+use cli_progress::Progress;
+
+/// How long `move --wait` waits for the axis to stop.
+const MOTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a workflow wait asks for the system state, in case the idle
+/// broadcast is lost.
+const WORKFLOW_POLL: Duration = Duration::from_secs(2);
+/// The longest a workflow wait lasts.
+const WORKFLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// Bytes of a live frame header.
+const LIVE_HEADER_BYTES: u64 = 40;
+
+fn main() {
+    let code = match real_main() {
+        Ok(()) => 0,
+        Err(e) => {
+            // Everything (clients, simulators, live streams) is dropped by now.
+            eprintln!("error: {e}");
+            cli_args::exit_code(&e)
+        }
+    };
+    let _ = io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn real_main() -> Result<()> {
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                Error::invalid(format!(
+                    "argument {a:?} is not valid Unicode; rename the file or use another path"
+                ))
+            })
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let (global, command) = match cli_args::parse(args)? {
+        Parsed::Help(text) => {
+            Out { json: false }.text(&text);
+            return Ok(());
+        }
+        Parsed::Run(g, c) => (g, c),
+    };
+    init_logging(global.verbose);
+    let out = Out { json: global.json };
+    match command {
+        Command::Sim { port } => run_sim(port),
+        Command::Demo => cli_demo::run(&out, global.timeout),
+        command => {
+            let client = connect(&global)?;
+            let result = run_command(&client, &global, &out, command);
+            client.close();
+            result
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Error,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .parse_default_env()
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Connects with `--timeout` as the connect and per-request deadline.
+pub fn connect(g: &Global) -> Result<Client> {
+    let config = ClientConfig::default()
+        .request_timeout(g.timeout)
+        .connect_timeout(g.timeout);
+    Client::connect(&g.addr, config)
+}
+
+fn run_command(client: &Client, g: &Global, out: &Out, command: Command) -> Result<()> {
+    let t = g.timeout;
+    match command {
+        Command::State => out.result(&system_state(client, t)?),
+        Command::ImageSize => out.result(&image_size(client, t)?),
+        Command::Position => out.result(&positions(client, t)?),
+        Command::Move { axis, to, wait } => out.result(&move_axis(client, t, axis, to, wait)?),
+        Command::Settings { out: path } => out.result(&save_settings(client, t, &path)?),
+        Command::Snapshot { out: path } => out.result(&snapshot(client, t, &path)?),
+        Command::Live { frames } => out.result(&live(client, t, LiveUntil::Frames(frames))?),
+        Command::Workflow { file, wait } => {
+            let bytes = std::fs::read(&file).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot read workflow file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let label = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.result(&workflow(client, t, &bytes, &label, wait)?)
+        }
+        Command::Watch { duration } => watch(client, duration, out)?,
+        Command::Sim { .. } | Command::Demo => unreachable!("handled without a connection"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- output
+
+/// Where results go: human-readable text or one JSON object per line.
+pub struct Out {
+    /// `--json` was given.
+    pub json: bool,
+}
+
+/// A result that can be shown both ways.
+pub trait Report {
+    /// The JSON object (keys as documented in the help).
+    fn json(&self) -> JsonObject;
+    /// The human-readable text (one or more lines, no trailing newline).
+    fn human(&self) -> String;
+}
+
+impl Out {
+    /// Prints a result: its JSON line with `--json`, its text otherwise.
+    pub fn result(&self, r: &dyn Report) {
+        if self.json {
+            self.text(&r.json().to_string());
+        } else {
+            self.text(&r.human());
+        }
+    }
+
+    /// Prints one line (or block) on stdout. A closed stdout (for example
+    /// piped into `head`) is not an error.
+    pub fn text(&self, s: &str) {
+        let mut o = io::stdout().lock();
+        let _ = writeln!(o, "{}", s.trim_end_matches('\n'));
+        let _ = o.flush();
+    }
+}
+
+// ---------------------------------------------------------------- state
+
+/// `state`.
+pub struct StateReport {
+    /// The wire value (0 idle, 1 busy, 2 error).
+    pub code: i32,
+}
+
+impl StateReport {
+    /// "idle", "busy", "error" or "unknown".
+    pub fn name(&self) -> &'static str {
+        match self.code {
+            0 => "idle",
+            1 => "busy",
+            2 => "error",
+            _ => "unknown",
+        }
+    }
+}
+
+impl Report for StateReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .str("state", self.name())
+            .int("code", self.code)
+    }
+    fn human(&self) -> String {
+        format!("System state: {} ({})", self.name(), self.code)
+    }
+}
+
+/// Asks for the system state.
+pub fn system_state(client: &Client, t: Duration) -> Result<StateReport> {
+    let reply = client.request_checked(Message::new(C::SYSTEM_STATE_GET), t)?;
+    Ok(StateReport {
+        code: reply.message.int32_data0,
+    })
+}
+
+// ---------------------------------------------------------------- image size
+
+/// `image-size`.
+pub struct SizeReport {
+    /// Pixels.
+    pub width: i32,
+    /// Pixels.
+    pub height: i32,
+}
+
+impl Report for SizeReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .int("width", self.width)
+            .int("height", self.height)
+    }
+    fn human(&self) -> String {
+        format!(
+            "Camera image size: {} x {} pixels",
+            self.width, self.height
+        )
+    }
+}
+
+/// Asks the camera for its image size.
+pub fn image_size(client: &Client, t: Duration) -> Result<SizeReport> {
+    let reply = client.request_checked(Message::new(C::CAMERA_IMAGE_SIZE_GET), t)?;
+    Ok(SizeReport {
+        width: reply.message.int32_data0,
+        height: reply.message.int32_data1,
+    })
+}
+
+// ---------------------------------------------------------------- position
+
+/// `position`: x, y, z (mm) and r (degrees).
+pub struct PositionReport(pub [f64; 4]);
+
+impl Report for PositionReport {
+    fn json(&self) -> JsonObject {
+        Axis::ALL
+            .iter()
+            .fold(JsonObject::new(), |o, a| o.num(a.name(), self.0[axis_index(*a)]))
+    }
+    fn human(&self) -> String {
+        let mut s = String::from("Stage position:");
+        for a in Axis::ALL {
+            s.push_str(&format!(
+                "\n  {}  {:>10.4} {}",
+                a.name(),
+                self.0[axis_index(a)],
+                a.unit()
+            ));
+        }
+        s
+    }
+}
+
+fn axis_index(a: Axis) -> usize {
+    (a.wire() - 1) as usize
+}
+
+/// Reads the four axes.
+pub fn positions(client: &Client, t: Duration) -> Result<PositionReport> {
+    let mut p = [0.0; 4];
+    for a in Axis::ALL {
+        let msg = Message::new(C::STAGE_POSITION_GET).with_int32_data0(a.wire());
+        p[axis_index(a)] = client.request_checked(msg, t)?.message.double_data;
+    }
+    Ok(PositionReport(p))
+}
+
+// ---------------------------------------------------------------- move
+
+/// `move`.
+pub struct MoveReport {
+    /// The axis moved.
+    pub axis: Axis,
+    /// The target.
+    pub target: f64,
+    /// Where the axis stopped, with `--wait`.
+    pub stopped_at: Option<f64>,
+    /// From sending the move to its acknowledgement, or (with `--wait`) to the stop.
+    pub elapsed: Duration,
+}
+
+impl Report for MoveReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .str("axis", self.axis.name())
+            .num("target", self.target)
+            .bool("stopped", self.stopped_at.is_some())
+            .int("elapsed_ms", self.elapsed.as_millis() as u64)
+    }
+    fn human(&self) -> String {
+        let unit = self.axis.unit();
+        match self.stopped_at {
+            Some(p) => format!(
+                "Moved {} to {} {unit}: stopped at {p:.4} {unit} after {} ms",
+                self.axis,
+                self.target,
+                self.elapsed.as_millis()
+            ),
+            None => format!(
+                "Move of {} to {} {unit} accepted after {} ms (not waiting for it to stop; add --wait)",
+                self.axis,
+                self.target,
+                self.elapsed.as_millis()
+            ),
+        }
+    }
+}
+
+/// Moves one axis; with `wait`, until its `STAGE_MOTION_STOPPED`.
+pub fn move_axis(
+    client: &Client,
+    t: Duration,
+    axis: Axis,
+    target: f64,
+    wait: bool,
+) -> Result<MoveReport> {
+    let t0 = Instant::now();
+    // Subscribe before sending, so a short move's stop cannot be missed.
+    let stops = client.subscribe_to(&[C::STAGE_MOTION_STOPPED]);
+    let msg = Message::new(C::STAGE_POSITION_SET)
+        .with_int32_data0(axis.wire())
+        .with_double_data(target);
+    let reply = client.request_checked(msg, t)?;
+    let mut stopped_at = None;
+    if wait {
+        let ev = stops
+            .wait_for(
+                |e| matches!(e.kind, EventKind::MotionStopped { axis: a, .. } if a == axis),
+                reply.seq,
+                MOTION_TIMEOUT,
+            )
+            .map_err(|e| match e {
+                Error::Timeout { after, .. } => Error::timeout(
+                    format!("axis {axis} to stop moving (STAGE_MOTION_STOPPED)"),
+                    after,
+                ),
+                e => e,
+            })?;
+        if let EventKind::MotionStopped { position, .. } = ev.kind {
+            stopped_at = Some(position);
+        }
+    }
+    Ok(MoveReport {
+        axis,
+        target,
+        stopped_at,
+        elapsed: t0.elapsed(),
+    })
+}
+
+// ---------------------------------------------------------------- settings
+
+/// `settings`.
+pub struct SettingsReport {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Where.
+    pub path: PathBuf,
+}
+
+impl Report for SettingsReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new().int("bytes", self.bytes as u64)
+    }
+    fn human(&self) -> String {
+        format!(
+            "Saved the microscope settings ({} bytes) to {}",
+            self.bytes,
+            self.path.display()
+        )
+    }
+}
+
+/// Downloads the settings text and writes it to `path` unchanged.
+pub fn save_settings(client: &Client, t: Duration, path: &Path) -> Result<SettingsReport> {
+    let reply = client.request_checked(Message::new(C::COMMON_SCOPE_SETTINGS_LOAD), t)?;
+    if reply.data.is_empty() {
+        return Err(Error::protocol(
+            "the microscope answered COMMON_SCOPE_SETTINGS_LOAD without the settings text",
+        ));
+    }
+    std::fs::write(path, &reply.data).map_err(|e| {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("cannot write settings file {}: {e}", path.display()),
+        ))
+    })?;
+    Ok(SettingsReport {
+        bytes: reply.data.len(),
+        path: path.to_path_buf(),
+    })
+}
+
+// ---------------------------------------------------------------- snapshot
+
+/// `snapshot`.
+pub struct SnapshotReport {
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// Where the image was saved.
+    pub path: PathBuf,
+    /// Mean pixel value.
+    pub mean: f64,
+    /// From the request to the frame.
+    pub elapsed: Duration,
+}
+
+impl Report for SnapshotReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .int("width", self.width)
+            .int("height", self.height)
+            .str("path", &self.path.to_string_lossy())
+    }
+    fn human(&self) -> String {
+        format!(
+            "Saved a {} x {} 16-bit snapshot to {} (mean value {:.1}, taken in {} ms)",
+            self.width,
+            self.height,
+            self.path.display(),
+            self.mean,
+            self.elapsed.as_millis()
+        )
+    }
+}
+
+/// Closes the client's live socket when dropped (on every path).
+struct CloseLive<'a>(&'a Client);
+
+impl Drop for CloseLive<'_> {
+    fn drop(&mut self) {
+        self.0.close_live();
+    }
+}
+
+/// Takes one image and saves it (format by extension).
+pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotReport> {
+    cli_args::check_image_extension(path)?;
+    let t0 = Instant::now();
+    let _close = CloseLive(client);
+    let live = client.live(t)?;
+    let mark = live.stats().frames;
+    client.request_checked(Message::new(C::CAMERA_SNAPSHOT_GET), t)?;
+    let frame = live.next_frame_after(mark, t)?;
+    let elapsed = t0.elapsed();
+    image_io::save_image(&frame, path).map_err(Error::Io)?;
+    Ok(SnapshotReport {
+        width: frame.width(),
+        height: frame.height(),
+        path: path.to_path_buf(),
+        mean: mean(&frame),
+        elapsed,
+    })
+}
+
+fn mean(frame: &Frame) -> f64 {
+    let n = frame.pixel_count().max(1) as f64;
+    frame.pixels().iter().map(|&p| f64::from(p)).sum::<f64>() / n
+}
+
+// ---------------------------------------------------------------- live
+
+/// When `live` stops.
+#[derive(Clone, Copy, Debug)]
+pub enum LiveUntil {
+    /// After this many frames.
+    Frames(u64),
+    /// After this long.
+    Duration(Duration),
+}
+
+/// `live`.
+pub struct LiveReport {
+    /// Frames taken.
+    pub frames: u64,
+    /// Frames dropped by the stream because they were not taken in time.
+    pub dropped: u64,
+    /// Frames per second received between the first and the last frame taken.
+    pub fps: Option<f64>,
+    /// Megabytes (10^6) per second over the same window.
+    pub mb_per_s: Option<f64>,
+    /// Frame size.
+    pub width: u32,
+    /// Frame size.
+    pub height: u32,
+}
+
+impl Report for LiveReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .int("frames", self.frames)
+            .int("dropped", self.dropped)
+            .opt_num("fps", self.fps.map(round2))
+            .opt_num("mb_per_s", self.mb_per_s.map(round2))
+    }
+    fn human(&self) -> String {
+        let rate = match (self.fps, self.mb_per_s) {
+            (Some(f), Some(m)) => format!("{f:.1} frames/s, {m:.1} MB/s"),
+            _ => "rate not measurable from one frame".into(),
+        };
+        format!(
+            "Live view: {} frames of {} x {} received, {rate}, {} dropped",
+            self.frames, self.width, self.height, self.dropped
+        )
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Live view on for as long as it lives: dropping it (on an error path)
+/// stops live view and closes the live socket, best effort.
+struct LiveView<'a> {
+    client: &'a Client,
+    timeout: Duration,
+    on: bool,
+}
+
+impl<'a> LiveView<'a> {
+    fn start(client: &'a Client, timeout: Duration) -> Result<LiveView<'a>> {
+        client.request_checked(Message::new(C::CAMERA_LIVE_VIEW_START), timeout)?;
+        Ok(LiveView {
+            client,
+            timeout,
+            on: true,
+        })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.on = false;
+        let r = self
+            .client
+            .request_checked(Message::new(C::CAMERA_LIVE_VIEW_STOP), self.timeout);
+        self.client.close_live();
+        r.map(drop)
+    }
+}
+
+impl Drop for LiveView<'_> {
+    fn drop(&mut self) {
+        if self.on {
+            let _ = self
+                .client
+                .request(Message::new(C::CAMERA_LIVE_VIEW_STOP), self.timeout);
+            self.client.close_live();
+        }
+    }
+}
+
+/// Starts live view, takes frames until `until`, stops live view.
+pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport> {
+    let view = LiveView::start(client, t)?;
+    let stream = client.live(t)?;
+    let end = match until {
+        LiveUntil::Duration(d) => Some(Instant::now() + d),
+        LiveUntil::Frames(_) => None,
+    };
+    let mut first: Option<Frame> = None;
+    let mut last: Option<Frame> = None;
+    let mut taken = 0u64;
+    loop {
+        let wait = match (until, end) {
+            (LiveUntil::Frames(n), _) if taken >= n => break,
+            (_, Some(end)) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(t)
+            }
+            _ => t,
+        };
+        match stream.next_frame(wait) {
+            Ok(frame) => {
+                taken += 1;
+                if first.is_none() {
+                    first = Some(frame.clone());
+                }
+                last = Some(frame);
+            }
+            Err(e) if e.is_timeout() && end.is_some_and(|end| Instant::now() >= end) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let dropped = stream.stats().dropped;
+    drop(stream);
+    view.stop()?;
+    let (mut fps, mut mb_per_s, mut width, mut height) = (None, None, 0, 0);
+    if let (Some(a), Some(b)) = (&first, &last) {
+        width = b.width();
+        height = b.height();
+        let window = b.received_at().duration_since(a.received_at()).as_secs_f64();
+        let received = b.sequence().saturating_sub(a.sequence());
+        if received > 0 && window > 0.0 {
+            let frame_bytes = LIVE_HEADER_BYTES + b.as_bytes().len() as u64;
+            fps = Some(received as f64 / window);
+            mb_per_s = Some((received * frame_bytes) as f64 / window / 1e6);
+        }
+    }
+    if taken == 0 {
+        return Err(Error::timeout("a live frame", t));
+    }
+    Ok(LiveReport {
+        frames: taken,
+        dropped,
+        fps,
+        mb_per_s,
+        width,
+        height,
+    })
+}
+
+// ---------------------------------------------------------------- workflow
+
+/// `workflow`.
+pub struct WorkflowReport {
+    /// Bytes of the workflow file sent.
+    pub sent_bytes: usize,
+    /// The run finished with every image acquired (false without `--wait`).
+    pub completed: bool,
+    /// Whether we waited for the end.
+    pub waited: bool,
+    /// Images acquired (from the stack-complete statistics, else the
+    /// images-saved notice).
+    pub images: u64,
+    /// Images expected, if the microscope said.
+    pub expected: Option<u64>,
+    /// From the start to the end (or to the acknowledgement without `--wait`).
+    pub elapsed: Duration,
+}
+
+impl Report for WorkflowReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .int("sent_bytes", self.sent_bytes as u64)
+            .bool("completed", self.completed)
+            .int("images", self.images)
+    }
+    fn human(&self) -> String {
+        if !self.waited {
+            return format!(
+                "Workflow started ({} bytes sent); not waiting for it to finish (add --wait)",
+                self.sent_bytes
+            );
+        }
+        let of = self
+            .expected
+            .map(|e| format!(" of {e}"))
+            .unwrap_or_default();
+        format!(
+            "Workflow {} in {:.1} s: {}{of} images acquired ({} bytes sent)",
+            if self.completed {
+                "completed"
+            } else {
+                "ended early"
+            },
+            self.elapsed.as_secs_f64(),
+            self.images,
+            self.sent_bytes
+        )
+    }
+}
+
+/// Sends a workflow file and starts it; with `wait`, follows its progress
+/// (a bar on stderr) until the microscope reports it finished.
+///
+/// The end is `SYSTEM_STATE_IDLE` once the run has shown progress (a gauge
+/// value or stack statistics) or a state query has seen it busy: an idle
+/// notice arriving right after the start can be stale. The state is also
+/// polled every few seconds in case the idle notice is lost.
+pub fn workflow(
+    client: &Client,
+    t: Duration,
+    bytes: &[u8],
+    label: &str,
+    wait: bool,
+) -> Result<WorkflowReport> {
+    if bytes.is_empty() {
+        return Err(Error::invalid(format!(
+            "the workflow file {label} is empty"
+        )));
+    }
+    let t0 = Instant::now();
+    let events = client.subscribe();
+    let after = client.last_seq();
+    let reply = client.request_with_data(Message::new(C::CAMERA_WORK_FLOW_START), bytes, t)?;
+    client.check_status(&reply)?;
+    let mut report = WorkflowReport {
+        sent_bytes: bytes.len(),
+        completed: false,
+        waited: wait,
+        images: 0,
+        expected: None,
+        elapsed: t0.elapsed(),
+    };
+    if !wait {
+        return Ok(report);
+    }
+    let mut bar = Progress::new(label);
+    let mut progressed = false;
+    let mut seen_busy = false;
+    let (mut acquired, mut expected, mut stacks, mut saved) = (0u64, 0u64, 0u32, 0u64);
+    let limit = Instant::now() + WORKFLOW_LIMIT;
+    let mut next_poll = Instant::now() + WORKFLOW_POLL;
+    loop {
+        let now = Instant::now();
+        if now >= limit {
+            return Err(Error::timeout("the workflow to finish", WORKFLOW_LIMIT));
+        }
+        if now >= next_poll {
+            next_poll = now + WORKFLOW_POLL;
+            match system_state(client, t) {
+                Ok(s) if s.code == 1 => seen_busy = true,
+                Ok(s) if s.code == 0 && (progressed || seen_busy) => break,
+                Ok(_) => {}
+                Err(e) if e.is_disconnected() => return Err(e),
+                Err(e) => log::info!("state query during the workflow failed: {e}"),
+            }
+            continue;
+        }
+        let ev = match events.recv_deadline(next_poll.min(limit)) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::disconnected("the client was closed"))
+            }
+        };
+        if ev.seq <= after {
+            continue;
+        }
+        match ev.kind {
+            EventKind::GaugeSize { total } => bar.set_total(total.into()),
+            EventKind::GaugeValue { current, total } => {
+                progressed = true;
+                bar.set(current.into(), total.into());
+            }
+            EventKind::StackComplete {
+                acquired: a,
+                expected: e,
+                ..
+            } => {
+                progressed = true;
+                stacks += 1;
+                acquired += a.max(0) as u64;
+                expected += e.max(0) as u64;
+            }
+            EventKind::ImagesSaved { count } => saved += count.max(0) as u64,
+            EventKind::SystemIdle if progressed || seen_busy => break,
+            EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
+                return Err(Error::disconnected(reason))
+            }
+            _ => {}
+        }
+    }
+    bar.finish();
+    report.elapsed = t0.elapsed();
+    if stacks > 0 {
+        report.images = acquired;
+        report.expected = Some(expected);
+        report.completed = acquired >= expected;
+    } else {
+        report.images = saved;
+        report.completed = true;
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------- watch
+
+/// One event as a JSON object (`elapsed_ms` since `t0`).
+pub fn event_json(ev: &Event, t0: Instant) -> JsonObject {
+    let o = JsonObject::new().str("event", ev.kind.name());
+    let o = match &ev.kind {
+        EventKind::MotionStopped {
+            axis,
+            position,
+            status,
+        } => o
+            .str("axis", axis.name())
+            .num("position", *position)
+            .int("status", *status),
+        EventKind::StackComplete {
+            acquired,
+            expected,
+            errors,
+            duration_us,
+        } => o
+            .int("acquired", *acquired)
+            .int("expected", *expected)
+            .int("errors", *errors)
+            .num("duration_us", *duration_us),
+        EventKind::GaugeSize { total } => o.int("total", *total),
+        EventKind::GaugeValue { current, total } => {
+            o.int("current", *current).int("total", *total)
+        }
+        EventKind::ImagesSaved { count } => o.int("count", *count),
+        EventKind::LaserLevel {
+            laser,
+            level_percent,
+        } => o
+            .int("laser", *laser)
+            .opt_num("level_percent", *level_percent),
+        EventKind::Unknown => match ev.code() {
+            Some(c) => o.int("code", c.0).str("name", &c.to_string()),
+            None => o.null("code"),
+        },
+        _ => o,
+    };
+    o.int("elapsed_ms", ev.received_at.saturating_duration_since(t0).as_millis() as u64)
+}
+
+/// One event as a readable line.
+pub fn event_human(ev: &Event, t0: Instant) -> String {
+    let at = ev.received_at.saturating_duration_since(t0).as_secs_f64();
+    let what = match &ev.kind {
+        EventKind::MotionStopped {
+            axis,
+            position,
+            status,
+        } => format!(
+            "stage {axis} stopped at {position:.4} {} (status {status})",
+            axis.unit()
+        ),
+        EventKind::SystemIdle => "system is idle".into(),
+        EventKind::StackComplete {
+            acquired,
+            expected,
+            errors,
+            duration_us,
+        } => format!(
+            "stack complete: {acquired} of {expected} images, {errors} errors, {:.2} s",
+            duration_us / 1e6
+        ),
+        EventKind::GaugeSize { total } => format!("progress maximum {total}"),
+        EventKind::GaugeValue { current, total } => format!("progress {current}/{total}"),
+        EventKind::ImagesSaved { count } => format!("images saved to storage ({count})"),
+        EventKind::LaserLevel {
+            laser,
+            level_percent: Some(p),
+        } => format!("laser {laser} level {p:.2} %"),
+        EventKind::LaserLevel {
+            laser,
+            level_percent: None,
+        } => format!("laser {laser} level unreadable"),
+        EventKind::Unknown => match ev.code() {
+            Some(c) => format!("other message {c} (code {} / {:#06x})", c.0, c.0),
+            None => "other message".into(),
+        },
+        other => other.name().replace('_', " "),
+    };
+    format!("{at:>8.3} s  {what}")
+}
+
+/// Prints every event until `duration` has passed.
+fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
+    let events = client.subscribe();
+    let t0 = Instant::now();
+    let end = t0 + duration;
+    if !out.json {
+        out.text(&format!(
+            "Watching events from {} for {:.1} s...",
+            client.addr(),
+            duration.as_secs_f64()
+        ));
+    }
+    let mut n = 0u64;
+    loop {
+        let ev = match events.recv_deadline(end) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::disconnected("the client was closed"))
+            }
+        };
+        match &ev.kind {
+            EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
+                return Err(Error::disconnected(reason.clone()))
+            }
+            k if k.is_connection() => continue,
+            _ => {}
+        }
+        n += 1;
+        if out.json {
+            out.text(&event_json(&ev, t0).to_string());
+        } else {
+            out.text(&event_human(&ev, t0));
+        }
+    }
+    if !out.json {
+        let dropped = events.dropped();
+        let note = if dropped > 0 {
+            format!(" ({dropped} more were dropped: too many to print)")
+        } else {
+            String::new()
+        };
+        out.text(&format!("{n} events{note}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sim
+
+fn run_sim(port: u16) -> Result<()> {
+    let sim = Simulator::start(SimConfig::default().port(port)).map_err(|e| {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("cannot start the simulator on port {port}: {e}"),
+        ))
+    })?;
+    let addr = sim.addr();
+    {
+        let mut o = io::stdout().lock();
+        let _ = writeln!(o, "listening on {addr}");
+        let _ = o.flush();
+    }
+    eprintln!(
+        "simulator running: commands on {addr}, live images on {}; press Ctrl-C to stop",
+        sim.live_addr()
+    );
+    loop {
+        // Until the process is interrupted; park may wake spuriously.
+        std::thread::park();
+    }
+}
