@@ -1,0 +1,600 @@
+//! The `flamingo` command-line example, driven as a subprocess against an
+//! in-process simulator (one per test, on ephemeral loopback ports).
+//!
+//! `cargo test` builds the example before running tests; it is found next
+//! to this test's executable (`target/<profile>/examples/flamingo`). When it
+//! is missing (for example `cargo test --test cli` alone), it is built once
+//! with `cargo build --example flamingo`. Note that `cargo test --test cli`
+//! alone does not rebuild an existing, older example binary.
+//!
+//! The parser, JSON writer and progress bar modules of the example are
+//! included here too, so their unit tests run with `cargo test`.
+
+#[path = "../examples/support/cli_args.rs"]
+mod cli_args;
+#[path = "../examples/support/cli_json.rs"]
+mod cli_json;
+#[path = "../examples/support/cli_progress.rs"]
+mod cli_progress;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flamingo_client::codec::{CommandCode, Message};
+use flamingo_client::sim::{Faults, SimConfig, Simulator};
+use flamingo_client::{Client, ClientConfig};
+
+/// Longest a CLI run may take before the test kills it and fails.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------ the binary
+
+fn flamingo_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/cli-XXXX -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory");
+        let bin = profile_dir
+            .join("examples")
+            .join(format!("flamingo{}", std::env::consts::EXE_SUFFIX));
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--example", "flamingo"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build --example flamingo");
+            assert!(status.success(), "cargo build --example flamingo failed");
+        }
+        assert!(bin.exists(), "example binary not found at {}", bin.display());
+        bin
+    })
+}
+
+// ------------------------------------------------------------ processes
+
+/// Kills and reaps the child on every path (including a failed assertion).
+struct ChildGuard {
+    child: Child,
+    readers: Vec<JoinHandle<Vec<u8>>>,
+}
+
+impl ChildGuard {
+    fn spawn(args: &[&str]) -> ChildGuard {
+        let mut child = Command::new(flamingo_bin())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the flamingo example");
+        let mut readers = Vec::new();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        readers.push(std::thread::spawn(move || read_all(out)));
+        readers.push(std::thread::spawn(move || read_all(err)));
+        ChildGuard { child, readers }
+    }
+
+    /// Spawns with stdout handed to the caller (for `sim`), stderr captured.
+    fn spawn_with_stdout(args: &[&str]) -> (ChildGuard, std::process::ChildStdout) {
+        let mut g = ChildGuard::spawn_raw(args);
+        let out = g.child.stdout.take().expect("stdout");
+        (g, out)
+    }
+
+    fn spawn_raw(args: &[&str]) -> ChildGuard {
+        let child = Command::new(flamingo_bin())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the flamingo example");
+        ChildGuard {
+            child,
+            readers: Vec::new(),
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the exit (bounded), then collects the output.
+    fn finish(mut self) -> Output {
+        let deadline = Instant::now() + RUN_LIMIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the flamingo example did not finish within {RUN_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut texts = std::mem::take(&mut self.readers)
+            .into_iter()
+            .map(|h| String::from_utf8(h.join().expect("reader thread")).expect("UTF-8 output"));
+        Output {
+            code: status.code().expect("exit code (not killed by a signal)"),
+            stdout: texts.next().unwrap_or_default(),
+            stderr: texts.next().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        // The pipes close with the child, so the readers end.
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn read_all(mut r: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = r.read_to_end(&mut v);
+    v
+}
+
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Output {
+    ChildGuard::spawn(args).finish()
+}
+
+/// Runs `--addr <sim> --json <args>` and expects success and one JSON line.
+fn run_json(sim: &Simulator, args: &[&str]) -> String {
+    let addr = sim.addr().to_string();
+    let mut all = vec!["--addr", addr.as_str(), "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert_eq!(out.code, 0, "{args:?} failed: {out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line expected: {out:?}");
+    let line = lines[0].to_string();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    line
+}
+
+/// Expects a failure with `code` and one stderr line starting with `prefix`.
+fn expect_error(out: &Output, code: i32, prefix: &str) {
+    assert_eq!(out.code, code, "{out:?}");
+    assert!(out.stderr.starts_with(prefix), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one stderr line: {out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+// ------------------------------------------------------------ tiny JSON reading
+
+/// The raw value of `key` in a flat JSON object: strings unescaped (\" and
+/// \\ only), other values as written.
+fn json_get(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":");
+    let start = line.find(&pat)? + pat.len();
+    let rest = &line[start..];
+    if let Some(s) = rest.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => out.push(chars.next()?),
+                c => out.push(c),
+            }
+        }
+        None
+    } else {
+        let end = rest.find([',', '}'])?;
+        Some(rest[..end].to_string())
+    }
+}
+
+fn json_f64(line: &str, key: &str) -> f64 {
+    json_get(line, key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {line}"))
+}
+
+// ------------------------------------------------------------ temp dirs
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "flamingo-cli-test-{}-{name}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sim(cfg: SimConfig) -> Simulator {
+    Simulator::start(cfg).expect("start the simulator")
+}
+
+fn small() -> SimConfig {
+    SimConfig::default().image_size(64, 48)
+}
+
+// ------------------------------------------------------------ commands
+
+#[test]
+fn state_reports_idle_and_error() {
+    let s = sim(small());
+    let line = run_json(&s, &["state"]);
+    assert_eq!(line, r#"{"state":"idle","code":0}"#);
+    s.update_faults(|f| f.error_state = true);
+    let line = run_json(&s, &["state"]);
+    assert_eq!(line, r#"{"state":"error","code":2}"#);
+    // Human-readable form.
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "state"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("error (2)"), "{out:?}");
+}
+
+#[test]
+fn image_size() {
+    let s = sim(small());
+    assert_eq!(
+        run_json(&s, &["image-size"]),
+        r#"{"width":64,"height":48}"#
+    );
+}
+
+#[test]
+fn position_reads_four_axes() {
+    let start = [2.5, 10.25, 20.125, -90.0];
+    let s = sim(small().start_position(start));
+    let line = run_json(&s, &["position"]);
+    for (key, want) in ["x", "y", "z", "r"].iter().zip(start) {
+        assert_eq!(json_f64(&line, key), want, "{key} in {line}");
+    }
+}
+
+#[test]
+fn move_with_wait_reaches_the_target() {
+    let s = sim(small());
+    let line = run_json(&s, &["move", "--axis", "z", "--to", "20.5", "--wait"]);
+    assert_eq!(json_get(&line, "axis").as_deref(), Some("z"));
+    assert_eq!(json_f64(&line, "target"), 20.5);
+    assert_eq!(json_get(&line, "stopped").as_deref(), Some("true"));
+    assert!(json_f64(&line, "elapsed_ms") >= 0.0);
+    // It waited for the stop: the axis is there and no longer moving.
+    assert!(!s.stage_moving());
+    assert!((s.stage_positions()[2] - 20.5).abs() < 1e-9);
+}
+
+#[test]
+fn move_negative_target_without_wait() {
+    let s = sim(small());
+    let line = run_json(&s, &["move", "--axis", "r", "--to", "-45.5"]);
+    assert_eq!(json_get(&line, "axis").as_deref(), Some("r"));
+    assert_eq!(json_f64(&line, "target"), -45.5);
+    assert_eq!(json_get(&line, "stopped").as_deref(), Some("false"));
+}
+
+#[test]
+fn settings_are_saved_exactly() {
+    let s = sim(small());
+    let dir = TempDir::new("settings");
+    let file = dir.path("ScopeSettings.txt");
+    let line = run_json(&s, &["settings", "--out", file.to_str().unwrap()]);
+    let want = s.settings_text();
+    assert_eq!(json_f64(&line, "bytes"), want.len() as f64);
+    assert_eq!(std::fs::read(&file).unwrap(), want);
+}
+
+/// Width and height from a little-endian baseline TIFF's first IFD.
+fn tiff_size(file: &[u8]) -> (u32, u32) {
+    assert_eq!(&file[..4], b"II*\0", "little-endian TIFF");
+    let u16_at = |o: usize| u16::from_le_bytes([file[o], file[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(file[o..o + 4].try_into().unwrap());
+    let ifd = u32_at(4) as usize;
+    let n = u16_at(ifd) as usize;
+    let (mut w, mut h) = (None, None);
+    for i in 0..n {
+        let e = ifd + 2 + 12 * i;
+        let value = match u16_at(e + 2) {
+            3 => u32::from(u16_at(e + 8)),
+            _ => u32_at(e + 8),
+        };
+        match u16_at(e) {
+            256 => w = Some(value),
+            257 => h = Some(value),
+            _ => {}
+        }
+    }
+    (w.expect("ImageWidth"), h.expect("ImageLength"))
+}
+
+#[test]
+fn snapshot_as_tiff() {
+    let s = sim(small());
+    let dir = TempDir::new("tif");
+    let file = dir.path("snap.tif");
+    let path = file.to_str().unwrap();
+    let line = run_json(&s, &["snapshot", "--out", path]);
+    assert_eq!(json_get(&line, "path").as_deref(), Some(path));
+    assert_eq!(json_f64(&line, "width"), 64.0);
+    assert_eq!(json_f64(&line, "height"), 48.0);
+    let bytes = std::fs::read(&file).expect("the TIFF file exists");
+    assert_eq!(tiff_size(&bytes), (64, 48));
+    // The pixels are the simulator's first frame, unchanged, at the end of the file.
+    let pixels = &bytes[bytes.len() - 64 * 48 * 2..];
+    assert_eq!(flamingo_client::sim::verify_frame(64, 48, 0, pixels), None);
+}
+
+#[test]
+fn snapshot_as_png() {
+    let s = sim(small());
+    let dir = TempDir::new("png");
+    let file = dir.path("snap.png");
+    let line = run_json(&s, &["snapshot", "--out", file.to_str().unwrap()]);
+    assert_eq!(json_f64(&line, "width"), 64.0);
+    let decoder = png::Decoder::new(std::fs::File::open(&file).expect("the PNG file exists"));
+    let reader = decoder.read_info().expect("a valid PNG");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 48));
+    assert_eq!(info.bit_depth, png::BitDepth::Sixteen);
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+}
+
+#[test]
+fn snapshot_with_a_bad_extension_is_refused_before_connecting() {
+    // No simulator at all: the argument is checked first.
+    let out = run(&["--addr", "127.0.0.1:9", "snapshot", "--out", "x.jpg"]);
+    expect_error(&out, 2, "error: invalid argument: ");
+}
+
+#[test]
+fn live_frames() {
+    let s = sim(small().live_fps(200.0));
+    let line = run_json(&s, &["live", "--frames", "5"]);
+    assert_eq!(json_f64(&line, "frames"), 5.0);
+    assert!(json_f64(&line, "dropped") >= 0.0);
+    assert!(json_f64(&line, "fps") > 0.0, "{line}");
+    assert!(json_f64(&line, "mb_per_s") > 0.0, "{line}");
+    // Live view was stopped again.
+    assert!(!s.live_view_on());
+}
+
+#[test]
+fn workflow_wait_completes() {
+    let s = sim(small().plane_interval(Duration::from_micros(200)));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt");
+    let bytes = std::fs::read(&file).unwrap();
+    let line = run_json(&s, &["workflow", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(json_f64(&line, "sent_bytes"), bytes.len() as f64);
+    assert_eq!(json_get(&line, "completed").as_deref(), Some("true"), "{line}");
+    assert_eq!(json_f64(&line, "images"), 476.0);
+    assert_eq!(s.workflows(), vec![bytes]);
+}
+
+#[test]
+fn workflow_without_wait_and_missing_file() {
+    let s = sim(small());
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/Snapshot.txt");
+    let line = run_json(&s, &["workflow", file.to_str().unwrap()]);
+    assert_eq!(json_get(&line, "completed").as_deref(), Some("false"));
+    let addr = s.addr().to_string();
+    let dir = TempDir::new("wf");
+    let missing = dir.path("missing.txt");
+    let out = run(&["--addr", &addr, "workflow", missing.to_str().unwrap()]);
+    expect_error(&out, 2, "error: invalid argument: cannot read workflow file");
+}
+
+#[test]
+fn watch_prints_events() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let mut child = ChildGuard::spawn(&["--addr", &addr, "--json", "watch", "--for", "0.5"]);
+    // Keep sending until the watch ends, so some land inside its window
+    // whenever it subscribes.
+    let stop = Message::new(CommandCode::STAGE_MOTION_STOPPED)
+        .with_int32_data0(1)
+        .with_status(1)
+        .with_double_data(7.5);
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.is_running() && Instant::now() < deadline {
+        s.broadcast(stop);
+        s.broadcast(Message::new(CommandCode(0x7777)).with_int32_data0(3));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(!lines.is_empty(), "no events printed: {out:?}");
+    for l in &lines {
+        assert!(json_get(l, "event").is_some(), "{l}");
+    }
+    let motion = lines
+        .iter()
+        .find(|l| json_get(l, "event").as_deref() == Some("motion_stopped"))
+        .expect("a motion_stopped event");
+    assert_eq!(json_get(motion, "axis").as_deref(), Some("x"));
+    assert_eq!(json_f64(motion, "position"), 7.5);
+    let unknown = lines
+        .iter()
+        .find(|l| json_get(l, "event").as_deref() == Some("unknown"))
+        .expect("an unknown event");
+    assert_eq!(json_f64(unknown, "code"), f64::from(0x7777));
+}
+
+#[test]
+fn sim_subcommand_serves_until_killed() {
+    let (child, stdout) = ChildGuard::spawn_with_stdout(&["sim", "--port", "0"]);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(RUN_LIMIT)
+        .expect("the simulator prints its address");
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let client = Client::connect(&addr, ClientConfig::default()).expect("connect to the sim");
+    let reply = client
+        .request(
+            Message::new(CommandCode::CAMERA_IMAGE_SIZE_GET),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(reply.message.int32_data0, 2048);
+    client.close();
+    drop(child); // kills it
+    reader.join().unwrap();
+}
+
+#[test]
+fn help_texts() {
+    let out = run(&["--help"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for want in ["Usage:", "Exit codes", "--addr", "--timeout", "--json", "workflow", "demo"] {
+        assert!(out.stdout.contains(want), "missing {want:?} in top help");
+    }
+    let out = run(&["move", "--help"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("--axis x|y|z|r"), "{out:?}");
+    assert!(out.stdout.contains("\"elapsed_ms\""), "{out:?}");
+    let out = run(&["help", "workflow"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("--wait"), "{out:?}");
+}
+
+#[test]
+fn demo_runs_a_full_session() {
+    let out = run(&["--json", "demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let steps: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| json_get(l, "step").unwrap_or_else(|| panic!("no step in {l}")))
+        .collect();
+    for want in [
+        "state", "image_size", "position", "move", "snapshot", "live", "workflow", "events",
+    ] {
+        assert!(steps.iter().any(|s| s == want), "no {want} step: {out:?}");
+    }
+    let wf = out.stdout.lines().find(|l| l.contains(r#""step":"workflow""#)).unwrap();
+    assert_eq!(json_get(wf, "completed").as_deref(), Some("true"), "{wf}");
+    let snap = out.stdout.lines().find(|l| l.contains(r#""step":"snapshot""#)).unwrap();
+    assert!(json_get(snap, "path").unwrap().ends_with(".tif"));
+}
+
+// ------------------------------------------------------------ errors
+
+#[test]
+fn cannot_connect_exits_3() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(&["--addr", &addr, "--timeout", "2", "state"]);
+    expect_error(&out, 3, &format!("error: cannot connect to {addr}"));
+}
+
+#[test]
+fn timeout_exits_4() {
+    let s = sim(small().faults(Faults {
+        never_answer: [CommandCode::SYSTEM_STATE_GET].into(),
+        ..Faults::default()
+    }));
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "--timeout", "0.3", "state"]);
+    expect_error(&out, 4, "error: timed out after 0.300 s");
+}
+
+#[test]
+fn disconnect_exits_5() {
+    let s = sim(small().faults(Faults {
+        close_after_messages: Some(0),
+        ..Faults::default()
+    }));
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "position"]);
+    expect_error(&out, 5, "error: disconnected: ");
+}
+
+#[test]
+fn refused_and_busy_exit_6() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    // Outside the soft limits: the simulator refuses with status 2.
+    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "500"]);
+    expect_error(&out, 6, "error: device refused STAGE_POSITION_SET (status 2)");
+    s.update_faults(|f| {
+        f.status_override.insert(CommandCode::STAGE_POSITION_SET, 1);
+    });
+    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "5"]);
+    expect_error(&out, 6, "error: device busy");
+}
+
+#[test]
+fn invalid_arguments_exit_2() {
+    let out = run(&["move", "--axis", "q", "--to", "1"]);
+    expect_error(&out, 2, "error: invalid argument: ");
+    assert!(out.stderr.contains("\"q\""), "{out:?}");
+    for args in [
+        &["--timeout", "-1", "state"][..],
+        &["--timeout", "NaN", "state"],
+        &["--timeout", "soon", "state"],
+        &["frobnicate"],
+        &[],
+        &["state", "--json"],
+        &["live", "--frames", "0"],
+    ] {
+        let out = run(args);
+        expect_error(&out, 2, "error: invalid argument: ");
+    }
+}
