@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
-use flamingo_client::live::Frame;
+use flamingo_client::live::{Frame, LiveStream};
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
 
@@ -125,10 +125,7 @@ fn run_command(client: &Client, g: &Global, out: &Out, command: Command) -> Resu
         Command::Live { frames } => out.result(&live(client, t, LiveUntil::Frames(frames))?),
         Command::Workflow { file, wait } => {
             let bytes = std::fs::read(&file).map_err(|e| {
-                Error::invalid(format!(
-                    "cannot read workflow file {}: {e}",
-                    file.display()
-                ))
+                Error::invalid(format!("cannot read workflow file {}: {e}", file.display()))
             })?;
             let label = file
                 .file_name()
@@ -233,10 +230,7 @@ impl Report for SizeReport {
             .int("height", self.height)
     }
     fn human(&self) -> String {
-        format!(
-            "Camera image size: {} x {} pixels",
-            self.width, self.height
-        )
+        format!("Camera image size: {} x {} pixels", self.width, self.height)
     }
 }
 
@@ -256,9 +250,9 @@ pub struct PositionReport(pub [f64; 4]);
 
 impl Report for PositionReport {
     fn json(&self) -> JsonObject {
-        Axis::ALL
-            .iter()
-            .fold(JsonObject::new(), |o, a| o.num(a.name(), self.0[axis_index(*a)]))
+        Axis::ALL.iter().fold(JsonObject::new(), |o, a| {
+            o.num(a.name(), self.0[axis_index(*a)])
+        })
     }
     fn human(&self) -> String {
         let mut s = String::from("Stage position:");
@@ -466,7 +460,9 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
     let live = client.live(t)?;
     let mark = live.stats().frames;
     client.request_checked(Message::new(C::CAMERA_SNAPSHOT_GET), t)?;
-    let frame = live.next_frame_after(mark, t)?;
+    let frame = live
+        .next_frame_after(mark, t)
+        .map_err(|e| on_live_timeout(e, "the snapshot image", &live))?;
     let elapsed = t0.elapsed();
     image_io::save_image(&frame, path).map_err(Error::Io)?;
     Ok(SnapshotReport {
@@ -476,6 +472,20 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
         mean: mean(&frame),
         elapsed,
     })
+}
+
+/// Says where a missing image was expected, and the usual cause.
+fn on_live_timeout(e: Error, what: &str, live: &LiveStream) -> Error {
+    match e {
+        Error::Timeout { after, .. } => Error::timeout(
+            format!(
+                "{what} on the live port {} (is another program using live view?)",
+                live.addr()
+            ),
+            after,
+        ),
+        e => e,
+    }
 }
 
 fn mean(frame: &Frame) -> f64 {
@@ -605,7 +615,7 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
                 last = Some(frame);
             }
             Err(e) if e.is_timeout() && end.is_some_and(|end| Instant::now() >= end) => break,
-            Err(e) => return Err(e),
+            Err(e) => return Err(on_live_timeout(e, "a live frame", &stream)),
         }
     }
     let dropped = stream.stats().dropped;
@@ -615,7 +625,10 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
     if let (Some(a), Some(b)) = (&first, &last) {
         width = b.width();
         height = b.height();
-        let window = b.received_at().duration_since(a.received_at()).as_secs_f64();
+        let window = b
+            .received_at()
+            .duration_since(a.received_at())
+            .as_secs_f64();
         let received = b.sequence().saturating_sub(a.sequence());
         if received > 0 && window > 0.0 {
             let frame_bytes = LIVE_HEADER_BYTES + b.as_bytes().len() as u64;
@@ -816,9 +829,7 @@ pub fn event_json(ev: &Event, t0: Instant) -> JsonObject {
             .int("errors", *errors)
             .num("duration_us", *duration_us),
         EventKind::GaugeSize { total } => o.int("total", *total),
-        EventKind::GaugeValue { current, total } => {
-            o.int("current", *current).int("total", *total)
-        }
+        EventKind::GaugeValue { current, total } => o.int("current", *current).int("total", *total),
         EventKind::ImagesSaved { count } => o.int("count", *count),
         EventKind::LaserLevel {
             laser,
@@ -832,7 +843,10 @@ pub fn event_json(ev: &Event, t0: Instant) -> JsonObject {
         },
         _ => o,
     };
-    o.int("elapsed_ms", ev.received_at.saturating_duration_since(t0).as_millis() as u64)
+    o.int(
+        "elapsed_ms",
+        ev.received_at.saturating_duration_since(t0).as_millis() as u64,
+    )
 }
 
 /// One event as a readable line.

@@ -58,7 +58,11 @@ fn flamingo_bin() -> &'static Path {
             let status = cmd.status().expect("run cargo build --example flamingo");
             assert!(status.success(), "cargo build --example flamingo failed");
         }
-        assert!(bin.exists(), "example binary not found at {}", bin.display());
+        assert!(
+            bin.exists(),
+            "example binary not found at {}",
+            bin.display()
+        );
         bin
     })
 }
@@ -278,10 +282,7 @@ fn state_reports_idle_and_error() {
 #[test]
 fn image_size() {
     let s = sim(small());
-    assert_eq!(
-        run_json(&s, &["image-size"]),
-        r#"{"width":64,"height":48}"#
-    );
+    assert_eq!(run_json(&s, &["image-size"]), r#"{"width":64,"height":48}"#);
 }
 
 #[test]
@@ -408,7 +409,11 @@ fn workflow_wait_completes() {
     let bytes = std::fs::read(&file).unwrap();
     let line = run_json(&s, &["workflow", file.to_str().unwrap(), "--wait"]);
     assert_eq!(json_f64(&line, "sent_bytes"), bytes.len() as f64);
-    assert_eq!(json_get(&line, "completed").as_deref(), Some("true"), "{line}");
+    assert_eq!(
+        json_get(&line, "completed").as_deref(),
+        Some("true"),
+        "{line}"
+    );
     assert_eq!(json_f64(&line, "images"), 476.0);
     assert_eq!(s.workflows(), vec![bytes]);
 }
@@ -423,7 +428,11 @@ fn workflow_without_wait_and_missing_file() {
     let dir = TempDir::new("wf");
     let missing = dir.path("missing.txt");
     let out = run(&["--addr", &addr, "workflow", missing.to_str().unwrap()]);
-    expect_error(&out, 2, "error: invalid argument: cannot read workflow file");
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: cannot read workflow file",
+    );
 }
 
 #[test]
@@ -498,7 +507,15 @@ fn sim_subcommand_serves_until_killed() {
 fn help_texts() {
     let out = run(&["--help"]);
     assert_eq!(out.code, 0, "{out:?}");
-    for want in ["Usage:", "Exit codes", "--addr", "--timeout", "--json", "workflow", "demo"] {
+    for want in [
+        "Usage:",
+        "Exit codes",
+        "--addr",
+        "--timeout",
+        "--json",
+        "workflow",
+        "demo",
+    ] {
         assert!(out.stdout.contains(want), "missing {want:?} in top help");
     }
     let out = run(&["move", "--help"]);
@@ -520,13 +537,28 @@ fn demo_runs_a_full_session() {
         .map(|l| json_get(l, "step").unwrap_or_else(|| panic!("no step in {l}")))
         .collect();
     for want in [
-        "state", "image_size", "position", "move", "snapshot", "live", "workflow", "events",
+        "state",
+        "image_size",
+        "position",
+        "move",
+        "snapshot",
+        "live",
+        "workflow",
+        "events",
     ] {
         assert!(steps.iter().any(|s| s == want), "no {want} step: {out:?}");
     }
-    let wf = out.stdout.lines().find(|l| l.contains(r#""step":"workflow""#)).unwrap();
+    let wf = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(r#""step":"workflow""#))
+        .unwrap();
     assert_eq!(json_get(wf, "completed").as_deref(), Some("true"), "{wf}");
-    let snap = out.stdout.lines().find(|l| l.contains(r#""step":"snapshot""#)).unwrap();
+    let snap = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(r#""step":"snapshot""#))
+        .unwrap();
     assert!(json_get(snap, "path").unwrap().ends_with(".tif"));
 }
 
@@ -572,7 +604,11 @@ fn refused_and_busy_exit_6() {
     let addr = s.addr().to_string();
     // Outside the soft limits: the simulator refuses with status 2.
     let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "500"]);
-    expect_error(&out, 6, "error: device refused STAGE_POSITION_SET (status 2)");
+    expect_error(
+        &out,
+        6,
+        "error: device refused STAGE_POSITION_SET (status 2)",
+    );
     s.update_faults(|f| {
         f.status_override.insert(CommandCode::STAGE_POSITION_SET, 1);
     });

@@ -335,7 +335,10 @@ Commands:
     for c in COMMANDS {
         s.push_str(&format!("  {:<12} {}\n", c.name, c.summary));
     }
-    s.push_str(&format!("  {:<12} {}\n", "help", "Show this help, or a command's help (help COMMAND)"));
+    s.push_str(&format!(
+        "  {:<12} {}\n",
+        "help", "Show this help, or a command's help (help COMMAND)"
+    ));
     s.push_str(
         "
 Global options (put them before the command):
@@ -472,7 +475,12 @@ fn no_inline(name: &str, inline: Option<&str>) -> Result<(), Error> {
     }
 }
 
-fn value(name: &str, inline: Option<&str>, args: &[String], i: &mut usize) -> Result<String, Error> {
+fn value(
+    name: &str,
+    inline: Option<&str>,
+    args: &[String],
+    i: &mut usize,
+) -> Result<String, Error> {
     if let Some(v) = inline {
         return Ok(v.to_string());
     }
@@ -669,7 +677,9 @@ pub fn parse_secs(name: &str, s: &str, allow_zero: bool) -> Result<Duration, Err
         ))
     })?;
     if !v.is_finite() {
-        return Err(invalid(format!("{name} {s:?} is not a finite number of seconds")));
+        return Err(invalid(format!(
+            "{name} {s:?} is not a finite number of seconds"
+        )));
     }
     if v < 0.0 || (v == 0.0 && !allow_zero) {
         return Err(invalid(format!(
@@ -773,13 +783,18 @@ mod tests {
         assert_eq!(c, Command::ImageSize);
         let (g, _) = run(&["-v", "--verbose", "-v", "position"]).unwrap();
         assert_eq!(g.verbose, 3);
-        assert_eq!(run(&["--addr", "[::1]:53717", "state"]).unwrap().0.addr, "[::1]:53717");
+        assert_eq!(
+            run(&["--addr", "[::1]:53717", "state"]).unwrap().0.addr,
+            "[::1]:53717"
+        );
     }
 
     #[test]
     fn commands() {
         assert_eq!(
-            run(&["move", "--axis", "R", "--to", "-90.5", "--wait"]).unwrap().1,
+            run(&["move", "--axis", "R", "--to", "-90.5", "--wait"])
+                .unwrap()
+                .1,
             Command::Move {
                 axis: Axis::R,
                 to: -90.5,
@@ -810,7 +825,9 @@ mod tests {
         );
         assert_eq!(
             run(&["snapshot", "--out", "a.TIF"]).unwrap().1,
-            Command::Snapshot { out: "a.TIF".into() }
+            Command::Snapshot {
+                out: "a.TIF".into()
+            }
         );
         assert_eq!(
             run(&["live", "--frames", "5"]).unwrap().1,
@@ -823,11 +840,16 @@ mod tests {
             }
         );
         assert_eq!(run(&["sim"]).unwrap().1, Command::Sim { port: 53717 });
-        assert_eq!(run(&["sim", "--port", "0"]).unwrap().1, Command::Sim { port: 0 });
+        assert_eq!(
+            run(&["sim", "--port", "0"]).unwrap().1,
+            Command::Sim { port: 0 }
+        );
         assert_eq!(run(&["demo"]).unwrap().1, Command::Demo);
         assert_eq!(
             run(&["settings", "--out", "s.txt"]).unwrap().1,
-            Command::Settings { out: "s.txt".into() }
+            Command::Settings {
+                out: "s.txt".into()
+            }
         );
     }
 
@@ -840,10 +862,17 @@ mod tests {
             }
         }
         for c in COMMANDS {
-            for args in [vec![c.name, "--help"], vec!["help", c.name], vec![c.name, "-h"]] {
+            for args in [
+                vec![c.name, "--help"],
+                vec!["help", c.name],
+                vec![c.name, "-h"],
+            ] {
                 match parse(args.iter().copied()).unwrap() {
                     Parsed::Help(h) => {
-                        assert!(h.contains(&format!("flamingo [GLOBAL OPTIONS] {}", c.name)), "{h}")
+                        assert!(
+                            h.contains(&format!("flamingo [GLOBAL OPTIONS] {}", c.name)),
+                            "{h}"
+                        )
                     }
                     p => panic!("{p:?}"),
                 }

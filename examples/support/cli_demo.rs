@@ -141,13 +141,21 @@ fn session(
     let events = client.subscribe();
 
     steps.report("state", "System state", &crate::system_state(client, t)?);
-    steps.report("image_size", "Camera image size", &crate::image_size(client, t)?);
+    steps.report(
+        "image_size",
+        "Camera image size",
+        &crate::image_size(client, t)?,
+    );
     let pos = crate::positions(client, t)?;
     steps.report("position", "Stage position", &pos);
 
     let z = pos.0[2];
     let (lo, hi) = sim.config().limits[2];
-    let target = if z + 0.5 <= hi { z + 0.5 } else { (z - 0.5).max(lo) };
+    let target = if z + 0.5 <= hi {
+        z + 0.5
+    } else {
+        (z - 0.5).max(lo)
+    };
     let target = (target * 1000.0).round() / 1000.0;
     steps.report(
         "move",
@@ -200,7 +208,10 @@ fn session(
         human.join(", ")
     };
     if events.dropped() > 0 {
-        human.push_str(&format!(" (and {} not counted: queue full)", events.dropped()));
+        human.push_str(&format!(
+            " (and {} not counted: queue full)",
+            events.dropped()
+        ));
     }
     steps.show("events", "Events seen", json, &human);
 

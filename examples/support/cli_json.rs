@@ -176,7 +176,10 @@ mod tests {
             .bool("f", false)
             .null("n")
             .object("o", &inner);
-        assert_eq!(o.to_string(), r#"{"t":true,"f":false,"n":null,"o":{"k":"v"}}"#);
+        assert_eq!(
+            o.to_string(),
+            r#"{"t":true,"f":false,"n":null,"o":{"k":"v"}}"#
+        );
         assert_eq!(JsonObject::new().to_string(), "{}");
         let m = JsonObject::new()
             .str("step", "x")

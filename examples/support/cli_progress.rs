@@ -109,7 +109,10 @@ impl Progress {
             self.draw(true);
             eprintln!();
         } else {
-            eprintln!("{}", render(&self.label, self.current, self.total, BAR_WIDTH));
+            eprintln!(
+                "{}",
+                render(&self.label, self.current, self.total, BAR_WIDTH)
+            );
         }
         self.finished = true;
     }
@@ -135,6 +138,9 @@ mod tests {
         assert_eq!(render("", 7, 5, 5), "[#####] 7/5");
         assert_eq!(render("", -1, 5, 5), "[.....] -1/5");
         assert_eq!(render("", 3, 0, 4), "[????] 3");
-        assert_eq!(render("", i64::MAX, i64::MAX, 4), "[####] 9223372036854775807/9223372036854775807");
+        assert_eq!(
+            render("", i64::MAX, i64::MAX, 4),
+            "[####] 9223372036854775807/9223372036854775807"
+        );
     }
 }
