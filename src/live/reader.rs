@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
@@ -193,7 +193,8 @@ enum Lost {
         mid_frame: bool,
     },
     Io(io::Error),
-    BadHeader(LiveHeaderError),
+    /// The header was rejected; the raw bytes are kept for the log.
+    BadHeader(LiveHeaderError, [u8; LIVE_HEADER_LEN]),
 }
 
 impl Lost {
@@ -206,17 +207,17 @@ impl Lost {
                 format!("the instrument closed the live socket {addr} in the middle of a frame")
             }
             Lost::Io(e) => format!("reading the live socket {addr} failed: {e}"),
-            Lost::BadHeader(e) => format!("bad frame on the live socket {addr}: {e}"),
+            Lost::BadHeader(e, _) => format!("bad frame on the live socket {addr}: {e}"),
         }
     }
 
     fn into_end(self, addr: SocketAddr) -> End {
         match self {
-            Lost::BadHeader(LiveHeaderError::TooLarge { image_size, limit }) => End::TooLarge {
+            Lost::BadHeader(LiveHeaderError::TooLarge { image_size, limit }, _) => End::TooLarge {
                 size: image_size.into(),
                 limit: limit.into(),
             },
-            Lost::BadHeader(e) => End::Protocol(e.to_string()),
+            Lost::BadHeader(e, _) => End::Protocol(e.to_string()),
             other => End::Disconnected(other.describe(addr)),
         }
     }
@@ -321,14 +322,17 @@ fn serve(
         }
         let c = &shared.counters;
         c.disconnects.fetch_add(1, Ordering::Relaxed);
-        if matches!(lost, Lost::BadHeader(_)) {
-            c.bad_headers.fetch_add(1, Ordering::Relaxed);
-        }
         let what = lost.describe(shared.addr);
+        if let Lost::BadHeader(_, raw) = &lost {
+            c.bad_headers.fetch_add(1, Ordering::Relaxed);
+            log::warn!("live: {what}; header bytes {raw:02x?}");
+        } else {
+            log::warn!("live: {what}");
+        }
         if !shared.config.reconnect_on_error {
             return lost.into_end(shared.addr);
         }
-        log::warn!("live: {what}; reconnecting");
+        log::info!("live: reconnecting to {}", shared.addr);
         match reconnect(shared, &mut failures, &what) {
             Ok(new) => conn = new,
             Err(end) => return end,
@@ -356,10 +360,7 @@ fn read_frames(
         let header = LiveHeader::decode(&head);
         let len = match validate(&header, limit) {
             Ok(len) => len,
-            Err(e) => {
-                log::warn!("live: rejected frame header {head:02x?}: {e}");
-                return Lost::BadHeader(e);
-            }
+            Err(e) => return Lost::BadHeader(e, head),
         };
         let mut pixels = pools.bytes.take(len);
         match fill(shared, conn, &mut pixels) {
@@ -407,22 +408,23 @@ fn deliver(mut frame: Frame, tx: &Sender<Frame>, own_rx: &Receiver<Frame>, dropp
 /// connection, or when the stream is closed.
 fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream, End> {
     let config = &shared.config;
-    let give_up = Instant::now() + config.reconnect_timeout;
+    // None: a timeout too large to represent, i.e. never give up.
+    let give_up = Instant::now().checked_add(config.reconnect_timeout);
     let mut last_error: Option<io::Error> = None;
     loop {
         let pause = backoff(*failures);
         *failures = failures.saturating_add(1);
         if !pause.is_zero() {
-            // Not polling: a pause between attempts that close() interrupts.
-            match shared.wake.recv_timeout(pause) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
-            }
+            // Not polling: a pause between attempts that close() interrupts
+            // (it disconnects `wake`).
+            let _ = shared.wake.recv_timeout(pause);
         }
         if shared.is_closing() {
             return Err(End::Closed);
         }
-        let left = give_up.saturating_duration_since(Instant::now());
+        let left = give_up.map_or(config.connect_timeout, |g| {
+            g.saturating_duration_since(Instant::now())
+        });
         if left.is_zero() {
             let detail = match &last_error {
                 Some(e) => format!(": last attempt: {e}"),
