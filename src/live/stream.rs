@@ -50,7 +50,7 @@ pub struct LiveStats {
 }
 
 /// The live image stream: one TCP connection to the live port and one reader
-/// thread. See the [module documentation](self) for the behaviour.
+/// thread. See the [module documentation](crate::live) for the behaviour.
 ///
 /// All methods take `&self`; the stream can be shared between threads (for
 /// example in an `Arc`). Dropping it closes it (see [`close`](LiveStream::close)).
