@@ -112,6 +112,5 @@ pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
         }
         shared.dispatch(msg, data, seq, received_at, failure);
     };
-    drop(stream);
     shared.on_link_down(link, reason);
 }

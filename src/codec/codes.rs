@@ -406,9 +406,16 @@ mod tests {
             assert!(CommandCode(c).info().unwrap().unsolicited.always());
         }
         for c in [0x2002, 0x4003] {
-            assert_eq!(CommandCode(c).info().unwrap().unsolicited, Unsolicited::Sometimes);
+            assert_eq!(
+                CommandCode(c).info().unwrap().unsolicited,
+                Unsolicited::Sometimes
+            );
         }
-        assert!(!CommandCode::CAMERA_IMAGE_SIZE_GET.info().unwrap().unsolicited.possible());
+        assert!(!CommandCode::CAMERA_IMAGE_SIZE_GET
+            .info()
+            .unwrap()
+            .unsolicited
+            .possible());
     }
 
     #[test]

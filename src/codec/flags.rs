@@ -40,8 +40,14 @@ impl Flags {
 
     const NAMED: [(Flags, &'static str); 7] = [
         (Flags::TRIGGER_CALL_BACK, "TRIGGER_CALL_BACK"),
-        (Flags::EXPERIMENT_TIME_REMAINING, "EXPERIMENT_TIME_REMAINING"),
-        (Flags::STAGE_POSITIONS_IN_BUFFER, "STAGE_POSITIONS_IN_BUFFER"),
+        (
+            Flags::EXPERIMENT_TIME_REMAINING,
+            "EXPERIMENT_TIME_REMAINING",
+        ),
+        (
+            Flags::STAGE_POSITIONS_IN_BUFFER,
+            "STAGE_POSITIONS_IN_BUFFER",
+        ),
         (Flags::MAX_PROJECTION, "MAX_PROJECTION"),
         (Flags::SAVE_TO_DISK, "SAVE_TO_DISK"),
         (Flags::STAGE_NOT_UPDATE_CLIENT, "STAGE_NOT_UPDATE_CLIENT"),
@@ -149,7 +155,9 @@ mod tests {
 
     #[test]
     fn with_without() {
-        let f = Flags::NONE.with(Flags::MAX_PROJECTION).with(Flags::SAVE_TO_DISK);
+        let f = Flags::NONE
+            .with(Flags::MAX_PROJECTION)
+            .with(Flags::SAVE_TO_DISK);
         assert_eq!(f.without(Flags::MAX_PROJECTION), Flags::SAVE_TO_DISK);
         assert!(!(f & !Flags::SAVE_TO_DISK).contains(Flags::SAVE_TO_DISK));
     }

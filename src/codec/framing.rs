@@ -310,11 +310,17 @@ mod tests {
     #[test]
     fn closed_vs_eof_mid_message() {
         let mut r = FrameReader::new(10);
-        assert!(matches!(r.read_message(&mut &[][..]), Err(FrameError::Closed)));
+        assert!(matches!(
+            r.read_message(&mut &[][..]),
+            Err(FrameError::Closed)
+        ));
         let half = &msg(1)[..60];
         assert!(matches!(
             r.read_message(&mut &half[..]),
-            Err(FrameError::EofMidMessage { got: 60, expected: 128 })
+            Err(FrameError::EofMidMessage {
+                got: 60,
+                expected: 128
+            })
         ));
     }
 
@@ -342,7 +348,14 @@ mod tests {
         let mut s = vec![0xAAu8; 126];
         s.extend_from_slice(&good);
         let mut r = FrameReader::new(10);
-        let m = r.read_message(&mut Trickle { data: &s, n: 3, fail_at: None, pos: 0 }).unwrap();
+        let m = r
+            .read_message(&mut Trickle {
+                data: &s,
+                n: 3,
+                fail_at: None,
+                pos: 0,
+            })
+            .unwrap();
         assert_eq!(m.code, CommandCode(9));
         assert_eq!(r.stats().bytes_skipped, 126);
     }
@@ -364,14 +377,21 @@ mod tests {
         let mut out = Vec::new();
         assert!(matches!(
             r.read_additional(&mut &[0u8; 10][..], 101, &mut out),
-            Err(FrameError::TooLarge { size: 101, limit: 100 })
+            Err(FrameError::TooLarge {
+                size: 101,
+                limit: 100
+            })
         ));
         assert_eq!(out.capacity(), 0);
         assert!(matches!(
             r.read_additional(&mut &[1u8; 10][..], 20, &mut out),
-            Err(FrameError::EofMidMessage { got: 10, expected: 20 })
+            Err(FrameError::EofMidMessage {
+                got: 10,
+                expected: 20
+            })
         ));
-        r.read_additional(&mut &[1u8; 10][..], 10, &mut out).unwrap();
+        r.read_additional(&mut &[1u8; 10][..], 10, &mut out)
+            .unwrap();
         assert_eq!(out, [1u8; 10]);
     }
 

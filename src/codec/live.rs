@@ -173,7 +173,10 @@ mod tests {
             height: 65535,
             ..Default::default()
         };
-        assert!(matches!(h.validate(u32::MAX), Err(LiveHeaderError::Inconsistent { .. })));
+        assert!(matches!(
+            h.validate(u32::MAX),
+            Err(LiveHeaderError::Inconsistent { .. })
+        ));
         let h = LiveHeader {
             image_size: 2048 * 2048 * 2,
             width: 2048,
@@ -181,7 +184,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(h.validate(DEFAULT_MAX_IMAGE_BYTES), Ok(2048 * 2048 * 2));
-        assert!(matches!(h.validate(1000), Err(LiveHeaderError::TooLarge { .. })));
+        assert!(matches!(
+            h.validate(1000),
+            Err(LiveHeaderError::TooLarge { .. })
+        ));
         assert!(LiveHeader::default().validate(100).is_err());
     }
 
@@ -193,7 +199,18 @@ mod tests {
         }
         let h = LiveHeader::decode(&b);
         assert_eq!(
-            [h.image_size, h.width, h.height, h.scale_min, h.scale_max, h.timestamp_ms, h.frame_number, h.exposure_us, h.reserved[0], h.reserved[1]],
+            [
+                h.image_size,
+                h.width,
+                h.height,
+                h.scale_min,
+                h.scale_max,
+                h.timestamp_ms,
+                h.frame_number,
+                h.exposure_us,
+                h.reserved[0],
+                h.reserved[1]
+            ],
             [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
         );
         assert_eq!(h.to_bytes(), b);

@@ -250,11 +250,7 @@ impl Message {
 
     /// The raw bytes of the buffer up to the first NUL (all 72 if there is none).
     pub fn text_bytes(&self) -> &[u8] {
-        let end = self
-            .buffer
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(TEXT_LEN);
+        let end = self.buffer.iter().position(|&b| b == 0).unwrap_or(TEXT_LEN);
         &self.buffer[..end]
     }
 
@@ -385,7 +381,8 @@ mod tests {
     /// The golden CAMERA_IMAGE_SIZE_GET request from the protocol facts.
     #[test]
     fn golden_image_size_get() {
-        let m = Message::new(CommandCode::CAMERA_IMAGE_SIZE_GET).with_flags(Flags::TRIGGER_CALL_BACK);
+        let m =
+            Message::new(CommandCode::CAMERA_IMAGE_SIZE_GET).with_flags(Flags::TRIGGER_CALL_BACK);
         let b = m.to_bytes();
         let mut want = [0u8; 128];
         want[..8].copy_from_slice(&[0x54, 0xe6, 0x21, 0xf3, 0x27, 0x30, 0, 0]);
@@ -396,8 +393,13 @@ mod tests {
 
     #[test]
     fn double_golden() {
-        let b = Message::new(CommandCode(0)).with_double_data(7.635).to_bytes();
-        assert_eq!(&b[40..48], &[0x0a, 0xd7, 0xa3, 0x70, 0x3d, 0x8a, 0x1e, 0x40]);
+        let b = Message::new(CommandCode(0))
+            .with_double_data(7.635)
+            .to_bytes();
+        assert_eq!(
+            &b[40..48],
+            &[0x0a, 0xd7, 0xa3, 0x70, 0x3d, 0x8a, 0x1e, 0x40]
+        );
     }
 
     #[test]
@@ -424,7 +426,9 @@ mod tests {
 
     #[test]
     fn set_text_clears_previous() {
-        let mut m = Message::new(CommandCode(1)).with_text("long text here").unwrap();
+        let mut m = Message::new(CommandCode(1))
+            .with_text("long text here")
+            .unwrap();
         m.set_text("ab").unwrap();
         assert_eq!(m.text().value, "ab");
         assert!(m.buffer[2..].iter().all(|&b| b == 0));
