@@ -846,11 +846,21 @@ impl Client {
             return Err(Error::disconnected(s.down_reason()));
         }
         let addr = self.live_addr()?;
-        let stream = Arc::new(LiveStream::connect(
-            addr,
-            s.config.live_config.clone(),
-            deadline,
-        )?);
+        let stream = match LiveStream::connect(addr, s.config.live_config.clone(), deadline) {
+            Ok(l) => Arc::new(l),
+            Err(Error::Connect { addr, source }) => {
+                return Err(Error::Connect {
+                    addr,
+                    source: io::Error::new(
+                        source.kind(),
+                        format!(
+                            "{source}; the live port serves one client: is another program (such as the vendor GUI) using live view?"
+                        ),
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let mut slot = s.live.lock();
         if s.is_closed() {
             drop(slot);

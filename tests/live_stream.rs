@@ -320,7 +320,11 @@ fn bad_header_ends_the_stream_when_reconnect_is_off() {
 #[test]
 fn server_closing_mid_frame_then_recovering() {
     let server = Server::start();
-    let live = connect(&server, LiveConfig::default());
+    // Duration::MAX: keep trying for ever.
+    let live = connect(
+        &server,
+        LiveConfig::default().with_reconnect_timeout(Duration::MAX),
+    );
     let mut first = server.accept();
     for n in 1..=2 {
         first.write_all(&wire(50, 20, n)).unwrap();
@@ -367,6 +371,34 @@ fn server_restarting_on_the_same_port_is_reconnected() {
     conn.write_all(&wire(8, 8, 3)).unwrap();
     assert_frame(&live.next_frame(WAIT).unwrap(), 8, 8, 3);
     assert!(live.stats().reconnects >= 1);
+}
+
+#[test]
+fn reconnecting_gives_up_after_the_reconnect_timeout() {
+    let mut server = Server::start();
+    let live = connect(
+        &server,
+        LiveConfig::default().with_reconnect_timeout(Duration::from_millis(300)),
+    );
+    let mut conn = server.accept();
+    conn.write_all(&wire(8, 8, 1)).unwrap();
+    assert_frame(&live.next_frame(WAIT).unwrap(), 8, 8, 1);
+    // The instrument goes away for good.
+    server.stop();
+    drop(conn);
+    match live.next_frame(WAIT) {
+        Err(Error::Disconnected { reason }) => {
+            assert!(reason.contains("closed the live socket"), "{reason}");
+            assert!(reason.contains("reconnecting failed"), "{reason}");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(live.is_finished() && !live.is_connected());
+    assert!(matches!(live.error(), Some(Error::Disconnected { .. })));
+    let stats = live.stats();
+    assert_eq!((stats.disconnects, stats.reconnects), (1, 0));
+    // The last picture stays available.
+    assert_eq!(live.latest_frame().unwrap().frame_number(), 1);
 }
 
 #[test]

@@ -72,8 +72,10 @@ fn port_in_use_and_65535_are_errors() {
 
 #[test]
 fn twenty_simulators_in_parallel() {
+    let all_started = std::sync::Arc::new(std::sync::Barrier::new(20));
     let threads: Vec<_> = (0..20)
         .map(|i| {
+            let all_started = all_started.clone();
             std::thread::spawn(move || {
                 let sim = Simulator::start(SimConfig::default().image_size(16 + i, 8)).unwrap();
                 let mut c = Client::connect(sim.addr());
@@ -89,6 +91,8 @@ fn twenty_simulators_in_parallel() {
                         .with_double_data(8.0),
                 );
                 assert_eq!(c.recv().code, C::STAGE_MOTION_STOPPED);
+                // Every simulator is still running when the addresses are taken.
+                all_started.wait();
                 sim.addr()
             })
         })

@@ -112,7 +112,9 @@ fn bad_live_header_then_good_frames() {
         Err(LiveHeaderError::Inconsistent { .. })
     ));
     assert!(!sim.faults().bad_live_header, "one-shot");
-    // The client reconnects its live socket, as after any bad header.
+    // The client closes and reconnects its live socket, as after any bad
+    // header; the next snapshot goes to the new connection.
+    drop(live);
     let mut live = LiveClient::connect(sim.live_addr());
     c.request(flagged(C::CAMERA_SNAPSHOT_GET));
     let (h, px) = live.frame();

@@ -47,6 +47,11 @@ pub struct LiveConfig {
     /// the same address (true, default) or end the stream with the error
     /// (false).
     pub reconnect_on_error: bool,
+    /// Receive buffer (`SO_RCVBUF`) asked for on the live socket, in bytes;
+    /// 0 leaves the operating system's default (and, on Linux, its automatic
+    /// tuning). The OS may cap it (Linux: `net.core.rmem_max`). Default
+    /// 1 MiB, as the vendor client uses.
+    pub recv_buffer_bytes: usize,
     /// How long the reader keeps trying to reconnect after losing the link
     /// before it gives up and ends the stream with
     /// [`Error::Disconnected`](crate::Error::Disconnected). Default 30 s.
@@ -61,6 +66,7 @@ impl Default for LiveConfig {
             pool_buffers: 4,
             connect_timeout: Duration::from_secs(2),
             reconnect_on_error: true,
+            recv_buffer_bytes: 1 << 20,
             reconnect_timeout: Duration::from_secs(30),
         }
     }
@@ -94,6 +100,12 @@ impl LiveConfig {
     /// Sets [`reconnect_on_error`](LiveConfig::reconnect_on_error).
     pub fn with_reconnect_on_error(mut self, reconnect: bool) -> Self {
         self.reconnect_on_error = reconnect;
+        self
+    }
+
+    /// Sets [`recv_buffer_bytes`](LiveConfig::recv_buffer_bytes).
+    pub fn with_recv_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.recv_buffer_bytes = bytes;
         self
     }
 

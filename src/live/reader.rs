@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
@@ -18,8 +18,12 @@ use super::pool::Pools;
 use crate::codec::{LiveHeader, LiveHeaderError, LIVE_HEADER_LEN};
 use crate::Error;
 
-/// Receive buffer asked for on the live socket (as the vendor client does).
-const RECV_BUFFER: usize = 1 << 20;
+/// On Windows, shutting a socket down does not wake a read blocked on it in
+/// another thread (only closing the last handle does), so there the reader
+/// reads with this timeout and checks for `close()` between reads. Elsewhere
+/// the reader blocks with no timeout and `close()` wakes it by shutdown.
+#[cfg(windows)]
+const WINDOWS_CLOSE_CHECK: Duration = Duration::from_millis(250);
 /// Pause between connection attempts refused by the instrument (it may only
 /// start listening once live view has started).
 const REFUSED_RETRY: Duration = Duration::from_millis(20);
@@ -94,23 +98,16 @@ impl Shared {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Makes `stream` the current socket unless the stream is closing.
-    fn install(&self, stream: &TcpStream) -> bool {
+    /// Makes `stream` the current socket. `Ok(false)` if the stream is closing.
+    fn install(&self, stream: &TcpStream) -> io::Result<bool> {
+        let clone = stream.try_clone()?;
         let mut slot = self.socket.lock();
         if self.is_closing() {
-            return false;
+            return Ok(false);
         }
-        match stream.try_clone() {
-            Ok(clone) => {
-                *slot = Some(clone);
-                self.connected.store(true, Ordering::SeqCst);
-                true
-            }
-            Err(e) => {
-                log::warn!("live: cannot clone the live socket: {e}");
-                false
-            }
-        }
+        *slot = Some(clone);
+        self.connected.store(true, Ordering::SeqCst);
+        Ok(true)
     }
 
     fn uninstall(&self) {
@@ -122,11 +119,17 @@ impl Shared {
 }
 
 /// One connection attempt with the live socket's options.
-pub(crate) fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    recv_buffer: usize,
+) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nodelay(true)?;
-    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
-        log::debug!("live: cannot set a {RECV_BUFFER}-byte receive buffer: {e}");
+    if recv_buffer > 0 {
+        if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+            log::debug!("live: cannot set a {recv_buffer}-byte receive buffer: {e}");
+        }
     }
     // Notice a dead instrument eventually even when no frames flow.
     let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
@@ -142,13 +145,20 @@ pub(crate) fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream>
         log::debug!("live: cannot set SO_LINGER 0: {e}");
     }
     socket.connect_timeout(&addr.into(), timeout)?;
-    // connect_timeout leaves the socket blocking; no read timeout: the reader
-    // blocks on its socket and is woken by shutdown.
+    // connect_timeout leaves the socket blocking. No read timeout (except on
+    // Windows, see WINDOWS_CLOSE_CHECK): the reader blocks on its socket and
+    // is woken by shutdown.
+    #[cfg(windows)]
+    socket.set_read_timeout(Some(WINDOWS_CLOSE_CHECK))?;
     Ok(socket.into())
 }
 
 /// Connects, retrying refused connections until `deadline`.
-pub(crate) fn connect_until(addr: SocketAddr, deadline: Instant) -> crate::Result<TcpStream> {
+pub(crate) fn connect_until(
+    addr: SocketAddr,
+    deadline: Instant,
+    recv_buffer: usize,
+) -> crate::Result<TcpStream> {
     let fail = |source: io::Error| Error::Connect {
         addr: addr.to_string(),
         source,
@@ -161,7 +171,7 @@ pub(crate) fn connect_until(addr: SocketAddr, deadline: Instant) -> crate::Resul
                 "live port connection timed out",
             )));
         }
-        match open(addr, left) {
+        match open(addr, left, recv_buffer) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -183,7 +193,8 @@ enum Lost {
         mid_frame: bool,
     },
     Io(io::Error),
-    BadHeader(LiveHeaderError),
+    /// The header was rejected; the raw bytes are kept for the log.
+    BadHeader(LiveHeaderError, [u8; LIVE_HEADER_LEN]),
 }
 
 impl Lost {
@@ -196,24 +207,25 @@ impl Lost {
                 format!("the instrument closed the live socket {addr} in the middle of a frame")
             }
             Lost::Io(e) => format!("reading the live socket {addr} failed: {e}"),
-            Lost::BadHeader(e) => format!("bad frame on the live socket {addr}: {e}"),
+            Lost::BadHeader(e, _) => format!("bad frame on the live socket {addr}: {e}"),
         }
     }
 
     fn into_end(self, addr: SocketAddr) -> End {
         match self {
-            Lost::BadHeader(LiveHeaderError::TooLarge { image_size, limit }) => End::TooLarge {
+            Lost::BadHeader(LiveHeaderError::TooLarge { image_size, limit }, _) => End::TooLarge {
                 size: image_size.into(),
                 limit: limit.into(),
             },
-            Lost::BadHeader(e) => End::Protocol(e.to_string()),
+            Lost::BadHeader(e, _) => End::Protocol(e.to_string()),
             other => End::Disconnected(other.describe(addr)),
         }
     }
 }
 
-/// Reads until `buf` is full. `Ok(false)`: clean end of stream before the first byte.
-fn fill(conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, Lost> {
+/// Reads until `buf` is full, with reads as large as the rest of `buf`.
+/// `Ok(false)`: clean end of stream before the first byte.
+fn fill(shared: &Shared, conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, Lost> {
     let mut got = 0;
     while got < buf.len() {
         match conn.read(&mut buf[got..]) {
@@ -221,6 +233,12 @@ fn fill(conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, Lost> {
             Ok(0) => return Err(Lost::Eof { mid_frame: true }),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Only with a read timeout (Windows): keep reading unless closing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && !shared.is_closing() => {}
             Err(e) => return Err(Lost::Io(e)),
         }
     }
@@ -304,14 +322,17 @@ fn serve(
         }
         let c = &shared.counters;
         c.disconnects.fetch_add(1, Ordering::Relaxed);
-        if matches!(lost, Lost::BadHeader(_)) {
-            c.bad_headers.fetch_add(1, Ordering::Relaxed);
-        }
         let what = lost.describe(shared.addr);
+        if let Lost::BadHeader(_, raw) = &lost {
+            c.bad_headers.fetch_add(1, Ordering::Relaxed);
+            log::warn!("live: {what}; header bytes {raw:02x?}");
+        } else {
+            log::warn!("live: {what}");
+        }
         if !shared.config.reconnect_on_error {
             return lost.into_end(shared.addr);
         }
-        log::warn!("live: {what}; reconnecting");
+        log::info!("live: reconnecting to {}", shared.addr);
         match reconnect(shared, &mut failures, &what) {
             Ok(new) => conn = new,
             Err(end) => return end,
@@ -331,7 +352,7 @@ fn read_frames(
     let limit = shared.config.max_image_bytes;
     let mut head = [0u8; LIVE_HEADER_LEN];
     loop {
-        match fill(conn, &mut head) {
+        match fill(shared, conn, &mut head) {
             Ok(true) => {}
             Ok(false) => return Lost::Eof { mid_frame: false },
             Err(lost) => return lost,
@@ -339,13 +360,10 @@ fn read_frames(
         let header = LiveHeader::decode(&head);
         let len = match validate(&header, limit) {
             Ok(len) => len,
-            Err(e) => {
-                log::warn!("live: rejected frame header {head:02x?}: {e}");
-                return Lost::BadHeader(e);
-            }
+            Err(e) => return Lost::BadHeader(e, head),
         };
         let mut pixels = pools.bytes.take(len);
-        match fill(conn, &mut pixels) {
+        match fill(shared, conn, &mut pixels) {
             Ok(true) => {}
             Ok(false) => {
                 pools.bytes.put(pixels);
@@ -390,22 +408,23 @@ fn deliver(mut frame: Frame, tx: &Sender<Frame>, own_rx: &Receiver<Frame>, dropp
 /// connection, or when the stream is closed.
 fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream, End> {
     let config = &shared.config;
-    let give_up = Instant::now() + config.reconnect_timeout;
+    // None: a timeout too large to represent, i.e. never give up.
+    let give_up = Instant::now().checked_add(config.reconnect_timeout);
     let mut last_error: Option<io::Error> = None;
     loop {
         let pause = backoff(*failures);
         *failures = failures.saturating_add(1);
         if !pause.is_zero() {
-            // Not polling: a pause between attempts that close() interrupts.
-            match shared.wake.recv_timeout(pause) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
-            }
+            // Not polling: a pause between attempts that close() interrupts
+            // (it disconnects `wake`).
+            let _ = shared.wake.recv_timeout(pause);
         }
         if shared.is_closing() {
             return Err(End::Closed);
         }
-        let left = give_up.saturating_duration_since(Instant::now());
+        let left = give_up.map_or(config.connect_timeout, |g| {
+            g.saturating_duration_since(Instant::now())
+        });
         if left.is_zero() {
             let detail = match &last_error {
                 Some(e) => format!(": last attempt: {e}"),
@@ -416,11 +435,15 @@ fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream
                 config.reconnect_timeout.as_secs_f64()
             )));
         }
-        match open(shared.addr, left.min(config.connect_timeout)) {
-            Ok(stream) => {
-                if !shared.install(&stream) {
-                    return Err(End::Closed);
-                }
+        let attempt = open(
+            shared.addr,
+            left.min(config.connect_timeout),
+            config.recv_buffer_bytes,
+        )
+        .and_then(|stream| Ok((shared.install(&stream)?, stream)));
+        match attempt {
+            Ok((false, _closing)) => return Err(End::Closed),
+            Ok((true, stream)) => {
                 shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 log::info!("live: reconnected to {}", shared.addr);
                 return Ok(stream);
@@ -445,6 +468,53 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    fn test_shared(addr: SocketAddr) -> Shared {
+        Shared {
+            addr,
+            config: LiveConfig::default(),
+            pools: Arc::new(Pools::new(1)),
+            counters: Counters::default(),
+            latest: Mutex::new(None),
+            connected: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+            socket: Mutex::new(None),
+            ended: Mutex::new(None),
+            wake: crossbeam_channel::never(),
+        }
+    }
+
+    /// The Windows path: reads time out periodically; `fill` keeps its
+    /// progress across timeouts and gives up only once the stream is closing.
+    #[test]
+    fn fill_survives_read_timeouts_until_closing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let writer = thread::spawn(move || {
+            server.write_all(&[1, 2, 3]).unwrap();
+            // A time gap only, longer than the read timeout.
+            thread::sleep(Duration::from_millis(50));
+            server.write_all(&[4, 5, 6, 7, 8]).unwrap();
+            server
+        });
+        let shared = test_shared(addr);
+        let mut buf = [0u8; 8];
+        assert!(matches!(fill(&shared, &mut conn, &mut buf), Ok(true)));
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let _server = writer.join().unwrap();
+        shared.closing.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            fill(&shared, &mut conn, &mut buf),
+            Err(Lost::Io(_))
+        ));
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

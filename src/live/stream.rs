@@ -50,7 +50,7 @@ pub struct LiveStats {
 }
 
 /// The live image stream: one TCP connection to the live port and one reader
-/// thread. See the [module documentation](self) for the behaviour.
+/// thread. See the [module documentation](crate::live) for the behaviour.
 ///
 /// All methods take `&self`; the stream can be shared between threads (for
 /// example in an `Arc`). Dropping it closes it (see [`close`](LiveStream::close)).
@@ -70,7 +70,8 @@ impl LiveStream {
     ///
     /// Refused connections are retried until `deadline`, because the
     /// instrument may only start listening after `LIVE_VIEW_START`. The
-    /// socket gets `TCP_NODELAY` and a 1 MiB receive buffer.
+    /// socket gets `TCP_NODELAY` and a receive buffer of
+    /// [`LiveConfig::recv_buffer_bytes`].
     ///
     /// # Errors
     ///
@@ -89,7 +90,7 @@ impl LiveStream {
     /// ```
     pub fn connect(addr: SocketAddr, config: LiveConfig, deadline: Instant) -> Result<LiveStream> {
         config.check()?;
-        let conn = reader::connect_until(addr, deadline)?;
+        let conn = reader::connect_until(addr, deadline, config.recv_buffer_bytes)?;
         let clone = conn.try_clone()?;
         let (tx, rx) = bounded(config.queue_depth);
         let (wake_tx, wake_rx) = bounded(0);
@@ -259,8 +260,8 @@ impl LiveStream {
         self.shared.ended.lock().is_some()
     }
 
-    /// The error that ended the stream on its own; `None` while it runs and
-    /// after a [`close`](LiveStream::close).
+    /// The error that ended the stream on its own; `None` while it runs, and
+    /// when it was ended by [`close`](LiveStream::close) rather than by a failure.
     pub fn error(&self) -> Option<Error> {
         match &*self.shared.ended.lock() {
             Some(End::Closed) | None => None,
@@ -282,8 +283,12 @@ impl LiveStream {
     ///
     /// Idempotent and callable from any thread; a concurrent call returns
     /// once the reader has been joined. Returns promptly: a read in progress
-    /// is interrupted by shutting the socket down; at worst it waits for one
-    /// reconnection attempt in progress ([`LiveConfig::connect_timeout`]).
+    /// is interrupted by shutting the socket down (on Windows, where shutdown
+    /// does not wake a blocked read, within a quarter of a second); at worst
+    /// it waits for one reconnection attempt in progress
+    /// ([`LiveConfig::connect_timeout`]). The socket is closed abortively
+    /// (TCP reset), so an instrument still sending into it fails at once
+    /// instead of stalling.
     /// Frames still in the queue can be taken afterwards; then
     /// [`next_frame`](LiveStream::next_frame) returns
     /// [`Error::Disconnected`] ("live stream closed").

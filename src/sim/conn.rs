@@ -153,13 +153,14 @@ fn read_loop(sh: Arc<Shared>, id: u64, mut stream: TcpStream, tx: crossbeam_chan
             c.messages_received += 1;
             c.additional_bytes_received += data.len() as u64;
         });
-        sh.received.lock().push(Received {
+        let seq = sh.record(Received {
             message: msg,
             data: data.clone(),
             at: Instant::now(),
             connection: id,
         });
         handler::handle(&sh, &conn, msg, data);
+        sh.handled(seq);
         let pause = sh.faults.lock().stop_reading.take();
         if let Some(d) = pause {
             sh.count_fault(|c| c.stop_reading_pauses += 1);
