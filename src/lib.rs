@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 mod client;
 mod config;

@@ -1,0 +1,176 @@
+//! State shared by every simulator thread, the connection registry, thread
+//! bookkeeping and the shutdown signal.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::conn::{Kind, Out};
+use super::live::CameraCmd;
+use super::stage::StageModel;
+use super::state::Instrument;
+use super::{Faults, Received, SimConfig, SimCounters};
+use crate::codec::Message;
+
+/// One open command connection.
+pub(crate) struct ConnEntry {
+    /// A clone of the socket, to shut it down from elsewhere.
+    pub stream: TcpStream,
+    /// The connection's writer queue; `None` once the reader ended (the
+    /// writer then drains what is queued and closes the socket).
+    pub tx: Option<Sender<Out>>,
+}
+
+pub(crate) struct Shared {
+    pub cfg: SimConfig,
+    pub start: Instant,
+    pub faults: Mutex<Faults>,
+    pub inst: Mutex<Instrument>,
+    pub stage: Mutex<StageModel>,
+    pub stage_wake: Sender<()>,
+    pub camera: Sender<CameraCmd>,
+    pub received: Mutex<Vec<Received>>,
+    pub counters: Mutex<SimCounters>,
+    pub conns: Mutex<HashMap<u64, ConnEntry>>,
+    /// A clone of the current live client's socket.
+    pub live_stream: Mutex<Option<TcpStream>>,
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    shutting_down: AtomicBool,
+    /// Never receives a value; disconnects when the simulator stops.
+    pub shutdown_rx: Receiver<()>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        cfg: SimConfig,
+        shutdown_rx: Receiver<()>,
+        stage_wake: Sender<()>,
+        camera: Sender<CameraCmd>,
+    ) -> Shared {
+        Shared {
+            faults: Mutex::new(cfg.faults.clone()),
+            inst: Mutex::new(Instrument::new(&cfg)),
+            stage: Mutex::new(StageModel::new(&cfg)),
+            cfg,
+            start: Instant::now(),
+            stage_wake,
+            camera,
+            received: Mutex::new(Vec::new()),
+            counters: Mutex::new(SimCounters::default()),
+            conns: Mutex::new(HashMap::new()),
+            live_stream: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_rx,
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Marks the simulator as stopping; from now on no thread is spawned and
+    /// no connection registered.
+    pub(crate) fn begin_shutdown(&self) {
+        // Taking the locks orders this store with spawn/register.
+        let _t = self.threads.lock();
+        let _c = self.conns.lock();
+        let _l = self.live_stream.lock();
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Spawns a thread whose handle is joined when the simulator stops.
+    /// Refused (returns `Ok(false)`) once the simulator is stopping.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> io::Result<bool> {
+        let mut threads = self.threads.lock();
+        if self.is_shutting_down() {
+            return Ok(false);
+        }
+        threads.retain(|h| !h.is_finished());
+        let h = std::thread::Builder::new()
+            .name(format!("flamingo-sim-{name}"))
+            .spawn(f)?;
+        threads.push(h);
+        Ok(true)
+    }
+
+    /// Updates the counters.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut SimCounters)) {
+        f(&mut self.counters.lock());
+    }
+
+    /// Counts one injected fault of the kind `f` increments.
+    pub(crate) fn count_fault(&self, f: impl FnOnce(&mut SimCounters)) {
+        let mut c = self.counters.lock();
+        c.faults_injected += 1;
+        f(&mut c);
+    }
+
+    /// Queues an unsolicited message to every connected command client.
+    /// Returns how many clients it was queued for.
+    pub(crate) fn broadcast(&self, msg: Message) -> usize {
+        self.broadcast_with(msg, None)
+    }
+
+    pub(crate) fn broadcast_with(&self, msg: Message, data: Option<Arc<Vec<u8>>>) -> usize {
+        log::debug!("sim: event {msg:?}");
+        let now = Instant::now();
+        let conns = self.conns.lock();
+        let mut n = 0;
+        for tx in conns.values().filter_map(|c| c.tx.as_ref()) {
+            let out = Out {
+                msg,
+                data: data.clone(),
+                due: now,
+                kind: Kind::Event,
+            };
+            if tx.send(out).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The reader of connection `id` ended: no more messages are queued for it.
+    pub(crate) fn reader_done(&self, id: u64) {
+        if let Some(c) = self.conns.lock().get_mut(&id) {
+            c.tx = None;
+        }
+    }
+
+    /// Removes a connection from the registry and shuts its socket down.
+    pub(crate) fn unregister(&self, id: u64) {
+        if let Some(c) = self.conns.lock().remove(&id) {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Waits until `deadline`; false if the simulator is stopping.
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> bool {
+        select! {
+            recv(self.shutdown_rx) -> _ => false,
+            recv(crossbeam_channel::at(deadline)) -> _ => !self.is_shutting_down(),
+        }
+    }
+
+    /// Waits for `d`; false if the simulator is stopping.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        self.sleep_until(Instant::now() + d)
+    }
+
+    /// Milliseconds since the simulator started (wrapping).
+    pub(crate) fn millis(&self) -> u32 {
+        self.start.elapsed().as_millis() as u32
+    }
+}
