@@ -115,11 +115,18 @@ fn camera_queries_and_exposure() {
     let mut c = Client::connect(sim.addr());
     let fov = c.request(flagged(C::CAMERA_PIXEL_FIELD_OF_VIEW_GET));
     assert_eq!(fov.double_data, 0.000253);
-    assert_eq!(c.request(flagged(C::CAMERA_EXPOSURE_GET)).int32_data0, 10_000);
+    assert_eq!(
+        c.request(flagged(C::CAMERA_EXPOSURE_GET)).int32_data0,
+        10_000
+    );
     let r = c.request(flagged(C::CAMERA_EXPOSURE_SET).with_int32_data0(2500));
     assert_eq!(r.status, 0);
     assert_eq!(c.request(flagged(C::CAMERA_EXPOSURE_GET)).int32_data0, 2500);
-    assert_eq!(c.request(flagged(C::CAMERA_EXPOSURE_SET).with_int32_data0(0)).status, 2);
+    assert_eq!(
+        c.request(flagged(C::CAMERA_EXPOSURE_SET).with_int32_data0(0))
+            .status,
+        2
+    );
 }
 
 #[test]
@@ -127,7 +134,12 @@ fn lasers_led_filter_illumination() {
     let sim = sim();
     let mut c = Client::connect(sim.addr());
     // Laser set: no ack by default, even with the flag.
-    c.send(flagged(C::LASER_LEVEL_SET).with_int32_data0(2).with_text("11.49").unwrap());
+    c.send(
+        flagged(C::LASER_LEVEL_SET)
+            .with_int32_data0(2)
+            .with_text("11.49")
+            .unwrap(),
+    );
     assert!(c.fence().is_empty());
     assert_eq!(sim.laser_level(2), Some(11.49));
     let r = c.request(flagged(C::LASER_LEVEL_GET).with_int32_data0(2));
@@ -136,20 +148,36 @@ fn lasers_led_filter_illumination() {
     let r = c.request(flagged(C::LASER_LEVEL_GET).with_int32_data0(9));
     assert_eq!(r.text().value, "getLevel error");
     assert_eq!(r.status, 2);
-    for code in [C::LASER_PREVIEW_ENABLE, C::LASER_PREVIEW_DISABLE, C::LASER_ALL_DISABLE] {
+    for code in [
+        C::LASER_PREVIEW_ENABLE,
+        C::LASER_PREVIEW_DISABLE,
+        C::LASER_ALL_DISABLE,
+    ] {
         assert_eq!(c.request(flagged(code).with_int32_data0(1)).status, 0);
     }
     // LED: acked by default; level range checked.
-    let r = c.request(flagged(C::LED_SET).with_int32_data0(3).with_int32_data1(42000));
+    let r = c.request(
+        flagged(C::LED_SET)
+            .with_int32_data0(3)
+            .with_int32_data1(42000),
+    );
     assert_eq!(r.status, 0);
     let r = c.request(flagged(C::LED_SET).with_int32_data0(3).with_int32_data1(10));
     assert_eq!(r.status, 2);
     assert_eq!(c.request(flagged(C::LED_PREVIEW_ENABLE)).status, 0);
     assert_eq!(c.request(flagged(C::LED_PREVIEW_DISABLE)).status, 0);
     // Filter wheel.
-    assert_eq!(c.request(flagged(C::FILTER_POSITION_SET).with_int32_data0(5)).status, 0);
+    assert_eq!(
+        c.request(flagged(C::FILTER_POSITION_SET).with_int32_data0(5))
+            .status,
+        0
+    );
     assert_eq!(c.request(flagged(C::FILTER_POSITION_GET)).int32_data0, 5);
-    assert_eq!(c.request(flagged(C::FILTER_POSITION_SET).with_int32_data0(9)).status, 2);
+    assert_eq!(
+        c.request(flagged(C::FILTER_POSITION_SET).with_int32_data0(9))
+            .status,
+        2
+    );
     assert_eq!(c.request(flagged(C::FILTER_POSITION_GET)).int32_data0, 5);
     for code in [
         C::ILLUMINATION_LEFT_ENABLE,
@@ -163,14 +191,33 @@ fn lasers_led_filter_illumination() {
 
 #[test]
 fn laser_set_ack_is_configurable() {
-    let sim = Simulator::start(SimConfig::default().laser_set_acks(true).led_set_acks(false)).unwrap();
+    let sim = Simulator::start(
+        SimConfig::default()
+            .laser_set_acks(true)
+            .led_set_acks(false),
+    )
+    .unwrap();
     let mut c = Client::connect(sim.addr());
-    let r = c.request(flagged(C::LASER_LEVEL_SET).with_int32_data0(1).with_text("5.5").unwrap());
+    let r = c.request(
+        flagged(C::LASER_LEVEL_SET)
+            .with_int32_data0(1)
+            .with_text("5.5")
+            .unwrap(),
+    );
     assert_eq!(r.status, 0);
-    let r = c.request(flagged(C::LASER_LEVEL_SET).with_int32_data0(1).with_text("abc").unwrap());
+    let r = c.request(
+        flagged(C::LASER_LEVEL_SET)
+            .with_int32_data0(1)
+            .with_text("abc")
+            .unwrap(),
+    );
     assert_eq!(r.status, 2);
     assert_eq!(sim.laser_level(1), Some(5.5));
-    c.send(flagged(C::LED_SET).with_int32_data0(0).with_int32_data1(40000));
+    c.send(
+        flagged(C::LED_SET)
+            .with_int32_data0(0)
+            .with_int32_data1(40000),
+    );
     assert!(c.fence().is_empty());
 }
 
@@ -183,7 +230,10 @@ fn set_idle_broadcasts_idle_without_direct_reply() {
     a.send(flagged(C::SYSTEM_STATE_IDLE));
     let before = a.fence();
     assert_eq!(before.len(), 1);
-    assert_eq!((before[0].code, before[0].status), (C::SYSTEM_STATE_IDLE, 1));
+    assert_eq!(
+        (before[0].code, before[0].status),
+        (C::SYSTEM_STATE_IDLE, 1)
+    );
     assert!(before[0].flags.is_empty(), "an event, not an echo");
     let m = b.recv();
     assert_eq!((m.code, m.status), (C::SYSTEM_STATE_IDLE, 1));
@@ -242,7 +292,10 @@ fn sequential_and_concurrent_connections() {
     assert_eq!(b.request(flagged(C::SYSTEM_STATE_GET)).int32_data0, 0);
     assert_eq!(sim.counters().connections, 7);
     // Events reach every open connection.
-    assert_eq!(sim.broadcast(Message::new(C::UI_SET_GAUGE_VALUE).with_int32_data0(9)), 2);
+    assert_eq!(
+        sim.broadcast(Message::new(C::UI_SET_GAUGE_VALUE).with_int32_data0(9)),
+        2
+    );
     assert_eq!(a.recv().int32_data0, 9);
     assert_eq!(b.recv().int32_data0, 9);
 }

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use flamingo_client::codec::{
-    CommandCode, FrameError, FrameReader, Flags, LiveHeader, Message, LIVE_HEADER_LEN,
+    CommandCode, Flags, FrameError, FrameReader, LiveHeader, Message, LIVE_HEADER_LEN,
 };
 
 /// Upper bound for any single wait in these tests (a failure bound only).

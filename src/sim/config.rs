@@ -107,12 +107,7 @@ impl Default for SimConfig {
             live_fps: 30.0,
             linear_velocity: 20.0,
             rotary_velocity: 360.0,
-            limits: [
-                (1.0, 14.999998),
-                (5.0, 25.0),
-                (11.0, 25.0),
-                (-720.0, 720.0),
-            ],
+            limits: [(1.0, 14.999998), (5.0, 25.0), (11.0, 25.0), (-720.0, 720.0)],
             home,
             start_position: home,
             settings_text: DEFAULT_SETTINGS_TEXT.to_vec(),

@@ -113,12 +113,7 @@ fn start_connection(sh: &Arc<Shared>, id: u64, stream: TcpStream) -> io::Result<
     Ok(())
 }
 
-fn read_loop(
-    sh: Arc<Shared>,
-    id: u64,
-    mut stream: TcpStream,
-    tx: crossbeam_channel::Sender<Out>,
-) {
+fn read_loop(sh: Arc<Shared>, id: u64, mut stream: TcpStream, tx: crossbeam_channel::Sender<Out>) {
     let conn = handler::Conn { id, tx };
     let mut reader = FrameReader::new(sh.cfg.max_additional_data);
     let mut data = Vec::new();

@@ -128,7 +128,8 @@ fn ok_if(cond: bool) -> u32 {
 /// Handles one request from connection `conn`.
 pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>) {
     let code = req.code;
-    let wants = req.flags.contains(Flags::TRIGGER_CALL_BACK) || sh.cfg.answer_without_flag.contains(&code);
+    let wants =
+        req.flags.contains(Flags::TRIGGER_CALL_BACK) || sh.cfg.answer_without_flag.contains(&code);
     let r = Responder {
         sh,
         conn,
@@ -355,7 +356,8 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             let (st, _) = r.ack(STATUS_OK);
             if st == STATUS_OK {
                 let side = usize::from(code.0 >= C::ILLUMINATION_RIGHT_ENABLE.0);
-                let on = code == C::ILLUMINATION_LEFT_ENABLE || code == C::ILLUMINATION_RIGHT_ENABLE;
+                let on =
+                    code == C::ILLUMINATION_LEFT_ENABLE || code == C::ILLUMINATION_RIGHT_ENABLE;
                 sh.inst.lock().illumination[side] = on;
             }
         }
