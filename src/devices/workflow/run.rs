@@ -115,7 +115,10 @@ pub enum WorkflowUpdate {
 ///
 /// Whether the instrument acknowledges a start is not known; both cases
 /// work. An acknowledgement with a busy status ends the run with
-/// [`Error::Busy`] (a refusal with [`Error::Refused`]).
+/// [`Error::Busy`] (a refusal with [`Error::Refused`]). The first
+/// acknowledgement after the start is taken as this start's, so start one
+/// workflow at a time: a start sent before the previous start's
+/// acknowledgement has arrived could be confused with it.
 ///
 /// Non-blocking use (a GUI): call [`try_next`](WorkflowRun::try_next) every
 /// frame. Blocking use: [`wait`](WorkflowRun::wait). Dropping the handle
@@ -149,6 +152,7 @@ pub struct WorkflowRun {
     /// A state query sent right after the start: busy confirms the run.
     probe: Option<Pending>,
     acknowledged: bool,
+    ack_seen: bool,
     running: bool,
     stop_after: Option<u64>,
     gauge_total: Option<i32>,
@@ -194,6 +198,7 @@ impl WorkflowRun {
             started_at,
             probe,
             acknowledged: false,
+            ack_seen: false,
             running: false,
             stop_after: None,
             gauge_total: None,
@@ -273,6 +278,12 @@ impl WorkflowRun {
             "the acknowledgement of CAMERA_WORK_FLOW_STOP",
             super::stop_msg(),
         )
+    }
+
+    /// The sequence number of the last message received before the start was
+    /// sent: only events with a larger one belong to this run.
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq
     }
 
     /// True once the run has ended (its last update may not be taken yet).
@@ -434,7 +445,10 @@ impl WorkflowRun {
                     );
                 }
             }
-            _ if msg.code == C::CAMERA_WORK_FLOW_START => {
+            // Only the first acknowledgement after the start is ours: the
+            // instrument answers in order, and a later one answers a later start.
+            _ if msg.code == C::CAMERA_WORK_FLOW_START && !self.ack_seen => {
+                self.ack_seen = true;
                 let reply = Reply {
                     message: msg,
                     data: Vec::new(),
@@ -443,10 +457,8 @@ impl WorkflowRun {
                 };
                 match self.client.check_status(&reply) {
                     Ok(()) => {
-                        if !self.acknowledged {
-                            self.acknowledged = true;
-                            self.queue.push_back(Ok(WorkflowUpdate::Acknowledged));
-                        }
+                        self.acknowledged = true;
+                        self.queue.push_back(Ok(WorkflowUpdate::Acknowledged));
                     }
                     Err(e) => self.fail(e),
                 }
