@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod devices;
 pub mod live;
 #[cfg(feature = "sim")]
 pub mod sim;

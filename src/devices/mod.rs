@@ -1,0 +1,200 @@
+//! Typed device facades: one intent in, the right message out, the reply
+//! back as a typed value.
+//!
+//! Each facade is a cheap owned handle made from a [`Client`]
+//! ([`Client::stage`], [`Client::camera`], [`Client::lasers`],
+//! [`Client::led`], [`Client::filter_wheel`], [`Client::system`],
+//! [`Client::settings`], [`Client::workflows`]). It holds a clone of the
+//! client and a timeout (default [`ClientConfig::request_timeout`](crate::ClientConfig::request_timeout),
+//! changed with `.timeout(d)`). Every blocking operation has one overall
+//! deadline: the timeout counts from the call, across every message it sends
+//! and every reply or event it waits for.
+//!
+//! Arguments are checked before anything is sent: a NaN or infinite
+//! position, a laser index outside 1..=4, an LED level outside its range, a
+//! text that does not fit... gives [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+//! and nothing goes on the wire. Whether a value is within the instrument's
+//! limits (stage soft limits, for example) is for the instrument to say: it
+//! refuses with a status, which becomes [`Error::Refused`](crate::Error::Refused)
+//! (or [`Error::Busy`](crate::Error::Busy) while it is busy, for example
+//! running a workflow).
+//!
+//! Every operation also has a non-blocking `submit_*` form returning an
+//! [`Op`], for GUI threads: poll it with [`Op::try_get`] once per frame.
+//!
+//! ```no_run
+//! # fn main() -> flamingo_client::Result<()> {
+//! use flamingo_client::{Axis, Client, ClientConfig};
+//!
+//! let client = Client::connect("127.0.0.1:53717", ClientConfig::default())?;
+//! let stage = client.stage();
+//! let z = stage.position(Axis::Z)?;
+//! let stop = stage.move_and_wait(Axis::Z, z + 0.010)?;
+//! println!("z stopped at {:.3} mm", stop.position);
+//! println!("laser 2 at {:.2} %", client.lasers().level_percent(2)?);
+//! # Ok(()) }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::codec::{CommandCode, Flags, Message};
+use crate::{Client, Error, Reply, Result};
+
+mod camera;
+mod illumination;
+mod lasers;
+mod op;
+mod sections;
+mod settings;
+mod stage;
+mod system;
+mod workflow;
+
+pub use camera::{Camera, ImageSize};
+pub use illumination::{
+    led_level_from_percent, FilterWheel, Led, LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN,
+};
+pub use lasers::Lasers;
+pub use op::Op;
+pub use sections::{Entry, Section};
+pub use settings::{ScopeSettings, Settings};
+pub use stage::{MotionStop, Stage, StagePosition};
+pub use system::{System, SystemState};
+pub use workflow::{
+    StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate, Workflows,
+};
+
+use op::{ReplyStep, Step};
+
+/// Facades. Each is cheap: a clone of the client and a timeout.
+impl Client {
+    /// The stage (X, Y, Z in mm; R in degrees).
+    pub fn stage(&self) -> Stage {
+        Stage::new(Base::new(self))
+    }
+    /// The camera (image size, pixel size, exposure, region of interest).
+    pub fn camera(&self) -> Camera {
+        Camera::new(Base::new(self))
+    }
+    /// The lasers (levels, preview, all off).
+    pub fn lasers(&self) -> Lasers {
+        Lasers::new(Base::new(self))
+    }
+    /// The LED.
+    pub fn led(&self) -> Led {
+        Led::new(Base::new(self))
+    }
+    /// The filter wheel.
+    pub fn filter_wheel(&self) -> FilterWheel {
+        FilterWheel::new(Base::new(self))
+    }
+    /// The system state.
+    pub fn system(&self) -> System {
+        System::new(Base::new(self))
+    }
+    /// The scope settings.
+    pub fn settings(&self) -> Settings {
+        Settings::new(Base::new(self))
+    }
+    /// Workflows (acquisitions).
+    pub fn workflows(&self) -> Workflows {
+        Workflows::new(Base::new(self))
+    }
+}
+
+/// What every facade holds.
+#[derive(Clone, Debug)]
+pub(crate) struct Base {
+    pub client: Client,
+    pub timeout: Duration,
+}
+
+impl Base {
+    pub(crate) fn new(client: &Client) -> Base {
+        Base {
+            client: client.clone(),
+            timeout: client.config().request_timeout,
+        }
+    }
+
+    /// The deadline of an operation starting now.
+    pub fn deadline(&self) -> Instant {
+        deadline_after(self.timeout)
+    }
+
+    /// Sends a request whose reply status is information, not an error, and
+    /// parses the reply.
+    pub fn query<T: 'static>(
+        &self,
+        what: impl Into<String>,
+        msg: Message,
+        parse: impl FnOnce(Reply) -> Result<T> + Send + 'static,
+    ) -> Result<Op<T>> {
+        let deadline = self.deadline();
+        let pending = self.client.submit(msg, self.timeout)?;
+        Ok(Op::new(
+            what,
+            deadline,
+            self.timeout,
+            ReplyStep::new(pending, parse),
+        ))
+    }
+
+    /// Sends a request whose reply status is checked with the code's status
+    /// policy (busy, refused), then parses the reply.
+    pub fn checked<T: 'static>(
+        &self,
+        what: impl Into<String>,
+        msg: Message,
+        parse: impl FnOnce(Reply) -> Result<T> + Send + 'static,
+    ) -> Result<Op<T>> {
+        let client = self.client.clone();
+        self.query(what, msg, move |r| {
+            client.check_status(&r)?;
+            parse(r)
+        })
+    }
+
+    /// A command acknowledged with a checked status and nothing else.
+    pub fn command(&self, what: impl Into<String>, msg: Message) -> Result<Op<()>> {
+        self.checked(what, msg, |_| Ok(()))
+    }
+
+    /// A message sent without waiting for a reply, with TRIGGER_CALL_BACK
+    /// set (the instrument may or may not answer). Returns the sequence
+    /// number before the send.
+    pub fn send_flagged(&self, msg: Message) -> Result<u64> {
+        self.client
+            .send(msg.with_flags(msg.flags | Flags::TRIGGER_CALL_BACK))
+    }
+}
+
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// A finite number, or an invalid-argument error naming it.
+pub(crate) fn finite(what: &str, v: f64) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::invalid(format!(
+            "{what} must be a finite number, not {v}"
+        )))
+    }
+}
+
+/// A message with `int32_data0` set.
+pub(crate) fn msg0(code: CommandCode, i0: i32) -> Message {
+    Message::new(code).with_int32_data0(i0)
+}
+
+/// Blocks on an op built by `submit`.
+pub(crate) fn run<T: 'static>(op: Result<Op<T>>) -> Result<T> {
+    op?.wait()
+}
+
+/// Keeps `Step` nameable from sibling modules.
+pub(crate) type BoxStep<T> = Box<dyn Step<T>>;

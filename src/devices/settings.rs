@@ -1,0 +1,195 @@
+//! The scope settings: loaded from the instrument, parsed into sections.
+
+use std::time::Duration;
+
+use super::sections::{find_in, parse, Section};
+use super::{msg0, run, Base, Op};
+use crate::codec::{Axis, CommandCode as C};
+use crate::{Error, Result};
+
+/// The scope settings text, parsed. The raw text is kept as received.
+///
+/// The format (sections of `key = value` lines) is described in
+/// [`Section`]. Typed helpers cover what programs need most; anything else
+/// is reachable with [`get`](ScopeSettings::get).
+///
+/// ```
+/// use flamingo_client::devices::ScopeSettings;
+/// use flamingo_client::Axis;
+///
+/// let s = ScopeSettings::parse("<Stage limits>\n  Soft limit min z-axis = 11.000\n  Soft limit max z-axis = 25.000\n</Stage limits>\n");
+/// assert_eq!(s.get("Stage limits", "Soft limit max z-axis"), Some("25.000"));
+/// assert_eq!(s.soft_limits(Axis::Z), Some((11.0, 25.0)));
+/// assert!(s.raw().starts_with("<Stage limits>"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeSettings {
+    raw: String,
+    sections: Vec<Section>,
+}
+
+impl ScopeSettings {
+    /// Parses settings text. Never fails: lines that do not fit the format
+    /// are skipped (they stay in [`raw`](ScopeSettings::raw)).
+    pub fn parse(text: &str) -> ScopeSettings {
+        ScopeSettings {
+            raw: text.to_string(),
+            sections: parse(text),
+        }
+    }
+
+    /// Parses settings bytes (invalid UTF-8 is replaced, not an error).
+    pub fn from_bytes(bytes: &[u8]) -> ScopeSettings {
+        ScopeSettings::parse(&String::from_utf8_lossy(bytes))
+    }
+
+    /// The text exactly as received (after UTF-8 decoding).
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The top-level sections, in order.
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+
+    /// The first section named `name` (ASCII case ignored), at any depth.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        find_in(&self.sections, name)
+    }
+
+    /// The value of `key` in section `section`.
+    pub fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.section(section)?.get(key)
+    }
+
+    /// The value of `key` in section `section` as a number.
+    pub fn get_f64(&self, section: &str, key: &str) -> Option<f64> {
+        self.section(section)?.get_f64(key)
+    }
+
+    fn stage(&self, what: &str, axis: Axis) -> Option<f64> {
+        self.get_f64("Stage limits", &format!("{what} {}-axis", axis.name()))
+    }
+
+    /// The soft limits `(min, max)` of an axis (mm, or degrees for R): the
+    /// instrument refuses moves outside them.
+    pub fn soft_limits(&self, axis: Axis) -> Option<(f64, f64)> {
+        Some((
+            self.stage("Soft limit min", axis)?,
+            self.stage("Soft limit max", axis)?,
+        ))
+    }
+
+    /// The hard limits `(min, max)` of an axis.
+    pub fn hard_limits(&self, axis: Axis) -> Option<(f64, f64)> {
+        Some((
+            self.stage("Hard limit min", axis)?,
+            self.stage("Hard limit max", axis)?,
+        ))
+    }
+
+    /// The home position of an axis.
+    pub fn home(&self, axis: Axis) -> Option<f64> {
+        self.stage("Home", axis)
+    }
+
+    /// The description of filter wheel position `position` (1 to 8), such
+    /// as `"525/50"`.
+    pub fn filter_description(&self, position: u8) -> Option<&str> {
+        self.get(
+            "Filter wheel encoder counts",
+            &format!("Filter wheel description {position}"),
+        )
+    }
+
+    /// The microscope's name (section `Type`).
+    pub fn microscope_name(&self) -> Option<&str> {
+        self.get("Type", "Microscope name")
+    }
+}
+
+/// Loads the scope settings. Made by [`Client::settings`](crate::Client::settings).
+///
+/// ```no_run
+/// # fn main() -> flamingo_client::Result<()> {
+/// use flamingo_client::{Axis, Client, ClientConfig};
+///
+/// let client = Client::connect("127.0.0.1:53717", ClientConfig::default())?;
+/// let settings = client.settings().load()?;
+/// let (min, max) = settings.soft_limits(Axis::Z).expect("limits in the settings");
+/// println!("{}: z from {min} to {max} mm", settings.microscope_name().unwrap_or("?"));
+/// std::fs::write("ScopeSettings.txt", settings.raw())?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Settings {
+    base: Base,
+}
+
+impl Settings {
+    pub(crate) fn new(base: Base) -> Settings {
+        Settings { base }
+    }
+
+    /// Sets the deadline of each operation.
+    #[must_use]
+    pub fn timeout(mut self, d: Duration) -> Settings {
+        self.base.timeout = d;
+        self
+    }
+
+    /// Loads the scope settings (`COMMON_SCOPE_SETTINGS_LOAD`: the text comes
+    /// as additional data after the acknowledgement) and parses them.
+    /// Errors besides the usual: `Protocol` if the reply carries no text.
+    pub fn load(&self) -> Result<ScopeSettings> {
+        run(self.submit_load())
+    }
+
+    /// Non-blocking form of [`load`](Settings::load).
+    pub fn submit_load(&self) -> Result<Op<ScopeSettings>> {
+        self.base.checked(
+            "the scope settings",
+            msg0(C::COMMON_SCOPE_SETTINGS_LOAD, 0),
+            |r| {
+                if r.data.is_empty() {
+                    return Err(Error::protocol(
+                        "the scope settings reply carried no settings text",
+                    ));
+                }
+                Ok(ScopeSettings::from_bytes(&r.data))
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fixture() {
+        let s = ScopeSettings::from_bytes(include_bytes!("../../fixtures/ScopeSettings.txt"));
+        assert_eq!(s.raw().len(), 2958);
+        assert_eq!(s.sections().len(), 7);
+        assert_eq!(s.soft_limits(Axis::X), Some((1.0, 14.999998)));
+        assert_eq!(s.soft_limits(Axis::Z), Some((11.0, 25.0)));
+        assert_eq!(s.hard_limits(Axis::Z), Some((8.0, 25.0)));
+        assert_eq!(s.soft_limits(Axis::R), Some((-720.0, 720.0)));
+        assert_eq!(s.home(Axis::R), Some(-217.965));
+        assert_eq!(s.filter_description(2), Some("525/50"));
+        assert_eq!(s.microscope_name(), Some("n7"));
+        assert_eq!(
+            s.get("Type", "Microscope address"),
+            Some("10.129.37.22 53717")
+        );
+        assert_eq!(
+            s.get(
+                "camera overlap settings",
+                "Camera 1 capture mode (0: full, 1: from front, 2: from back)"
+            ),
+            Some("0")
+        );
+        assert_eq!(s.get_f64("LED settings", "Intensity red"), Some(42000.0));
+    }
+}
