@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
+use flamingo_client::devices::{ImageSize, SystemState, Workflow, WorkflowUpdate};
 use flamingo_client::live::{Frame, LiveStream};
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
@@ -38,9 +39,6 @@ use cli_progress::Progress;
 
 /// How long `move --wait` waits for the axis to stop.
 const MOTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a workflow wait asks for the system state, in case the idle
-/// broadcast is lost.
-const WORKFLOW_POLL: Duration = Duration::from_secs(2);
 /// The longest a workflow wait lasts.
 const WORKFLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// Bytes of a live frame header.
@@ -185,11 +183,11 @@ pub struct StateReport {
 impl StateReport {
     /// "idle", "busy", "error" or "unknown".
     pub fn name(&self) -> &'static str {
-        match self.code {
-            0 => "idle",
-            1 => "busy",
-            2 => "error",
-            _ => "unknown",
+        match SystemState::from_wire(self.code) {
+            SystemState::Idle => "idle",
+            SystemState::Busy => "busy",
+            SystemState::Error => "error",
+            SystemState::Unknown(_) => "unknown",
         }
     }
 }
@@ -207,10 +205,8 @@ impl Report for StateReport {
 
 /// Asks for the system state.
 pub fn system_state(client: &Client, t: Duration) -> Result<StateReport> {
-    let reply = client.request_checked(Message::new(C::SYSTEM_STATE_GET), t)?;
-    Ok(StateReport {
-        code: reply.message.int32_data0,
-    })
+    let state = client.system().timeout(t).state()?;
+    Ok(StateReport { code: state.wire() })
 }
 
 // ---------------------------------------------------------------- image size
@@ -218,9 +214,9 @@ pub fn system_state(client: &Client, t: Duration) -> Result<StateReport> {
 /// `image-size`.
 pub struct SizeReport {
     /// Pixels.
-    pub width: i32,
+    pub width: u32,
     /// Pixels.
-    pub height: i32,
+    pub height: u32,
 }
 
 impl Report for SizeReport {
@@ -236,11 +232,8 @@ impl Report for SizeReport {
 
 /// Asks the camera for its image size.
 pub fn image_size(client: &Client, t: Duration) -> Result<SizeReport> {
-    let reply = client.request_checked(Message::new(C::CAMERA_IMAGE_SIZE_GET), t)?;
-    Ok(SizeReport {
-        width: reply.message.int32_data0,
-        height: reply.message.int32_data1,
-    })
+    let ImageSize { width, height } = client.camera().timeout(t).image_size()?;
+    Ok(SizeReport { width, height })
 }
 
 // ---------------------------------------------------------------- position
@@ -274,12 +267,8 @@ fn axis_index(a: Axis) -> usize {
 
 /// Reads the four axes.
 pub fn positions(client: &Client, t: Duration) -> Result<PositionReport> {
-    let mut p = [0.0; 4];
-    for a in Axis::ALL {
-        let msg = Message::new(C::STAGE_POSITION_GET).with_int32_data0(a.wire());
-        p[axis_index(a)] = client.request_checked(msg, t)?.message.double_data;
-    }
-    Ok(PositionReport(p))
+    let p = client.stage().timeout(t).positions()?;
+    Ok(PositionReport(Axis::ALL.map(|a| p.get(a))))
 }
 
 // ---------------------------------------------------------------- move
@@ -323,7 +312,8 @@ impl Report for MoveReport {
     }
 }
 
-/// Moves one axis; with `wait`, until its `STAGE_MOTION_STOPPED`.
+/// Moves one axis; with `wait`, until its `STAGE_MOTION_STOPPED` (at most
+/// [`MOTION_TIMEOUT`] for the acknowledgement and the motion together).
 pub fn move_axis(
     client: &Client,
     t: Duration,
@@ -331,32 +321,14 @@ pub fn move_axis(
     target: f64,
     wait: bool,
 ) -> Result<MoveReport> {
+    let stage = client.stage().timeout(t).motion_timeout(MOTION_TIMEOUT);
     let t0 = Instant::now();
-    // Subscribe before sending, so a short move's stop cannot be missed.
-    let stops = client.subscribe_to(&[C::STAGE_MOTION_STOPPED]);
-    let msg = Message::new(C::STAGE_POSITION_SET)
-        .with_int32_data0(axis.wire())
-        .with_double_data(target);
-    let reply = client.request_checked(msg, t)?;
-    let mut stopped_at = None;
-    if wait {
-        let ev = stops
-            .wait_for(
-                |e| matches!(e.kind, EventKind::MotionStopped { axis: a, .. } if a == axis),
-                reply.seq,
-                MOTION_TIMEOUT,
-            )
-            .map_err(|e| match e {
-                Error::Timeout { after, .. } => Error::timeout(
-                    format!("axis {axis} to stop moving (STAGE_MOTION_STOPPED)"),
-                    after,
-                ),
-                e => e,
-            })?;
-        if let EventKind::MotionStopped { position, .. } = ev.kind {
-            stopped_at = Some(position);
-        }
-    }
+    let stopped_at = if wait {
+        Some(stage.move_and_wait(axis, target)?.position)
+    } else {
+        stage.move_to(axis, target)?;
+        None
+    };
     Ok(MoveReport {
         axis,
         target,
@@ -691,7 +663,7 @@ impl Report for WorkflowReport {
             if self.completed {
                 "completed"
             } else {
-                "ended early"
+                "ended incomplete"
             },
             self.elapsed.as_secs_f64(),
             self.images,
@@ -701,12 +673,9 @@ impl Report for WorkflowReport {
 }
 
 /// Sends a workflow file and starts it; with `wait`, follows its progress
-/// (a bar on stderr) until the microscope reports it finished.
-///
-/// The end is `SYSTEM_STATE_IDLE` once the run has shown progress (a gauge
-/// value or stack statistics) or a state query has seen it busy: an idle
-/// notice arriving right after the start can be stale. The state is also
-/// polled every few seconds in case the idle notice is lost.
+/// (a bar on stderr) until the microscope reports it finished (see
+/// `WorkflowRun` for the rule: the return to idle once the run was seen
+/// running), for at most [`WORKFLOW_LIMIT`].
 pub fn workflow(
     client: &Client,
     t: Duration,
@@ -714,16 +683,12 @@ pub fn workflow(
     label: &str,
     wait: bool,
 ) -> Result<WorkflowReport> {
-    if bytes.is_empty() {
-        return Err(Error::invalid(format!(
-            "the workflow file {label} is empty"
-        )));
-    }
+    let file = Workflow::from_bytes(bytes).map_err(|e| match e {
+        Error::InvalidArgument { what } => Error::invalid(format!("workflow file {label}: {what}")),
+        e => e,
+    })?;
     let t0 = Instant::now();
-    let events = client.subscribe();
-    let after = client.last_seq();
-    let reply = client.request_with_data(Message::new(C::CAMERA_WORK_FLOW_START), bytes, t)?;
-    client.check_status(&reply)?;
+    let mut run = client.workflows().timeout(t).start(&file)?;
     let mut report = WorkflowReport {
         sent_bytes: bytes.len(),
         completed: false,
@@ -736,71 +701,26 @@ pub fn workflow(
         return Ok(report);
     }
     let mut bar = Progress::new(label);
-    let mut progressed = false;
-    let mut seen_busy = false;
-    let (mut acquired, mut expected, mut stacks, mut saved) = (0u64, 0u64, 0u32, 0u64);
-    let limit = Instant::now() + WORKFLOW_LIMIT;
-    let mut next_poll = Instant::now() + WORKFLOW_POLL;
-    loop {
-        let now = Instant::now();
-        if now >= limit {
-            return Err(Error::timeout("the workflow to finish", WORKFLOW_LIMIT));
+    let until = Instant::now() + WORKFLOW_LIMIT;
+    let summary = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match run.next_timeout(left) {
+            Some(Ok(WorkflowUpdate::GaugeSize { total })) => bar.set_total(total.into()),
+            Some(Ok(WorkflowUpdate::Progress { current, total })) => {
+                bar.set(current.into(), total.into())
+            }
+            Some(Ok(WorkflowUpdate::Finished(summary))) => break summary,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+            // Nothing more before the limit: the run's own timeout error.
+            None => break run.wait(Duration::ZERO)?,
         }
-        if now >= next_poll {
-            next_poll = now + WORKFLOW_POLL;
-            match system_state(client, t) {
-                Ok(s) if s.code == 1 => seen_busy = true,
-                Ok(s) if s.code == 0 && (progressed || seen_busy) => break,
-                Ok(_) => {}
-                Err(e) if e.is_disconnected() => return Err(e),
-                Err(e) => log::info!("state query during the workflow failed: {e}"),
-            }
-            continue;
-        }
-        let ev = match events.recv_deadline(next_poll.min(limit)) {
-            Ok(ev) => ev,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::disconnected("the client was closed"))
-            }
-        };
-        if ev.seq <= after {
-            continue;
-        }
-        match ev.kind {
-            EventKind::GaugeSize { total } => bar.set_total(total.into()),
-            EventKind::GaugeValue { current, total } => {
-                progressed = true;
-                bar.set(current.into(), total.into());
-            }
-            EventKind::StackComplete {
-                acquired: a,
-                expected: e,
-                ..
-            } => {
-                progressed = true;
-                stacks += 1;
-                acquired += a.max(0) as u64;
-                expected += e.max(0) as u64;
-            }
-            EventKind::ImagesSaved { count } => saved += count.max(0) as u64,
-            EventKind::SystemIdle if progressed || seen_busy => break,
-            EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
-                return Err(Error::disconnected(reason))
-            }
-            _ => {}
-        }
-    }
+    };
     bar.finish();
     report.elapsed = t0.elapsed();
-    if stacks > 0 {
-        report.images = acquired;
-        report.expected = Some(expected);
-        report.completed = acquired >= expected;
-    } else {
-        report.images = saved;
-        report.completed = true;
-    }
+    report.completed = summary.is_complete();
+    report.images = summary.images_acquired;
+    report.expected = Some(summary.images_expected);
     Ok(report)
 }
 

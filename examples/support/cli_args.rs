@@ -261,7 +261,8 @@ Options:
   --wait   Wait for the workflow to finish, with a progress bar
 
 JSON:     {\"sent_bytes\":N,\"completed\":true|false,\"images\":N}
-          (completed is false without --wait, or when the run ended early)
+          (completed is false without --wait, and when the run was stopped,
+          reported errors or acquired fewer images than expected)
 
 Example:  flamingo workflow ZStack.txt --wait
 ",
