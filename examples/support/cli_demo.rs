@@ -8,7 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use flamingo_client::sim::{SimConfig, Simulator};
-use flamingo_client::{Axis, Client, ClientConfig, Error, Result};
+use flamingo_client::{Axis, Client, ClientConfig, Error, EventKind, Result};
 
 use crate::cli_json::JsonObject;
 use crate::{LiveUntil, Out, Report};
@@ -191,16 +191,29 @@ fn session(
     // The workflow returned on the idle notice, which every subscription
     // received at the same time: the counts are complete.
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Messages of other kinds, by command name (for example the workflow
+    // start's acknowledgement, which the workflow facade takes as an event).
+    let mut others: BTreeMap<String, u64> = BTreeMap::new();
     for ev in events.try_iter() {
-        if !ev.kind.is_connection() {
-            *counts.entry(ev.kind.name()).or_default() += 1;
+        if ev.kind.is_connection() {
+            continue;
+        }
+        *counts.entry(ev.kind.name()).or_default() += 1;
+        if ev.kind == EventKind::Unknown {
+            let code = ev.code().map(|c| c.to_string()).unwrap_or_default();
+            *others.entry(code).or_default() += 1;
         }
     }
     let mut json = JsonObject::new();
     let mut human = Vec::new();
     for (name, n) in &counts {
         json = json.int(name, *n);
-        human.push(format!("{name} x{n}"));
+        if *name != "unknown" {
+            human.push(format!("{name} x{n}"));
+        }
+    }
+    for (code, n) in &others {
+        human.push(format!("other ({code}) x{n}"));
     }
     let mut human = if human.is_empty() {
         "none".to_string()
