@@ -18,7 +18,6 @@ mod cli_json;
 mod cli_progress;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -566,13 +565,17 @@ fn demo_runs_a_full_session() {
 
 #[test]
 fn cannot_connect_exits_3() {
-    // A port that was free a moment ago: nothing listens there now.
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A socket bound but not listening: connections are refused, and no
+    // other test can take the port meanwhile.
+    use socket2::{Domain, Socket, Type};
+    let reserved = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    reserved.bind(&any.into()).unwrap();
+    let port = reserved.local_addr().unwrap().as_socket().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let out = run(&["--addr", &addr, "--timeout", "2", "state"]);
+    // Generous: Windows retries a refused connection for about 2 s.
+    let out = run(&["--addr", &addr, "--timeout", "5", "state"]);
+    drop(reserved);
     expect_error(&out, 3, &format!("error: cannot connect to {addr}"));
 }
 
