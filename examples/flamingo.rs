@@ -81,8 +81,14 @@ fn real_main() -> Result<()> {
         Command::Sim { port } => run_sim(port),
         Command::Demo => cli_demo::run(&out, global.timeout),
         command => {
+            // Input files are read before connecting: a mistake in them is
+            // reported as such, whatever the state of the network.
+            let workflow_file = match &command {
+                Command::Workflow { file, .. } => Some(read_workflow(file)?),
+                _ => None,
+            };
             let client = connect(&global)?;
-            let result = run_command(&client, &global, &out, command);
+            let result = run_command(&client, &global, &out, command, workflow_file);
             client.close();
             result
         }
@@ -111,30 +117,51 @@ pub fn connect(g: &Global) -> Result<Client> {
     Client::connect(&g.addr, config)
 }
 
-fn run_command(client: &Client, g: &Global, out: &Out, command: Command) -> Result<()> {
+fn run_command(
+    client: &Client,
+    g: &Global,
+    out: &Out,
+    command: Command,
+    workflow_file: Option<(Workflow, String)>,
+) -> Result<()> {
     let t = g.timeout;
-    match command {
-        Command::State => out.result(&system_state(client, t)?),
-        Command::ImageSize => out.result(&image_size(client, t)?),
-        Command::Position => out.result(&positions(client, t)?),
-        Command::Move { axis, to, wait } => out.result(&move_axis(client, t, axis, to, wait)?),
-        Command::Settings { out: path } => out.result(&save_settings(client, t, &path)?),
-        Command::Snapshot { out: path } => out.result(&snapshot(client, t, &path)?),
-        Command::Live { frames } => out.result(&live(client, t, LiveUntil::Frames(frames))?),
-        Command::Workflow { file, wait } => {
-            let bytes = std::fs::read(&file).map_err(|e| {
-                Error::invalid(format!("cannot read workflow file {}: {e}", file.display()))
-            })?;
-            let label = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.result(&workflow(client, t, &bytes, &label, wait)?)
+    match (command, workflow_file) {
+        (Command::State, _) => out.result(&system_state(client, t)?),
+        (Command::ImageSize, _) => out.result(&image_size(client, t)?),
+        (Command::Position, _) => out.result(&positions(client, t)?),
+        (Command::Move { axis, to, wait }, _) => out.result(&move_axis(client, t, axis, to, wait)?),
+        (Command::Settings { out: path }, _) => out.result(&save_settings(client, t, &path)?),
+        (Command::Snapshot { out: path }, _) => out.result(&snapshot(client, t, &path)?),
+        (Command::Live { frames }, _) => out.result(&live(client, t, LiveUntil::Frames(frames))?),
+        (Command::Workflow { wait, .. }, Some((file, label))) => {
+            out.result(&workflow(client, t, &file, &label, wait)?)
         }
-        Command::Watch { duration } => watch(client, duration, out)?,
-        Command::Sim { .. } | Command::Demo => unreachable!("handled without a connection"),
+        (Command::Watch { duration }, _) => watch(client, duration, out)?,
+        (command, _) => {
+            return Err(Error::invalid(format!(
+                "internal: {command:?} cannot run here"
+            )))
+        }
     }
     Ok(())
+}
+
+/// Reads and checks a workflow file; returns it with its file name.
+fn read_workflow(path: &Path) -> Result<(Workflow, String)> {
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::invalid(format!("cannot read workflow file {}: {e}", path.display()))
+    })?;
+    let file = Workflow::from_bytes(bytes).map_err(|e| match e {
+        Error::InvalidArgument { what } => {
+            Error::invalid(format!("workflow file {}: {what}", path.display()))
+        }
+        e => e,
+    })?;
+    Ok((file, label))
 }
 
 // ---------------------------------------------------------------- output
@@ -679,18 +706,14 @@ impl Report for WorkflowReport {
 pub fn workflow(
     client: &Client,
     t: Duration,
-    bytes: &[u8],
+    file: &Workflow,
     label: &str,
     wait: bool,
 ) -> Result<WorkflowReport> {
-    let file = Workflow::from_bytes(bytes).map_err(|e| match e {
-        Error::InvalidArgument { what } => Error::invalid(format!("workflow file {label}: {what}")),
-        e => e,
-    })?;
     let t0 = Instant::now();
-    let mut run = client.workflows().timeout(t).start(&file)?;
+    let mut run = client.workflows().timeout(t).start(file)?;
     let mut report = WorkflowReport {
-        sent_bytes: bytes.len(),
+        sent_bytes: file.as_bytes().len(),
         completed: false,
         waited: wait,
         images: 0,

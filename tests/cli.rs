@@ -423,15 +423,26 @@ fn workflow_without_wait_and_missing_file() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/Snapshot.txt");
     let line = run_json(&s, &["workflow", file.to_str().unwrap()]);
     assert_eq!(json_get(&line, "completed").as_deref(), Some("false"));
-    let addr = s.addr().to_string();
+    // Files are checked before connecting: the address does not matter.
     let dir = TempDir::new("wf");
     let missing = dir.path("missing.txt");
-    let out = run(&["--addr", &addr, "workflow", missing.to_str().unwrap()]);
+    let out = run(&[
+        "--addr",
+        "127.0.0.1:9",
+        "workflow",
+        missing.to_str().unwrap(),
+    ]);
     expect_error(
         &out,
         2,
         "error: invalid argument: cannot read workflow file",
     );
+    let empty = dir.path("empty.txt");
+    std::fs::write(&empty, "\r\n").unwrap();
+    let out = run(&["--addr", "127.0.0.1:9", "workflow", empty.to_str().unwrap()]);
+    expect_error(&out, 2, "error: invalid argument: workflow file ");
+    assert!(out.stderr.contains("empty"), "{out:?}");
+    assert_eq!(s.workflows().len(), 1);
 }
 
 #[test]

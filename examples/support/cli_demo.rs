@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
+use flamingo_client::devices::Workflow;
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, EventKind, Result};
 
@@ -185,7 +186,8 @@ fn session(
     );
 
     steps.announce("Workflow ZStack.txt (476-plane Z stack), progress on stderr");
-    let wf = crate::workflow(client, t, ZSTACK, "ZStack.txt", true)?;
+    let zstack = Workflow::from_bytes(ZSTACK)?;
+    let wf = crate::workflow(client, t, &zstack, "ZStack.txt", true)?;
     steps.finish_announced("workflow", &wf);
 
     // The workflow returned on the idle notice, which every subscription
