@@ -345,7 +345,8 @@ Commands:
 Global options (put them before the command):
   --addr HOST:PORT   The microscope's command port; live images use PORT+1
                      [default: 127.0.0.1:53717]
-  --timeout SECS     Time allowed for each request, for example 0.3 [default: 3]
+  --timeout SECS     Time allowed for connecting and for each request, for
+                     example 0.3 [default: 3]
   --json             Print each result as one JSON object per line (for scripts)
   -v, -vv, -vvv      Log more on stderr (info, debug, trace); RUST_LOG, when
                      set, takes precedence
