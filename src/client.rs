@@ -2,7 +2,7 @@
 //! of threads.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::codec::{hex_dump, CommandCode, Flags, MatchKey, Message, StatusClass, MESSAGE_LEN};
 use crate::correlate::{Correlator, Key, Match};
 use crate::events::{CallbackId, Dispatcher, Event, EventKind, Hub, Subscription};
+use crate::live::LiveStream;
 use crate::stats::{Counters, Latency, Stats};
 use crate::{transport, ClientConfig, Error, Result};
 
@@ -89,6 +90,10 @@ pub(crate) struct Shared {
     connect_lock: Mutex<()>,
     next_link: AtomicU64,
     pub(crate) supervisor: crate::supervisor::SupervisorSlot,
+    /// The live image stream, connected on demand.
+    live: Mutex<Option<Arc<LiveStream>>>,
+    /// Serialises live connects without holding `live` while connecting.
+    live_connect: Mutex<()>,
 }
 
 impl Shared {
@@ -315,6 +320,13 @@ impl Shared {
             link.id = id;
             link.shutdown = Some(shutdown_half);
         }
+        {
+            let mut w = self.writer.lock();
+            w.stream = Some(stream);
+            w.link = id;
+            w.write_timeout = None;
+        }
+        self.set_state(ConnectionState::Connected);
         if let Some(attempt) = announce {
             // Before the new reader starts, so it precedes the new link's events.
             self.hub.publish(Event::connection(
@@ -326,28 +338,23 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name("flamingo-reader".into())
             .spawn(move || crate::reader::run(shared, read_half, id));
-        let handle = match spawned {
-            Ok(h) => h,
+        match spawned {
+            Ok(h) => {
+                let mut readers = self.readers.lock();
+                readers.retain(|h| !h.is_finished());
+                readers.push(h);
+            }
             Err(e) => {
-                let mut link = self.link.lock();
-                if let Some(s) = link.shutdown.take() {
+                if let Some(s) = self.link.lock().shutdown.take() {
                     let _ = s.shutdown(Shutdown::Both);
+                }
+                let mut w = self.writer.lock();
+                if w.link == id {
+                    w.stream = None;
                 }
                 return Err(fail(e));
             }
-        };
-        {
-            let mut readers = self.readers.lock();
-            readers.retain(|h| !h.is_finished());
-            readers.push(handle);
         }
-        {
-            let mut w = self.writer.lock();
-            w.stream = Some(stream);
-            w.link = id;
-            w.write_timeout = None;
-        }
-        self.set_state(ConnectionState::Connected);
         self.link_changed.notify_all();
         log::info!("connected to {}", self.addr);
         Ok(())
@@ -366,9 +373,9 @@ impl Shared {
         }
         // Claim the reconnect before the writer goes, so a request arriving
         // now waits for the new link instead of failing in the gap.
-        let reconnect =
-            self.config.reconnect.is_some() && !self.is_closed() && self.supervisor.claim();
+        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         if reconnect {
+            self.supervisor.mark_needed();
             self.set_state(ConnectionState::Reconnecting { attempt: 1 });
         }
         {
@@ -384,6 +391,9 @@ impl Shared {
         };
         self.fail_waiters(&reason);
         self.counters.disconnects.fetch_add(1, Relaxed);
+        // The instrument may have restarted: the live socket is reopened on
+        // demand once the command link is back.
+        self.close_live();
         if self.is_closed() {
             return;
         }
@@ -395,7 +405,7 @@ impl Shared {
                 reason: reason.clone(),
             },
         ));
-        if reconnect && crate::supervisor::spawn(self) {
+        if reconnect && crate::supervisor::request(self) {
             return;
         }
         self.finish(reason);
@@ -441,11 +451,19 @@ impl Shared {
         self.supervisor.wake();
         self.link_changed.notify_all();
         self.fail_waiters(&reason);
+        self.close_live();
         self.hub.close(Event::connection(
             self.next_seq(),
             EventKind::Closed { reason },
         ));
         true
+    }
+
+    fn close_live(&self) {
+        let live = self.live.lock().take();
+        if let Some(l) = live {
+            l.close();
+        }
     }
 
     /// Joins every thread this client started, except the calling one.
@@ -506,12 +524,13 @@ impl Drop for Inner {
 /// its own reply channel. Dropping the last clone closes the connection and
 /// joins every thread the client started.
 ///
-/// ```no_run
+/// ```
 /// use flamingo_client::{Client, ClientConfig, codec::{CommandCode, Message}};
 /// use std::time::Duration;
 ///
 /// # fn main() -> flamingo_client::Result<()> {
-/// # let addr = "127.0.0.1:53717";
+/// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+/// # let addr = sim.addr().to_string();
 /// let client = Client::connect(&addr, ClientConfig::default())?;
 /// let reply = client.request(Message::new(CommandCode::CAMERA_IMAGE_SIZE_GET), Duration::from_secs(2))?;
 /// assert!(reply.message.int32_data0 > 0);
@@ -564,6 +583,8 @@ impl Client {
             connect_lock: Mutex::new(()),
             next_link: AtomicU64::new(0),
             supervisor: crate::supervisor::SupervisorSlot::default(),
+            live: Mutex::new(None),
+            live_connect: Mutex::new(()),
             config,
         });
         Client {
@@ -786,6 +807,100 @@ impl Client {
         let s = &self.inner.shared;
         s.finish("closed by the user".into());
         s.join_threads();
+    }
+
+    /// The live image stream on command port + 1, connected on first use
+    /// (and again after it ended, for example after the instrument dropped
+    /// an idle live link or the command link was re-established). One
+    /// deadline covers the connect. The instrument may only start listening
+    /// on the live port once live view is started, so connection refusals
+    /// are retried until the deadline.
+    ///
+    /// ```
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+    /// use flamingo_client::codec::{CommandCode, Message};
+    /// use std::time::Duration;
+    /// let client = flamingo_client::Client::connect(&sim.addr().to_string(), Default::default())?;
+    /// let live = client.live(Duration::from_secs(2))?;
+    /// client.request(Message::new(CommandCode::CAMERA_SNAPSHOT_GET), Duration::from_secs(2))?;
+    /// let frame = live.next_frame(Duration::from_secs(5))?;
+    /// assert!(frame.width() > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn live(&self, timeout: Duration) -> Result<Arc<LiveStream>> {
+        let s = &self.inner.shared;
+        let deadline = Instant::now() + timeout;
+        if !s.config.live {
+            return Err(Error::invalid(
+                "the live port is disabled in this client's configuration (ClientConfig::live)",
+            ));
+        }
+        let _single = s.live_connect.lock();
+        if let Some(l) = s.live.lock().as_ref() {
+            if !l.is_finished() {
+                return Ok(l.clone());
+            }
+        }
+        if s.is_closed() {
+            return Err(Error::disconnected(s.down_reason()));
+        }
+        let addr = self.live_addr()?;
+        let stream = match LiveStream::connect(addr, s.config.live_config.clone(), deadline) {
+            Ok(l) => Arc::new(l),
+            Err(Error::Connect { addr, source }) => {
+                return Err(Error::Connect {
+                    addr,
+                    source: io::Error::new(
+                        source.kind(),
+                        format!(
+                            "{source}; the live port serves one client: is another program (such as the vendor GUI) using live view?"
+                        ),
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let mut slot = s.live.lock();
+        if s.is_closed() {
+            drop(slot);
+            stream.close();
+            return Err(Error::disconnected(s.down_reason()));
+        }
+        if let Some(old) = slot.replace(stream.clone()) {
+            old.close();
+        }
+        Ok(stream)
+    }
+
+    /// The live stream if it is open, without connecting.
+    pub fn live_if_open(&self) -> Option<Arc<LiveStream>> {
+        self.inner
+            .shared
+            .live
+            .lock()
+            .as_ref()
+            .filter(|l| !l.is_finished())
+            .cloned()
+    }
+
+    /// Closes the live socket (live view stopped; the instrument may serve
+    /// only one live client). The next [`live`](Client::live) reconnects.
+    pub fn close_live(&self) {
+        self.inner.shared.close_live();
+    }
+
+    /// The live port address: the command address with its port plus one.
+    pub fn live_addr(&self) -> Result<SocketAddr> {
+        let s = &self.inner.shared;
+        let cmd = transport::resolve(&s.addr)?[0];
+        let port = cmd.port().checked_add(1).ok_or_else(|| {
+            Error::invalid(format!(
+                "command port {} leaves no room for the live port (port + 1)",
+                cmd.port()
+            ))
+        })?;
+        Ok(SocketAddr::new(cmd.ip(), port))
     }
 
     /// A snapshot of the counters.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::codec::{CommandCode, MatchKey, StatusPolicy, DEFAULT_ADDITIONAL_DATA_LIMIT};
+use crate::live::LiveConfig;
 use crate::reconnect::ReconnectPolicy;
 
 /// How a [`Client`](crate::Client) connects and behaves. Every field has a
@@ -40,6 +41,8 @@ pub struct ClientConfig {
     pub max_tombstones_per_key: usize,
     /// Whether the live image port (command port + 1) may be used. Default true.
     pub live: bool,
+    /// Settings of the live image stream (frame size limit, queue depth...).
+    pub live_config: LiveConfig,
     /// TCP keepalive (30 s idle, 10 s interval, 3 probes). Default on.
     pub keepalive: bool,
     /// Automatic reconnection after the link breaks. Default `None` (off).
@@ -61,6 +64,7 @@ impl Default for ClientConfig {
             late_reply_window: Duration::from_secs(10),
             max_tombstones_per_key: 64,
             live: true,
+            live_config: LiveConfig::default(),
             keepalive: true,
             reconnect: None,
             status_overrides: Vec::new(),
@@ -110,6 +114,12 @@ impl ClientConfig {
     #[must_use]
     pub fn live(mut self, on: bool) -> Self {
         self.live = on;
+        self
+    }
+    /// Sets [`live_config`](ClientConfig::live_config).
+    #[must_use]
+    pub fn live_config(mut self, config: LiveConfig) -> Self {
+        self.live_config = config;
         self
     }
     /// Sets [`keepalive`](ClientConfig::keepalive).

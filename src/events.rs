@@ -76,6 +76,12 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The supervisor is about to make reconnection attempt `attempt`
+    /// (after the policy's delay).
+    Reconnecting {
+        /// The attempt (1-based).
+        attempt: u32,
+    },
     /// The connection was re-established by the supervisor.
     Reconnected {
         /// Which attempt succeeded (1-based).
@@ -136,7 +142,7 @@ impl EventKind {
     /// A short snake_case name, as used by the CLI's JSON output
     /// ("motion_stopped", "system_idle", "stack_complete", "gauge_size",
     /// "gauge_value", "images_saved", "laser_level", "unknown",
-    /// "disconnected", "reconnected", "closed").
+    /// "disconnected", "reconnecting", "reconnected", "closed").
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::MotionStopped { .. } => "motion_stopped",
@@ -148,16 +154,18 @@ impl EventKind {
             EventKind::LaserLevel { .. } => "laser_level",
             EventKind::Unknown => "unknown",
             EventKind::Disconnected { .. } => "disconnected",
+            EventKind::Reconnecting { .. } => "reconnecting",
             EventKind::Reconnected { .. } => "reconnected",
             EventKind::Closed { .. } => "closed",
         }
     }
 
-    /// True for connection events (disconnected, reconnected, closed).
+    /// True for connection events (disconnected, reconnecting, reconnected, closed).
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
             EventKind::Disconnected { .. }
+                | EventKind::Reconnecting { .. }
                 | EventKind::Reconnected { .. }
                 | EventKind::Closed { .. }
         )

@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod devices;
+pub mod live;
 #[cfg(feature = "sim")]
 pub mod sim;
 
@@ -35,3 +36,8 @@ pub use error::{Error, Result};
 pub use events::{CallbackId, Event, EventKind, SubscriberStats, Subscription};
 pub use reconnect::{Delays, ReconnectPolicy};
 pub use stats::{LatencySummary, Stats};
+
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -6,6 +6,7 @@
 //! reply channels have room for their one reply, event queues drop their
 //! oldest entry when full, and no user code runs here.
 
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,7 +16,45 @@ use crate::client::Shared;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::Error;
 
-pub(crate) fn run(shared: Arc<Shared>, mut stream: TcpStream, link: u64) {
+/// Windows may not wake a blocked `recv` when another thread shuts the
+/// socket down, so there the reader wakes every so often to check whether the
+/// client is closing. Elsewhere it blocks on the socket with no timeout (an
+/// idle client uses no CPU).
+#[cfg(windows)]
+const CLOSE_POLL: Option<std::time::Duration> = Some(std::time::Duration::from_millis(250));
+#[cfg(not(windows))]
+const CLOSE_POLL: Option<std::time::Duration> = None;
+
+/// Retries read timeouts (only possible with `CLOSE_POLL`) until the client
+/// closes, so the framing layer never sees them.
+struct Patient<'a> {
+    stream: &'a TcpStream,
+    shared: &'a Shared,
+}
+
+impl Read for Patient<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&mut &*self.stream).read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) && !self.shared.is_closed() => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
+    if CLOSE_POLL.is_some() {
+        let _ = stream.set_read_timeout(CLOSE_POLL);
+    }
+    let mut stream = Patient {
+        stream: &stream,
+        shared: &shared,
+    };
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     let mut seen = framer.stats();
     let reason = loop {

@@ -14,15 +14,25 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::client::{ConnectionState, Shared};
+use crate::events::{Event, EventKind};
 
 #[derive(Default)]
 struct State {
     handle: Option<JoinHandle<()>>,
+    /// A reconnect has been requested and not started yet.
+    needed: bool,
+    /// A reconnect cycle is under way.
     running: bool,
+    /// close() asked the backoff sleep to end.
     wake: bool,
 }
 
 /// The supervisor's slot in the client's shared state.
+///
+/// The thread is started on the first link loss and then stays, blocked on
+/// a condition variable (no CPU) until the next loss or close. A loss is
+/// recorded in `needed` under the lock, so it is never missed, even if it
+/// happens while the previous cycle is still finishing.
 #[derive(Default)]
 pub(crate) struct SupervisorSlot {
     state: Mutex<State>,
@@ -30,28 +40,19 @@ pub(crate) struct SupervisorSlot {
 }
 
 impl SupervisorSlot {
-    /// True while a reconnect is in progress (requests wait for it).
+    /// True while a reconnect is requested or in progress (requests wait for it).
     pub fn active(&self) -> bool {
-        self.state.lock().running
+        let st = self.state.lock();
+        st.needed || st.running
     }
 
-    /// Marks a reconnect as in progress, before the old link is cleared, so
-    /// no request sees a gap. Returns false if one already is.
-    pub fn claim(&self) -> bool {
-        let mut st = self.state.lock();
-        if st.running {
-            return false;
-        }
-        st.running = true;
-        st.wake = false;
-        true
+    /// Records that a reconnect is needed. Called before the old link is
+    /// cleared, so no request sees a gap.
+    pub fn mark_needed(&self) {
+        self.state.lock().needed = true;
     }
 
-    fn release(&self) {
-        self.state.lock().running = false;
-    }
-
-    /// Interrupts a backoff sleep (close() calls this).
+    /// Interrupts a backoff sleep and an idle wait (close() calls this).
     pub fn wake(&self) {
         self.state.lock().wake = true;
         self.cv.notify_all();
@@ -67,44 +68,63 @@ impl SupervisorSlot {
         }
     }
 
-    /// Sleeps until `until`, or until woken. Returns true if woken.
-    fn sleep_until(&self, until: Instant, shared: &Shared) -> bool {
+    /// Sleeps until `until`, or until woken by close(). Returns true if closed.
+    fn backoff(&self, until: Instant, shared: &Shared) -> bool {
         let mut st = self.state.lock();
         while !st.wake && !shared.is_closed() {
             if self.cv.wait_until(&mut st, until).timed_out() {
                 break;
             }
         }
-        std::mem::take(&mut st.wake) || shared.is_closed()
+        st.wake = false;
+        shared.is_closed()
+    }
+
+    /// Blocks until a reconnect is needed (true) or the client closes (false).
+    fn next_cycle(&self, shared: &Shared) -> bool {
+        let mut st = self.state.lock();
+        loop {
+            if shared.is_closed() {
+                st.needed = false;
+                st.running = false;
+                return false;
+            }
+            if st.needed {
+                st.needed = false;
+                st.running = true;
+                return true;
+            }
+            self.cv.wait(&mut st);
+        }
+    }
+
+    fn cycle_done(&self) {
+        self.state.lock().running = false;
     }
 }
 
-/// Spawns the supervisor thread after a successful [`SupervisorSlot::claim`].
-/// Returns false if the thread could not be started.
-pub(crate) fn spawn(shared: &Arc<Shared>) -> bool {
+/// Starts the supervisor thread if it is not running, and wakes it for the
+/// reconnect recorded by [`SupervisorSlot::mark_needed`]. Returns false if
+/// the thread could not be started.
+pub(crate) fn request(shared: &Arc<Shared>) -> bool {
     let slot = &shared.supervisor;
-    let old = slot.state.lock().handle.take();
-    if let Some(h) = old {
-        // A previous supervisor has released the slot and is exiting.
-        if h.thread().id() != std::thread::current().id() {
-            let _ = h.join();
+    let mut st = slot.state.lock();
+    if st.handle.is_none() {
+        let s = shared.clone();
+        match std::thread::Builder::new()
+            .name("flamingo-reconnect".into())
+            .spawn(move || supervise(s))
+        {
+            Ok(h) => st.handle = Some(h),
+            Err(e) => {
+                log::error!("cannot start the reconnect thread: {e}");
+                st.needed = false;
+                return false;
+            }
         }
     }
-    let s = shared.clone();
-    match std::thread::Builder::new()
-        .name("flamingo-reconnect".into())
-        .spawn(move || supervise(s))
-    {
-        Ok(h) => {
-            slot.state.lock().handle = Some(h);
-            true
-        }
-        Err(e) => {
-            log::error!("cannot start the reconnect thread: {e}");
-            slot.release();
-            false
-        }
-    }
+    slot.cv.notify_all();
+    true
 }
 
 fn supervise(shared: Arc<Shared>) {
@@ -114,38 +134,48 @@ fn supervise(shared: Arc<Shared>) {
         .clone()
         .expect("supervisor started without a policy");
     let slot = &shared.supervisor;
-    let mut last = String::from("no attempt made");
-    let mut attempts = 0u32;
-    for delay in policy.delays() {
-        attempts += 1;
-        shared.set_state(ConnectionState::Reconnecting { attempt: attempts });
-        if slot.sleep_until(Instant::now() + delay, &shared) && shared.is_closed() {
-            slot.release();
-            return;
-        }
-        shared.counters.reconnect_attempts.fetch_add(1, Relaxed);
-        log::info!("reconnect attempt {attempts} to {}", shared.addr);
-        match shared.reconnect_once(attempts) {
-            Ok(()) => {
-                shared.counters.reconnects.fetch_add(1, Relaxed);
-                slot.release();
-                shared.notify_link_changed();
+    while slot.next_cycle(&shared) {
+        let mut last = String::from("no attempt made");
+        let mut attempts = 0u32;
+        let mut connected = false;
+        for delay in policy.delays() {
+            attempts += 1;
+            shared.set_state(ConnectionState::Reconnecting { attempt: attempts });
+            if slot.backoff(Instant::now() + delay, &shared) {
+                slot.cycle_done();
                 return;
             }
-            Err(e) => {
-                if shared.is_closed() {
-                    slot.release();
-                    return;
+            shared.counters.reconnect_attempts.fetch_add(1, Relaxed);
+            shared.hub.publish(Event::connection(
+                shared.next_seq(),
+                EventKind::Reconnecting { attempt: attempts },
+            ));
+            log::info!("reconnect attempt {attempts} to {}", shared.addr);
+            match shared.reconnect_once(attempts) {
+                Ok(()) => {
+                    shared.counters.reconnects.fetch_add(1, Relaxed);
+                    connected = true;
+                    break;
                 }
-                last = e.to_string();
-                log::warn!("reconnect attempt {attempts} failed: {last}");
-                shared.set_last_error(last.clone());
+                Err(e) => {
+                    if shared.is_closed() {
+                        slot.cycle_done();
+                        return;
+                    }
+                    last = e.to_string();
+                    log::warn!("reconnect attempt {attempts} failed: {last}");
+                    shared.set_last_error(last.clone());
+                }
             }
         }
+        slot.cycle_done();
+        shared.notify_link_changed();
+        if !connected {
+            shared.finish(format!(
+                "gave up reconnecting to {} after {attempts} attempts; last error: {last}",
+                shared.addr
+            ));
+            return;
+        }
     }
-    slot.release();
-    shared.finish(format!(
-        "gave up reconnecting to {} after {attempts} attempts; last error: {last}",
-        shared.addr
-    ));
 }

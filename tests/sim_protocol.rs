@@ -291,11 +291,8 @@ fn sequential_and_concurrent_connections() {
     assert_eq!(a.request(flagged(C::SYSTEM_STATE_GET)).int32_data0, 0);
     assert_eq!(b.request(flagged(C::SYSTEM_STATE_GET)).int32_data0, 0);
     assert_eq!(sim.counters().connections, 7);
-    // Events reach every open connection.
-    assert_eq!(
-        sim.broadcast(Message::new(C::UI_SET_GAUGE_VALUE).with_int32_data0(9)),
-        2
-    );
+    // Events reach every open connection (closed ones may not have left yet).
+    assert!(sim.broadcast(Message::new(C::UI_SET_GAUGE_VALUE).with_int32_data0(9)) >= 2);
     assert_eq!(a.recv().int32_data0, 9);
     assert_eq!(b.recv().int32_data0, 9);
 }
@@ -307,4 +304,39 @@ fn client_sending_oversized_additional_data_is_disconnected() {
     c.send(flagged(ECHO).with_additional_data_len(1001));
     assert!(c.try_recv().is_err());
     assert_eq!(sim.counters().protocol_errors, 1);
+}
+
+#[test]
+fn wait_for_received_and_record_limit() {
+    use std::time::Duration;
+    let sim = Simulator::start(SimConfig::default().record_limit(3)).unwrap();
+    let mut c = Client::connect(sim.addr());
+    for i in 0..5 {
+        c.send(
+            Message::new(C::LASER_LEVEL_SET)
+                .with_int32_data0(1)
+                .with_text(&format!("{i}.5"))
+                .unwrap(),
+        );
+    }
+    let got = sim
+        .wait_for_received(TIMEOUT, |r| r.message.text().value == "4.5")
+        .unwrap();
+    assert_eq!(got.message.code, C::LASER_LEVEL_SET);
+    assert_eq!(
+        sim.laser_level(1),
+        Some(4.5),
+        "handled before it is returned"
+    );
+    let texts: Vec<String> = sim
+        .received()
+        .iter()
+        .map(|r| r.message.text().value.into_owned())
+        .collect();
+    assert_eq!(texts, ["2.5", "3.5", "4.5"]);
+    assert_eq!(sim.counters().messages_received, 5);
+    assert!(sim
+        .wait_for_received(Duration::from_millis(20), |r| r.message.code
+            == C::STAGE_HALT)
+        .is_none());
 }

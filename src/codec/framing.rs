@@ -88,10 +88,9 @@ impl From<FrameError> for crate::Error {
                 size: size.into(),
                 limit: limit.into(),
             },
-            FrameError::Closed | FrameError::EofMidMessage { .. } => {
-                crate::Error::disconnected(e.to_string())
-            }
-            other => crate::Error::protocol(other.to_string()),
+            // A clean close, a close mid-message or a failed read all mean the
+            // link is gone: the caller's remedy is to reconnect.
+            other => crate::Error::disconnected(other.to_string()),
         }
     }
 }
@@ -224,8 +223,9 @@ impl FrameReader {
     }
 
     /// Reads `len` bytes of additional data into `out` (cleared first). The
-    /// vector grows only as bytes actually arrive; a `len` above the limit is
-    /// refused before anything is read or allocated.
+    /// vector grows only as bytes actually arrive (at most about twice what
+    /// arrived); a `len` above the limit is refused before anything is read
+    /// or allocated.
     pub fn read_additional<R: Read + ?Sized>(
         &mut self,
         r: &mut R,
@@ -240,33 +240,21 @@ impl FrameReader {
             });
         }
         let expected = len as usize;
-        while out.len() < expected {
-            // Grow with what has arrived (at most doubling, at least 64 KiB):
-            // a lying header costs at most one 64 KiB chunk.
-            let start = out.len();
-            let chunk = (expected - start).min(start.max(64 * 1024));
-            out.resize(start + chunk, 0);
-            match r.read(&mut out[start..]) {
-                Ok(0) => {
-                    out.truncate(start);
-                    return Err(FrameError::EofMidMessage {
-                        got: start,
-                        expected,
-                    });
-                }
-                Ok(n) => out.truncate(start + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(start),
-                Err(source) => {
-                    out.truncate(start);
-                    return Err(FrameError::Partial {
-                        got: start,
-                        expected,
-                        source,
-                    });
-                }
-            }
+        // `take` + `read_to_end` grows the vector with what actually arrives
+        // (amortised doubling, no repeated zero-filling), so a lying length
+        // costs nothing up front.
+        match r.take(u64::from(len)).read_to_end(out) {
+            Ok(_) if out.len() == expected => Ok(()),
+            Ok(_) => Err(FrameError::EofMidMessage {
+                got: out.len(),
+                expected,
+            }),
+            Err(source) => Err(FrameError::Partial {
+                got: out.len(),
+                expected,
+                source,
+            }),
         }
-        Ok(())
     }
 
     /// Reads one message and its additional data (into `data`, cleared first).
@@ -413,5 +401,138 @@ mod tests {
         let mut out = Vec::new();
         let _ = r.read_additional(&mut &[1u8; 10][..], u32::MAX, &mut out);
         assert!(out.capacity() <= 2 * 64 * 1024, "{}", out.capacity());
+    }
+
+    /// A reader that serves `n` bytes per call. It writes 0xEE into the part
+    /// of each buffer it does not fill (the `Read` contract allows this) and
+    /// counts, on later calls, how many of those bytes were zeroed again
+    /// before being offered: the zero-filling work spent on bytes that had
+    /// already been zero-filled once.
+    struct Rezeroed<'a> {
+        data: &'a [u8],
+        n: usize,
+        pos: usize,
+        scribbled_to: usize,
+        rezeroed: usize,
+    }
+    impl Read for Rezeroed<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let seen = self.scribbled_to.saturating_sub(self.pos).min(buf.len());
+            self.rezeroed += buf[..seen].iter().filter(|&&b| b == 0).count();
+            let n = self.n.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            buf[n..].fill(0xEE);
+            self.data = &self.data[n..];
+            self.pos += n;
+            self.scribbled_to = self.pos + (buf.len() - n);
+            Ok(n)
+        }
+    }
+
+    /// The comment in `read_additional` promises "a lying header costs at most
+    /// one 64 KiB chunk": after 10 bytes arrive the vector holds 128 KiB.
+    #[test]
+    fn lying_header_costs_one_chunk() {
+        let mut r = FrameReader::new(u32::MAX);
+        let mut out = Vec::new();
+        let e = r.read_additional(&mut &[1u8; 10][..], u32::MAX, &mut out);
+        assert!(matches!(e, Err(FrameError::EofMidMessage { got: 10, .. })));
+        assert!(out.capacity() <= 64 * 1024, "{}", out.capacity());
+    }
+
+    /// Each `read()` call is offered up to `max(received, 64 KiB)` bytes that
+    /// were zero-filled just before, because the vector is truncated back to
+    /// the received length after every read and resized again. With 4 KiB
+    /// reads of 1 MiB that zero-fills about 64 MiB: quadratic in the length.
+    #[test]
+    fn zero_fill_is_linear() {
+        let data = vec![3u8; 1 << 20];
+        let mut src = Rezeroed {
+            data: &data,
+            n: 4096,
+            pos: 0,
+            scribbled_to: 0,
+            rezeroed: 0,
+        };
+        let mut r = FrameReader::new(u32::MAX);
+        let mut out = Vec::new();
+        r.read_additional(&mut src, data.len() as u32, &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        assert_eq!(src.rezeroed, 0, "bytes zero-filled more than once");
+    }
+
+    /// A failed socket read is a broken link, not a peer that broke the
+    /// protocol: it should surface as `Error::Disconnected`.
+    #[test]
+    fn io_errors_map_to_disconnected() {
+        let e: crate::Error = FrameError::Io(io::ErrorKind::ConnectionReset.into()).into();
+        assert!(e.is_disconnected(), "{e:?}");
+        let e: crate::Error = FrameError::Partial {
+            got: 5,
+            expected: 128,
+            source: io::ErrorKind::ConnectionAborted.into(),
+        }
+        .into();
+        assert!(e.is_disconnected(), "{e:?}");
+    }
+
+    #[test]
+    fn eof_after_garbage_is_mid_message_and_not_counted_twice() {
+        // 200 bytes without 0x54: 128 are skipped, 72 are left when the stream ends.
+        let s = [0xAAu8; 200];
+        let mut r = FrameReader::new(0);
+        match r.read_message(&mut &s[..]) {
+            Err(FrameError::EofMidMessage {
+                got: 72,
+                expected: 128,
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.stats().bytes_skipped, 128);
+        assert_eq!(r.stats().messages, 0);
+        assert_eq!(r.stats().resyncs, 0);
+    }
+
+    #[test]
+    fn garbage_start_marker_can_frame_a_phantom() {
+        // No checksum: a start marker in garbage followed 124 bytes later by an
+        // end marker is a message to any receiver. protocol.md documents this.
+        let real = msg(5);
+        let mut s = START_BYTES.to_vec();
+        s.extend_from_slice(&real[4..]); // a copy of a message: a phantom
+        s.extend_from_slice(&real);
+        let mut r = FrameReader::new(0);
+        assert_eq!(r.read_message(&mut &s[..]).unwrap().code, CommandCode(5));
+        assert_eq!(r.stats().bytes_skipped, 0);
+    }
+
+    #[test]
+    fn resumes_additional_data_only_through_garbage() {
+        // A read error inside additional data is not resumable: the rest of
+        // the data is skipped as garbage by the next read_message.
+        let head = Message::new(CommandCode(0x1009)).with_additional_data_len(40);
+        let mut s = head.to_bytes().to_vec();
+        s.extend_from_slice(&[0x11; 40]);
+        s.extend_from_slice(&msg(6));
+        let mut t = Trickle {
+            data: &s,
+            n: 16,
+            fail_at: Some(128 + 16),
+            pos: 0,
+        };
+        let mut r = FrameReader::new(100);
+        let mut out = Vec::new();
+        match r.read_frame(&mut t, &mut out) {
+            Err(FrameError::Partial {
+                got: 16,
+                expected: 40,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out, [0x11; 16]);
+        assert_eq!(r.read_message(&mut t).unwrap().code, CommandCode(6));
+        assert_eq!(r.stats().bytes_skipped, 24);
     }
 }

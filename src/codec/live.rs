@@ -142,8 +142,9 @@ impl LiveHeader {
     /// Checks `image_size == width * height * 2`, non-zero, and at most
     /// `max_image_bytes`; returns the pixel byte count to read.
     pub fn validate(&self, max_image_bytes: u32) -> Result<usize, LiveHeaderError> {
-        let expected = u64::from(self.width) * u64::from(self.height) * 2;
-        if expected == 0 || expected != u64::from(self.image_size) {
+        // u128: width * height * 2 of two u32 can exceed u64.
+        let expected = u128::from(self.width) * u128::from(self.height) * 2;
+        if expected == 0 || expected != u128::from(self.image_size) {
             return Err(LiveHeaderError::Inconsistent {
                 image_size: self.image_size,
                 width: self.width,
@@ -213,5 +214,29 @@ mod tests {
             [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
         );
         assert_eq!(h.to_bytes(), b);
+    }
+
+    /// width * height * 2 overflows u64 for dimensions near 2^32: debug builds
+    /// panic on network input, release builds wrap, and this header (65536
+    /// bytes "for" 2147516416 x 4294901761 pixels) is accepted.
+    #[test]
+    fn validate_overflowing_dimensions() {
+        let h = LiveHeader {
+            image_size: 65536,
+            width: 0x8000_8000,
+            height: 0xFFFF_0001,
+            ..Default::default()
+        };
+        assert!(matches!(
+            h.validate(u32::MAX),
+            Err(LiveHeaderError::Inconsistent { .. })
+        ));
+        let h = LiveHeader {
+            image_size: 0,
+            width: u32::MAX,
+            height: u32::MAX,
+            ..Default::default()
+        };
+        assert!(h.validate(u32::MAX).is_err());
     }
 }

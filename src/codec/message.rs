@@ -60,27 +60,40 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// The text buffer did not fit: it holds at most 72 bytes of UTF-8.
+/// Text that cannot be put in the 72-byte message buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TextTooLong {
-    /// Length of the rejected text in bytes.
-    pub len: usize,
+pub enum TextError {
+    /// Longer than 72 bytes of UTF-8 (it is never truncated).
+    TooLong {
+        /// Length of the rejected text in bytes.
+        len: usize,
+    },
+    /// Contains a NUL byte, which the receiver would read as the end of the text.
+    InteriorNul {
+        /// Byte offset of the NUL.
+        at: usize,
+    },
 }
 
-impl fmt::Display for TextTooLong {
+impl fmt::Display for TextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "text of {} bytes does not fit the {TEXT_LEN}-byte message buffer",
-            self.len
-        )
+        match self {
+            TextError::TooLong { len } => write!(
+                f,
+                "text of {len} bytes does not fit the {TEXT_LEN}-byte message buffer"
+            ),
+            TextError::InteriorNul { at } => write!(
+                f,
+                "text contains a NUL byte at offset {at}, which would end it early on the instrument"
+            ),
+        }
     }
 }
 
-impl std::error::Error for TextTooLong {}
+impl std::error::Error for TextError {}
 
-impl From<TextTooLong> for crate::Error {
-    fn from(e: TextTooLong) -> Self {
+impl From<TextError> for crate::Error {
+    fn from(e: TextError) -> Self {
         crate::Error::InvalidArgument {
             what: e.to_string(),
         }
@@ -207,8 +220,8 @@ impl Message {
         self
     }
 
-    /// Sets the text buffer from UTF-8, NUL padded. Text longer than 72 bytes is
-    /// an error; it is never truncated.
+    /// Sets the text buffer from UTF-8, NUL padded. Text longer than 72 bytes,
+    /// or with a NUL inside, is an error; it is never truncated.
     ///
     /// ```
     /// use flamingo_client::codec::{CommandCode, Message};
@@ -216,16 +229,19 @@ impl Message {
     /// assert_eq!(m.text().value, "11.49");
     /// assert!(Message::new(CommandCode(1)).with_text(&"x".repeat(73)).is_err());
     /// ```
-    pub fn with_text(mut self, text: &str) -> Result<Message, super::TextTooLong> {
+    pub fn with_text(mut self, text: &str) -> Result<Message, TextError> {
         self.set_text(text)?;
         Ok(self)
     }
 
     /// In-place form of [`with_text`](Message::with_text).
-    pub fn set_text(&mut self, text: &str) -> Result<(), super::TextTooLong> {
+    pub fn set_text(&mut self, text: &str) -> Result<(), TextError> {
         let b = text.as_bytes();
         if b.len() > TEXT_LEN {
-            return Err(TextTooLong { len: b.len() });
+            return Err(TextError::TooLong { len: b.len() });
+        }
+        if let Some(at) = b.iter().position(|&c| c == 0) {
+            return Err(TextError::InteriorNul { at });
         }
         self.buffer = [0; TEXT_LEN];
         self.buffer[..b.len()].copy_from_slice(b);
@@ -416,5 +432,13 @@ mod tests {
         m.set_text("ab").unwrap();
         assert_eq!(m.text().value, "ab");
         assert!(m.buffer[2..].iter().all(|&b| b == 0));
+    }
+
+    /// The receiver reads the buffer up to the first NUL, so a text with a NUL
+    /// inside would arrive silently truncated; the spec says text is never
+    /// truncated, so `with_text` should refuse it.
+    #[test]
+    fn text_with_interior_nul_is_refused() {
+        assert!(Message::new(CommandCode(1)).with_text("1.5\0junk").is_err());
     }
 }

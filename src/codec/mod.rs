@@ -24,6 +24,6 @@ pub use flags::Flags;
 pub use framing::{FrameError, FrameReader, FramingStats, DEFAULT_ADDITIONAL_DATA_LIMIT};
 pub use live::{LiveHeader, LiveHeaderError, DEFAULT_MAX_IMAGE_BYTES, LIVE_HEADER_LEN};
 pub use message::{
-    hex_dump, offset, DecodeError, Message, Text, TextTooLong, END_MARKER, MESSAGE_LEN,
-    START_MARKER, TEXT_LEN,
+    hex_dump, offset, DecodeError, Message, Text, TextError, END_MARKER, MESSAGE_LEN, START_MARKER,
+    TEXT_LEN,
 };

@@ -88,6 +88,9 @@ pub struct SimConfig {
     /// Largest additional data accepted from a client; a larger announcement
     /// closes the connection. Default 64 MiB.
     pub max_additional_data: u32,
+    /// How many received messages [`Simulator::received`](super::Simulator::received)
+    /// keeps; older ones are discarded (0: none are kept). Default 100 000.
+    pub record_limit: usize,
     /// Faults active from the start. Default none.
     pub faults: Faults,
     /// Seed of the random generator used by fragmenting and garbage faults.
@@ -124,6 +127,7 @@ impl Default for SimConfig {
             max_planes: None,
             live_connect_grace: Duration::from_secs(1),
             max_additional_data: 64 * 1024 * 1024,
+            record_limit: 100_000,
             faults: Faults::default(),
             seed: 1,
         }
@@ -238,6 +242,12 @@ impl SimConfig {
     #[must_use]
     pub fn max_additional_data(mut self, bytes: u32) -> Self {
         self.max_additional_data = bytes;
+        self
+    }
+    /// Sets [`record_limit`](SimConfig::record_limit).
+    #[must_use]
+    pub fn record_limit(mut self, messages: usize) -> Self {
+        self.record_limit = messages;
         self
     }
     /// Sets the [`faults`](SimConfig::faults) active from the start.

@@ -153,13 +153,14 @@ fn read_loop(sh: Arc<Shared>, id: u64, mut stream: TcpStream, tx: crossbeam_chan
             c.messages_received += 1;
             c.additional_bytes_received += data.len() as u64;
         });
-        sh.received.lock().push(Received {
+        let seq = sh.record(Received {
             message: msg,
             data: data.clone(),
             at: Instant::now(),
             connection: id,
         });
         handler::handle(&sh, &conn, msg, data);
+        sh.handled(seq);
         let pause = sh.faults.lock().stop_reading.take();
         if let Some(d) = pause {
             sh.count_fault(|c| c.stop_reading_pauses += 1);
@@ -313,9 +314,19 @@ impl Writer {
             self.sh.count_fault(|c| c.closed_mid_message += 1);
             return Err(Stop::Fault);
         }
-        if fragment.is_some() {
-            self.sh.count_fault(|c| c.fragmented_messages += 1);
-        }
+        // Counted before the bytes go out, so a client that has read a
+        // message always finds it counted.
+        self.sh.count(|c| {
+            if reply {
+                c.replies_sent += 1;
+            } else {
+                c.events_sent += 1;
+            }
+            if fragment.is_some() {
+                c.faults_injected += 1;
+                c.fragmented_messages += 1;
+            }
+        });
         self.write_bytes(&bytes, fragment)?;
         if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
             match trickle {
@@ -331,13 +342,6 @@ impl Writer {
                 None => self.write_bytes(d, fragment)?,
             }
         }
-        self.sh.count(|c| {
-            if reply {
-                c.replies_sent += 1;
-            } else {
-                c.events_sent += 1;
-            }
-        });
         if let Some(n) = self.countdown.as_mut() {
             *n = n.saturating_sub(1);
             if *n == 0 {

@@ -47,7 +47,8 @@ pub struct Faults {
     pub never_answer: HashSet<CommandCode>,
     /// Replies to these codes carry this status. A non-zero status makes the
     /// simulator behave as if it had refused the command: the action is not
-    /// carried out (a GET still answers with its value).
+    /// carried out (a GET still answers with its value). An override to 0
+    /// does not make an invalid command succeed.
     pub status_override: HashMap<CommandCode, u32>,
     /// Every message written on the command port is split into random chunks
     /// of 1..=n bytes, each a separate write (with `TCP_NODELAY`, a separate

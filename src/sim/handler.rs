@@ -57,35 +57,40 @@ impl Responder<'_> {
         }
     }
 
-    /// Queues `reply` (with `data`) if a reply is wanted and not suppressed.
-    /// Returns when it will be written (now if it is not sent): activity the
-    /// command starts begins then, so the reply precedes its events.
-    fn send(&self, mut reply: Message, data: Option<Arc<Vec<u8>>>) -> Instant {
-        let now = Instant::now();
+    /// Decides whether and when the reply goes out, applying the
+    /// `never_answer`, `answer_late` and `delay` faults. `None`: no reply.
+    fn schedule(&self) -> Option<Instant> {
         if !self.wants {
-            return now;
+            return None;
         }
         let code = self.req.code;
-        let mut due = now;
-        {
-            let mut f = self.sh.faults.lock();
-            if f.never_answer.contains(&code) {
-                drop(f);
-                self.sh.count_fault(|c| c.suppressed_replies += 1);
-                log::debug!("sim: fault: not answering {code}");
-                return now;
-            }
-            if f.answer_late.is_some_and(|(c, _)| c == code) {
-                let (_, d) = f.answer_late.take().expect("checked");
-                drop(f);
-                self.sh.count_fault(|c| c.late_replies += 1);
-                due = deadline(now, d);
-            } else if let Some(&d) = f.delay.get(&code) {
-                drop(f);
-                self.sh.count_fault(|c| c.delayed_replies += 1);
-                due = deadline(now, d);
-            }
+        let now = Instant::now();
+        let mut f = self.sh.faults.lock();
+        if f.never_answer.contains(&code) {
+            drop(f);
+            self.sh.count_fault(|c| c.suppressed_replies += 1);
+            log::debug!("sim: fault: not answering {code}");
+            return None;
         }
+        if f.answer_late.is_some_and(|(c, _)| c == code) {
+            let (_, d) = f.answer_late.take().expect("checked");
+            drop(f);
+            self.sh.count_fault(|c| c.late_replies += 1);
+            return Some(deadline(now, d));
+        }
+        if let Some(&d) = f.delay.get(&code) {
+            drop(f);
+            self.sh.count_fault(|c| c.delayed_replies += 1);
+            return Some(deadline(now, d));
+        }
+        Some(now)
+    }
+
+    /// Queues `reply` (with `data`) for `due` (from [`schedule`]); nothing if `None`.
+    fn enqueue(&self, mut reply: Message, data: Option<Arc<Vec<u8>>>, due: Option<Instant>) {
+        let Some(due) = due else {
+            return;
+        };
         if let Some(d) = &data {
             reply.additional_data_len = d.len() as u32;
         }
@@ -96,19 +101,23 @@ impl Responder<'_> {
             due,
             kind: Kind::Reply,
         });
-        due
     }
 
-    /// Replies with the skeleton and a status (after `status()`).
-    fn ack(&self, natural: u32) -> (u32, Instant) {
-        let st = self.status(natural);
-        (st, self.send(self.base().with_status(st), None))
+    /// Schedules and queues `reply`.
+    fn send(&self, reply: Message, data: Option<Arc<Vec<u8>>>) {
+        let due = self.schedule();
+        self.enqueue(reply, data, due);
+    }
+
+    /// Replies with the skeleton and status `st`.
+    fn ack(&self, st: u32) {
+        self.send(self.base().with_status(st), None);
     }
 
     /// Replies with `reply`, its status replaced by the fault if any.
-    fn answer(&self, reply: Message) -> Instant {
+    fn answer(&self, reply: Message) {
         let st = self.status(reply.status);
-        self.send(reply.with_status(st), None)
+        self.send(reply.with_status(st), None);
     }
 }
 
@@ -126,6 +135,11 @@ fn ok_if(cond: bool) -> u32 {
 }
 
 /// Handles one request from connection `conn`.
+///
+/// State changes are made before the reply is queued, so a client that has
+/// the reply sees them (also through the `Simulator` inspection methods).
+/// Activity that produces events (moves, workflows) is released only after
+/// the reply is queued, so the reply precedes its events.
 pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>) {
     let code = req.code;
     let wants =
@@ -137,6 +151,7 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         wants,
     };
     let i0 = req.int32_data0;
+    let now = Instant::now();
     match code {
         // ---- System ----
         C::SYSTEM_STATE_GET => {
@@ -158,10 +173,12 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             r.send(r.base().with_status(st), Some(text));
         }
         C::COMMON_SCOPE_SETTINGS_SAVE => {
-            let (st, _) = r.ack(ok_if(!data.is_empty()));
-            if st == STATUS_OK && !data.is_empty() {
+            let ok = !data.is_empty();
+            let st = r.status(ok_if(ok));
+            if st == STATUS_OK && ok {
                 sh.inst.lock().settings = Arc::new(data);
             }
+            r.ack(st);
         }
         C::STORAGE_PATH if i0 == 0 => {
             let st = r.status(STATUS_OK);
@@ -170,17 +187,20 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         }
         // ---- Lasers ----
         C::LASER_LEVEL_SET => {
-            let level = req.text().value.trim().parse::<f64>().ok();
-            let ok = laser_index(i0).is_some()
-                && level.is_some_and(|l| l.is_finite() && (0.0..=100.0).contains(&l));
-            let st = r.status(ok_if(ok));
-            if sh.cfg.laser_set_acks {
-                r.send(r.base().with_status(st), None);
+            let level = req
+                .text()
+                .value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|l| (0.0..=100.0).contains(l));
+            let target = laser_index(i0).zip(level);
+            let st = r.status(ok_if(target.is_some()));
+            if let (STATUS_OK, Some((i, l))) = (st, target) {
+                sh.inst.lock().laser_level[i] = l;
             }
-            if st == STATUS_OK && ok {
-                if let (Some(i), Some(l)) = (laser_index(i0), level) {
-                    sh.inst.lock().laser_level[i] = l;
-                }
+            if sh.cfg.laser_set_acks {
+                r.ack(st);
             }
         }
         C::LASER_LEVEL_GET => {
@@ -198,7 +218,7 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             r.answer(m);
         }
         C::LASER_ENABLE | C::LASER_DISABLE | C::LASER_PREVIEW_ENABLE | C::LASER_PREVIEW_DISABLE => {
-            let (st, _) = r.ack(ok_if(laser_index(i0).is_some()));
+            let st = r.status(ok_if(laser_index(i0).is_some()));
             if let (STATUS_OK, Some(i)) = (st, laser_index(i0)) {
                 let mut inst = sh.inst.lock();
                 match code {
@@ -208,21 +228,24 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
                     _ => inst.laser_preview[i] = false,
                 }
             }
+            r.ack(st);
         }
         C::LASER_ALL_DISABLE => {
-            let (st, _) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
             if st == STATUS_OK {
                 let mut inst = sh.inst.lock();
                 inst.laser_enabled = [false; 4];
                 inst.laser_preview = [false; 4];
             }
+            r.ack(st);
         }
         // ---- Camera ----
         C::CAMERA_EXPOSURE_SET => {
-            let (st, _) = r.ack(ok_if(i0 > 0));
+            let st = r.status(ok_if(i0 > 0));
             if st == STATUS_OK && i0 > 0 {
                 sh.inst.lock().exposure_us = i0 as u32;
             }
+            r.ack(st);
         }
         C::CAMERA_EXPOSURE_GET => {
             let e = sh.inst.lock().exposure_us;
@@ -239,22 +262,40 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             r.answer(r.base().with_double_data(sh.cfg.pixel_fov_mm));
         }
         C::CAMERA_SNAPSHOT_GET => {
-            let busy = sh.inst.lock().workflow.is_some();
-            let (st, due) = r.ack(if busy { STATUS_BUSY } else { STATUS_OK });
-            if st == STATUS_OK && !busy {
-                sh.inst.lock().snapshots_pending += 1;
+            let mut inst = sh.inst.lock();
+            let natural = if inst.workflow.is_some() {
+                STATUS_BUSY
+            } else {
+                STATUS_OK
+            };
+            let st = r.status(natural);
+            let go = st == STATUS_OK && natural == STATUS_OK;
+            if go {
+                inst.snapshots_pending += 1;
+            }
+            drop(inst);
+            let due = r.schedule();
+            r.enqueue(r.base().with_status(st), None, due);
+            if go {
                 let _ = sh.camera.send(CameraCmd::Snapshot {
-                    not_before: due,
+                    not_before: due.unwrap_or(now),
                     snapshot: true,
                 });
             }
         }
         C::CAMERA_LIVE_VIEW_START | C::CAMERA_LIVE_VIEW_STOP => {
-            let (st, due) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
+            let on = code == C::CAMERA_LIVE_VIEW_START;
             if st == STATUS_OK {
-                let on = code == C::CAMERA_LIVE_VIEW_START;
                 sh.inst.lock().live_view = on;
-                let _ = sh.camera.send(CameraCmd::Live { on, at: due });
+            }
+            let due = r.schedule();
+            r.enqueue(r.base().with_status(st), None, due);
+            if st == STATUS_OK {
+                let _ = sh.camera.send(CameraCmd::Live {
+                    on,
+                    at: due.unwrap_or(now),
+                });
             }
         }
         C::CAMERA_WORK_FLOW_START => {
@@ -271,30 +312,33 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
                 (None, false) => STATUS_BUSY,
                 (Some(_), false) => STATUS_OK,
             };
-            let (st, due) = if sh.cfg.ack_workflow_start {
-                r.ack(natural)
+            let st = r.status(natural);
+            if slot.is_some() && st != STATUS_OK {
+                workflow::release(sh);
+            }
+            let due = if sh.cfg.ack_workflow_start {
+                r.schedule()
             } else {
-                (r.status(natural), Instant::now())
+                None
             };
-            if let Some(slot) = slot {
-                if st == STATUS_OK {
-                    workflow::play(sh, slot, data, due);
-                } else {
-                    workflow::release(sh);
-                }
+            r.enqueue(r.base().with_status(st), None, due);
+            if let (Some(slot), STATUS_OK) = (slot, st) {
+                workflow::play(sh, slot, data, due.unwrap_or(now));
             }
         }
         C::CAMERA_WORK_FLOW_STOP => {
-            let (st, _) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
+            r.ack(st);
             if st == STATUS_OK {
                 workflow::stop(sh);
             }
         }
         C::CAMERA_ROI_LEFT_SET => {
-            let (st, _) = r.ack(ok_if(i0 >= 1));
+            let st = r.status(ok_if(i0 >= 1));
             if st == STATUS_OK && i0 >= 1 {
                 sh.inst.lock().roi_left = i0;
             }
+            r.ack(st);
         }
         C::CAMERA_ROI_LEFT_GET => {
             let v = sh.inst.lock().roi_left;
@@ -303,13 +347,12 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         C::CAMERA_ROI_TOP_SET => {
             // 0x3011 from a client can only be ROI_TOP_SET; its ack would look
             // exactly like CAMERA_STACK_COMPLETE, so it is off by default.
-            let st = if sh.cfg.ack_roi_top_set {
-                r.ack(ok_if(i0 >= 1)).0
-            } else {
-                ok_if(i0 >= 1)
-            };
+            let st = r.status(ok_if(i0 >= 1));
             if st == STATUS_OK && i0 >= 1 {
                 sh.inst.lock().roi_top = i0;
+            }
+            if sh.cfg.ack_roi_top_set {
+                r.ack(st);
             }
         }
         C::CAMERA_ROI_TOP_GET => {
@@ -321,28 +364,30 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             let i1 = req.int32_data1;
             let ok = (0..=3).contains(&i0) && (32000..=65534).contains(&i1);
             let st = r.status(ok_if(ok));
-            if sh.cfg.led_set_acks {
-                r.send(r.base().with_status(st), None);
-            }
             if st == STATUS_OK && ok {
                 let mut inst = sh.inst.lock();
                 inst.led_colour = i0;
                 inst.led_level = i1;
             }
+            if sh.cfg.led_set_acks {
+                r.ack(st);
+            }
         }
         C::LED_PREVIEW_ENABLE | C::LED_PREVIEW_DISABLE => {
-            let (st, _) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
             if st == STATUS_OK {
                 sh.inst.lock().led_preview = code == C::LED_PREVIEW_ENABLE;
             }
+            r.ack(st);
         }
         // ---- Filter wheel ----
         C::FILTER_POSITION_SET => {
             let ok = (1..=8).contains(&i0);
-            let (st, _) = r.ack(ok_if(ok));
+            let st = r.status(ok_if(ok));
             if st == STATUS_OK && ok {
                 sh.inst.lock().filter = i0;
             }
+            r.ack(st);
         }
         C::FILTER_POSITION_GET => {
             let v = sh.inst.lock().filter;
@@ -353,19 +398,20 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         | C::ILLUMINATION_LEFT_DISABLE
         | C::ILLUMINATION_RIGHT_ENABLE
         | C::ILLUMINATION_RIGHT_DISABLE => {
-            let (st, _) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
             if st == STATUS_OK {
                 let side = usize::from(code.0 >= C::ILLUMINATION_RIGHT_ENABLE.0);
                 let on =
                     code == C::ILLUMINATION_LEFT_ENABLE || code == C::ILLUMINATION_RIGHT_ENABLE;
                 sh.inst.lock().illumination[side] = on;
             }
+            r.ack(st);
         }
         // ---- Stage ----
         C::STAGE_POSITION_GET => {
             let mut m = r.base();
             match axis_index(i0) {
-                Some(i) => m.double_data = sh.stage.lock().axes[i].position_at(Instant::now()),
+                Some(i) => m.double_data = sh.stage.lock().axes[i].position_at(now),
                 None => m.status = STATUS_REFUSED,
             }
             r.answer(m);
@@ -374,7 +420,6 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             // As a query (format unknown): status 1 when the axis (or, for an
             // unknown axis, every axis) is stopped, 0 while moving.
             let s = sh.stage.lock();
-            let now = Instant::now();
             let mut m = r.base();
             let moving = match axis_index(i0) {
                 Some(i) => {
@@ -389,19 +434,26 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         }
         C::STAGE_POSITION_SET | C::STAGE_POSITION_SET_SLIDER => {
             let target = req.double_data;
-            let natural = if sh.inst.lock().workflow.is_some() {
-                STATUS_BUSY
-            } else {
-                match axis_index(i0) {
-                    Some(i) if sh.stage.lock().target_ok(i, target) => STATUS_OK,
-                    _ => STATUS_REFUSED,
-                }
+            let busy = sh.inst.lock().workflow.is_some();
+            // The stage lock is held until the ack is queued: the stage thread
+            // cannot report the end of this move before its ack.
+            let mut stage = sh.stage.lock();
+            let natural = match axis_index(i0) {
+                _ if busy => STATUS_BUSY,
+                Some(i) if stage.target_ok(i, target) => STATUS_OK,
+                _ => STATUS_REFUSED,
             };
-            let (st, due) = r.ack(natural);
-            if st == STATUS_OK && natural == STATUS_OK {
+            let st = r.status(natural);
+            let due = r.schedule();
+            let go = st == STATUS_OK && natural == STATUS_OK;
+            if go {
                 let i = axis_index(i0).expect("validated");
                 log::debug!("sim: axis {i0} moves to {target}");
-                sh.stage.lock().begin_move(i, target, due);
+                stage.begin_move(i, target, due.unwrap_or(now));
+            }
+            r.enqueue(r.base().with_status(st), None, due);
+            drop(stage);
+            if go {
                 sh.count(|c| c.moves += 1);
                 let _ = sh.stage_wake.send(());
             }
@@ -409,28 +461,42 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         C::STAGE_VELOCITY_SET => {
             let v = req.double_data;
             let ok = axis_index(i0).is_some() && v.is_finite() && v > 0.0;
-            let (st, _) = r.ack(ok_if(ok));
-            if st == STATUS_OK && ok {
-                sh.stage.lock().axes[axis_index(i0).expect("validated")].velocity = v;
+            let st = r.status(ok_if(ok));
+            if let (STATUS_OK, true, Some(i)) = (st, ok, axis_index(i0)) {
+                sh.stage.lock().axes[i].velocity = v;
             }
+            r.ack(st);
         }
         C::STAGE_HALT => {
-            let (st, due) = r.ack(STATUS_OK);
+            let st = r.status(STATUS_OK);
+            let mut stage = sh.stage.lock();
+            let due = r.schedule();
             if st == STATUS_OK {
-                sh.stage.lock().halt(due);
-                let _ = sh.stage_wake.send(());
+                stage.halt(due.unwrap_or(now));
             }
+            r.enqueue(r.base().with_status(st), None, due);
+            drop(stage);
+            let _ = sh.stage_wake.send(());
         }
         C::STAGE_HOME => {
-            let busy = sh.inst.lock().workflow.is_some();
-            let (st, due) = r.ack(if busy { STATUS_BUSY } else { STATUS_OK });
-            if st == STATUS_OK && !busy {
-                let mut s = sh.stage.lock();
+            let natural = if sh.inst.lock().workflow.is_some() {
+                STATUS_BUSY
+            } else {
+                STATUS_OK
+            };
+            let st = r.status(natural);
+            let go = st == STATUS_OK && natural == STATUS_OK;
+            let mut stage = sh.stage.lock();
+            let due = r.schedule();
+            if go {
                 for i in 0..4 {
-                    let home = s.axes[i].home;
-                    s.begin_move(i, home, due);
+                    let home = stage.axes[i].home;
+                    stage.begin_move(i, home, due.unwrap_or(now));
                 }
-                drop(s);
+            }
+            r.enqueue(r.base().with_status(st), None, due);
+            drop(stage);
+            if go {
                 sh.count(|c| c.moves += 4);
                 let _ = sh.stage_wake.send(());
             }
@@ -438,15 +504,13 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
         // ---- Everything else ----
         c if c.info().is_some() => {
             // A known code the model does not simulate: plain acknowledgement.
-            r.ack(STATUS_OK);
+            r.ack(r.status(STATUS_OK));
         }
         _ => {
             // Unknown code: the echo responder. The message comes back
             // unchanged, with its additional data.
-            if r.wants {
-                let data = (!data.is_empty()).then(|| Arc::new(data));
-                r.send(req, data);
-            }
+            let data = (!data.is_empty()).then(|| Arc::new(data));
+            r.send(req, data);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! snapshot, live-view and workflow frames.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,14 +147,23 @@ impl Camera {
 
     /// Sends what is due at `now`; returns when to wake up next.
     fn step(&mut self, now: Instant) -> Option<Instant> {
+        let work = self.pending.front().is_some_and(|p| p.not_before <= now)
+            || (self.streaming && self.next_frame <= now);
+        if work {
+            self.drop_closed_client();
+        }
         while let Some(p) = self.pending.front() {
             if p.not_before > now {
                 break;
             }
             if self.client.is_some() {
                 let p = self.pending.pop_front().expect("front");
-                self.send_frame();
-                self.snapshot_done(p.snapshot);
+                if self.send_frame() {
+                    self.snapshot_done(p.snapshot);
+                } else {
+                    // The client went away: wait for the next one.
+                    self.pending.push_front(p);
+                }
             } else if p.give_up <= now {
                 let p = self.pending.pop_front().expect("front");
                 log::debug!("sim: no live client connected; frame dropped");
@@ -198,10 +207,34 @@ impl Camera {
         }
     }
 
-    /// Writes one frame to the live client.
-    fn send_frame(&mut self) {
-        let Some(client) = self.client.as_mut() else {
+    /// Forgets the live client if it has closed its side (a client that
+    /// reconnects closes the old socket before the new one is accepted), so
+    /// a snapshot waits for the new client instead of going to the old one.
+    fn drop_closed_client(&mut self) {
+        let Some(c) = self.client.as_ref() else {
             return;
+        };
+        let closed = match c.set_nonblocking(true) {
+            Ok(()) => match c.peek(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            },
+            Err(_) => false,
+        };
+        let _ = c.set_nonblocking(false);
+        if closed {
+            log::debug!("sim: the live client has closed its connection");
+            if let Some(c) = self.client.take() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Writes one frame to the live client; false if it could not.
+    fn send_frame(&mut self) -> bool {
+        let Some(client) = self.client.as_mut() else {
+            return false;
         };
         let sh = &self.sh;
         let (w, h) = (sh.cfg.image_width, sh.cfg.image_height);
@@ -219,6 +252,8 @@ impl Camera {
             reserved: [0, 0],
         };
         let bad = std::mem::take(&mut sh.faults.lock().bad_live_header);
+        // Counted before writing, so a client that has the frame finds it counted.
+        sh.count(|c| c.frames_sent += 1);
         let t = Instant::now();
         let result = if bad {
             sh.count_fault(|c| c.bad_live_headers += 1);
@@ -235,16 +270,20 @@ impl Camera {
         };
         let blocked = t.elapsed();
         match result {
-            Ok(()) => sh.count(|c| {
-                c.frames_sent += 1;
-                c.max_live_write_block = c.max_live_write_block.max(blocked);
-            }),
+            Ok(()) => {
+                sh.count(|c| c.max_live_write_block = c.max_live_write_block.max(blocked));
+                true
+            }
             Err(e) => {
                 log::debug!("sim: live client write failed: {e}; frame dropped");
-                sh.count(|c| c.frames_dropped += 1);
+                sh.count(|c| {
+                    c.frames_sent -= 1;
+                    c.frames_dropped += 1;
+                });
                 if let Some(c) = self.client.take() {
                     let _ = c.shutdown(Shutdown::Both);
                 }
+                false
             }
         }
     }

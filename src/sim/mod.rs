@@ -232,24 +232,78 @@ impl Simulator {
         self.shared.faults.lock().clone()
     }
 
-    /// Every message received so far on any command connection, in arrival order.
+    /// The messages received so far on any command connection, in arrival
+    /// order (the most recent [`SimConfig::record_limit`]).
     pub fn received(&self) -> Vec<Received> {
-        self.shared.received.lock().clone()
+        let log = self.shared.received.lock();
+        log.items.iter().map(|(r, _)| r.clone()).collect()
     }
 
-    /// The codes of every message received so far, in arrival order.
+    /// The codes of the messages in [`received`](Simulator::received).
     pub fn received_codes(&self) -> Vec<CommandCode> {
-        self.shared
-            .received
-            .lock()
-            .iter()
-            .map(|r| r.message.code)
-            .collect()
+        let log = self.shared.received.lock();
+        log.items.iter().map(|(r, _)| r.message.code).collect()
     }
 
     /// Forgets the received messages (long benchmarks).
     pub fn clear_received(&self) {
-        self.shared.received.lock().clear();
+        self.shared.received.lock().items.clear();
+    }
+
+    /// Blocks until a received message satisfies `pred` and returns it, or
+    /// returns `None` after `timeout`. Messages already received count; so
+    /// do messages that arrive while waiting. Useful to synchronise on
+    /// commands that get no reply. A message is returned only once the
+    /// simulator has handled it (its state changes are visible). `pred` may
+    /// be called more than once for a message.
+    ///
+    /// ```
+    /// # use flamingo_client::sim::{SimConfig, Simulator};
+    /// # use flamingo_client::codec::{CommandCode, Message};
+    /// # use std::{io::Write, net::TcpStream, time::Duration};
+    /// let sim = Simulator::start(SimConfig::default())?;
+    /// let mut s = TcpStream::connect(sim.addr())?;
+    /// let set = Message::new(CommandCode::LASER_LEVEL_SET).with_int32_data0(1).with_text("5.00").unwrap();
+    /// s.write_all(&set.to_bytes())?;
+    /// let got = sim.wait_for_received(Duration::from_secs(10), |r| r.message.code == CommandCode::LASER_LEVEL_SET);
+    /// assert_eq!(got.unwrap().message.text().value, "5.00");
+    /// assert_eq!(sim.laser_level(1), Some(5.0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait_for_received(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Received) -> bool,
+    ) -> Option<Received> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut log = self.shared.received.lock();
+        // Messages before `next` have been handled and did not match.
+        let mut next = log.first_seq();
+        loop {
+            let first = log.first_seq();
+            let skip = next.saturating_sub(first) as usize;
+            let mut all_handled = true;
+            for (i, (r, handled)) in log.items.iter().enumerate().skip(skip) {
+                if !handled {
+                    all_handled = false;
+                    continue;
+                }
+                if pred(r) {
+                    return Some(r.clone());
+                }
+                if all_handled {
+                    next = first + i as u64 + 1;
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    if self.shared.received_cv.wait_until(&mut log, d).timed_out() {
+                        return None;
+                    }
+                }
+                None => self.shared.received_cv.wait(&mut log),
+            }
+        }
     }
 
     /// A snapshot of the counters.

@@ -20,8 +20,12 @@ pub struct Received {
 /// Counters of a [`Simulator`](super::Simulator), read with
 /// [`Simulator::counters`](super::Simulator::counters).
 ///
-/// Message counters count what was actually written to a socket. Fault
-/// counters count injections; `faults_injected` is their total.
+/// `replies_sent`, `events_sent` and the fault counters are updated before
+/// the bytes concerned are written, so a client that has read a message (or
+/// seen a fault) always finds it counted; a message whose write then fails
+/// stays counted. `bytes_sent`, the frame counters and the write-block
+/// maxima are updated after each write returns. `faults_injected` is the
+/// total of the fault counters.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimCounters {
     /// Command connections accepted.

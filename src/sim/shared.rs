@@ -1,7 +1,7 @@
 //! State shared by every simulator thread, the connection registry, thread
 //! bookkeeping and the shutdown signal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::conn::{Kind, Out};
 use super::live::CameraCmd;
@@ -28,6 +28,23 @@ pub(crate) struct ConnEntry {
     pub tx: Option<Sender<Out>>,
 }
 
+/// The recorded messages: the most recent `SimConfig::record_limit`.
+#[derive(Default)]
+pub(crate) struct ReceivedLog {
+    /// The messages, each with a flag: fully handled (replies queued, state
+    /// changed), which is when `wait_for_received` may return it.
+    pub items: VecDeque<(Received, bool)>,
+    /// Messages ever recorded (the sequence number of the next one).
+    pub total: u64,
+}
+
+impl ReceivedLog {
+    /// Sequence number of `items[0]`.
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.total - self.items.len() as u64
+    }
+}
+
 pub(crate) struct Shared {
     pub cfg: SimConfig,
     pub start: Instant,
@@ -36,7 +53,9 @@ pub(crate) struct Shared {
     pub stage: Mutex<StageModel>,
     pub stage_wake: Sender<()>,
     pub camera: Sender<CameraCmd>,
-    pub received: Mutex<Vec<Received>>,
+    pub received: Mutex<ReceivedLog>,
+    /// Notified whenever a message is recorded.
+    pub received_cv: Condvar,
     pub counters: Mutex<SimCounters>,
     pub conns: Mutex<HashMap<u64, ConnEntry>>,
     /// A clone of the current live client's socket.
@@ -62,7 +81,8 @@ impl Shared {
             start: Instant::now(),
             stage_wake,
             camera,
-            received: Mutex::new(Vec::new()),
+            received: Mutex::new(ReceivedLog::default()),
+            received_cv: Condvar::new(),
             counters: Mutex::new(SimCounters::default()),
             conns: Mutex::new(HashMap::new()),
             live_stream: Mutex::new(None),
@@ -79,9 +99,11 @@ impl Shared {
     /// Marks the simulator as stopping; from now on no thread is spawned and
     /// no connection registered.
     pub(crate) fn begin_shutdown(&self) {
-        // Taking the locks orders this store with spawn/register.
-        let _t = self.threads.lock();
+        // Taking the locks orders this store with spawn and registration
+        // (which check the flag under them). Same order as
+        // `conn::start_connection`: conns, then threads.
         let _c = self.conns.lock();
+        let _t = self.threads.lock();
         let _l = self.live_stream.lock();
         self.shutting_down.store(true, Ordering::SeqCst);
     }
@@ -167,6 +189,35 @@ impl Shared {
     /// Waits for `d`; false if the simulator is stopping.
     pub(crate) fn sleep(&self, d: Duration) -> bool {
         self.sleep_until(Instant::now() + d)
+    }
+
+    /// Records a received message before it is handled, so that it is in
+    /// `received()` before its reply can be read. Returns its sequence number.
+    pub(crate) fn record(&self, r: Received) -> u64 {
+        let mut log = self.received.lock();
+        let seq = log.total;
+        log.total += 1;
+        if self.cfg.record_limit > 0 {
+            while log.items.len() >= self.cfg.record_limit {
+                log.items.pop_front();
+            }
+            log.items.push_back((r, false));
+        }
+        seq
+    }
+
+    /// Marks message `seq` as handled and wakes `wait_for_received`.
+    pub(crate) fn handled(&self, seq: u64) {
+        let mut log = self.received.lock();
+        let first = log.first_seq();
+        if let Some(item) = seq
+            .checked_sub(first)
+            .and_then(|i| log.items.get_mut(i as usize))
+        {
+            item.1 = true;
+        }
+        drop(log);
+        self.received_cv.notify_all();
     }
 
     /// Milliseconds since the simulator started (wrapping).

@@ -54,7 +54,16 @@ impl TestServer {
         F: Fn() -> H + Send + 'static,
         H: FnMut(Message, Vec<u8>, &mut Conn) -> Next + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        TestServer::start_on("127.0.0.1:0", make)
+    }
+
+    /// Like `start`, on a given address (to restart a server on the same port).
+    pub fn start_on<H, F>(addr: &str, make: F) -> TestServer
+    where
+        F: Fn() -> H + Send + 'static,
+        H: FnMut(Message, Vec<u8>, &mut Conn) -> Next + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -98,7 +107,12 @@ impl TestServer {
 
     /// An echo server: answers every message by sending it back.
     pub fn echo() -> TestServer {
-        TestServer::start(|| {
+        TestServer::echo_on("127.0.0.1:0")
+    }
+
+    /// An echo server on a given address.
+    pub fn echo_on(addr: &str) -> TestServer {
+        TestServer::start_on(addr, || {
             |m: Message, _d: Vec<u8>, c: &mut Conn| {
                 c.send(&m);
                 Next::Continue
@@ -110,8 +124,18 @@ impl TestServer {
         self.addr.to_string()
     }
 
-    /// Closes every accepted connection from the server side.
+    /// Closes every accepted connection from the server side, first waiting
+    /// (up to 10 s) until there is at least one: the client's connect can
+    /// return before this server's accept loop has registered the socket.
     pub fn drop_connections(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.conns.lock().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.close_all();
+    }
+
+    fn close_all(&self) {
         for s in self.conns.lock().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -121,7 +145,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.drop_connections();
+        self.close_all();
         let _ = TcpStream::connect(self.addr);
         if let Some(h) = self.accept.take() {
             let _ = h.join();

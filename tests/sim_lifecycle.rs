@@ -1,0 +1,110 @@
+//! Starting, stopping and running many simulators.
+
+#[path = "sim_util.rs"]
+mod util;
+
+use std::net::TcpListener;
+
+use flamingo_client::codec::{CommandCode as C, FrameError};
+use flamingo_client::sim::{SimConfig, Simulator};
+use util::*;
+
+#[test]
+fn drop_closes_every_connection() {
+    let sim = Simulator::start(SimConfig::default().image_size(8, 8)).unwrap();
+    let mut a = Client::connect(sim.addr());
+    let mut b = Client::connect(sim.addr());
+    let mut live = LiveClient::connect(sim.live_addr());
+    a.request(flagged(C::CAMERA_LIVE_VIEW_START));
+    b.fence();
+    live.frame();
+    drop(sim);
+    for c in [&mut a, &mut b] {
+        // Events queued before the stop may still arrive; then the end.
+        loop {
+            match c.try_recv() {
+                Ok(_) => continue,
+                Err(FrameError::Closed) | Err(FrameError::EofMidMessage { .. }) => break,
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("expected the connection to close: {e}"),
+            }
+        }
+    }
+    assert!(live.closed());
+}
+
+#[test]
+fn stop_is_idempotent_and_frees_the_ports() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    let (addr, live) = (sim.addr(), sim.live_addr());
+    let mut c = Client::connect(addr);
+    c.fence();
+    sim.stop();
+    sim.stop();
+    assert!(matches!(c.try_recv(), Err(FrameError::Closed)));
+    drop(sim);
+    // Both ports can be bound again.
+    drop(TcpListener::bind(addr).unwrap());
+    drop(TcpListener::bind(live).unwrap());
+}
+
+#[test]
+fn restart_on_the_same_port() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    let port = sim.addr().port();
+    let mut c = Client::connect(sim.addr());
+    c.request(flagged(C::SYSTEM_STATE_GET));
+    drop(sim);
+    let sim = Simulator::start(SimConfig::default().port(port)).unwrap();
+    assert_eq!(sim.addr().port(), port);
+    assert_eq!(sim.live_addr().port(), port + 1);
+    let mut c = Client::connect(sim.addr());
+    assert_eq!(c.request(flagged(C::SYSTEM_STATE_GET)).int32_data0, 0);
+}
+
+#[test]
+fn port_in_use_and_65535_are_errors() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    assert!(Simulator::start(SimConfig::default().port(sim.addr().port())).is_err());
+    assert!(Simulator::start(SimConfig::default().port(u16::MAX)).is_err());
+    assert!(Simulator::start(SimConfig::default().image_size(0, 5)).is_err());
+}
+
+#[test]
+fn twenty_simulators_in_parallel() {
+    let all_started = std::sync::Arc::new(std::sync::Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let all_started = all_started.clone();
+            std::thread::spawn(move || {
+                let sim = Simulator::start(SimConfig::default().image_size(16 + i, 8)).unwrap();
+                let mut c = Client::connect(sim.addr());
+                let r = c.request(flagged(C::CAMERA_IMAGE_SIZE_GET));
+                assert_eq!(r.int32_data0 as u32, 16 + i);
+                let mut live = LiveClient::connect(sim.live_addr());
+                c.request(flagged(C::CAMERA_SNAPSHOT_GET));
+                let (h, _) = live.frame();
+                assert_eq!(h.width, 16 + i);
+                c.request(
+                    flagged(C::STAGE_POSITION_SET)
+                        .with_int32_data0(1)
+                        .with_double_data(8.0),
+                );
+                assert_eq!(c.recv().code, C::STAGE_MOTION_STOPPED);
+                // Every simulator is still running when the addresses are taken.
+                all_started.wait();
+                sim.addr()
+            })
+        })
+        .collect();
+    let mut addrs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 20);
+}
+
+#[test]
+fn simulator_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Simulator>();
+}
