@@ -64,7 +64,7 @@ enum Phase {
         op: Option<Op<Frame>>,
     },
     Workflow {
-        run: Option<WorkflowRun>,
+        run: Option<Box<WorkflowRun>>,
     },
     Done,
 }
@@ -219,7 +219,9 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
                     "[{:6.2} s] workflow started (120 planes)",
                     started.elapsed().as_secs_f64()
                 );
-                Phase::Workflow { run: Some(run) }
+                Phase::Workflow {
+                    run: Some(Box::new(run)),
+                }
             }
             Phase::Workflow { run: Some(mut run) } => {
                 let mut finished = false;
