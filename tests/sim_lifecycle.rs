@@ -1,4 +1,5 @@
 //! Starting, stopping and running many simulators.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;
