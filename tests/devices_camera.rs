@@ -94,3 +94,76 @@ fn submit_forms() {
     set.wait().unwrap();
     assert_eq!(cam.submit_exposure_us().unwrap().wait().unwrap(), 777);
 }
+
+#[test]
+fn snapshot_returns_the_frame() {
+    let sim = sim();
+    let c = connect(&sim);
+    let cam = c.camera();
+    for _ in 0..3 {
+        let f = cam.snapshot().unwrap();
+        assert_eq!((f.width(), f.height()), (64, 48));
+        assert_eq!(
+            flamingo_client::sim::verify_frame(64, 48, f.frame_number(), f.as_bytes()),
+            None
+        );
+    }
+    assert_eq!(sim.counters().frames_sent, 3);
+    // Non-blocking form, the live port already open.
+    let mut op = cam.submit_snapshot().unwrap();
+    let f = loop {
+        if let Some(r) = op.try_get() {
+            break r.unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert_eq!(f.width(), 64);
+}
+
+#[test]
+fn live_start_and_stop() {
+    let sim = sim_with(base_config().live_fps(200.0));
+    let c = connect(&sim);
+    let cam = c.camera();
+    let live = cam.live_start().unwrap();
+    assert!(sim.live_view_on());
+    let a = live.next_frame(LONG).unwrap();
+    let b = live.next_frame(LONG).unwrap();
+    assert!(b.sequence() > a.sequence());
+    cam.live_stop().unwrap();
+    assert!(!sim.live_view_on());
+    assert!(c.live_if_open().is_none());
+    // A snapshot afterwards reconnects the live port.
+    assert_eq!(cam.snapshot().unwrap().height(), 48);
+}
+
+#[test]
+fn snapshot_errors() {
+    let sim = sim();
+    let c = connect(&sim);
+    let cam = c.camera();
+    status_override(&sim, C::CAMERA_SNAPSHOT_GET, 2);
+    assert_refused(cam.snapshot(), C::CAMERA_SNAPSHOT_GET, 2);
+    status_override(&sim, C::CAMERA_SNAPSHOT_GET, 1);
+    assert_busy(cam.snapshot(), C::CAMERA_SNAPSHOT_GET);
+    status_override(&sim, C::CAMERA_LIVE_VIEW_START, 1);
+    assert_busy(cam.live_start(), C::CAMERA_LIVE_VIEW_START);
+    sim.set_faults(Default::default());
+    never_answer(&sim, C::CAMERA_SNAPSHOT_GET);
+    assert_timeout(cam.clone().timeout(SHORT).snapshot());
+    disconnect(&sim, &c);
+    assert_disconnected(cam.live_stop());
+    match cam.snapshot() {
+        Err(e) if e.is_disconnected() => {}
+        Err(flamingo_client::Error::Connect { .. }) => {} // the live port is gone too
+        other => panic!("{other:?}"),
+    }
+    // The live port disabled: an invalid argument, nothing sent.
+    let sim = util::sim();
+    let c = flamingo_client::Client::connect(
+        &sim.addr().to_string(),
+        flamingo_client::ClientConfig::default().live(false),
+    )
+    .unwrap();
+    assert_invalid_and_nothing_sent(&sim, &c, || c.camera().snapshot());
+}

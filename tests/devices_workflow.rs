@@ -146,9 +146,9 @@ fn stale_idle_after_the_start_does_not_end_the_run() {
         let sim = sim_with(base_config().ack_workflow_start(ack));
         let c = connect(&sim);
         let observer = c.subscribe_to(&[C::SYSTEM_STATE_IDLE]);
-        // The simulator stops reading for 1 s after the next message, so the
+        // The simulator stops reading for 2 s after the next message, so the
         // start waits in the socket while a stale idle arrives.
-        fault(&sim, |f| f.stop_reading = Some(Duration::from_secs(1)));
+        fault(&sim, |f| f.stop_reading = Some(Duration::from_secs(2)));
         c.system().state().unwrap();
         let mut run = c.workflows().submit_start(&z_stack(10)).unwrap();
         let stale = Message::new(C::SYSTEM_STATE_IDLE).with_status(1);

@@ -1,4 +1,5 @@
 //! Every fault the simulator can inject, at least once.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;

@@ -1,4 +1,5 @@
 //! Starting, stopping and running many simulators.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;
@@ -107,4 +108,45 @@ fn twenty_simulators_in_parallel() {
 fn simulator_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Simulator>();
+}
+
+#[test]
+fn stop_under_load() {
+    use flamingo_client::sim::Faults;
+    use std::time::Duration;
+    for round in 0..10 {
+        let sim =
+            Simulator::start(SimConfig::default().image_size(256, 256).live_fps(500.0)).unwrap();
+        let addr = sim.addr();
+        // A client that never reads, with a flood backing up its socket.
+        let mut stuck = Client::connect(addr);
+        stuck.fence();
+        sim.set_faults(Faults {
+            flood: Some((C::UI_SET_GAUGE_VALUE, 200_000, 0)),
+            ..Faults::default()
+        });
+        // A live client that never reads, with live view on.
+        let _live = LiveClient::connect(sim.live_addr());
+        let mut c = Client::connect(addr);
+        c.send(flagged(C::CAMERA_LIVE_VIEW_START));
+        // A running workflow.
+        c.send_with(
+            flagged(C::CAMERA_WORK_FLOW_START),
+            b"Number of planes = 100000\n",
+        );
+        // Clients connecting while the simulator stops.
+        let hammer = std::thread::spawn(move || {
+            for _ in 0..50 {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(s) => drop(s),
+                    Err(_) => break,
+                }
+            }
+        });
+        if round % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(sim);
+        hammer.join().unwrap();
+    }
 }

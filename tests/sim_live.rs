@@ -1,4 +1,5 @@
 //! Live port of the simulator: snapshot, live view, one client at a time.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;

@@ -1,4 +1,5 @@
 //! The simulator's protocol behaviour, over a raw TcpStream + FrameReader.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;

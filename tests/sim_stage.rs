@@ -1,4 +1,5 @@
 //! Stage behaviour of the simulator.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;

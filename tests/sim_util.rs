@@ -1,6 +1,7 @@
 //! Helpers shared by the `sim_*` tests (included with `#[path]`): a raw
 //! command client over `TcpStream` + `FrameReader`, and a live-port reader.
 #![allow(dead_code)]
+#![cfg(feature = "sim")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,4 +1,5 @@
 //! Workflow playback of the simulator.
+#![cfg(feature = "sim")]
 
 #[path = "sim_util.rs"]
 mod util;

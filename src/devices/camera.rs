@@ -1,10 +1,16 @@
-//! The camera: image size, pixel size, exposure, region of interest.
+//! The camera: image size, pixel size, exposure, region of interest,
+//! snapshots and live view.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+
+use super::op::{recv_reply, Step};
 use super::{msg0, run, Base, Op};
 use crate::codec::CommandCode as C;
-use crate::{Error, Reply, Result};
+use crate::live::{Frame, LiveStream};
+use crate::{Client, Error, Pending, Reply, Result};
 
 /// The camera's image size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,8 +34,17 @@ pub struct ImageSize {
 /// println!("{} x {} px, {:.2} µm per pixel", size.width, size.height, mm * 1000.0);
 /// camera.set_exposure_us(20_000)?;
 /// assert_eq!(camera.exposure_us()?, 20_000);
+/// let frame = camera.snapshot()?;
+/// frame.save_tiff("snapshot.tif")?;
 /// # Ok(()) }
 /// ```
+///
+/// Images arrive on the live port (command port + 1), which the client
+/// connects on first use ([`Client::live`]). [`snapshot`](Camera::snapshot)
+/// returns the frame the instrument sends after the trigger;
+/// [`live_start`](Camera::live_start) returns the [`LiveStream`] to read
+/// frames from, and [`live_stop`](Camera::live_stop) closes the live socket
+/// again (the instrument drops idle live links and may serve only one).
 #[derive(Clone, Debug)]
 pub struct Camera {
     pub(crate) base: Base,
@@ -160,6 +175,136 @@ impl Camera {
         self.base
             .send_flagged(msg0(C::CAMERA_ROI_TOP_SET, v))
             .map(|_| ())
+    }
+}
+
+impl Camera {
+    /// Takes one image (`CAMERA_SNAPSHOT_GET`) and returns it. One deadline
+    /// covers connecting the live port (if needed), the acknowledgement and
+    /// the frame. The frame counted is the first one to arrive after the
+    /// trigger was sent, so do not run live view at the same time: a live
+    /// frame would be taken for the snapshot.
+    ///
+    /// Errors: `Busy` (for example during a workflow), `Refused`, `Timeout`
+    /// (no acknowledgement, or no frame), `Disconnected`, `Connect` (the live
+    /// port cannot be reached), `InvalidArgument` (the live port is disabled
+    /// in the client's configuration; nothing is sent).
+    pub fn snapshot(&self) -> Result<Frame> {
+        run(self.submit_snapshot())
+    }
+
+    /// Non-blocking form of [`snapshot`](Camera::snapshot), except that it
+    /// connects the live port first if it is not open (a GUI opens it once
+    /// beforehand with [`Client::live`], after which this never blocks).
+    pub fn submit_snapshot(&self) -> Result<Op<Frame>> {
+        let deadline = self.base.deadline();
+        let client = &self.base.client;
+        let live = match client.live_if_open() {
+            Some(l) => l,
+            None => client.live(self.base.timeout)?,
+        };
+        // Frames counted before the trigger are not the snapshot.
+        let mark = live.stats().frames;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ack = client.submit(msg0(C::CAMERA_SNAPSHOT_GET, 0), left)?;
+        Ok(Op::new(
+            "a snapshot frame",
+            deadline,
+            self.base.timeout,
+            Snapshot {
+                client: client.clone(),
+                ack: Some(ack),
+                live,
+                mark,
+            },
+        ))
+    }
+
+    /// Starts live view (`CAMERA_LIVE_VIEW_START`), then connects the live
+    /// port if needed (the instrument may only listen once live view is
+    /// started) and returns the stream. Read frames with
+    /// [`LiveStream::next_frame`] or show [`LiveStream::latest_frame`].
+    pub fn live_start(&self) -> Result<Arc<LiveStream>> {
+        let deadline = self.base.deadline();
+        self.submit_live_start()?.wait()?;
+        self.base
+            .client
+            .live(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sends `CAMERA_LIVE_VIEW_START` only (the acknowledgement is the
+    /// outcome). Frames come on the stream from [`Client::live`]; a GUI
+    /// opens it once beforehand.
+    pub fn submit_live_start(&self) -> Result<Op<()>> {
+        self.base.command(
+            "the acknowledgement of CAMERA_LIVE_VIEW_START",
+            msg0(C::CAMERA_LIVE_VIEW_START, 0),
+        )
+    }
+
+    /// Stops live view (`CAMERA_LIVE_VIEW_STOP`) and closes the live socket
+    /// ([`Client::close_live`]), even if the stop is not acknowledged: the
+    /// next snapshot or live start reconnects. Returns the stop's outcome.
+    pub fn live_stop(&self) -> Result<()> {
+        let r = self.submit_live_stop().and_then(Op::wait);
+        self.base.client.close_live();
+        r
+    }
+
+    /// Sends `CAMERA_LIVE_VIEW_STOP` only (the live socket stays open).
+    pub fn submit_live_stop(&self) -> Result<Op<()>> {
+        self.base.command(
+            "the acknowledgement of CAMERA_LIVE_VIEW_STOP",
+            msg0(C::CAMERA_LIVE_VIEW_STOP, 0),
+        )
+    }
+}
+
+/// Waits for the snapshot's acknowledgement and for the first frame counted
+/// after the trigger.
+struct Snapshot {
+    client: Client,
+    ack: Option<Pending>,
+    live: Arc<LiveStream>,
+    mark: u64,
+}
+
+impl Snapshot {
+    /// The next frame after the mark, without blocking past `until`.
+    fn frame(&self, until: Option<Instant>) -> Option<Result<Frame>> {
+        loop {
+            let got = match until {
+                None => self.live.frames().try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+                Some(t) => self.live.frames().recv_deadline(t),
+            };
+            match got {
+                Ok(f) if f.sequence() > self.mark => return Some(Ok(f)),
+                Ok(_older) => {}
+                Err(RecvTimeoutError::Timeout) => return None,
+                // The stream ended; its error says why.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(Err(self.live.error().unwrap_or_else(|| {
+                        Error::disconnected("the live stream was closed")
+                    })))
+                }
+            }
+        }
+    }
+}
+
+impl Step<Frame> for Snapshot {
+    fn poll(&mut self, until: Option<Instant>) -> Option<Result<Frame>> {
+        if let Some(p) = &mut self.ack {
+            let r = recv_reply(p, until)?;
+            self.ack = None;
+            if let Err(e) = r.and_then(|reply| self.client.check_status(&reply)) {
+                return Some(Err(e));
+            }
+        }
+        self.frame(until)
     }
 }
 

@@ -12,11 +12,11 @@
 //!
 //! Arguments are checked before anything is sent: a NaN or infinite
 //! position, a laser index outside 1..=4, an LED level outside its range, a
-//! text that does not fit... gives [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+//! text that does not fit... gives [`Error::InvalidArgument`]
 //! and nothing goes on the wire. Whether a value is within the instrument's
 //! limits (stage soft limits, for example) is for the instrument to say: it
-//! refuses with a status, which becomes [`Error::Refused`](crate::Error::Refused)
-//! (or [`Error::Busy`](crate::Error::Busy) while it is busy, for example
+//! refuses with a status, which becomes [`Error::Refused`]
+//! (or [`Error::Busy`] while it is busy, for example
 //! running a workflow).
 //!
 //! Every operation also has a non-blocking `submit_*` form returning an

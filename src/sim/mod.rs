@@ -91,7 +91,7 @@ mod state;
 mod workflow;
 
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -374,10 +374,12 @@ impl Simulator {
         let sh = &self.shared;
         sh.begin_shutdown();
         drop(tx);
-        // Wake the accept threads.
-        for a in [self.addr, self.live_addr] {
-            let _ = TcpStream::connect_timeout(&a, Duration::from_millis(500));
-        }
+        // Wake the accept threads with a connection each. The connect does
+        // not wait: if the backlog is full, accept does not block anyway.
+        let wake: Vec<_> = [self.addr, self.live_addr]
+            .iter()
+            .filter_map(|a| wake_connect(*a))
+            .collect();
         for (_, c) in sh.conns.lock().drain() {
             let _ = c.stream.shutdown(Shutdown::Both);
         }
@@ -387,6 +389,7 @@ impl Simulator {
         for h in ctl.accept.drain(..) {
             let _ = h.join();
         }
+        drop(wake);
         loop {
             let threads = std::mem::take(&mut *sh.threads.lock());
             if threads.is_empty() {
@@ -441,6 +444,16 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts a non-blocking connect to `addr` (to wake a blocked accept). The
+/// result of the connect is not awaited: "in progress" is the normal outcome.
+fn wake_connect(addr: SocketAddr) -> Option<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+    s.set_nonblocking(true).ok()?;
+    let _ = s.connect(&addr.into());
+    Some(s)
 }
 
 /// Binds the command listener on `port` (0: ephemeral) and the live listener

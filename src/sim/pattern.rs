@@ -11,7 +11,10 @@
 //! received frame (and that it is the frame it claims to be) with
 //! [`pattern_pixel`] or [`verify_frame`].
 
-/// The value of pixel `(x, y)` in frame `frame` (see the [module docs](self)).
+/// The value of pixel `(x, y)` in frame `frame`:
+/// `((x + 3·y + 7·frame) XOR (y << 6) XOR (frame << 12)) mod 65536`, with
+/// wrapping 32-bit arithmetic. Every live frame the simulator sends carries
+/// this pattern, for the frame number in its header.
 ///
 /// ```
 /// use flamingo_client::sim::pattern_pixel;
