@@ -24,11 +24,12 @@ mod image_io;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
-use flamingo_client::devices::{ImageSize, SystemState, Workflow, WorkflowUpdate};
+use flamingo_client::devices::{Camera, ImageSize, SystemState, Workflow, WorkflowUpdate};
 use flamingo_client::live::{Frame, LiveStream};
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
@@ -456,12 +457,11 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
     cli_args::check_image_extension(path)?;
     let t0 = Instant::now();
     let _close = CloseLive(client);
-    let live = client.live(t)?;
-    let mark = live.stats().frames;
-    client.request_checked(Message::new(C::CAMERA_SNAPSHOT_GET), t)?;
-    let frame = live
-        .next_frame_after(mark, t)
-        .map_err(|e| on_live_timeout(e, "the snapshot image", &live))?;
+    let frame = client
+        .camera()
+        .timeout(t)
+        .snapshot()
+        .map_err(|e| on_live_timeout(e, "the snapshot image", client))?;
     let elapsed = t0.elapsed();
     image_io::save_image(&frame, path).map_err(Error::Io)?;
     Ok(SnapshotReport {
@@ -474,16 +474,16 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
 }
 
 /// Says where a missing image was expected, and the usual cause.
-fn on_live_timeout(e: Error, what: &str, live: &LiveStream) -> Error {
-    match e {
-        Error::Timeout { after, .. } => Error::timeout(
+fn on_live_timeout(e: Error, what: &str, client: &Client) -> Error {
+    match (e, client.live_if_open()) {
+        (Error::Timeout { after, .. }, Some(live)) => Error::timeout(
             format!(
                 "{what} on the live port {} (is another program using live view?)",
                 live.addr()
             ),
             after,
         ),
-        e => e,
+        (e, _) => e,
     }
 }
 
@@ -545,47 +545,35 @@ fn round2(v: f64) -> f64 {
 
 /// Live view on for as long as it lives: dropping it (on an error path)
 /// stops live view and closes the live socket, best effort.
-struct LiveView<'a> {
-    client: &'a Client,
-    timeout: Duration,
+struct LiveView {
+    camera: Camera,
     on: bool,
 }
 
-impl<'a> LiveView<'a> {
-    fn start(client: &'a Client, timeout: Duration) -> Result<LiveView<'a>> {
-        client.request_checked(Message::new(C::CAMERA_LIVE_VIEW_START), timeout)?;
-        Ok(LiveView {
-            client,
-            timeout,
-            on: true,
-        })
+impl LiveView {
+    fn start(camera: Camera) -> Result<(LiveView, Arc<LiveStream>)> {
+        let view = LiveView { camera, on: true };
+        let stream = view.camera.live_start()?;
+        Ok((view, stream))
     }
 
     fn stop(mut self) -> Result<()> {
         self.on = false;
-        let r = self
-            .client
-            .request_checked(Message::new(C::CAMERA_LIVE_VIEW_STOP), self.timeout);
-        self.client.close_live();
-        r.map(drop)
+        self.camera.live_stop()
     }
 }
 
-impl Drop for LiveView<'_> {
+impl Drop for LiveView {
     fn drop(&mut self) {
         if self.on {
-            let _ = self
-                .client
-                .request(Message::new(C::CAMERA_LIVE_VIEW_STOP), self.timeout);
-            self.client.close_live();
+            let _ = self.camera.live_stop();
         }
     }
 }
 
 /// Starts live view, takes frames until `until`, stops live view.
 pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport> {
-    let view = LiveView::start(client, t)?;
-    let stream = client.live(t)?;
+    let (view, stream) = LiveView::start(client.camera().timeout(t))?;
     let end = match until {
         LiveUntil::Duration(d) => Some(Instant::now() + d),
         LiveUntil::Frames(_) => None,
@@ -614,7 +602,7 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
                 last = Some(frame);
             }
             Err(e) if e.is_timeout() && end.is_some_and(|end| Instant::now() >= end) => break,
-            Err(e) => return Err(on_live_timeout(e, "a live frame", &stream)),
+            Err(e) => return Err(on_live_timeout(e, "a live frame", client)),
         }
     }
     let dropped = stream.stats().dropped;
