@@ -3,9 +3,8 @@
 //!
 //! `cargo test` builds the example before running tests; it is found next
 //! to this test's executable (`target/<profile>/examples/flamingo`). When it
-//! is missing (for example `cargo test --test cli` alone), it is built once
-//! with `cargo build --example flamingo`. Note that `cargo test --test cli`
-//! alone does not rebuild an existing, older example binary.
+//! is missing or older than its sources (`cargo test --test cli` alone does
+//! not build examples), it is built once with `cargo build --example flamingo`.
 //!
 //! The parser, JSON writer and progress bar modules of the example are
 //! included here too, so their unit tests run with `cargo test`.
@@ -46,7 +45,7 @@ fn flamingo_bin() -> &'static Path {
         let bin = profile_dir
             .join("examples")
             .join(format!("flamingo{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
+        if is_stale(&bin) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "--example", "flamingo"])
@@ -64,6 +63,36 @@ fn flamingo_bin() -> &'static Path {
         );
         bin
     })
+}
+
+/// Missing, or older than a source it is built from (`cargo test --test cli`
+/// alone does not rebuild examples).
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = None;
+    for dir in ["src", "examples"] {
+        newest_mtime(&root.join(dir), &mut newest);
+    }
+    newest_mtime(&root.join("Cargo.toml"), &mut newest);
+    newest.is_some_and(|n| n > built)
+}
+
+fn newest_mtime(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            newest_mtime(&entry.path(), newest);
+        }
+    } else if let Ok(m) = meta.modified() {
+        if newest.map_or(true, |n| m > n) {
+            *newest = Some(m);
+        }
+    }
 }
 
 // ------------------------------------------------------------ processes
