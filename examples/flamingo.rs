@@ -533,8 +533,12 @@ impl Report for LiveReport {
             _ => "rate not measurable from one frame".into(),
         };
         format!(
-            "Live view: {} frames of {} x {} received, {rate}, {} dropped",
-            self.frames, self.width, self.height, self.dropped
+            "Live view: {} frame{} of {} x {} received, {rate}, {} dropped",
+            self.frames,
+            if self.frames == 1 { "" } else { "s" },
+            self.width,
+            self.height,
+            self.dropped
         )
     }
 }
