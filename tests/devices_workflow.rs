@@ -340,3 +340,26 @@ fn gui_style_polling() {
     assert_eq!(summary.images_acquired, 30);
     assert_eq!(run.events_dropped(), 0);
 }
+
+/// The idle broadcast that ends a run is lost: the run notices through a
+/// state poll once it has been quiet for `STATE_POLL`, instead of hanging.
+#[test]
+fn lost_idle_broadcast_is_noticed_by_a_state_poll() {
+    use flamingo_client::codec::CommandCode;
+    use flamingo_client::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    sim.update_faults(|f| {
+        f.drop_events.insert(CommandCode::SYSTEM_STATE_IDLE);
+    });
+    let client =
+        flamingo_client::Client::connect(&sim.addr().to_string(), Default::default()).unwrap();
+    let wf = flamingo_client::devices::Workflow::from_bytes(
+        include_bytes!("../fixtures/Snapshot.txt").to_vec(),
+    )
+    .unwrap();
+    let mut run = client.workflows().start(&wf).unwrap();
+    let summary = run.wait(std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!(summary.images_acquired, 1);
+    assert!(!summary.stopped);
+    assert!(sim.counters().faults_injected >= 1);
+}

@@ -86,6 +86,9 @@ pub struct Faults {
     pub stop_reading: Option<Duration>,
     /// While set, `SYSTEM_STATE_GET` reports 2 (error).
     pub error_state: bool,
+    /// Unsolicited events with these codes are lost: never sent (as if the
+    /// instrument's broadcast went missing). The state change still happens.
+    pub drop_events: HashSet<CommandCode>,
 }
 
 impl Faults {

@@ -146,6 +146,11 @@ impl Shared {
     }
 
     pub(crate) fn broadcast_with(&self, msg: Message, data: Option<Arc<Vec<u8>>>) -> usize {
+        if self.faults.lock().drop_events.contains(&msg.code) {
+            log::debug!("sim: event {} lost (drop_events fault)", msg.code);
+            self.count_fault(|_| {});
+            return 0;
+        }
         log::debug!("sim: event {msg:?}");
         let now = Instant::now();
         let conns = self.conns.lock();

@@ -149,8 +149,16 @@ pub struct WorkflowRun {
     sub: Subscription,
     start_seq: u64,
     started_at: Instant,
-    /// A state query sent right after the start: busy confirms the run.
+    /// A state query in flight: sent right after the start (busy confirms
+    /// the run) and again whenever a running workflow has been quiet for
+    /// [`STATE_POLL`] (idle then ends it, in case the idle broadcast was lost).
     probe: Option<Pending>,
+    /// Whether the probe in flight is a poll of a running workflow.
+    probe_is_poll: bool,
+    /// Run events received since the poll was sent.
+    events_since_poll: u64,
+    /// When the last event of this run arrived.
+    last_activity: Instant,
     acknowledged: bool,
     ack_seen: bool,
     running: bool,
@@ -197,6 +205,9 @@ impl WorkflowRun {
             start_seq,
             started_at,
             probe,
+            probe_is_poll: false,
+            events_since_poll: 0,
+            last_activity: started_at,
             acknowledged: false,
             ack_seen: false,
             running: false,
@@ -327,17 +338,46 @@ impl WorkflowRun {
         if now >= until {
             return;
         }
-        // While the probe is out, wake now and then to look at it.
+        // While the probe is out, wake now and then to look at it; while the
+        // run is quiet, wake to poll the state.
         let wake = if self.probe.is_some() {
             until.min(now + Duration::from_millis(20))
+        } else if self.running {
+            until.min(self.last_activity + STATE_POLL)
         } else {
             until
         };
         match recv_event(&self.sub, Some(wake)) {
-            None => {}
+            None => self.maybe_poll(),
             Some(ev) => self.on_input(ev),
         }
         self.drain();
+    }
+
+    /// Sends a state query if the run has been seen running and quiet for
+    /// [`STATE_POLL`].
+    fn maybe_poll(&mut self) {
+        if self.outcome.is_some()
+            || !self.running
+            || self.probe.is_some()
+            || self.last_activity.elapsed() < STATE_POLL
+        {
+            return;
+        }
+        let timeout = self.client.config().request_timeout;
+        match self
+            .client
+            .submit(super::msg0(C::SYSTEM_STATE_GET, 0), timeout)
+        {
+            Ok(p) => {
+                self.probe = Some(p);
+                self.probe_is_poll = true;
+                self.events_since_poll = 0;
+            }
+            Err(e) => self.fail(e),
+        }
+        // Quiet again from now: the next poll comes one interval later.
+        self.last_activity = Instant::now();
     }
 
     /// Handles everything available without blocking. The probe's reply is
@@ -369,12 +409,19 @@ impl WorkflowRun {
         if self.outcome.is_some() {
             return;
         }
+        let poll = std::mem::take(&mut self.probe_is_poll);
         match r {
-            Ok(reply) => {
-                if SystemState::from_wire(reply.message.int32_data0) == SystemState::Busy {
-                    self.mark_running();
+            Ok(reply) => match SystemState::from_wire(reply.message.int32_data0) {
+                SystemState::Busy => self.mark_running(),
+                // A poll of a quiet running workflow found the instrument
+                // idle, and nothing of the run arrived since: it ended and
+                // its idle broadcast was lost.
+                SystemState::Idle if poll && self.running && self.events_since_poll == 0 => {
+                    log::warn!("workflow run: the instrument is idle but no idle event arrived; ending the run");
+                    self.finish();
                 }
-            }
+                _ => {}
+            },
             Err(Error::Timeout { .. }) => {} // the events still tell
             Err(e) => self.fail(e),
         }
@@ -392,6 +439,8 @@ impl WorkflowRun {
             return;
         }
         let Some(msg) = ev.message else { return };
+        self.last_activity = Instant::now();
+        self.events_since_poll += 1;
         match ev.kind {
             EventKind::GaugeSize { total } => {
                 self.mark_running();
@@ -540,6 +589,9 @@ impl WorkflowRun {
         }
     }
 }
+
+/// How long a running workflow may be quiet before its state is polled.
+pub const STATE_POLL: Duration = Duration::from_secs(5);
 
 /// A copy of an error, for outcomes reported more than once.
 fn dup(e: &Error) -> Error {
