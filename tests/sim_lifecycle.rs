@@ -73,10 +73,8 @@ fn port_in_use_and_65535_are_errors() {
 
 #[test]
 fn twenty_simulators_in_parallel() {
-    let all_started = std::sync::Arc::new(std::sync::Barrier::new(20));
     let threads: Vec<_> = (0..20)
         .map(|i| {
-            let all_started = all_started.clone();
             std::thread::spawn(move || {
                 let sim = Simulator::start(SimConfig::default().image_size(16 + i, 8)).unwrap();
                 let mut c = Client::connect(sim.addr());
@@ -92,16 +90,19 @@ fn twenty_simulators_in_parallel() {
                         .with_double_data(8.0),
                 );
                 assert_eq!(c.recv().code, C::STAGE_MOTION_STOPPED);
-                // Every simulator is still running when the addresses are taken.
-                all_started.wait();
-                sim.addr()
+                // Handed back running: all 20 are alive together below.
+                sim
             })
         })
         .collect();
-    let mut addrs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let sims: Vec<Simulator> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut addrs: Vec<_> = sims.iter().map(|s| s.addr()).collect();
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 20);
+    for s in &sims {
+        assert_eq!(s.live_addr().port(), s.addr().port() + 1);
+    }
 }
 
 #[test]

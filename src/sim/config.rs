@@ -30,8 +30,11 @@ pub const DEFAULT_SETTINGS_TEXT: &[u8] = include_bytes!("../../fixtures/ScopeSet
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Command port; the live port is `port + 1`. Default 0: a free pair of
-    /// consecutive ephemeral ports is chosen. A fixed port (not 65535) lets a
-    /// test restart a simulator on the same address.
+    /// consecutive ports is chosen, first at random in 20000..32000 (below
+    /// the operating systems' ephemeral ranges, whose ports outgoing
+    /// connections and their TIME_WAIT remnants occupy), then among
+    /// ephemeral ports. A fixed port (not 65535) lets a test restart a
+    /// simulator on the same address (`SO_REUSEADDR` is set on Unix).
     pub port: u16,
     /// Camera image width in pixels. Default 2048.
     pub image_width: u32,

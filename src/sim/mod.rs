@@ -456,8 +456,15 @@ fn wake_connect(addr: SocketAddr) -> Option<socket2::Socket> {
     Some(s)
 }
 
-/// Binds the command listener on `port` (0: ephemeral) and the live listener
-/// on the port above it.
+/// Where `port == 0` looks for a free pair first: below the ephemeral ranges
+/// of Linux (32768..), Windows and macOS (49152..). Outgoing connections take
+/// their local ports from the ephemeral range (on Linux preferring even
+/// ports), and their TIME_WAIT remnants make the port above an ephemeral
+/// `bind(0)` port unusable far too often when many tests run in parallel.
+const PAIR_BAND: std::ops::Range<u16> = 20_000..32_000;
+
+/// Binds the command listener on `port` and the live listener on the port
+/// above it; with `port == 0`, on a free pair of consecutive ports.
 fn bind_pair(port: u16) -> io::Result<(TcpListener, TcpListener)> {
     if port == u16::MAX {
         return Err(io::Error::new(
@@ -470,24 +477,42 @@ fn bind_pair(port: u16) -> io::Result<(TcpListener, TcpListener)> {
         let live = listen(port + 1)?;
         return Ok((cmd, live));
     }
-    let mut last = None;
-    for _ in 0..50 {
-        let cmd = listen(0)?;
+    let try_pair = |p: u16| -> io::Result<(TcpListener, TcpListener)> {
+        let cmd = listen(p)?;
         let p = cmd.local_addr()?.port();
         if p == u16::MAX {
-            continue;
+            return Err(io::ErrorKind::AddrInUse.into());
         }
-        match listen(p + 1) {
-            Ok(live) => return Ok((cmd, live)),
+        Ok((cmd, listen(p + 1)?))
+    };
+    let mut rng = faults::Rng::new(random_seed());
+    let span = u64::from(PAIR_BAND.end - PAIR_BAND.start);
+    let mut last = None;
+    for _ in 0..64 {
+        let p = PAIR_BAND.start + (rng.next_u64() % span) as u16;
+        match try_pair(p) {
+            Ok(pair) => return Ok(pair),
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "no free pair of consecutive ports found",
-        )
-    }))
+    // Fall back to ephemeral ports.
+    for _ in 0..64 {
+        match try_pair(0) {
+            Ok(pair) => return Ok(pair),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+}
+
+/// A seed that differs between calls and processes (std's hasher keys are random).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 fn listen(port: u16) -> io::Result<TcpListener> {
