@@ -113,7 +113,37 @@ fn start_connection(sh: &Arc<Shared>, id: u64, stream: TcpStream) -> io::Result<
     Ok(())
 }
 
-fn read_loop(sh: Arc<Shared>, id: u64, mut stream: TcpStream, tx: crossbeam_channel::Sender<Out>) {
+/// Windows may not wake a blocked `recv` when the socket is shut down from
+/// another thread, so there the reader wakes every 250 ms to check whether
+/// the simulator is stopping. Elsewhere it blocks with no timeout.
+struct StopAware<'a> {
+    stream: &'a TcpStream,
+    sh: &'a Shared,
+}
+
+impl std::io::Read for StopAware<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match (&mut &*self.stream).read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && !self.sh.is_shutting_down() => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel::Sender<Out>) {
+    if cfg!(windows) {
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(250)));
+    }
+    let mut stream = StopAware {
+        stream: &stream,
+        sh: &sh,
+    };
     let conn = handler::Conn { id, tx };
     let mut reader = FrameReader::new(sh.cfg.max_additional_data);
     let mut data = Vec::new();
