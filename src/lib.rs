@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod live;
 
 mod client;
 mod config;

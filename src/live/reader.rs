@@ -1,0 +1,448 @@
+//! The live socket: connecting (socket2 options) and the reader thread that
+//! reads header + pixels into pooled buffers and delivers frames latest-wins.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+use super::config::LiveConfig;
+use super::frame::Frame;
+use super::pool::Pools;
+use crate::codec::{LiveHeader, LiveHeaderError, LIVE_HEADER_LEN};
+use crate::Error;
+
+/// Receive buffer asked for on the live socket (as the vendor client does).
+const RECV_BUFFER: usize = 1 << 20;
+/// Pause between connection attempts refused by the instrument (it may only
+/// start listening once live view has started).
+const REFUSED_RETRY: Duration = Duration::from_millis(20);
+/// First pause between reconnection attempts after a failed one; doubles up to
+/// [`BACKOFF_MAX`]. The first attempt after a link that delivered frames is
+/// immediate.
+const BACKOFF_START: Duration = Duration::from_millis(20);
+/// Longest pause between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Counters shared by the reader and the handle.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) frames: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) bad_headers: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+/// Why the stream ended (kept so every waiter gets the same error).
+#[derive(Clone, Debug)]
+pub(crate) enum End {
+    /// Closed by the user.
+    Closed,
+    Disconnected(String),
+    Protocol(String),
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+}
+
+impl End {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            End::Closed => Error::disconnected("live stream closed"),
+            End::Disconnected(reason) => Error::disconnected(reason.clone()),
+            End::Protocol(detail) => Error::protocol(detail.clone()),
+            End::TooLarge { size, limit } => Error::TooLarge {
+                what: "live frame",
+                size: *size,
+                limit: *limit,
+            },
+        }
+    }
+}
+
+/// State shared by the [`LiveStream`](super::LiveStream) handle and its reader thread.
+pub(crate) struct Shared {
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: LiveConfig,
+    pub(crate) pools: Arc<Pools>,
+    pub(crate) counters: Counters,
+    pub(crate) latest: Mutex<Option<Frame>>,
+    pub(crate) connected: AtomicBool,
+    /// Set by `close()` before it shuts the socket down.
+    pub(crate) closing: AtomicBool,
+    /// A clone of the current socket, for `close()` to shut down; `None`
+    /// while not connected. `close()` sets `closing` before locking this, and
+    /// the reader checks `closing` under this lock before installing a new
+    /// socket, so no socket escapes the shutdown.
+    pub(crate) socket: Mutex<Option<TcpStream>>,
+    pub(crate) ended: Mutex<Option<End>>,
+    /// Disconnected by `close()`: wakes the reader from a backoff pause.
+    pub(crate) wake: Receiver<()>,
+}
+
+impl Shared {
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Makes `stream` the current socket unless the stream is closing.
+    fn install(&self, stream: &TcpStream) -> bool {
+        let mut slot = self.socket.lock();
+        if self.is_closing() {
+            return false;
+        }
+        match stream.try_clone() {
+            Ok(clone) => {
+                *slot = Some(clone);
+                self.connected.store(true, Ordering::SeqCst);
+                true
+            }
+            Err(e) => {
+                log::warn!("live: cannot clone the live socket: {e}");
+                false
+            }
+        }
+    }
+
+    fn uninstall(&self) {
+        self.connected.store(false, Ordering::SeqCst);
+        if let Some(s) = self.socket.lock().take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// One connection attempt with the live socket's options.
+pub(crate) fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nodelay(true)?;
+    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
+        log::debug!("live: cannot set a {RECV_BUFFER}-byte receive buffer: {e}");
+    }
+    // Notice a dead instrument eventually even when no frames flow.
+    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        log::debug!("live: cannot enable TCP keepalive: {e}");
+    }
+    socket.connect_timeout(&addr.into(), timeout)?;
+    // connect_timeout leaves the socket blocking; no read timeout: the reader
+    // blocks on its socket and is woken by shutdown.
+    Ok(socket.into())
+}
+
+/// Connects, retrying refused connections until `deadline`.
+pub(crate) fn connect_until(addr: SocketAddr, deadline: Instant) -> crate::Result<TcpStream> {
+    let fail = |source: io::Error| Error::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "live port connection timed out",
+            )));
+        }
+        match open(addr, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left <= REFUSED_RETRY {
+                    return Err(fail(e));
+                }
+                log::debug!("live: {addr} refused the connection, retrying");
+                thread::sleep(REFUSED_RETRY);
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+/// Why a connection stopped delivering frames.
+enum Lost {
+    /// The instrument closed the socket; `mid_frame` if inside a frame.
+    Eof {
+        mid_frame: bool,
+    },
+    Io(io::Error),
+    BadHeader(LiveHeaderError),
+}
+
+impl Lost {
+    fn describe(&self, addr: SocketAddr) -> String {
+        match self {
+            Lost::Eof { mid_frame: false } => {
+                format!("the instrument closed the live socket {addr}")
+            }
+            Lost::Eof { mid_frame: true } => {
+                format!("the instrument closed the live socket {addr} in the middle of a frame")
+            }
+            Lost::Io(e) => format!("reading the live socket {addr} failed: {e}"),
+            Lost::BadHeader(e) => format!("bad frame on the live socket {addr}: {e}"),
+        }
+    }
+
+    fn into_end(self, addr: SocketAddr) -> End {
+        match self {
+            Lost::BadHeader(LiveHeaderError::TooLarge { image_size, limit }) => End::TooLarge {
+                size: image_size.into(),
+                limit: limit.into(),
+            },
+            Lost::BadHeader(e) => End::Protocol(e.to_string()),
+            other => End::Disconnected(other.describe(addr)),
+        }
+    }
+}
+
+/// Reads until `buf` is full. `Ok(false)`: clean end of stream before the first byte.
+fn fill(conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, Lost> {
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(Lost::Eof { mid_frame: true }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Lost::Io(e)),
+        }
+    }
+    Ok(true)
+}
+
+/// [`LiveHeader::validate`], guarded against sizes whose byte count would
+/// overflow `u64` (`width * height * 2` with both near `u32::MAX`), which
+/// can never match a `u32` image size anyway.
+pub(crate) fn validate(header: &LiveHeader, limit: u32) -> Result<usize, LiveHeaderError> {
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    if pixels > u64::from(u32::MAX) {
+        return Err(LiveHeaderError::Inconsistent {
+            image_size: header.image_size,
+            width: header.width,
+            height: header.height,
+        });
+    }
+    header.validate(limit)
+}
+
+/// Marks the stream ended even if the reader unwinds, so waiters get an
+/// error that says what happened instead of "closed".
+struct EndGuard<'a>(&'a Shared);
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        self.0.uninstall();
+        let mut ended = self.0.ended.lock();
+        if ended.is_none() {
+            *ended = Some(End::Disconnected(
+                "the live reader thread failed unexpectedly (a bug: please report it)".into(),
+            ));
+        }
+    }
+}
+
+/// The reader thread's body. Ends the stream (sets `ended`, drops `tx`) on
+/// exit, also if it unwinds.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    conn: TcpStream,
+    tx: Sender<Frame>,
+    own_rx: Receiver<Frame>,
+) {
+    let guard = EndGuard(&shared);
+    let end = serve(&shared, conn, &tx, &own_rx);
+    if !matches!(end, End::Closed) {
+        log::warn!(
+            "live: stream from {} ended: {}",
+            shared.addr,
+            end.to_error()
+        );
+    }
+    *shared.ended.lock() = Some(end);
+    drop(guard);
+    // Dropping the senders now (before the thread ends) wakes waiters with
+    // "disconnected"; they then read `ended`.
+    drop(tx);
+    drop(own_rx);
+}
+
+fn serve(
+    shared: &Shared,
+    mut conn: TcpStream,
+    tx: &Sender<Frame>,
+    own_rx: &Receiver<Frame>,
+) -> End {
+    // Consecutive connections that ended without delivering a frame.
+    let mut failures: u32 = 0;
+    loop {
+        let mut delivered = false;
+        let lost = read_frames(shared, &mut conn, tx, own_rx, &mut delivered);
+        shared.uninstall();
+        drop(conn);
+        if shared.is_closing() {
+            return End::Closed;
+        }
+        if delivered {
+            failures = 0;
+        }
+        let c = &shared.counters;
+        c.disconnects.fetch_add(1, Ordering::Relaxed);
+        if matches!(lost, Lost::BadHeader(_)) {
+            c.bad_headers.fetch_add(1, Ordering::Relaxed);
+        }
+        let what = lost.describe(shared.addr);
+        if !shared.config.reconnect_on_error {
+            return lost.into_end(shared.addr);
+        }
+        log::warn!("live: {what}; reconnecting");
+        match reconnect(shared, &mut failures, &what) {
+            Ok(new) => conn = new,
+            Err(end) => return end,
+        }
+    }
+}
+
+fn read_frames(
+    shared: &Shared,
+    conn: &mut TcpStream,
+    tx: &Sender<Frame>,
+    own_rx: &Receiver<Frame>,
+    delivered: &mut bool,
+) -> Lost {
+    let pools = &shared.pools;
+    let c = &shared.counters;
+    let limit = shared.config.max_image_bytes;
+    let mut head = [0u8; LIVE_HEADER_LEN];
+    loop {
+        match fill(conn, &mut head) {
+            Ok(true) => {}
+            Ok(false) => return Lost::Eof { mid_frame: false },
+            Err(lost) => return lost,
+        }
+        let header = LiveHeader::decode(&head);
+        let len = match validate(&header, limit) {
+            Ok(len) => len,
+            Err(e) => {
+                log::warn!("live: rejected frame header {head:02x?}: {e}");
+                return Lost::BadHeader(e);
+            }
+        };
+        let mut pixels = pools.bytes.take(len);
+        match fill(conn, &mut pixels) {
+            Ok(true) => {}
+            Ok(false) => {
+                pools.bytes.put(pixels);
+                return Lost::Eof { mid_frame: true };
+            }
+            Err(lost) => {
+                pools.bytes.put(pixels);
+                return lost;
+            }
+        }
+        let sequence = c.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        c.bytes
+            .fetch_add((LIVE_HEADER_LEN + len) as u64, Ordering::Relaxed);
+        let frame = Frame::new(header, sequence, pixels, Some(pools.clone()));
+        let previous = shared.latest.lock().replace(frame.clone());
+        drop(previous); // outside the lock: may return buffers to the pool
+        deliver(frame, tx, own_rx, &c.dropped);
+        *delivered = true;
+    }
+}
+
+/// Latest-wins delivery: never waits. When the queue is full the oldest
+/// waiting frame is taken out (through the reader's own receiver) and counted.
+fn deliver(mut frame: Frame, tx: &Sender<Frame>, own_rx: &Receiver<Frame>, dropped: &AtomicU64) {
+    loop {
+        match tx.try_send(frame) {
+            Ok(()) => return,
+            Err(TrySendError::Full(back)) => {
+                frame = back;
+                if own_rx.try_recv().is_ok() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Cannot happen while we hold `own_rx`; nothing to deliver to.
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Reconnects to the same address, with a backoff that grows while
+/// connections keep failing. Gives up after `reconnect_timeout` without a
+/// connection, or when the stream is closed.
+fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream, End> {
+    let config = &shared.config;
+    let give_up = Instant::now() + config.reconnect_timeout;
+    let mut last_error: Option<io::Error> = None;
+    loop {
+        let pause = backoff(*failures);
+        *failures = failures.saturating_add(1);
+        if !pause.is_zero() {
+            // Not polling: a pause between attempts that close() interrupts.
+            match shared.wake.recv_timeout(pause) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+        }
+        if shared.is_closing() {
+            return Err(End::Closed);
+        }
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let detail = match &last_error {
+                Some(e) => format!(": last attempt: {e}"),
+                None => String::new(),
+            };
+            return Err(End::Disconnected(format!(
+                "{why}, and reconnecting failed for {:.1} s{detail}",
+                config.reconnect_timeout.as_secs_f64()
+            )));
+        }
+        match open(shared.addr, left.min(config.connect_timeout)) {
+            Ok(stream) => {
+                if !shared.install(&stream) {
+                    return Err(End::Closed);
+                }
+                shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                log::info!("live: reconnected to {}", shared.addr);
+                return Ok(stream);
+            }
+            Err(e) => {
+                log::debug!("live: reconnecting to {} failed: {e}", shared.addr);
+                last_error = Some(e);
+            }
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    BACKOFF_START
+        .saturating_mul(1 << (failures - 1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), BACKOFF_START);
+        assert_eq!(backoff(2), BACKOFF_START * 2);
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+}
