@@ -1,0 +1,995 @@
+//! Benchmark: flamingo-client against raw std::net baselines, in one run.
+//!
+//! ```text
+//! cargo run --release --example bench                  # full run, ~1-2 min
+//! cargo run --release --example bench -- --quick --json # reduced, < 20 s, JSON last line
+//! cargo run --release --example bench -- --only rtt,tput
+//! ```
+//!
+//! Every figure is measured against a minimal responder thread in this
+//! process over loopback, and compared with a baseline written here with
+//! plain blocking std::net code doing the minimum work, measured in the same
+//! run (rounds interleaved), so the ratios hold on a noisy machine. See
+//! BENCHMARKS.md for what each figure means.
+
+#[path = "bench/servers.rs"]
+mod servers;
+#[path = "bench/sys.rs"]
+mod sys;
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use flamingo_client::codec::{CommandCode, FrameReader, Message, LIVE_HEADER_LEN, MESSAGE_LEN};
+use flamingo_client::live::{LiveConfig, LiveStream};
+use flamingo_client::{Client, ClientConfig};
+
+/// A code outside the catalogue: replies are matched by code, FIFO.
+const ECHO: CommandCode = CommandCode(0x7777);
+/// Callers sharing one client in the throughput figure (and requests in
+/// flight on the raw baseline).
+const CALLERS: usize = 8;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the benchmark's base instant (shared by all threads).
+pub fn ns_since_base() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[derive(Clone)]
+struct Opts {
+    quick: bool,
+    json: bool,
+    only: Option<Vec<String>>,
+}
+
+impl Opts {
+    fn wants(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .map_or(true, |v| v.iter().any(|p| p == part))
+    }
+    /// Full-run value or quick-run value.
+    fn pick<T>(&self, full: T, quick: T) -> T {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--idle-child") {
+        idle_child(&args[1..]);
+        return;
+    }
+    let mut opts = Opts {
+        quick: false,
+        json: false,
+        only: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => opts.quick = true,
+            "--json" => opts.json = true,
+            "--only" => {
+                let v = it.next().expect("--only needs a list, e.g. rtt,tput");
+                opts.only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick] [--json] [--only codec,rtt,tput,events,live,idle]"
+                );
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}; try --help");
+                std::process::exit(2);
+            }
+        }
+    }
+    BASE.get_or_init(Instant::now);
+    let started = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = Report::default();
+    out.num("cores", cores as f64);
+    println!(
+        "flamingo-client benchmark ({} run) on {cores} core(s), {} {}",
+        if opts.quick { "quick" } else { "full" },
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    println!("(each figure vs. a raw std::net baseline measured in the same run; times in µs)\n");
+
+    if opts.wants("codec") {
+        bench_codec(&opts, &mut out);
+    }
+    if opts.wants("rtt") {
+        bench_rtt(&opts, &mut out);
+    }
+    if opts.wants("tput") {
+        bench_tput(&opts, &mut out);
+    }
+    if opts.wants("events") {
+        bench_events(&opts, &mut out);
+    }
+    if opts.wants("live") {
+        bench_live(&opts, &mut out);
+    }
+    if opts.wants("idle") {
+        bench_idle(&opts, &mut out);
+    }
+
+    out.print_table();
+    println!("\ntotal time {:.1} s", started.elapsed().as_secs_f64());
+    if opts.json {
+        println!("{}", out.json());
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+#[derive(Default)]
+struct Report {
+    /// JSON key/value pairs in insertion order (value already JSON).
+    keys: Vec<(String, String)>,
+    /// Table rows: figure, ours, raw, ratio, target, verdict.
+    rows: Vec<[String; 6]>,
+}
+
+impl Report {
+    fn num(&mut self, key: &str, v: f64) {
+        let s = if !v.is_finite() {
+            "null".to_string()
+        } else if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{v:.0}")
+        } else if v.abs() >= 100.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.3}")
+        };
+        self.set(key, s);
+    }
+    fn opt(&mut self, key: &str, v: Option<f64>) {
+        match v {
+            Some(v) => self.num(key, v),
+            None => self.set(key, "null".into()),
+        }
+    }
+    fn set(&mut self, key: &str, v: String) {
+        self.keys.retain(|(k, _)| k != key);
+        self.keys.push((key.to_string(), v));
+    }
+    fn row(&mut self, fig: &str, ours: String, raw: String, ratio: String, target: &str, ok: Option<bool>) {
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        self.rows.push([
+            fig.into(),
+            ours,
+            raw,
+            ratio,
+            target.into(),
+            verdict.into(),
+        ]);
+    }
+    fn print_table(&self) {
+        let head = ["figure", "flamingo-client", "raw baseline", "ratio", "target", ""];
+        let mut w = head.map(|h| h.chars().count());
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut s = String::from("|");
+            for (i, c) in cells.iter().enumerate() {
+                let pad = w[i] - c.chars().count();
+                if i == 0 || i == 4 || i == 5 {
+                    let _ = write!(s, " {c}{} |", " ".repeat(pad));
+                } else {
+                    let _ = write!(s, " {}{c} |", " ".repeat(pad));
+                }
+            }
+            s
+        };
+        println!();
+        println!("{}", line(&head.map(String::from)));
+        let sep: Vec<String> = w
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i == 0 || i >= 4 {
+                    "-".repeat(*n)
+                } else {
+                    format!("{}:", "-".repeat(n - 1))
+                }
+            })
+            .collect();
+        println!("|{}", sep.iter().map(|s| format!(" {s} |")).collect::<String>());
+        for r in &self.rows {
+            println!("{}", line(r));
+        }
+    }
+    fn json(&self) -> String {
+        let body: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("{{{}}}", body.join(", "))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile of sorted nanosecond samples, in µs.
+fn pct_us(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1] as f64 / 1000.0
+}
+
+fn us(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1} µs")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    a / b
+}
+
+fn rate(v: f64, unit: &str) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k{unit}", v / 1e3)
+    } else {
+        format!("{v:.1} {unit}")
+    }
+}
+
+fn progress(what: &str) {
+    eprint!("  {what} ...");
+    let _ = std::io::stderr().flush();
+}
+fn done(t: Instant) {
+    eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- 6. codec
+
+fn bench_codec(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("codec");
+    let window = Duration::from_millis(opts.pick(400, 150));
+    let reps = opts.pick(5, 3);
+    let msg = Message::new(CommandCode::STAGE_POSITION_SET)
+        .with_int32_data0(3)
+        .with_double_data(12.5)
+        .with_text("bench")
+        .unwrap();
+    // Encode: Message -> 128 bytes.
+    let enc = median(
+        (0..reps)
+            .map(|_| {
+                per_second(window, |i| {
+                    let mut b = [0u8; MESSAGE_LEN];
+                    black_box(msg)
+                        .with_int32_data1(i as i32)
+                        .encode(&mut b);
+                    black_box(&b);
+                })
+            })
+            .collect(),
+    );
+    // Decode: 128 bytes -> Message (both markers validated).
+    let bytes = msg.to_bytes();
+    let dec = median(
+        (0..reps)
+            .map(|_| {
+                per_second(window, |_| {
+                    let m = Message::decode(black_box(&bytes)).unwrap();
+                    black_box(m);
+                })
+            })
+            .collect(),
+    );
+    // Framed decode: FrameReader over an in-memory stream of 1024 messages.
+    let mut stream = Vec::with_capacity(1024 * MESSAGE_LEN);
+    for i in 0..1024 {
+        stream.extend_from_slice(&msg.with_int32_data1(i).to_bytes());
+    }
+    let framed = median(
+        (0..reps)
+            .map(|_| {
+                let mut fr = FrameReader::new(1 << 20);
+                let mut src = &stream[..];
+                per_second(window, |_| {
+                    if src.is_empty() {
+                        src = &stream[..];
+                    }
+                    let m = fr.read_message(&mut src).unwrap();
+                    black_box(m);
+                })
+            })
+            .collect(),
+    );
+    done(t);
+    out.num("encode_msgs_per_s", enc);
+    out.num("decode_msgs_per_s", dec);
+    out.num("framed_decode_msgs_per_s", framed);
+    out.row("codec: encode (1 core)", rate(enc, "msg/s"), String::new(), String::new(), "", None);
+    out.row("codec: decode (1 core)", rate(dec, "msg/s"), String::new(), String::new(), "", None);
+    out.row(
+        "codec: FrameReader over a byte slice",
+        rate(framed, "msg/s"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+}
+
+/// Calls `f` in batches until `window` has passed; calls per second.
+fn per_second(window: Duration, mut f: impl FnMut(u64)) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    loop {
+        for _ in 0..4096 {
+            f(n);
+            n += 1;
+        }
+        let e = start.elapsed();
+        if e >= window {
+            return n as f64 / e.as_secs_f64();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- 1. latency
+
+fn request_msg() -> Message {
+    Message::new(ECHO).with_int32_data0(1)
+}
+
+/// Raw blocking ping-pong of 128-byte messages: write, read_exact.
+fn rtt_raw(warm: usize, n: usize) -> Vec<u64> {
+    let srv = servers::echo();
+    let mut s = TcpStream::connect(srv.addr).expect("connect to the echo server");
+    s.set_nodelay(true).unwrap();
+    let msg = request_msg().to_bytes();
+    let mut buf = [0u8; MESSAGE_LEN];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warm + n {
+        let t0 = Instant::now();
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        if i >= warm {
+            samples.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    drop(s);
+    srv.join();
+    samples
+}
+
+/// The same exchange through `Client::request`.
+fn rtt_client(warm: usize, n: usize) -> Vec<u64> {
+    let srv = servers::echo();
+    let client = Client::connect(&srv.addr.to_string(), ClientConfig::default())
+        .expect("client connects to the echo server");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warm + n {
+        let t0 = Instant::now();
+        let r = client.request(request_msg(), TIMEOUT).expect("echo reply");
+        if i >= warm {
+            samples.push(t0.elapsed().as_nanos() as u64);
+        }
+        black_box(r);
+    }
+    client.close();
+    srv.join();
+    samples
+}
+
+fn bench_rtt(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("request latency");
+    let total = opts.pick(20_000, 6_000);
+    let rounds = opts.pick(4, 2);
+    let per = total / rounds;
+    let warm = opts.pick(1_000, 500);
+    let (mut raw_all, mut cl_all) = (Vec::new(), Vec::new());
+    let (mut raw50, mut raw99, mut cl50, mut cl99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let mut r = rtt_raw(warm, per);
+        let mut c = rtt_client(warm, per);
+        r.sort_unstable();
+        c.sort_unstable();
+        raw50.push(pct_us(&r, 50.0));
+        raw99.push(pct_us(&r, 99.0));
+        cl50.push(pct_us(&c, 50.0));
+        cl99.push(pct_us(&c, 99.0));
+        raw_all.extend(r);
+        cl_all.extend(c);
+    }
+    raw_all.sort_unstable();
+    cl_all.sort_unstable();
+    done(t);
+    let (r50, r99, c50, c99) = (median(raw50), median(raw99), median(cl50), median(cl99));
+    let (r999, c999) = (pct_us(&raw_all, 99.9), pct_us(&cl_all, 99.9));
+    out.num("rtt_p50_us", c50);
+    out.num("raw_rtt_p50_us", r50);
+    out.num("rtt_ratio", ratio(c50, r50));
+    out.num("rtt_p99_us", c99);
+    out.num("raw_rtt_p99_us", r99);
+    out.num("rtt_p99_ratio", ratio(c99, r99));
+    out.num("rtt_p999_us", c999);
+    out.num("raw_rtt_p999_us", r999);
+    let fig = format!("request latency p50 ({total} req)");
+    out.row(
+        &fig,
+        us(c50),
+        us(r50),
+        format!("{:.2}x", c50 / r50),
+        "<= 1.15x",
+        Some(c50 / r50 <= 1.15),
+    );
+    out.row(
+        "request latency p99",
+        us(c99),
+        us(r99),
+        format!("{:.2}x", c99 / r99),
+        "<= 1.5x",
+        Some(c99 / r99 <= 1.5),
+    );
+    out.row(
+        "request latency p99.9",
+        us(c999),
+        us(r999),
+        format!("{:.2}x", c999 / r999),
+        "",
+        None,
+    );
+}
+
+// ---------------------------------------------------------------- 2. throughput
+
+/// One raw connection, a writer and a reader thread, `CALLERS` requests in
+/// flight (a bounded channel of tokens). Requests/s over `window` after `warm`.
+fn tput_raw(warm: Duration, window: Duration) -> f64 {
+    let srv = servers::echo();
+    let s = TcpStream::connect(srv.addr).expect("connect to the echo server");
+    s.set_nodelay(true).unwrap();
+    let mut rs = s.try_clone().unwrap();
+    let (tok_tx, tok_rx) = bounded::<()>(CALLERS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let stop = stop.clone();
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let msg = request_msg().to_bytes();
+            while !stop.load(Ordering::Relaxed) {
+                if tok_tx.send(()).is_err() || s.write_all(&msg).is_err() {
+                    break;
+                }
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        })
+    };
+    let reader = {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut filled = 0usize;
+            loop {
+                match rs.read(&mut buf[filled..]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => filled += n,
+                }
+                let whole = filled / MESSAGE_LEN;
+                for _ in 0..whole {
+                    let _ = tok_rx.recv();
+                }
+                received.fetch_add(whole as u64, Ordering::Relaxed);
+                let rest = filled % MESSAGE_LEN;
+                buf.copy_within(whole * MESSAGE_LEN..filled, 0);
+                filled = rest;
+            }
+        })
+    };
+    let rps = count_window(&received, warm, window);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    reader.join().unwrap();
+    drop(s);
+    srv.join();
+    rps
+}
+
+/// `CALLERS` threads calling `request` on one shared client.
+fn tput_client(warm: Duration, window: Duration) -> f64 {
+    let srv = servers::echo();
+    let client = Client::connect(&srv.addr.to_string(), ClientConfig::default())
+        .expect("client connects to the echo server");
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (client, stop, received) = (client.clone(), stop.clone(), received.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    client.request(request_msg(), TIMEOUT).expect("echo reply");
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let rps = count_window(&received, warm, window);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    client.close();
+    srv.join();
+    rps
+}
+
+fn count_window(counter: &AtomicU64, warm: Duration, window: Duration) -> f64 {
+    std::thread::sleep(warm);
+    let (c0, t0) = (counter.load(Ordering::Relaxed), Instant::now());
+    std::thread::sleep(window);
+    let (c1, t1) = (counter.load(Ordering::Relaxed), Instant::now());
+    (c1 - c0) as f64 / (t1 - t0).as_secs_f64()
+}
+
+fn bench_tput(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("throughput");
+    let rounds = opts.pick(3, 2);
+    let warm = Duration::from_millis(opts.pick(300, 150));
+    let window = Duration::from_millis(opts.pick(2000, 700));
+    let (mut raw, mut cl) = (vec![], vec![]);
+    for _ in 0..rounds {
+        raw.push(tput_raw(warm, window));
+        cl.push(tput_client(warm, window));
+    }
+    done(t);
+    let (r, c) = (median(raw), median(cl));
+    out.num("tput_rps", c);
+    out.num("raw_tput_rps", r);
+    out.num("tput_ratio", c / r);
+    out.row(
+        &format!("throughput, {CALLERS} callers / 1 connection"),
+        rate(c, "req/s"),
+        rate(r, "req/s"),
+        format!("{:.0} %", 100.0 * c / r),
+        ">= 70 %",
+        Some(c / r >= 0.70),
+    );
+}
+
+// ---------------------------------------------------------------- 3. events
+
+struct EventRun {
+    lat: Vec<u64>,
+    received: u64,
+    per_s: f64,
+    dropped: u64,
+}
+
+fn event_run(pace: servers::EventPace) -> EventRun {
+    let count = match pace {
+        servers::EventPace::Flood { count } | servers::EventPace::Paced { count, .. } => count,
+    };
+    let go = Arc::new(AtomicBool::new(false));
+    let srv = servers::events(pace, go.clone());
+    let cfg = ClientConfig::default().event_queue_depth(count as usize + 64);
+    let client = Client::connect(&srv.addr.to_string(), cfg).expect("client connects");
+    let sub = client.subscribe_to(&[CommandCode::UI_SET_GAUGE_VALUE]);
+    let mut lat = Vec::with_capacity(count as usize);
+    let (mut first_sent, mut last_recv) = (None, 0u64);
+    go.store(true, Ordering::Release);
+    while let Ok(ev) = sub.recv_timeout(Duration::from_secs(5)) {
+        let now = ns_since_base();
+        let Some(m) = ev.message else { continue };
+        let sent = m.double_data as u64;
+        lat.push(now.saturating_sub(sent));
+        first_sent.get_or_insert(sent);
+        last_recv = now;
+        if m.int32_data0 as u32 + 1 == count {
+            break;
+        }
+    }
+    let dropped = sub.dropped() + client.stats().events_dropped;
+    client.close();
+    srv.join();
+    let received = lat.len() as u64;
+    let span = last_recv.saturating_sub(first_sent.unwrap_or(last_recv)) as f64 / 1e9;
+    lat.sort_unstable();
+    EventRun {
+        lat,
+        received,
+        per_s: received as f64 / span,
+        dropped,
+    }
+}
+
+fn bench_events(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("events");
+    let count = opts.pick(200_000, 50_000);
+    let rounds = opts.pick(3, 1);
+    let mut flood = Vec::new();
+    for _ in 0..rounds {
+        flood.push(event_run(servers::EventPace::Flood { count }));
+    }
+    let paced_n = opts.pick(20_000, 5_000);
+    let paced = event_run(servers::EventPace::Paced {
+        count: paced_n,
+        gap_us: 100,
+    });
+    done(t);
+    let per_s = median(flood.iter().map(|r| r.per_s).collect());
+    let f50 = median(flood.iter().map(|r| pct_us(&r.lat, 50.0)).collect());
+    let f99 = median(flood.iter().map(|r| pct_us(&r.lat, 99.0)).collect());
+    let dropped: u64 = flood.iter().map(|r| r.dropped).sum::<u64>() + paced.dropped;
+    let lost: u64 = flood.iter().map(|r| u64::from(count) - r.received).sum::<u64>()
+        + (u64::from(paced_n) - paced.received);
+    let (p50, p99) = (pct_us(&paced.lat, 50.0), pct_us(&paced.lat, 99.0));
+    out.num("event_p50_us", f50);
+    out.num("event_p99_us", f99);
+    out.num("events_per_s", per_s);
+    out.num("events_dropped", (dropped + lost) as f64);
+    out.num("event_paced_p50_us", p50);
+    out.num("event_paced_p99_us", p99);
+    out.row(
+        &format!("event latency p50, flood ({count} events)"),
+        us(f50),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
+        "event latency p99, flood",
+        us(f99),
+        String::new(),
+        String::new(),
+        "< 150 µs",
+        Some(f99 < 150.0),
+    );
+    out.row(
+        "events/s, 1 subscriber, flood",
+        rate(per_s, "ev/s"),
+        String::new(),
+        String::new(),
+        "no drops",
+        Some(dropped + lost == 0),
+    );
+    out.row(
+        "event latency p50 / p99, 10k ev/s paced",
+        format!("{p50:.1} / {p99:.1} µs"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+}
+
+// ---------------------------------------------------------------- 4. live
+
+struct LiveRun {
+    mb_s: f64,
+    fps: f64,
+    dropped: u64,
+    allocs: u64,
+    frames: u64,
+}
+
+/// Raw read loop: header with read_exact, then the pixels into one reused buffer.
+fn live_raw(warm: Duration, window: Duration) -> LiveRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let srv = servers::frames(stop.clone());
+    let mut s = TcpStream::connect(srv.addr).expect("connect to the frame server");
+    let mut head = [0u8; LIVE_HEADER_LEN];
+    let mut pixels = vec![0u8; (servers::FRAME_W * servers::FRAME_H * 2) as usize];
+    let mut read_frame = |s: &mut TcpStream| {
+        s.read_exact(&mut head).unwrap();
+        let size = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        s.read_exact(&mut pixels[..size]).unwrap();
+        black_box(pixels[size / 2]);
+        (LIVE_HEADER_LEN + size) as u64
+    };
+    let start = Instant::now();
+    while start.elapsed() < warm {
+        read_frame(&mut s);
+    }
+    let (t0, mut bytes, mut frames) = (Instant::now(), 0u64, 0u64);
+    while t0.elapsed() < window {
+        bytes += read_frame(&mut s);
+        frames += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    drop(s);
+    srv.join();
+    LiveRun {
+        mb_s: bytes as f64 / secs / 1e6,
+        fps: frames as f64 / secs,
+        dropped: 0,
+        allocs: 0,
+        frames,
+    }
+}
+
+/// Frames through `LiveStream::next_frame`; `convert` calls `pixels()` (a
+/// converted u16 copy) on every frame, otherwise `as_bytes()` (zero copy)
+/// and `pixel(x, y)` are used.
+fn live_client(warm: Duration, window: Duration, convert: bool) -> LiveRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let srv = servers::frames(stop.clone());
+    let live = LiveStream::connect(
+        srv.addr,
+        LiveConfig::default(),
+        Instant::now() + Duration::from_secs(5),
+    )
+    .expect("live stream connects");
+    let touch = |f: &flamingo_client::live::Frame| -> u64 {
+        if convert {
+            let p = f.pixels();
+            u64::from(p[p.len() / 2])
+        } else {
+            let b = f.as_bytes();
+            u64::from(b[b.len() / 2]) + u64::from(f.pixel(1000, 1000))
+        }
+    };
+    let start = Instant::now();
+    while start.elapsed() < warm {
+        let f = live.next_frame(TIMEOUT).expect("a live frame");
+        black_box(touch(&f));
+    }
+    let s0 = live.stats();
+    let (t0, mut bytes, mut frames) = (Instant::now(), 0u64, 0u64);
+    while t0.elapsed() < window {
+        let f = live.next_frame(TIMEOUT).expect("a live frame");
+        black_box(touch(&f));
+        bytes += (LIVE_HEADER_LEN + f.as_bytes().len()) as u64;
+        frames += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let s1 = live.stats();
+    stop.store(true, Ordering::Relaxed);
+    live.close();
+    srv.join();
+    LiveRun {
+        mb_s: bytes as f64 / secs / 1e6,
+        fps: frames as f64 / secs,
+        dropped: s1.dropped - s0.dropped,
+        allocs: (s1.buffers_allocated - s0.buffers_allocated)
+            + (s1.pixel_buffers_allocated - s0.pixel_buffers_allocated),
+        frames,
+    }
+}
+
+fn bench_live(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("live stream");
+    let rounds = opts.pick(3, 1);
+    let warm = Duration::from_millis(opts.pick(300, 200));
+    let window = Duration::from_millis(opts.pick(2000, 1000));
+    let (mut raw, mut zc, mut conv) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        raw.push(live_raw(warm, window));
+        zc.push(live_client(warm, window, false));
+        conv.push(live_client(warm, window, true));
+    }
+    done(t);
+    let med = |v: &[LiveRun], f: fn(&LiveRun) -> f64| median(v.iter().map(f).collect());
+    let (r, c, p) = (
+        med(&raw, |x| x.mb_s),
+        med(&zc, |x| x.mb_s),
+        med(&conv, |x| x.mb_s),
+    );
+    let (rf, cf, pf) = (
+        med(&raw, |x| x.fps),
+        med(&zc, |x| x.fps),
+        med(&conv, |x| x.fps),
+    );
+    let frames: u64 = zc.iter().chain(&conv).map(|x| x.frames).sum();
+    let allocs: u64 = zc.iter().chain(&conv).map(|x| x.allocs).sum();
+    let dropped_zc: u64 = zc.iter().map(|x| x.dropped).sum();
+    let dropped_conv: u64 = conv.iter().map(|x| x.dropped).sum();
+    let _ = raw.iter().map(|x| x.dropped + x.allocs).sum::<u64>();
+    out.num("live_mb_s", c);
+    out.num("raw_live_mb_s", r);
+    out.num("live_ratio", c / r);
+    out.num("live_fps", cf);
+    out.num("raw_live_fps", rf);
+    out.num("live_pixels_mb_s", p);
+    out.num("live_pixels_ratio", p / r);
+    out.num("live_allocs_steady", allocs as f64);
+    out.num("live_dropped", (dropped_zc + dropped_conv) as f64);
+    out.row(
+        "live 2048x2048 u16, as_bytes()+pixel()",
+        format!("{c:.0} MB/s ({cf:.0} fps)"),
+        format!("{r:.0} MB/s ({rf:.0} fps)"),
+        format!("{:.0} %", 100.0 * c / r),
+        ">= 95 %",
+        Some(c / r >= 0.95),
+    );
+    out.row(
+        "live, pixels() (u16 copy per frame)",
+        format!("{p:.0} MB/s ({pf:.0} fps)"),
+        format!("{r:.0} MB/s"),
+        format!("{:.0} %", 100.0 * p / r),
+        "",
+        None,
+    );
+    out.row(
+        "live buffer allocations, steady state",
+        format!("{allocs} in {frames} frames"),
+        String::new(),
+        String::new(),
+        "0",
+        Some(allocs == 0),
+    );
+    out.row(
+        "live frames dropped (latest-wins)",
+        format!("{dropped_zc} / {dropped_conv} (bytes / pixels)"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+}
+
+// ---------------------------------------------------------------- 5. idle
+
+/// Runs in a child process (so its figures are the client's alone): a
+/// connected client with a subscriber and a live stream with no frames.
+fn idle_child(args: &[String]) {
+    let cmd = &args[0];
+    let live_addr: SocketAddr = args[1].parse().expect("live address");
+    let secs: f64 = args[2].parse().expect("seconds");
+    let threads0 = sys::threads();
+    let rss0 = sys::rss_kib();
+    let client = Client::connect(cmd, ClientConfig::default()).expect("client connects");
+    let sub = client.subscribe();
+    let live = LiveStream::connect(
+        live_addr,
+        LiveConfig::default(),
+        Instant::now() + Duration::from_secs(5),
+    )
+    .expect("live stream connects");
+    std::thread::sleep(Duration::from_millis(200));
+    let (cpu0, cs0) = (sys::cpu_ns(), sys::context_switches());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (cpu1, cs1) = (sys::cpu_ns(), sys::context_switches());
+    let threads = sys::threads();
+    let rss = sys::rss_kib();
+    let peak = sys::peak_rss_kib();
+    let show = |v: Option<u64>| v.map_or("na".to_string(), |v| v.to_string());
+    println!(
+        "IDLE cpu_ns={} ctxsw={} threads0={} threads={} rss0_kib={} rss_kib={} peak_kib={} secs={secs}",
+        show(cpu0.zip(cpu1).map(|(a, b)| b - a)),
+        show(cs0.zip(cs1).map(|(a, b)| b - a)),
+        show(threads0.map(|v| v as u64)),
+        show(threads.map(|v| v as u64)),
+        show(rss0),
+        show(rss),
+        show(peak),
+    );
+    drop(sub);
+    live.close();
+    client.close();
+}
+
+fn bench_idle(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    let secs = opts.pick(5.0, 3.0);
+    progress(&format!("idle cost ({secs} s, child process)"));
+    let cmd = servers::echo();
+    let live = servers::silent();
+    let exe = std::env::current_exe().expect("path of this executable");
+    let child = Command::new(exe)
+        .args([
+            "--idle-child".to_string(),
+            cmd.addr.to_string(),
+            live.addr.to_string(),
+            secs.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the idle child process");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.expect("child stdout"));
+    while stdout.read_line(&mut line).unwrap_or(0) > 0 && !line.starts_with("IDLE") {
+        line.clear();
+    }
+    drop(stdout);
+    cmd.join();
+    live.join();
+    done(t);
+    let field = |name: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    // Normalised to 5 s so quick and full runs compare.
+    let cpu_ms = field("cpu_ns").map(|ns| ns / 1e6 * 5.0 / secs);
+    let threads = field("threads");
+    let lib_threads = field("threads").zip(field("threads0")).map(|(a, b)| a - b);
+    let rss_mb = field("rss_kib").map(|k| k / 1024.0);
+    let ctx = field("ctxsw");
+    out.opt("idle_cpu_ms", cpu_ms);
+    out.opt("threads", lib_threads);
+    out.opt("process_threads", threads);
+    out.opt("rss_mb", rss_mb);
+    out.opt("idle_context_switches", ctx);
+    let na = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("n/a".to_string(), f);
+    out.row(
+        "idle CPU per 5 s (client + subscriber + live)",
+        na(cpu_ms, &|v| format!("{v:.2} ms")),
+        String::new(),
+        String::new(),
+        "< 5 ms",
+        cpu_ms.map(|v| v < 5.0),
+    );
+    out.row(
+        "idle wake-ups (context switches) per window",
+        na(ctx, &|v| format!("{v:.0}")),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
+        "threads started by the library",
+        na(lib_threads, &|v| format!("{v:.0} (process {})", threads.unwrap_or(0.0))),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
+        "resident memory of the idle process",
+        na(rss_mb, &|v| format!("{v:.1} MB")),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+}
