@@ -279,12 +279,52 @@ fn rate(v: f64, unit: &str) -> String {
     }
 }
 
+/// Limit for any one figure: a hang (which would be a bug) ends the run with
+/// a message instead of blocking forever.
+const PHASE_LIMIT: Duration = Duration::from_secs(120);
+
+static WATCHDOG: OnceLock<crossbeam_channel::Sender<Option<String>>> = OnceLock::new();
+
+/// Starts a phase: prints it and arms the watchdog.
 fn progress(what: &str) {
     eprint!("  {what} ...");
     let _ = std::io::stderr().flush();
+    let tx = WATCHDOG.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Option<String>>();
+        std::thread::Builder::new()
+            .name("bench-watchdog".into())
+            .spawn(move || {
+                let mut phase: Option<String> = None;
+                loop {
+                    let got = match &phase {
+                        Some(_) => rx.recv_timeout(PHASE_LIMIT).map_err(|e| e.is_timeout()),
+                        None => rx.recv().map_err(|_| false),
+                    };
+                    match got {
+                        Ok(p) => phase = p,
+                        Err(true) => {
+                            eprintln!(
+                                "\nbench: {:?} did not finish within {PHASE_LIMIT:?}; giving up",
+                                phase.unwrap_or_default()
+                            );
+                            std::process::exit(3);
+                        }
+                        Err(false) => return,
+                    }
+                }
+            })
+            .expect("spawn the watchdog");
+        tx
+    });
+    let _ = tx.send(Some(what.to_string()));
 }
+
+/// Ends a phase: prints its time and disarms the watchdog.
 fn done(t: Instant) {
     eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+    if let Some(tx) = WATCHDOG.get() {
+        let _ = tx.send(None);
+    }
 }
 
 // ---------------------------------------------------------------- 6. codec
@@ -432,9 +472,10 @@ fn bench_rtt(opts: &Opts, out: &mut Report) {
     let warm = opts.pick(1_000, 500);
     let (mut raw_all, mut cl_all) = (Vec::new(), Vec::new());
     let (mut raw50, mut raw99, mut cl50, mut cl99) = (vec![], vec![], vec![], vec![]);
+    let side = std::env::var("BENCH_SIDE").unwrap_or_default();
     for _ in 0..rounds {
-        let mut r = rtt_raw(warm, per);
-        let mut c = rtt_client(warm, per);
+        let mut r = if side == "client" { vec![1] } else { rtt_raw(warm, per) };
+        let mut c = if side == "raw" { vec![1] } else { rtt_client(warm, per) };
         r.sort_unstable();
         c.sort_unstable();
         raw50.push(pct_us(&r, 50.0));
@@ -605,6 +646,9 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
 
 struct EventRun {
     lat: Vec<u64>,
+    /// Server write to the reader's receipt (Event::received_at).
+    wire: Vec<u64>,
+    max_queued: usize,
     received: u64,
     per_s: f64,
     dropped: u64,
@@ -620,6 +664,9 @@ fn event_run(pace: servers::EventPace) -> EventRun {
     let client = Client::connect(&srv.addr.to_string(), cfg).expect("client connects");
     let sub = client.subscribe_to(&[CommandCode::UI_SET_GAUGE_VALUE]);
     let mut lat = Vec::with_capacity(count as usize);
+    let mut wire = Vec::with_capacity(count as usize);
+    let mut max_queued = 0;
+    let base = *BASE.get().expect("base instant");
     let (mut first_sent, mut last_recv) = (None, 0u64);
     go.store(true, Ordering::Release);
     while let Ok(ev) = sub.recv_timeout(Duration::from_secs(5)) {
@@ -627,6 +674,9 @@ fn event_run(pace: servers::EventPace) -> EventRun {
         let Some(m) = ev.message else { continue };
         let sent = m.double_data as u64;
         lat.push(now.saturating_sub(sent));
+        let at = ev.received_at.saturating_duration_since(base).as_nanos() as u64;
+        wire.push(at.saturating_sub(sent));
+        max_queued = max_queued.max(sub.len());
         first_sent.get_or_insert(sent);
         last_recv = now;
         if m.int32_data0 as u32 + 1 == count {
@@ -639,8 +689,11 @@ fn event_run(pace: servers::EventPace) -> EventRun {
     let received = lat.len() as u64;
     let span = last_recv.saturating_sub(first_sent.unwrap_or(last_recv)) as f64 / 1e9;
     lat.sort_unstable();
+    wire.sort_unstable();
     EventRun {
         lat,
+        wire,
+        max_queued,
         received,
         per_s: received as f64 / span,
         dropped,
@@ -656,7 +709,7 @@ fn bench_events(opts: &Opts, out: &mut Report) {
     for _ in 0..rounds {
         flood.push(event_run(servers::EventPace::Flood { count }));
     }
-    let paced_n = opts.pick(20_000, 5_000);
+    let paced_n = if std::env::var("BENCH_SIDE").as_deref() == Ok("flood") { 1 } else { opts.pick(10_000, 3_000) };
     let paced = event_run(servers::EventPace::Paced {
         count: paced_n,
         gap_us: 100,
@@ -669,12 +722,19 @@ fn bench_events(opts: &Opts, out: &mut Report) {
     let lost: u64 = flood.iter().map(|r| u64::from(count) - r.received).sum::<u64>()
         + (u64::from(paced_n) - paced.received);
     let (p50, p99) = (pct_us(&paced.lat, 50.0), pct_us(&paced.lat, 99.0));
+    let w50 = median(flood.iter().map(|r| pct_us(&r.wire, 50.0)).collect());
+    let w99 = median(flood.iter().map(|r| pct_us(&r.wire, 99.0)).collect());
+    let maxq = flood.iter().map(|r| r.max_queued).max().unwrap_or(0);
+    out.num("event_wire_p50_us", w50);
+    out.num("event_wire_p99_us", w99);
+    out.num("event_max_queued", maxq as f64);
     out.num("event_p50_us", f50);
     out.num("event_p99_us", f99);
     out.num("events_per_s", per_s);
     out.num("events_dropped", (dropped + lost) as f64);
     out.num("event_paced_p50_us", p50);
     out.num("event_paced_p99_us", p99);
+    out.num("event_paced_per_s", paced.per_s);
     out.row(
         &format!("event latency p50, flood ({count} events)"),
         us(f50),
@@ -692,6 +752,22 @@ fn bench_events(opts: &Opts, out: &mut Report) {
         Some(f99 < 150.0),
     );
     out.row(
+        "  of which server write -> reader, p50 / p99",
+        format!("{w50:.1} / {w99:.1} µs"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
+        "  subscriber queue, most events waiting",
+        format!("{maxq}"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
         "events/s, 1 subscriber, flood",
         rate(per_s, "ev/s"),
         String::new(),
@@ -700,8 +776,8 @@ fn bench_events(opts: &Opts, out: &mut Report) {
         Some(dropped + lost == 0),
     );
     out.row(
-        "event latency p50 / p99, 10k ev/s paced",
-        format!("{p50:.1} / {p99:.1} µs"),
+        "event latency p50 / p99, paced (sleep 100 µs)",
+        format!("{p50:.1} / {p99:.1} µs at {}", rate(paced.per_s, "ev/s")),
         String::new(),
         String::new(),
         "",
@@ -715,15 +791,27 @@ struct LiveRun {
     mb_s: f64,
     fps: f64,
     dropped: u64,
-    allocs: u64,
+    byte_allocs: u64,
+    pixel_allocs: u64,
     frames: u64,
 }
 
-/// Raw read loop: header with read_exact, then the pixels into one reused buffer.
-fn live_raw(warm: Duration, window: Duration) -> LiveRun {
+/// Raw read loop: header with read_exact, then the pixels into one reused
+/// buffer. `rcvbuf`: give the socket the library's 1 MiB SO_RCVBUF (which on
+/// Linux also switches receive-buffer autotuning off) instead of the OS default.
+fn live_raw(warm: Duration, window: Duration, rcvbuf: bool) -> LiveRun {
     let stop = Arc::new(AtomicBool::new(false));
     let srv = servers::frames(stop.clone());
-    let mut s = TcpStream::connect(srv.addr).expect("connect to the frame server");
+    let mut s = if rcvbuf {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        sock.set_recv_buffer_size(1 << 20).expect("SO_RCVBUF");
+        sock.connect(&srv.addr.into()).expect("connect to the frame server");
+        TcpStream::from(sock)
+    } else {
+        TcpStream::connect(srv.addr).expect("connect to the frame server")
+    };
+    let _ = s.set_nodelay(true);
     let mut head = [0u8; LIVE_HEADER_LEN];
     let mut pixels = vec![0u8; (servers::FRAME_W * servers::FRAME_H * 2) as usize];
     let mut read_frame = |s: &mut TcpStream| {
@@ -750,7 +838,8 @@ fn live_raw(warm: Duration, window: Duration) -> LiveRun {
         mb_s: bytes as f64 / secs / 1e6,
         fps: frames as f64 / secs,
         dropped: 0,
-        allocs: 0,
+        byte_allocs: 0,
+        pixel_allocs: 0,
         frames,
     }
 }
@@ -777,9 +866,16 @@ fn live_client(warm: Duration, window: Duration, convert: bool) -> LiveRun {
         }
     };
     let start = Instant::now();
+    let mut stalled = false;
     while start.elapsed() < warm {
         let f = live.next_frame(TIMEOUT).expect("a live frame");
         black_box(touch(&f));
+        if !stalled && start.elapsed() > warm / 2 {
+            // Let the queue fill once while holding a frame, so the pools
+            // reach the most buffers ever in use before the counted window.
+            stalled = true;
+            std::thread::sleep(Duration::from_millis(30));
+        }
     }
     let s0 = live.stats();
     let (t0, mut bytes, mut frames) = (Instant::now(), 0u64, 0u64);
@@ -798,8 +894,8 @@ fn live_client(warm: Duration, window: Duration, convert: bool) -> LiveRun {
         mb_s: bytes as f64 / secs / 1e6,
         fps: frames as f64 / secs,
         dropped: s1.dropped - s0.dropped,
-        allocs: (s1.buffers_allocated - s0.buffers_allocated)
-            + (s1.pixel_buffers_allocated - s0.pixel_buffers_allocated),
+        byte_allocs: s1.buffers_allocated - s0.buffers_allocated,
+        pixel_allocs: s1.pixel_buffers_allocated - s0.pixel_buffers_allocated,
         frames,
     }
 }
@@ -809,38 +905,36 @@ fn bench_live(opts: &Opts, out: &mut Report) {
     progress("live stream");
     let rounds = opts.pick(3, 1);
     let warm = Duration::from_millis(opts.pick(300, 200));
-    let window = Duration::from_millis(opts.pick(2000, 1000));
-    let (mut raw, mut zc, mut conv) = (vec![], vec![], vec![]);
+    let window = Duration::from_millis(opts.pick(1500, 800));
+    let (mut raw, mut raw1m, mut zc, mut conv) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
-        raw.push(live_raw(warm, window));
+        raw.push(live_raw(warm, window, false));
         zc.push(live_client(warm, window, false));
         conv.push(live_client(warm, window, true));
+        raw1m.push(live_raw(warm, window, true));
     }
     done(t);
     let med = |v: &[LiveRun], f: fn(&LiveRun) -> f64| median(v.iter().map(f).collect());
-    let (r, c, p) = (
-        med(&raw, |x| x.mb_s),
-        med(&zc, |x| x.mb_s),
-        med(&conv, |x| x.mb_s),
-    );
-    let (rf, cf, pf) = (
-        med(&raw, |x| x.fps),
-        med(&zc, |x| x.fps),
-        med(&conv, |x| x.fps),
-    );
+    let mb = |x: &LiveRun| x.mb_s;
+    let fps = |x: &LiveRun| x.fps;
+    let (r, r1, c, p) = (med(&raw, mb), med(&raw1m, mb), med(&zc, mb), med(&conv, mb));
+    let (rf, cf, pf) = (med(&raw, fps), med(&zc, fps), med(&conv, fps));
     let frames: u64 = zc.iter().chain(&conv).map(|x| x.frames).sum();
-    let allocs: u64 = zc.iter().chain(&conv).map(|x| x.allocs).sum();
+    let byte_allocs: u64 = zc.iter().chain(&conv).map(|x| x.byte_allocs).sum();
+    let pixel_allocs: u64 = conv.iter().map(|x| x.pixel_allocs).sum();
     let dropped_zc: u64 = zc.iter().map(|x| x.dropped).sum();
     let dropped_conv: u64 = conv.iter().map(|x| x.dropped).sum();
-    let _ = raw.iter().map(|x| x.dropped + x.allocs).sum::<u64>();
     out.num("live_mb_s", c);
     out.num("raw_live_mb_s", r);
     out.num("live_ratio", c / r);
     out.num("live_fps", cf);
     out.num("raw_live_fps", rf);
+    out.num("raw_live_rcvbuf_1m_mb_s", r1);
+    out.num("live_vs_same_rcvbuf_ratio", c / r1);
     out.num("live_pixels_mb_s", p);
     out.num("live_pixels_ratio", p / r);
-    out.num("live_allocs_steady", allocs as f64);
+    out.num("live_allocs_steady", (byte_allocs + pixel_allocs) as f64);
+    out.num("live_allocs_per_frame", (byte_allocs + pixel_allocs) as f64 / frames as f64);
     out.num("live_dropped", (dropped_zc + dropped_conv) as f64);
     out.row(
         "live 2048x2048 u16, as_bytes()+pixel()",
@@ -851,6 +945,14 @@ fn bench_live(opts: &Opts, out: &mut Report) {
         Some(c / r >= 0.95),
     );
     out.row(
+        "  raw loop with the library's 1 MiB SO_RCVBUF",
+        String::new(),
+        format!("{r1:.0} MB/s"),
+        format!("{:.0} %", 100.0 * c / r1),
+        "",
+        None,
+    );
+    out.row(
         "live, pixels() (u16 copy per frame)",
         format!("{p:.0} MB/s ({pf:.0} fps)"),
         format!("{r:.0} MB/s"),
@@ -859,16 +961,16 @@ fn bench_live(opts: &Opts, out: &mut Report) {
         None,
     );
     out.row(
-        "live buffer allocations, steady state",
-        format!("{allocs} in {frames} frames"),
+        "live allocations after warm-up (bytes + pixels)",
+        format!("{byte_allocs} + {pixel_allocs} in {frames} frames"),
         String::new(),
         String::new(),
-        "0",
-        Some(allocs == 0),
+        "0 per frame",
+        Some(byte_allocs + pixel_allocs == 0),
     );
     out.row(
-        "live frames dropped (latest-wins)",
-        format!("{dropped_zc} / {dropped_conv} (bytes / pixels)"),
+        "live frames dropped (latest-wins), bytes / pixels",
+        format!("{dropped_zc} / {dropped_conv}"),
         String::new(),
         String::new(),
         "",

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flamingo_client::codec::{CommandCode, LiveHeader, Message, LIVE_HEADER_LEN, MESSAGE_LEN};
 
@@ -76,8 +76,8 @@ pub fn echo() -> Server {
 pub enum EventPace {
     /// `count` events, each written as soon as the previous write returned.
     Flood { count: u32 },
-    /// `count` events, one every `gap_us` microseconds (busy-waiting the gap,
-    /// so the gap is exact and no queue builds up).
+    /// `count` events with a sleep of `gap_us` microseconds between writes
+    /// (the OS makes the gap somewhat longer), so no queue builds up.
     Paced { count: u32, gap_us: u64 },
 }
 
@@ -90,18 +90,14 @@ pub fn events(pace: EventPace, go: Arc<AtomicBool>) -> Server {
         while !go.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
-        let (count, gap_ns) = match pace {
-            EventPace::Flood { count } => (count, 0),
-            EventPace::Paced { count, gap_us } => (count, gap_us * 1000),
+        let (count, gap) = match pace {
+            EventPace::Flood { count } => (count, None),
+            EventPace::Paced { count, gap_us } => (count, Some(Duration::from_micros(gap_us))),
         };
-        let mut next = ns_since_base();
         let mut bytes = [0u8; MESSAGE_LEN];
         for i in 0..count {
-            if gap_ns > 0 {
-                while ns_since_base() < next {
-                    std::hint::spin_loop();
-                }
-                next += gap_ns;
+            if let Some(gap) = gap {
+                std::thread::sleep(gap);
             }
             Message::new(CommandCode::UI_SET_GAUGE_VALUE)
                 .with_int32_data0(i as i32)
