@@ -223,9 +223,18 @@ impl Shared {
         }
         let slot = &mut *w;
         let stream = slot.stream.as_ref().expect("checked above");
-        if slot.write_timeout != Some(left) {
-            let _ = stream.set_write_timeout(Some(left));
-            slot.write_timeout = Some(left);
+        // SO_SNDTIMEO bounds a blocked write by the deadline. Setting it is a
+        // system call, so the value in force is kept while it lies within
+        // [left - left/16, left]: a blocked write then gives up at most 1/16
+        // of the time left before the deadline, never after it. Requests with
+        // the same timeout therefore set it once, not once per request.
+        let keep = slot
+            .write_timeout
+            .is_some_and(|t| t <= left && t >= left - left / 16);
+        if !keep {
+            let t = left - left / 32;
+            let _ = stream.set_write_timeout(Some(t));
+            slot.write_timeout = Some(t);
         }
         let id = waiter.map_or(0, |(key, tx)| self.pending.lock().register(key, tx));
         let unregister = |key: Option<Key>| {
