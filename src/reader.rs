@@ -6,6 +6,7 @@
 //! reply channels have room for their one reply, event queues drop their
 //! oldest entry when full, and no user code runs here.
 
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,7 +16,14 @@ use crate::client::Shared;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::Error;
 
-pub(crate) fn run(shared: Arc<Shared>, mut stream: TcpStream, link: u64) {
+/// Bytes the reader takes from the socket per read call. Whatever has
+/// arrived (up to this) comes in one system call and the messages in it are
+/// handled one by one; a read only blocks when nothing is buffered, so the
+/// reader still never waits on anything but the socket.
+const READ_BUFFER: usize = 64 * 1024;
+
+pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
+    let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     let mut seen = framer.stats();
     let reason = loop {
