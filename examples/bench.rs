@@ -40,6 +40,50 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
+/// CPU the server threads pin themselves to (usize::MAX: none).
+pub static SERVER_CPU: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Where the benchmark's threads run. Scheduling placement decides loopback
+/// latency on a small VM far more than any code does (a wake-up on an idle
+/// vCPU costs tens of µs, a switch on the same vCPU ~1-2 µs), so where
+/// possible the placement is fixed rather than left to chance.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// Left to the OS (no taskset, one CPU, or --no-pin).
+    Free,
+    /// The server threads on the last CPU, the client side (main thread and
+    /// every thread it starts, the library's included) on the others: as if
+    /// the instrument were another machine.
+    Split,
+    /// Everything on CPU 0: pure software cost, every wake-up a context
+    /// switch on one CPU.
+    OneCpu,
+}
+
+impl Placement {
+    /// Applies the placement to the calling (main) thread and the servers
+    /// started from now on. Threads inherit their creator's CPU set.
+    fn apply(self, cores: usize) -> bool {
+        let last = cores.saturating_sub(1);
+        match self {
+            Placement::Free => {
+                SERVER_CPU.store(usize::MAX, Ordering::Relaxed);
+                sys::pin(None, None)
+            }
+            Placement::Split => {
+                SERVER_CPU.store(last, Ordering::Relaxed);
+                let client: Vec<usize> = (0..last).collect();
+                sys::pin(None, Some(&client))
+            }
+            Placement::OneCpu => {
+                SERVER_CPU.store(0, Ordering::Relaxed);
+                sys::pin(None, Some(&[0]))
+            }
+        }
+    }
+}
+
 /// Nanoseconds since the benchmark's base instant (shared by all threads).
 pub fn ns_since_base() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
@@ -50,6 +94,9 @@ struct Opts {
     quick: bool,
     json: bool,
     only: Option<Vec<String>>,
+    /// The placement used for every figure (Split when possible).
+    placement: Placement,
+    cores: usize,
 }
 
 impl Opts {
@@ -74,15 +121,19 @@ fn main() {
         idle_child(&args[1..]);
         return;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut opts = Opts {
         quick: false,
         json: false,
         only: None,
+        placement: Placement::Split,
+        cores,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => opts.quick = true,
+            "--no-pin" => opts.placement = Placement::Free,
             "--json" => opts.json = true,
             "--only" => {
                 let v = it.next().expect("--only needs a list, e.g. rtt,tput");
@@ -90,7 +141,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--json] [--only codec,rtt,tput,events,live,idle]"
+                    "usage: bench [--quick] [--json] [--no-pin] [--only codec,rtt,tput,events,live,idle]"
                 );
                 return;
             }
@@ -102,16 +153,30 @@ fn main() {
     }
     BASE.get_or_init(Instant::now);
     let started = Instant::now();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = Report::default();
     out.num("cores", cores as f64);
+    if opts.placement == Placement::Split && (cores < 2 || !Placement::Split.apply(cores)) {
+        opts.placement = Placement::Free;
+    }
     println!(
         "flamingo-client benchmark ({} run) on {cores} core(s), {} {}",
         if opts.quick { "quick" } else { "full" },
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    println!("(each figure vs. a raw std::net baseline measured in the same run; times in µs)\n");
+    match opts.placement {
+        Placement::Split => println!(
+            "placement: servers on CPU {}, client side on CPU 0{} (taskset)",
+            cores - 1,
+            if cores > 2 { format!("-{}", cores - 2) } else { String::new() }
+        ),
+        _ => println!("placement: left to the OS"),
+    }
+    out.set(
+        "placement",
+        format!("\"{}\"", format!("{:?}", opts.placement).to_lowercase()),
+    );
+    println!("(each figure vs. a raw std::net baseline measured in the same run)\n");
 
     if opts.wants("codec") {
         bench_codec(&opts, &mut out);
@@ -263,10 +328,6 @@ fn us(v: f64) -> String {
     } else {
         "n/a".into()
     }
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    a / b
 }
 
 fn rate(v: f64, unit: &str) -> String {
@@ -423,84 +484,98 @@ fn request_msg() -> Message {
     Message::new(ECHO).with_int32_data0(1)
 }
 
-/// Raw blocking ping-pong of 128-byte messages: write, read_exact.
-fn rtt_raw(warm: usize, n: usize) -> Vec<u64> {
-    let srv = servers::echo();
-    let mut s = TcpStream::connect(srv.addr).expect("connect to the echo server");
-    s.set_nodelay(true).unwrap();
-    let msg = request_msg().to_bytes();
-    let mut buf = [0u8; MESSAGE_LEN];
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..warm + n {
-        let t0 = Instant::now();
-        s.write_all(&msg).unwrap();
-        s.read_exact(&mut buf).unwrap();
-        if i >= warm {
-            samples.push(t0.elapsed().as_nanos() as u64);
-        }
-    }
-    drop(s);
-    srv.join();
-    samples
+/// Raw blocking ping-pong of 128-byte messages: write_all, read_exact.
+struct RawPingPong {
+    stream: TcpStream,
+    msg: [u8; MESSAGE_LEN],
+    server: servers::Server,
 }
 
-/// The same exchange through `Client::request`.
-fn rtt_client(warm: usize, n: usize) -> Vec<u64> {
+impl RawPingPong {
+    fn new() -> RawPingPong {
+        let server = servers::echo();
+        let stream = TcpStream::connect(server.addr).expect("connect to the echo server");
+        stream.set_nodelay(true).unwrap();
+        RawPingPong {
+            stream,
+            msg: request_msg().to_bytes(),
+            server,
+        }
+    }
+    fn once(&mut self) {
+        let mut buf = [0u8; MESSAGE_LEN];
+        self.stream.write_all(&self.msg).unwrap();
+        self.stream.read_exact(&mut buf).unwrap();
+        black_box(&buf);
+    }
+    fn close(self) {
+        drop(self.stream);
+        self.server.join();
+    }
+}
+
+/// Times `n` calls of `f` into `out` (ns).
+fn timed(n: usize, out: &mut Vec<u64>, mut f: impl FnMut()) {
+    for _ in 0..n {
+        let t0 = Instant::now();
+        f();
+        out.push(t0.elapsed().as_nanos() as u64);
+    }
+}
+
+/// Raw and client request latencies (sorted, ns), measured in alternating
+/// blocks so both see the same machine (a noisy neighbour slows both alike).
+fn rtt_pair(total: usize, warm: usize) -> (Vec<u64>, Vec<u64>) {
+    let block = 250;
+    let mut raw = RawPingPong::new();
     let srv = servers::echo();
     let client = Client::connect(&srv.addr.to_string(), ClientConfig::default())
         .expect("client connects to the echo server");
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..warm + n {
-        let t0 = Instant::now();
-        let r = client.request(request_msg(), TIMEOUT).expect("echo reply");
-        if i >= warm {
-            samples.push(t0.elapsed().as_nanos() as u64);
-        }
-        black_box(r);
+    let mut request = || {
+        black_box(client.request(request_msg(), TIMEOUT).expect("echo reply"));
+    };
+    let (mut r, mut c) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    timed(warm, &mut Vec::new(), || raw.once());
+    timed(warm, &mut Vec::new(), &mut request);
+    while r.len() < total {
+        timed(block, &mut r, || raw.once());
+        timed(block, &mut c, &mut request);
     }
     client.close();
     srv.join();
-    samples
+    raw.close();
+    r.sort_unstable();
+    c.sort_unstable();
+    (r, c)
 }
 
 fn bench_rtt(opts: &Opts, out: &mut Report) {
     let t = Instant::now();
     progress("request latency");
     let total = opts.pick(20_000, 6_000);
-    let rounds = opts.pick(4, 2);
-    let per = total / rounds;
-    let warm = opts.pick(1_000, 500);
-    let (mut raw_all, mut cl_all) = (Vec::new(), Vec::new());
-    let (mut raw50, mut raw99, mut cl50, mut cl99) = (vec![], vec![], vec![], vec![]);
-    let side = std::env::var("BENCH_SIDE").unwrap_or_default();
-    for _ in 0..rounds {
-        let mut r = if side == "client" { vec![1] } else { rtt_raw(warm, per) };
-        let mut c = if side == "raw" { vec![1] } else { rtt_client(warm, per) };
-        r.sort_unstable();
-        c.sort_unstable();
-        raw50.push(pct_us(&r, 50.0));
-        raw99.push(pct_us(&r, 99.0));
-        cl50.push(pct_us(&c, 50.0));
-        cl99.push(pct_us(&c, 99.0));
-        raw_all.extend(r);
-        cl_all.extend(c);
-    }
-    raw_all.sort_unstable();
-    cl_all.sort_unstable();
+    let warm = opts.pick(2_000, 1_000);
+    let (r, c) = rtt_pair(total, warm);
+    // The same with every thread on one CPU: no cross-CPU wake-up anywhere,
+    // so the difference is the software cost of the reader-to-caller hand-off.
+    let one = (opts.placement == Placement::Split && Placement::OneCpu.apply(opts.cores))
+        .then(|| {
+            let pair = rtt_pair(total / 2, warm / 2);
+            opts.placement.apply(opts.cores);
+            pair
+        });
     done(t);
-    let (r50, r99, c50, c99) = (median(raw50), median(raw99), median(cl50), median(cl99));
-    let (r999, c999) = (pct_us(&raw_all, 99.9), pct_us(&cl_all, 99.9));
+    let (r50, r99, r999) = (pct_us(&r, 50.0), pct_us(&r, 99.0), pct_us(&r, 99.9));
+    let (c50, c99, c999) = (pct_us(&c, 50.0), pct_us(&c, 99.0), pct_us(&c, 99.9));
     out.num("rtt_p50_us", c50);
     out.num("raw_rtt_p50_us", r50);
-    out.num("rtt_ratio", ratio(c50, r50));
+    out.num("rtt_ratio", c50 / r50);
     out.num("rtt_p99_us", c99);
     out.num("raw_rtt_p99_us", r99);
-    out.num("rtt_p99_ratio", ratio(c99, r99));
+    out.num("rtt_p99_ratio", c99 / r99);
     out.num("rtt_p999_us", c999);
     out.num("raw_rtt_p999_us", r999);
-    let fig = format!("request latency p50 ({total} req)");
     out.row(
-        &fig,
+        &format!("request latency p50 ({total} req)"),
         us(c50),
         us(r50),
         format!("{:.2}x", c50 / r50),
@@ -523,26 +598,100 @@ fn bench_rtt(opts: &Opts, out: &mut Report) {
         "",
         None,
     );
+    if let Some((r, c)) = one {
+        let (r50, c50, r99, c99) = (
+            pct_us(&r, 50.0),
+            pct_us(&c, 50.0),
+            pct_us(&r, 99.0),
+            pct_us(&c, 99.0),
+        );
+        out.num("one_cpu_rtt_p50_us", c50);
+        out.num("one_cpu_raw_rtt_p50_us", r50);
+        out.num("one_cpu_rtt_ratio", c50 / r50);
+        out.num("one_cpu_rtt_p99_us", c99);
+        out.num("one_cpu_raw_rtt_p99_us", r99);
+        out.row(
+            "  same, all threads on 1 CPU: p50",
+            us(c50),
+            us(r50),
+            format!("{:.2}x", c50 / r50),
+            "",
+            None,
+        );
+        out.row(
+            "  same, all threads on 1 CPU: p99",
+            us(c99),
+            us(r99),
+            format!("{:.2}x", c99 / r99),
+            "",
+            None,
+        );
+    }
 }
 
 // ---------------------------------------------------------------- 2. throughput
 
-/// One raw connection, a writer and a reader thread, `CALLERS` requests in
-/// flight (a bounded channel of tokens). Requests/s over `window` after `warm`.
-fn tput_raw(warm: Duration, window: Duration) -> f64 {
-    let srv = servers::echo();
-    let s = TcpStream::connect(srv.addr).expect("connect to the echo server");
+/// Which side of the throughput benchmark may run: the two alternate in
+/// short windows so both see the same machine.
+struct Gate {
+    phase: AtomicU64,
+    lock: std::sync::Mutex<()>,
+    cv: std::sync::Condvar,
+}
+
+const IDLE: u64 = 0;
+const RAW: u64 = 1;
+const CLIENT: u64 = 2;
+const STOP: u64 = 3;
+
+impl Gate {
+    fn set(&self, phase: u64) {
+        let _g = self.lock.lock().unwrap();
+        self.phase.store(phase, Ordering::SeqCst);
+        self.cv.notify_all();
+    }
+    /// True while `mine` may run; waits while the other side runs; false at STOP.
+    fn pass(&self, mine: u64) -> bool {
+        let p = self.phase.load(Ordering::Relaxed);
+        if p == mine {
+            return true;
+        }
+        let mut g = self.lock.lock().unwrap();
+        loop {
+            match self.phase.load(Ordering::SeqCst) {
+                STOP => return false,
+                p if p == mine => return true,
+                _ => g = self.cv.wait(g).unwrap(),
+            }
+        }
+    }
+}
+
+fn bench_tput(opts: &Opts, out: &mut Report) {
+    let t = Instant::now();
+    progress("throughput");
+    let rounds = opts.pick(8, 4);
+    let window = Duration::from_millis(opts.pick(400, 250));
+    let gate = Arc::new(Gate {
+        phase: AtomicU64::new(IDLE),
+        lock: std::sync::Mutex::new(()),
+        cv: std::sync::Condvar::new(),
+    });
+    let raw_done = Arc::new(AtomicU64::new(0));
+    let client_done = Arc::new(AtomicU64::new(0));
+
+    // Raw: one connection, a writer and a reader thread, CALLERS requests in
+    // flight (a bounded channel of tokens).
+    let raw_srv = servers::echo();
+    let s = TcpStream::connect(raw_srv.addr).expect("connect to the echo server");
     s.set_nodelay(true).unwrap();
-    let mut rs = s.try_clone().unwrap();
     let (tok_tx, tok_rx) = bounded::<()>(CALLERS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
     let writer = {
-        let stop = stop.clone();
+        let gate = gate.clone();
         let mut s = s.try_clone().unwrap();
         std::thread::spawn(move || {
             let msg = request_msg().to_bytes();
-            while !stop.load(Ordering::Relaxed) {
+            while gate.pass(RAW) {
                 if tok_tx.send(()).is_err() || s.write_all(&msg).is_err() {
                     break;
                 }
@@ -551,7 +700,8 @@ fn tput_raw(warm: Duration, window: Duration) -> f64 {
         })
     };
     let reader = {
-        let received = received.clone();
+        let done = raw_done.clone();
+        let mut rs = s.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0usize;
@@ -564,74 +714,70 @@ fn tput_raw(warm: Duration, window: Duration) -> f64 {
                 for _ in 0..whole {
                     let _ = tok_rx.recv();
                 }
-                received.fetch_add(whole as u64, Ordering::Relaxed);
-                let rest = filled % MESSAGE_LEN;
+                done.fetch_add(whole as u64, Ordering::Relaxed);
                 buf.copy_within(whole * MESSAGE_LEN..filled, 0);
-                filled = rest;
+                filled %= MESSAGE_LEN;
             }
         })
     };
-    let rps = count_window(&received, warm, window);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    reader.join().unwrap();
-    drop(s);
-    srv.join();
-    rps
-}
 
-/// `CALLERS` threads calling `request` on one shared client.
-fn tput_client(warm: Duration, window: Duration) -> f64 {
+    // Client: CALLERS threads calling request() on one shared client.
     let srv = servers::echo();
     let client = Client::connect(&srv.addr.to_string(), ClientConfig::default())
         .expect("client connects to the echo server");
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..CALLERS)
+    let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
-            let (client, stop, received) = (client.clone(), stop.clone(), received.clone());
+            let (client, gate, done) = (client.clone(), gate.clone(), client_done.clone());
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
+                while gate.pass(CLIENT) {
                     client.request(request_msg(), TIMEOUT).expect("echo reply");
-                    received.fetch_add(1, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
         .collect();
-    let rps = count_window(&received, warm, window);
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
+
+    let side = std::env::var("BENCH_SIDE").unwrap_or_default();
+    let run = |phase: u64, counter: &AtomicU64| -> (u64, f64) {
+        gate.set(phase);
+        std::thread::sleep(window / 4); // ramp up; in-flight work of the other side drains
+        let (c0, t0) = (counter.load(Ordering::Relaxed), Instant::now());
+        std::thread::sleep(window);
+        let (c1, t1) = (counter.load(Ordering::Relaxed), Instant::now());
+        (c1 - c0, (t1 - t0).as_secs_f64())
+    };
+    let (mut rn, mut rt, mut cn, mut ct) = (0u64, 0f64, 0u64, 0f64);
+    let (mut raw_rates, mut client_rates) = (vec![], vec![]);
+    for _ in 0..rounds {
+        if side != "client" {
+            let (n, secs) = run(RAW, &raw_done);
+            rn += n;
+            rt += secs;
+            raw_rates.push(n as f64 / secs);
+        }
+        if side != "raw" {
+            let (n, secs) = run(CLIENT, &client_done);
+            cn += n;
+            ct += secs;
+            client_rates.push(n as f64 / secs);
+        }
+    }
+    gate.set(STOP);
+    for c in callers {
+        c.join().unwrap();
     }
     client.close();
     srv.join();
-    rps
-}
-
-fn count_window(counter: &AtomicU64, warm: Duration, window: Duration) -> f64 {
-    std::thread::sleep(warm);
-    let (c0, t0) = (counter.load(Ordering::Relaxed), Instant::now());
-    std::thread::sleep(window);
-    let (c1, t1) = (counter.load(Ordering::Relaxed), Instant::now());
-    (c1 - c0) as f64 / (t1 - t0).as_secs_f64()
-}
-
-fn bench_tput(opts: &Opts, out: &mut Report) {
-    let t = Instant::now();
-    progress("throughput");
-    let rounds = opts.pick(3, 2);
-    let warm = Duration::from_millis(opts.pick(300, 150));
-    let window = Duration::from_millis(opts.pick(2000, 700));
-    let (mut raw, mut cl) = (vec![], vec![]);
-    for _ in 0..rounds {
-        raw.push(tput_raw(warm, window));
-        cl.push(tput_client(warm, window));
-    }
+    writer.join().unwrap();
+    reader.join().unwrap();
+    drop(s);
+    raw_srv.join();
     done(t);
-    let (r, c) = (median(raw), median(cl));
+    let (r, c) = (rn as f64 / rt, cn as f64 / ct);
     out.num("tput_rps", c);
     out.num("raw_tput_rps", r);
     out.num("tput_ratio", c / r);
+    out.num("tput_window_ratio_median", median(client_rates) / median(raw_rates));
     out.row(
         &format!("throughput, {CALLERS} callers / 1 connection"),
         rate(c, "req/s"),

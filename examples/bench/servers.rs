@@ -26,6 +26,10 @@ impl Server {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                let pin = crate::SERVER_CPU.load(std::sync::atomic::Ordering::Relaxed);
+                if pin != usize::MAX {
+                    crate::sys::pin(None, Some(&[pin]));
+                }
                 if let Ok((stream, _)) = listener.accept() {
                     let _ = stream.set_nodelay(true);
                     body(stream);

@@ -79,3 +79,43 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub fn context_switches() -> Option<u64> {
     None
 }
+
+/// Restricts thread `tid` (of this process; `None`: the calling thread) to
+/// the given CPUs (`None`: all of them) with the `taskset` tool, so a
+/// benchmark can fix where its threads run. Returns false if that is not
+/// possible (no taskset, not Linux).
+#[cfg(target_os = "linux")]
+pub fn pin(tid: Option<u32>, cpus: Option<&[usize]>) -> bool {
+    let tid = match tid {
+        Some(t) => t,
+        None => match current_tid() {
+            Some(t) => t,
+            None => return false,
+        },
+    };
+    let list = match cpus {
+        Some(c) => c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+        None => format!(
+            "0-{}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+        ),
+    };
+    std::process::Command::new("taskset")
+        .args(["-p", "-c", &list, &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The calling thread's id.
+#[cfg(target_os = "linux")]
+pub fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pin(_tid: Option<u32>, _cpus: Option<&[usize]>) -> bool {
+    false
+}
