@@ -168,7 +168,11 @@ fn main() {
         Placement::Split => println!(
             "placement: servers on CPU {}, client side on CPU 0{} (taskset)",
             cores - 1,
-            if cores > 2 { format!("-{}", cores - 2) } else { String::new() }
+            if cores > 2 {
+                format!("-{}", cores - 2)
+            } else {
+                String::new()
+            }
         ),
         _ => println!("placement: left to the OS"),
     }
@@ -237,23 +241,32 @@ impl Report {
         self.keys.retain(|(k, _)| k != key);
         self.keys.push((key.to_string(), v));
     }
-    fn row(&mut self, fig: &str, ours: String, raw: String, ratio: String, target: &str, ok: Option<bool>) {
+    fn row(
+        &mut self,
+        fig: &str,
+        ours: String,
+        raw: String,
+        ratio: String,
+        target: &str,
+        ok: Option<bool>,
+    ) {
         let verdict = match ok {
             Some(true) => "met",
             Some(false) => "MISSED",
             None => "",
         };
-        self.rows.push([
-            fig.into(),
-            ours,
-            raw,
-            ratio,
-            target.into(),
-            verdict.into(),
-        ]);
+        self.rows
+            .push([fig.into(), ours, raw, ratio, target.into(), verdict.into()]);
     }
     fn print_table(&self) {
-        let head = ["figure", "flamingo-client", "raw baseline", "ratio", "target", ""];
+        let head = [
+            "figure",
+            "flamingo-client",
+            "raw baseline",
+            "ratio",
+            "target",
+            "",
+        ];
         let mut w = head.map(|h| h.chars().count());
         for r in &self.rows {
             for (i, c) in r.iter().enumerate() {
@@ -285,7 +298,10 @@ impl Report {
                 }
             })
             .collect();
-        println!("|{}", sep.iter().map(|s| format!(" {s} |")).collect::<String>());
+        println!(
+            "|{}",
+            sep.iter().map(|s| format!(" {s} |")).collect::<String>()
+        );
         for r in &self.rows {
             println!("{}", line(r));
         }
@@ -393,8 +409,8 @@ fn done(t: Instant) {
 fn bench_codec(opts: &Opts, out: &mut Report) {
     let t = Instant::now();
     progress("codec");
-    let window = Duration::from_millis(opts.pick(400, 150));
-    let reps = opts.pick(5, 3);
+    let window = Duration::from_millis(opts.pick(250, 120));
+    let reps = 3;
     let msg = Message::new(CommandCode::STAGE_POSITION_SET)
         .with_int32_data0(3)
         .with_double_data(12.5)
@@ -406,9 +422,7 @@ fn bench_codec(opts: &Opts, out: &mut Report) {
             .map(|_| {
                 per_second(window, |i| {
                     let mut b = [0u8; MESSAGE_LEN];
-                    black_box(msg)
-                        .with_int32_data1(i as i32)
-                        .encode(&mut b);
+                    black_box(msg).with_int32_data1(i as i32).encode(&mut b);
                     black_box(&b);
                 })
             })
@@ -450,8 +464,22 @@ fn bench_codec(opts: &Opts, out: &mut Report) {
     out.num("encode_msgs_per_s", enc);
     out.num("decode_msgs_per_s", dec);
     out.num("framed_decode_msgs_per_s", framed);
-    out.row("codec: encode (1 core)", rate(enc, "msg/s"), String::new(), String::new(), "", None);
-    out.row("codec: decode (1 core)", rate(dec, "msg/s"), String::new(), String::new(), "", None);
+    out.row(
+        "codec: encode (1 core)",
+        rate(enc, "msg/s"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    out.row(
+        "codec: decode (1 core)",
+        rate(dec, "msg/s"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
     out.row(
         "codec: FrameReader over a byte slice",
         rate(framed, "msg/s"),
@@ -557,8 +585,8 @@ fn bench_rtt(opts: &Opts, out: &mut Report) {
     let (r, c) = rtt_pair(total, warm);
     // The same with every thread on one CPU: no cross-CPU wake-up anywhere,
     // so the difference is the software cost of the reader-to-caller hand-off.
-    let one = (opts.placement == Placement::Split && Placement::OneCpu.apply(opts.cores))
-        .then(|| {
+    let one =
+        (opts.placement == Placement::Split && Placement::OneCpu.apply(opts.cores)).then(|| {
             let pair = rtt_pair(total / 2, warm / 2);
             opts.placement.apply(opts.cores);
             pair
@@ -737,7 +765,6 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
         })
         .collect();
 
-    let side = std::env::var("BENCH_SIDE").unwrap_or_default();
     let run = |phase: u64, counter: &AtomicU64| -> (u64, f64) {
         gate.set(phase);
         std::thread::sleep(window / 4); // ramp up; in-flight work of the other side drains
@@ -749,18 +776,14 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
     let (mut rn, mut rt, mut cn, mut ct) = (0u64, 0f64, 0u64, 0f64);
     let (mut raw_rates, mut client_rates) = (vec![], vec![]);
     for _ in 0..rounds {
-        if side != "client" {
-            let (n, secs) = run(RAW, &raw_done);
-            rn += n;
-            rt += secs;
-            raw_rates.push(n as f64 / secs);
-        }
-        if side != "raw" {
-            let (n, secs) = run(CLIENT, &client_done);
-            cn += n;
-            ct += secs;
-            client_rates.push(n as f64 / secs);
-        }
+        let (n, secs) = run(RAW, &raw_done);
+        rn += n;
+        rt += secs;
+        raw_rates.push(n as f64 / secs);
+        let (n, secs) = run(CLIENT, &client_done);
+        cn += n;
+        ct += secs;
+        client_rates.push(n as f64 / secs);
     }
     gate.set(STOP);
     for c in callers {
@@ -777,7 +800,10 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
     out.num("tput_rps", c);
     out.num("raw_tput_rps", r);
     out.num("tput_ratio", c / r);
-    out.num("tput_window_ratio_median", median(client_rates) / median(raw_rates));
+    out.num(
+        "tput_window_ratio_median",
+        median(client_rates) / median(raw_rates),
+    );
     out.row(
         &format!("throughput, {CALLERS} callers / 1 connection"),
         rate(c, "req/s"),
@@ -855,7 +881,7 @@ fn bench_events(opts: &Opts, out: &mut Report) {
     for _ in 0..rounds {
         flood.push(event_run(servers::EventPace::Flood { count }));
     }
-    let paced_n = if std::env::var("BENCH_SIDE").as_deref() == Ok("flood") { 1 } else { opts.pick(10_000, 3_000) };
+    let paced_n = opts.pick(10_000, 3_000);
     let paced = event_run(servers::EventPace::Paced {
         count: paced_n,
         gap_us: 100,
@@ -865,7 +891,10 @@ fn bench_events(opts: &Opts, out: &mut Report) {
     let f50 = median(flood.iter().map(|r| pct_us(&r.lat, 50.0)).collect());
     let f99 = median(flood.iter().map(|r| pct_us(&r.lat, 99.0)).collect());
     let dropped: u64 = flood.iter().map(|r| r.dropped).sum::<u64>() + paced.dropped;
-    let lost: u64 = flood.iter().map(|r| u64::from(count) - r.received).sum::<u64>()
+    let lost: u64 = flood
+        .iter()
+        .map(|r| u64::from(count) - r.received)
+        .sum::<u64>()
         + (u64::from(paced_n) - paced.received);
     let (p50, p99) = (pct_us(&paced.lat, 50.0), pct_us(&paced.lat, 99.0));
     let w50 = median(flood.iter().map(|r| pct_us(&r.wire, 50.0)).collect());
@@ -952,7 +981,8 @@ fn live_raw(warm: Duration, window: Duration, rcvbuf: bool) -> LiveRun {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("a socket");
         sock.set_recv_buffer_size(1 << 20).expect("SO_RCVBUF");
-        sock.connect(&srv.addr.into()).expect("connect to the frame server");
+        sock.connect(&srv.addr.into())
+            .expect("connect to the frame server");
         TcpStream::from(sock)
     } else {
         TcpStream::connect(srv.addr).expect("connect to the frame server")
@@ -1080,7 +1110,10 @@ fn bench_live(opts: &Opts, out: &mut Report) {
     out.num("live_pixels_mb_s", p);
     out.num("live_pixels_ratio", p / r);
     out.num("live_allocs_steady", (byte_allocs + pixel_allocs) as f64);
-    out.num("live_allocs_per_frame", (byte_allocs + pixel_allocs) as f64 / frames as f64);
+    out.num(
+        "live_allocs_per_frame",
+        (byte_allocs + pixel_allocs) as f64 / frames as f64,
+    );
     out.num("live_dropped", (dropped_zc + dropped_conv) as f64);
     out.row(
         "live 2048x2048 u16, as_bytes()+pixel()",
@@ -1172,7 +1205,7 @@ fn bench_idle(opts: &Opts, out: &mut Report) {
     let cmd = servers::echo();
     let live = servers::silent();
     let exe = std::env::current_exe().expect("path of this executable");
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .args([
             "--idle-child".to_string(),
             cmd.addr.to_string(),
@@ -1183,11 +1216,15 @@ fn bench_idle(opts: &Opts, out: &mut Report) {
         .spawn()
         .expect("start the idle child process");
     let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.expect("child stdout"));
+    let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
     while stdout.read_line(&mut line).unwrap_or(0) > 0 && !line.starts_with("IDLE") {
         line.clear();
     }
     drop(stdout);
+    let status = child.wait();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        eprintln!("bench: the idle child process failed: {status:?}");
+    }
     cmd.join();
     live.join();
     done(t);
@@ -1226,7 +1263,9 @@ fn bench_idle(opts: &Opts, out: &mut Report) {
     );
     out.row(
         "threads started by the library",
-        na(lib_threads, &|v| format!("{v:.0} (process {})", threads.unwrap_or(0.0))),
+        na(lib_threads, &|v| {
+            format!("{v:.0} (process {})", threads.unwrap_or(0.0))
+        }),
         String::new(),
         String::new(),
         "",

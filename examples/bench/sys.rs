@@ -94,7 +94,11 @@ pub fn pin(tid: Option<u32>, cpus: Option<&[usize]>) -> bool {
         },
     };
     let list = match cpus {
-        Some(c) => c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+        Some(c) => c
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         None => format!(
             "0-{}",
             std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
