@@ -659,6 +659,17 @@ fn bench_rtt(opts: &Opts, out: &mut Report) {
 
 // ---------------------------------------------------------------- 2. throughput
 
+/// Spawns a named thread (names let the benchmark read per-thread CPU time).
+fn named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn a thread")
+}
+
 /// Which side of the throughput benchmark may run: the two alternate in
 /// short windows so both see the same machine.
 struct Gate {
@@ -717,7 +728,7 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
     let writer = {
         let gate = gate.clone();
         let mut s = s.try_clone().unwrap();
-        std::thread::spawn(move || {
+        named("bench-raw-w", move || {
             let msg = request_msg().to_bytes();
             while gate.pass(RAW) {
                 if tok_tx.send(()).is_err() || s.write_all(&msg).is_err() {
@@ -730,7 +741,7 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
     let reader = {
         let done = raw_done.clone();
         let mut rs = s.try_clone().unwrap();
-        std::thread::spawn(move || {
+        named("bench-raw-r", move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0usize;
             loop {
@@ -756,7 +767,7 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
             let (client, gate, done) = (client.clone(), gate.clone(), client_done.clone());
-            std::thread::spawn(move || {
+            named("bench-caller", move || {
                 while gate.pass(CLIENT) {
                     client.request(request_msg(), TIMEOUT).expect("echo reply");
                     done.fetch_add(1, Ordering::Relaxed);
@@ -765,24 +776,38 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
         })
         .collect();
 
-    let run = |phase: u64, counter: &AtomicU64| -> (u64, f64) {
+    // Requests, seconds and CPU time of the client side's threads (not the
+    // server's) over one window of `phase`.
+    let run = |phase: u64, counter: &AtomicU64, threads: &[&str]| -> (u64, f64, Option<u64>) {
         gate.set(phase);
         std::thread::sleep(window / 4); // ramp up; in-flight work of the other side drains
-        let (c0, t0) = (counter.load(Ordering::Relaxed), Instant::now());
+        let (c0, t0, cpu0) = (
+            counter.load(Ordering::Relaxed),
+            Instant::now(),
+            sys::cpu_ns_of(threads),
+        );
         std::thread::sleep(window);
-        let (c1, t1) = (counter.load(Ordering::Relaxed), Instant::now());
-        (c1 - c0, (t1 - t0).as_secs_f64())
+        let (c1, t1, cpu1) = (
+            counter.load(Ordering::Relaxed),
+            Instant::now(),
+            sys::cpu_ns_of(threads),
+        );
+        let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+        (c1 - c0, (t1 - t0).as_secs_f64(), cpu)
     };
     let (mut rn, mut rt, mut cn, mut ct) = (0u64, 0f64, 0u64, 0f64);
+    let (mut rcpu, mut ccpu) = (Some(0u64), Some(0u64));
     let (mut raw_rates, mut client_rates) = (vec![], vec![]);
     for _ in 0..rounds {
-        let (n, secs) = run(RAW, &raw_done);
+        let (n, secs, cpu) = run(RAW, &raw_done, &["bench-raw"]);
         rn += n;
         rt += secs;
+        rcpu = rcpu.zip(cpu).map(|(a, b)| a + b);
         raw_rates.push(n as f64 / secs);
-        let (n, secs) = run(CLIENT, &client_done);
+        let (n, secs, cpu) = run(CLIENT, &client_done, &["bench-caller", "flamingo-reader"]);
         cn += n;
         ct += secs;
+        ccpu = ccpu.zip(cpu).map(|(a, b)| a + b);
         client_rates.push(n as f64 / secs);
     }
     gate.set(STOP);
@@ -804,6 +829,10 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
         "tput_window_ratio_median",
         median(client_rates) / median(raw_rates),
     );
+    let rcpu = rcpu.map(|ns| ns as f64 / rn as f64);
+    let ccpu = ccpu.map(|ns| ns as f64 / cn as f64);
+    out.opt("tput_cpu_ns_per_req", ccpu);
+    out.opt("raw_tput_cpu_ns_per_req", rcpu);
     out.row(
         &format!("throughput, {CALLERS} callers / 1 connection"),
         rate(c, "req/s"),
@@ -812,6 +841,16 @@ fn bench_tput(opts: &Opts, out: &mut Report) {
         ">= 70 %",
         Some(c / r >= 0.70),
     );
+    if let (Some(cc), Some(rc)) = (ccpu, rcpu) {
+        out.row(
+            "  client-side CPU per request (not the server's)",
+            format!("{:.1} µs", cc / 1e3),
+            format!("{:.1} µs", rc / 1e3),
+            format!("{:.2}x", cc / rc),
+            "",
+            None,
+        );
+    }
 }
 
 // ---------------------------------------------------------------- 3. events
@@ -824,6 +863,8 @@ struct EventRun {
     received: u64,
     per_s: f64,
     dropped: u64,
+    /// CPU time of the reader thread and of the subscriber, per event (ns).
+    cpu_per_event: Option<f64>,
 }
 
 fn event_run(pace: servers::EventPace) -> EventRun {
@@ -840,6 +881,12 @@ fn event_run(pace: servers::EventPace) -> EventRun {
     let mut max_queued = 0;
     let base = *BASE.get().expect("base instant");
     let (mut first_sent, mut last_recv) = (None, 0u64);
+    let cpu = || {
+        sys::cpu_ns_of(&["flamingo-reader"])
+            .zip(sys::thread_cpu_ns())
+            .map(|(a, b)| a + b)
+    };
+    let cpu0 = cpu();
     go.store(true, Ordering::Release);
     while let Ok(ev) = sub.recv_timeout(Duration::from_secs(5)) {
         let now = ns_since_base();
@@ -855,6 +902,7 @@ fn event_run(pace: servers::EventPace) -> EventRun {
             break;
         }
     }
+    let cpu1 = cpu();
     let dropped = sub.dropped() + client.stats().events_dropped;
     client.close();
     srv.join();
@@ -863,6 +911,9 @@ fn event_run(pace: servers::EventPace) -> EventRun {
     lat.sort_unstable();
     wire.sort_unstable();
     EventRun {
+        cpu_per_event: cpu0
+            .zip(cpu1)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / received.max(1) as f64),
         lat,
         wire,
         max_queued,
@@ -903,6 +954,12 @@ fn bench_events(opts: &Opts, out: &mut Report) {
     out.num("event_wire_p50_us", w50);
     out.num("event_wire_p99_us", w99);
     out.num("event_max_queued", maxq as f64);
+    let cpu_ev = flood
+        .iter()
+        .map(|r| r.cpu_per_event)
+        .collect::<Option<Vec<f64>>>()
+        .map(median);
+    out.opt("event_cpu_ns", cpu_ev);
     out.num("event_p50_us", f50);
     out.num("event_p99_us", f99);
     out.num("events_per_s", per_s);
@@ -942,6 +999,16 @@ fn bench_events(opts: &Opts, out: &mut Report) {
         "",
         None,
     );
+    if let Some(ns) = cpu_ev {
+        out.row(
+            "  client CPU per event (reader + subscriber)",
+            format!("{ns:.0} ns"),
+            String::new(),
+            String::new(),
+            "",
+            None,
+        );
+    }
     out.row(
         "events/s, 1 subscriber, flood",
         rate(per_s, "ev/s"),
