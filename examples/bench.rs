@@ -9,8 +9,16 @@
 //! Every figure is measured against a minimal responder thread in this
 //! process over loopback, and compared with a baseline written here with
 //! plain blocking std::net code doing the minimum work, measured in the same
-//! run (rounds interleaved), so the ratios hold on a noisy machine. See
-//! BENCHMARKS.md for what each figure means.
+//! run (raw and client alternate in short blocks), so the ratios hold on a
+//! noisy machine.
+//!
+//! On Linux with `taskset` available, the server threads run on the last
+//! CPU and everything else (the client side, the library's threads
+//! included) on the others, as if the instrument were another machine: on a
+//! small VM, where the scheduler happens to put the two ends of a loopback
+//! connection changes latency tenfold, and that is not what is being
+//! measured. `--no-pin` leaves placement to the OS. See BENCHMARKS.md for
+//! what each figure means.
 
 #[path = "bench/servers.rs"]
 mod servers;
