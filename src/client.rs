@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::codec::{hex_dump, CommandCode, Flags, MatchKey, Message, StatusClass, MESSAGE_LEN};
@@ -53,7 +53,7 @@ pub enum ConnectionState {
     },
 }
 
-type ReplySender = Sender<Result<Reply>>;
+type ReplySender = oneshot::Sender<Result<Reply>>;
 
 #[derive(Default)]
 struct WriterSlot {
@@ -150,8 +150,8 @@ impl Shared {
                             received_at,
                         }),
                     };
-                    // Capacity 1 and one send per channel: never blocks.
-                    let _ = tx.try_send(r);
+                    // One value per slot: never blocks.
+                    tx.send(r);
                     self.counters.replies_matched.fetch_add(1, Relaxed);
                     return;
                 }
@@ -228,9 +228,18 @@ impl Shared {
         }
         let slot = &mut *w;
         let stream = slot.stream.as_ref().expect("checked above");
-        if slot.write_timeout != Some(left) {
-            let _ = stream.set_write_timeout(Some(left));
-            slot.write_timeout = Some(left);
+        // SO_SNDTIMEO bounds a blocked write by the deadline. Setting it is a
+        // system call, so the value in force is kept while it lies within
+        // [left - left/16, left]: a blocked write then gives up at most 1/16
+        // of the time left before the deadline, never after it. Requests with
+        // the same timeout therefore set it once, not once per request.
+        let keep = slot
+            .write_timeout
+            .is_some_and(|t| t <= left && t >= left - left / 16);
+        if !keep {
+            let t = left - left / 32;
+            let _ = stream.set_write_timeout(Some(t));
+            slot.write_timeout = Some(t);
         }
         let id = waiter.map_or(0, |(key, tx)| self.pending.lock().register(key, tx));
         let unregister = |key: Option<Key>| {
@@ -427,7 +436,7 @@ impl Shared {
     fn fail_waiters(&self, reason: &str) {
         let waiters = self.pending.lock().drain();
         for tx in waiters {
-            let _ = tx.try_send(Err(Error::disconnected(reason)));
+            tx.send(Err(Error::disconnected(reason)));
         }
     }
 
@@ -694,7 +703,7 @@ impl Client {
         let start = Instant::now();
         let deadline = start + timeout;
         let key = s.key(&msg);
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         let id = s.write(&msg, data, deadline, Some((key, tx)))?;
         Ok(Pending {
             shared: s.clone(),
@@ -949,7 +958,7 @@ pub struct Pending {
     code: CommandCode,
     key: Key,
     id: u64,
-    rx: Receiver<Result<Reply>>,
+    rx: oneshot::Receiver<Result<Reply>>,
     start: Instant,
     deadline: Instant,
     timeout: Duration,
@@ -1049,6 +1058,165 @@ impl Drop for Pending {
                 .pending
                 .lock()
                 .abandon(self.key, self.id, Instant::now());
+        }
+    }
+}
+
+/// The hand-off of one reply from the reader thread to its caller.
+///
+/// A one-shot slot instead of a `bounded(1)` channel: the caller parks at
+/// once instead of spinning and yielding first (with many callers waiting on
+/// a 2-core machine that spinning took the CPU the reader and the writers
+/// needed), and the reader's `send` takes an uncontended lock and wakes the
+/// caller only if it is parked. Sending never blocks. Dropping the sender
+/// without sending wakes the receiver with `Disconnected`.
+mod oneshot {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+    use parking_lot::{Condvar, Mutex};
+
+    enum State<T> {
+        Empty,
+        Full(T),
+        /// Taken, or the sender went away without sending.
+        Closed,
+    }
+
+    struct Slot<T> {
+        state: Mutex<State<T>>,
+        ready: Condvar,
+    }
+
+    pub(crate) struct Sender<T> {
+        slot: Arc<Slot<T>>,
+        sent: bool,
+    }
+
+    pub(crate) struct Receiver<T> {
+        slot: Arc<Slot<T>>,
+    }
+
+    pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(State::Empty),
+            ready: Condvar::new(),
+        });
+        (
+            Sender {
+                slot: slot.clone(),
+                sent: false,
+            },
+            Receiver { slot },
+        )
+    }
+
+    impl<T> Sender<T> {
+        /// Puts the value in the slot and wakes the receiver. Never blocks
+        /// (the lock is only ever held for a few instructions).
+        pub(crate) fn send(mut self, value: T) {
+            self.sent = true;
+            *self.slot.state.lock() = State::Full(value);
+            self.slot.ready.notify_one();
+        }
+    }
+
+    impl<T> Drop for Sender<T> {
+        fn drop(&mut self) {
+            if !self.sent {
+                let mut st = self.slot.state.lock();
+                if matches!(*st, State::Empty) {
+                    *st = State::Closed;
+                }
+                drop(st);
+                self.slot.ready.notify_one();
+            }
+        }
+    }
+
+    fn take<T>(st: &mut State<T>) -> Option<Result<T, ()>> {
+        match std::mem::replace(st, State::Closed) {
+            State::Full(v) => Some(Ok(v)),
+            State::Closed => Some(Err(())),
+            State::Empty => {
+                *st = State::Empty;
+                None
+            }
+        }
+    }
+
+    impl<T> Receiver<T> {
+        pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+            match take(&mut self.slot.state.lock()) {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(())) => Err(TryRecvError::Disconnected),
+                None => Err(TryRecvError::Empty),
+            }
+        }
+
+        pub(crate) fn recv_deadline(&self, until: Instant) -> Result<T, RecvTimeoutError> {
+            let mut st = self.slot.state.lock();
+            loop {
+                match take(&mut st) {
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(())) => return Err(RecvTimeoutError::Disconnected),
+                    None => {}
+                }
+                if self.slot.ready.wait_until(&mut st, until).timed_out() {
+                    return match take(&mut st) {
+                        Some(Ok(v)) => Ok(v),
+                        Some(Err(())) => Err(RecvTimeoutError::Disconnected),
+                        None => Err(RecvTimeoutError::Timeout),
+                    };
+                }
+            }
+        }
+    }
+
+    impl<T> std::fmt::Debug for Receiver<T> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("oneshot::Receiver")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::time::Duration;
+
+        #[test]
+        fn send_then_receive_once() {
+            let (tx, rx) = channel();
+            tx.send(7);
+            assert_eq!(rx.try_recv(), Ok(7));
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        }
+
+        #[test]
+        fn dropped_sender_disconnects_a_waiter() {
+            let (tx, rx) = channel::<u8>();
+            let t = std::thread::spawn(move || {
+                rx.recv_deadline(Instant::now() + Duration::from_secs(10))
+            });
+            drop(tx);
+            assert_eq!(t.join().unwrap(), Err(RecvTimeoutError::Disconnected));
+        }
+
+        #[test]
+        fn wakes_a_parked_receiver_and_times_out() {
+            let (tx, rx) = channel();
+            let t = std::thread::spawn(move || {
+                rx.recv_deadline(Instant::now() + Duration::from_secs(10))
+            });
+            tx.send(3u32);
+            assert_eq!(t.join().unwrap(), Ok(3));
+            let (_tx, rx) = channel::<u8>();
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+            assert_eq!(
+                rx.recv_deadline(Instant::now() + Duration::from_millis(1)),
+                Err(RecvTimeoutError::Timeout)
+            );
         }
     }
 }

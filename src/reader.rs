@@ -6,7 +6,7 @@
 //! reply channels have room for their one reply, event queues drop their
 //! oldest entry when full, and no user code runs here.
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,6 +15,12 @@ use std::time::Instant;
 use crate::client::Shared;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::Error;
+
+/// Bytes the reader takes from the socket per read call. Whatever has
+/// arrived (up to this) comes in one system call and the messages in it are
+/// handled one by one; a read only blocks when nothing is buffered, so the
+/// reader still never waits on anything but the socket.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Windows may not wake a blocked `recv` when another thread shuts the
 /// socket down, so there the reader wakes every so often to check whether the
@@ -51,10 +57,11 @@ pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
     if CLOSE_POLL.is_some() {
         let _ = stream.set_read_timeout(CLOSE_POLL);
     }
-    let mut stream = Patient {
+    let patient = Patient {
         stream: &stream,
         shared: &shared,
     };
+    let mut stream = BufReader::with_capacity(READ_BUFFER, patient);
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     let mut seen = framer.stats();
     let reason = loop {

@@ -1,0 +1,159 @@
+//! Process figures for the idle-cost benchmark: CPU time, threads, resident
+//! memory. Linux reads /proc; elsewhere every figure is `None` ("n/a").
+
+/// CPU time consumed by the process's live threads so far, in nanoseconds
+/// (sum of the first field of /proc/self/task/*/schedstat, which the kernel
+/// keeps in ns, unlike the clock ticks of /proc/self/stat).
+#[cfg(target_os = "linux")]
+pub fn cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        if let Ok(s) = std::fs::read_to_string(path) {
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+/// Number of threads of this process.
+#[cfg(target_os = "linux")]
+pub fn threads() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").ok()?.count())
+}
+
+/// Resident memory of this process in KiB (VmRSS).
+#[cfg(target_os = "linux")]
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak resident memory of this process in KiB (VmHWM).
+#[cfg(target_os = "linux")]
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Voluntary + involuntary context switches of every live thread of the
+/// process (a wake-up counter: an idle client should cause almost none).
+#[cfg(target_os = "linux")]
+pub fn context_switches() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("status");
+        if let Ok(s) = std::fs::read_to_string(path) {
+            for l in s.lines() {
+                if l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+                {
+                    total += l.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+                }
+            }
+        }
+    }
+    Some(total)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_ns() -> Option<u64> {
+    None
+}
+#[cfg(not(target_os = "linux"))]
+pub fn threads() -> Option<usize> {
+    None
+}
+#[cfg(not(target_os = "linux"))]
+pub fn rss_kib() -> Option<u64> {
+    None
+}
+#[cfg(not(target_os = "linux"))]
+pub fn peak_rss_kib() -> Option<u64> {
+    None
+}
+#[cfg(not(target_os = "linux"))]
+pub fn context_switches() -> Option<u64> {
+    None
+}
+
+/// Restricts thread `tid` (of this process; `None`: the calling thread) to
+/// the given CPUs (`None`: all of them) with the `taskset` tool, so a
+/// benchmark can fix where its threads run. Returns false if that is not
+/// possible (no taskset, not Linux).
+#[cfg(target_os = "linux")]
+pub fn pin(tid: Option<u32>, cpus: Option<&[usize]>) -> bool {
+    let tid = match tid {
+        Some(t) => t,
+        None => match current_tid() {
+            Some(t) => t,
+            None => return false,
+        },
+    };
+    let list = match cpus {
+        Some(c) => c
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => format!(
+            "0-{}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+        ),
+    };
+    std::process::Command::new("taskset")
+        .args(["-p", "-c", &list, &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The calling thread's id.
+#[cfg(target_os = "linux")]
+pub fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pin(_tid: Option<u32>, _cpus: Option<&[usize]>) -> bool {
+    false
+}
+
+/// CPU time (ns) used so far by this process's live threads whose name
+/// starts with one of `prefixes` (names as given to
+/// `std::thread::Builder::name`; Linux shows the first 15 bytes).
+#[cfg(target_os = "linux")]
+pub fn cpu_ns_of(prefixes: &[&str]) -> Option<u64> {
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+                total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_ns_of(_prefixes: &[&str]) -> Option<u64> {
+    None
+}
+
+/// CPU time (ns) used so far by the calling thread.
+#[cfg(target_os = "linux")]
+pub fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn thread_cpu_ns() -> Option<u64> {
+    None
+}
