@@ -184,3 +184,40 @@ fn repeated_drops_reconnect_every_time() {
     }
     assert_eq!(c.stats().reconnects, 20);
 }
+
+#[test]
+fn live_stream_is_reopened_on_demand_after_a_reconnect() {
+    use flamingo_client::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(SimConfig::default().image_size(32, 16)).unwrap();
+    let port = sim.addr().port();
+    let c = Client::connect(
+        &sim.addr().to_string(),
+        ClientConfig::default().reconnect(policy()),
+    )
+    .unwrap();
+    let events = c.subscribe();
+    let live = c.live(LONG).unwrap();
+    c.request_checked(Message::new(CommandCode::CAMERA_SNAPSHOT_GET), LONG)
+        .unwrap();
+    assert_eq!(live.next_frame(LONG).unwrap().width(), 32);
+
+    drop(sim); // the instrument restarts
+    let e = next_connection_event(&events);
+    assert!(matches!(e.kind, EventKind::Disconnected { .. }), "{e:?}");
+    assert!(
+        live.is_finished(),
+        "the live stream closes with the command link"
+    );
+    let sim = Simulator::start(SimConfig::default().image_size(32, 16).port(port)).unwrap();
+    loop {
+        if let EventKind::Reconnected { .. } = next_connection_event(&events).kind {
+            break;
+        }
+    }
+    let live = c.live(LONG).unwrap();
+    c.request_checked(Message::new(CommandCode::CAMERA_SNAPSHOT_GET), LONG)
+        .unwrap();
+    let f = live.next_frame(LONG).unwrap();
+    assert_eq!((f.width(), f.height()), (32, 16));
+    assert!(sim.counters().live_connections >= 1);
+}
