@@ -114,7 +114,7 @@ fn start_connection(sh: &Arc<Shared>, id: u64, stream: TcpStream) -> io::Result<
 }
 
 fn read_loop(sh: Arc<Shared>, id: u64, mut stream: TcpStream, tx: crossbeam_channel::Sender<Out>) {
-    let conn = handler::Conn { id, tx };
+    let conn = handler::Conn::new(id, tx);
     let mut reader = FrameReader::new(sh.cfg.max_additional_data);
     let mut data = Vec::new();
     let mut skipped = 0;
