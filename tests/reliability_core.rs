@@ -402,7 +402,7 @@ fn r08_send_after_disconnect_is_a_typed_error() {
             loop {
                 match c.send(tagged(ECHO, 5)) {
                     Ok(_) if Instant::now() < until => oks += 1,
-                    Ok(_) => panic!("send never failed"),
+                    Ok(_) => panic!("send never failed: {:?}", c.state()),
                     Err(Error::Disconnected { reason }) => return (oks, reason),
                     Err(e) => panic!("send failed with {e:?}"),
                 }
@@ -410,7 +410,11 @@ fn r08_send_after_disconnect_is_a_typed_error() {
         })
     };
     sim.update_faults(|f| f.close_after_messages = Some(0));
-    sim.broadcast(Message::new(C::SYSTEM_STATE_IDLE));
+    // The client's connect can return before the simulator has accepted.
+    poll_until("the simulator to accept", LONG, || {
+        sim.open_connections() == 1
+    });
+    assert_eq!(sim.broadcast(Message::new(C::SYSTEM_STATE_IDLE)), 1);
     let (_oks, reason) = sender.join().unwrap();
     assert!(!reason.is_empty());
     let closed = events
@@ -773,4 +777,22 @@ fn r15_waits_count_only_events_after_the_acknowledgement() {
         )
         .unwrap_err();
     assert!(e.is_timeout(), "{e}");
+}
+
+/// Found while writing row 8: stopping the simulator while it accepts a
+/// connection must not deadlock (it took its thread and connection locks in
+/// opposite orders).
+#[test]
+fn sim_stop_racing_an_accept_does_not_deadlock() {
+    let (tx, rx) = bounded(1);
+    std::thread::spawn(move || {
+        for _ in 0..300 {
+            let sim = Simulator::start(SimConfig::default()).unwrap();
+            let _s = std::net::TcpStream::connect(sim.addr()).unwrap();
+            sim.stop();
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("300 start/connect/stop cycles finish (no deadlock)");
 }
