@@ -27,8 +27,16 @@ fn sim(cfg: SimConfig) -> Simulator {
     Simulator::start(cfg.image_size(64, 48).start_position(START)).unwrap()
 }
 
+/// Connects and waits until the simulator has registered the connection
+/// (the client's connect can return before the simulator's accept), so an
+/// event broadcast right after reaches it.
 fn connect(sim: &Simulator, cfg: ClientConfig) -> Client {
-    Client::connect(&sim.addr().to_string(), cfg).unwrap()
+    let before = sim.counters().connections;
+    let c = Client::connect(&sim.addr().to_string(), cfg).unwrap();
+    poll_until("the simulator to accept", LONG, || {
+        sim.counters().connections > before
+    });
+    c
 }
 
 fn tagged(code: C, tag: i32) -> Message {

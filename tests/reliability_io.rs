@@ -30,8 +30,16 @@ fn sim(cfg: SimConfig) -> Simulator {
     Simulator::start(cfg.image_size(64, 48).start_position(START)).unwrap()
 }
 
+/// Connects and waits until the simulator has registered the connection
+/// (the client's connect can return before the simulator's accept), so an
+/// event broadcast right after reaches it.
 fn connect(sim: &Simulator, cfg: ClientConfig) -> Client {
-    Client::connect(&sim.addr().to_string(), cfg).unwrap()
+    let before = sim.counters().connections;
+    let c = Client::connect(&sim.addr().to_string(), cfg).unwrap();
+    poll_until("the simulator to accept", LONG, || {
+        sim.counters().connections > before
+    });
+    c
 }
 
 fn tagged(tag: i32) -> Message {
@@ -112,7 +120,10 @@ fn r04_settings_load_concurrent_with_position_queries_loses_nothing() {
     }
     for i in 1..=5000 {
         let e = events.recv_timeout(LONG).unwrap();
-        assert!(matches!(e.kind, EventKind::GaugeValue { current, .. } if current == i));
+        assert!(
+            matches!(e.kind, EventKind::GaugeValue { current, .. } if current == i),
+            "{i}: {e:?}"
+        );
     }
     let s = c.stats();
     assert_eq!(s.replies_matched, 15 + 4 * 500);
@@ -167,7 +178,7 @@ fn r05_flood_with_idle_consumers_never_blocks_the_instrument() {
     flood_over.store(true, SeqCst);
     requester.join().unwrap();
     let k = sim.counters();
-    assert_eq!(k.flood_messages, EVENTS);
+    assert_eq!(k.flood_messages, EVENTS, "{k:?}");
     assert!(
         k.max_write_block < Duration::from_millis(100),
         "the simulator blocked {:?} in one write",
@@ -294,7 +305,9 @@ fn r10_write_to_a_slow_reader_fails_at_the_overall_deadline() {
         other => panic!("{other:?}"),
     }
     assert_at_deadline("r10 slow reader, 32 MiB", took, deadline);
-    assert!(!c.is_connected());
+    // The reader notices the shut-down socket and closes the client.
+    poll_until("the client to close", LONG, || !c.is_connected());
+    assert_eq!(c.stats().teardowns, 1);
 }
 
 /// Row 10, waiting to send. While another request's 32 MiB write is stuck
