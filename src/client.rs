@@ -191,20 +191,32 @@ impl Shared {
     }
 
     /// Writes one message (and its additional data) under the send mutex,
-    /// finishing by `deadline`. A `waiter` is registered in the pending table
-    /// under the same mutex, just before the bytes go out, so the FIFO order
-    /// of waiters is exactly the order of requests on the wire. Returns the
-    /// waiter's id.
+    /// finishing by `deadline` (`timeout` is the caller's timeout, for the
+    /// error). One deadline covers waiting for the send mutex (another
+    /// thread's write may be stuck because the instrument stopped reading),
+    /// waiting for a reconnect, and every partial write. A `waiter` is
+    /// registered in the pending table under the same mutex, just before the
+    /// bytes go out, so the FIFO order of waiters is exactly the order of
+    /// requests on the wire. Returns the waiter's id.
     fn write(
         &self,
         msg: &Message,
         data: &[u8],
         deadline: Instant,
+        timeout: Duration,
         waiter: Option<(Key, ReplySender)>,
     ) -> Result<u64> {
         let mut buf = [0u8; MESSAGE_LEN];
         msg.encode(&mut buf);
-        let mut w = self.writer.lock();
+        let Some(mut w) = self.writer.try_lock_until(deadline) else {
+            return Err(Error::timeout(
+                format!(
+                    "a chance to send {} (another message is still being written: the instrument is not reading)",
+                    msg.code
+                ),
+                timeout,
+            ));
+        };
         while w.stream.is_none() {
             if self.is_closed() || !self.supervisor.active() {
                 return Err(Error::disconnected(self.down_reason()));
@@ -219,19 +231,18 @@ impl Shared {
                 });
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Err(Error::timeout(
                 format!("a chance to send {}", msg.code),
-                Duration::ZERO,
+                timeout,
             ));
         }
-        let slot = &mut *w;
-        let stream = slot.stream.as_ref().expect("checked above");
-        if slot.write_timeout != Some(left) {
-            let _ = stream.set_write_timeout(Some(left));
-            slot.write_timeout = Some(left);
-        }
+        let WriterSlot {
+            stream: slot_stream,
+            write_timeout,
+            ..
+        } = &mut *w;
+        let stream = slot_stream.as_ref().expect("checked above");
         let id = waiter.map_or(0, |(key, tx)| self.pending.lock().register(key, tx));
         let unregister = |key: Option<Key>| {
             if let Some(key) = key {
@@ -240,8 +251,8 @@ impl Shared {
         };
         let key = (id != 0).then(|| self.key(msg));
         let mut written = 0usize;
-        let res = write_counted(stream, &buf, &mut written)
-            .and_then(|()| write_counted(stream, data, &mut written));
+        let res = write_by(stream, &buf, &mut written, deadline, write_timeout)
+            .and_then(|()| write_by(stream, data, &mut written, deadline, write_timeout));
         match res {
             Ok(()) => {
                 self.counters.messages_sent.fetch_add(1, Relaxed);
@@ -265,7 +276,7 @@ impl Shared {
                 unregister(key);
                 Err(Error::timeout(
                     format!("the instrument to accept {} (it is not reading)", msg.code),
-                    left,
+                    timeout,
                 ))
             }
             Err(e) => {
@@ -273,8 +284,17 @@ impl Shared {
                 // Part of a message may be on the wire: the stream can no
                 // longer be trusted. Shut it down; the reader reports the loss.
                 let _ = stream.shutdown(Shutdown::Both);
-                slot.stream = None;
-                let reason = format!("sending {} failed after {written} bytes: {e}", msg.code);
+                *slot_stream = None;
+                let total = MESSAGE_LEN + data.len();
+                let reason = if is_timeout(&e) {
+                    format!(
+                        "sending {} timed out after {:.3} s with {written} of {total} bytes written (the instrument is not reading fast enough); the connection was closed because a partly sent message cannot be taken back",
+                        msg.code,
+                        timeout.as_secs_f64()
+                    )
+                } else {
+                    format!("sending {} failed after {written} bytes: {e}", msg.code)
+                };
                 self.set_last_error(reason.clone());
                 Err(Error::disconnected(reason))
             }
@@ -483,8 +503,25 @@ impl Shared {
     }
 }
 
-fn write_counted(mut s: &TcpStream, mut buf: &[u8], written: &mut usize) -> io::Result<()> {
+/// Writes all of `buf` by `deadline`: before every write call the socket's
+/// write timeout is set to the time left, so partial writes to a slow reader
+/// cannot each take a full timeout. `cached` is the timeout last set.
+fn write_by(
+    mut s: &TcpStream,
+    mut buf: &[u8],
+    written: &mut usize,
+    deadline: Instant,
+    cached: &mut Option<Duration>,
+) -> io::Result<()> {
     while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if *cached != Some(left) {
+            s.set_write_timeout(Some(left))?;
+            *cached = Some(left);
+        }
         match s.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -695,7 +732,7 @@ impl Client {
         let deadline = start + timeout;
         let key = s.key(&msg);
         let (tx, rx) = bounded(1);
-        let id = s.write(&msg, data, deadline, Some((key, tx)))?;
+        let id = s.write(&msg, data, deadline, timeout, Some((key, tx)))?;
         Ok(Pending {
             shared: s.clone(),
             code: msg.code,
@@ -733,7 +770,8 @@ impl Client {
         msg.additional_data_len = self.check_data(data)?;
         let s = &self.inner.shared;
         let seq = s.seq.load(Relaxed);
-        s.write(&msg, data, Instant::now() + s.config.request_timeout, None)?;
+        let timeout = s.config.request_timeout;
+        s.write(&msg, data, Instant::now() + timeout, timeout, None)?;
         Ok(seq)
     }
 
