@@ -354,25 +354,50 @@ impl Shared {
                 EventKind::Reconnected { attempt },
             ));
         }
-        let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("flamingo-reader".into())
-            .spawn(move || crate::reader::run(shared, read_half, id));
+        // The reader is spawned and recorded under the readers lock, after a
+        // last look at `closed`: a close() that ran since the link was
+        // installed has either already taken the readers to join them (then
+        // we see `closed` and undo), or will take this one too. Without this,
+        // a reader started during close() outlived it.
+        let mut readers = self.readers.lock();
+        let spawned = if self.is_closed() {
+            None
+        } else {
+            let shared = self.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("flamingo-reader".into())
+                    .spawn(move || crate::reader::run(shared, read_half, id)),
+            )
+        };
         match spawned {
-            Ok(h) => {
-                let mut readers = self.readers.lock();
-                readers.retain(|h| !h.is_finished());
+            Some(Ok(h)) => {
+                // Join readers of earlier links that have ended (at once).
+                let (done, running): (Vec<_>, Vec<_>) =
+                    readers.drain(..).partition(|h| h.is_finished());
+                *readers = running;
                 readers.push(h);
+                drop(readers);
+                for h in done {
+                    let _ = h.join();
+                }
             }
-            Err(e) => {
+            failed => {
+                drop(readers);
                 if let Some(s) = self.link.lock().shutdown.take() {
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 let mut w = self.writer.lock();
                 if w.link == id {
-                    w.stream = None;
+                    if let Some(s) = w.stream.take() {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
                 }
-                return Err(fail(e));
+                drop(w);
+                return Err(match failed {
+                    Some(Err(e)) => fail(e),
+                    _ => Error::disconnected(self.down_reason()),
+                });
             }
         }
         self.link_changed.notify_all();
