@@ -445,3 +445,36 @@ fn r17_garbage_resync_counted_and_replies_correct() {
         s.replies_matched, k.garbage_insertions, s.bytes_skipped
     );
 }
+
+/// Row 10, live connect. While one thread's `live()` keeps retrying a
+/// refused live port for 3 s, another thread's `live()` with a 300 ms
+/// deadline returns at its own deadline instead of queueing behind it.
+#[test]
+fn r10_live_connect_behind_another_fails_at_its_own_deadline() {
+    // A command port whose port + 1 refuses connections.
+    let (listener, addr) = loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
+            break (l, format!("127.0.0.1:{port}"));
+        }
+    };
+    let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let c = Client::connect(&addr, ClientConfig::default()).unwrap();
+    let _server_side = accept.join().unwrap().unwrap();
+    let slow = {
+        let c = c.clone();
+        std::thread::spawn(move || c.live(Duration::from_secs(3)).map(drop))
+    };
+    std::thread::sleep(Duration::from_millis(100)); // the slow one is retrying
+    let deadline = Duration::from_millis(300);
+    let t = Instant::now();
+    let r = c.live(deadline);
+    let took = t.elapsed();
+    assert!(
+        matches!(r, Err(Error::Timeout { .. }) | Err(Error::Connect { .. })),
+        "{r:?}"
+    );
+    assert_at_deadline("r10 live connect behind another", took, deadline);
+    assert!(matches!(slow.join().unwrap(), Err(Error::Connect { .. })));
+}
