@@ -899,7 +899,14 @@ impl Client {
                 "the live port is disabled in this client's configuration (ClientConfig::live)",
             ));
         }
-        let _single = s.live_connect.lock();
+        // Single flight, but within our own deadline: another thread may be
+        // retrying a refused live port for much longer.
+        let Some(_single) = s.live_connect.try_lock_until(deadline) else {
+            return Err(Error::timeout(
+                "the live port connection (another thread is still connecting it)",
+                timeout,
+            ));
+        };
         if let Some(l) = s.live.lock().as_ref() {
             if !l.is_finished() {
                 return Ok(l.clone());
