@@ -804,3 +804,59 @@ fn sim_stop_racing_an_accept_does_not_deadlock() {
     rx.recv_timeout(Duration::from_secs(60))
         .expect("300 start/connect/stop cycles finish (no deadlock)");
 }
+
+/// Row 7/8 with reconnection on: when the link drops, only the requests in
+/// flight fail (typed `Disconnected`); a request issued after a failure,
+/// however the loss was detected (reader or failed send), waits for the
+/// reconnect and succeeds. 30 drops, 4 threads sending as fast as they can.
+#[test]
+fn r07_with_reconnect_only_requests_in_flight_fail() {
+    let sim = sim(SimConfig::default());
+    let policy = ReconnectPolicy::default()
+        .initial_delay(Duration::from_millis(2))
+        .jitter(0.0);
+    let c = connect(&sim, ClientConfig::default().reconnect(policy));
+    let events = c.subscribe();
+    for drop_no in 0..30 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let (c, stop) = (c.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut failed_before = false;
+                    let mut i = 0;
+                    while !stop.load(SeqCst) {
+                        i += 1;
+                        let tag = t * 1_000_000 + i;
+                        match c.request(tagged(ECHO, tag), LONG) {
+                            Ok(r) => {
+                                assert!(has_tag(&r, ECHO, tag));
+                                failed_before = false;
+                            }
+                            Err(Error::Disconnected { reason }) => {
+                                assert!(
+                                    !failed_before,
+                                    "drop {drop_no}: a request issued after a failure failed too: {reason}"
+                                );
+                                failed_before = true;
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        sim.update_faults(|f| f.close_after_messages = Some(20));
+        loop {
+            let e = events.recv_timeout(LONG).unwrap();
+            if let EventKind::Reconnected { .. } = e.kind {
+                break;
+            }
+        }
+        stop.store(true, SeqCst);
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    assert_eq!(c.stats().reconnects, 30);
+}
