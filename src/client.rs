@@ -218,7 +218,20 @@ impl Shared {
             ));
         };
         while w.stream.is_none() {
-            if self.is_closed() || !self.supervisor.active() {
+            if self.is_closed() {
+                return Err(Error::disconnected(self.down_reason()));
+            }
+            // Is a reconnect coming? Claimed already, or the reader has not
+            // reported the loss of the current link yet (a failed send
+            // cleared the writer first). The reader claims the reconnect
+            // under the link lock before it takes the shutdown handle, so
+            // under that lock one of the two is always visible.
+            let coming = {
+                let link = self.link.lock();
+                self.supervisor.active()
+                    || (self.config.reconnect.is_some() && link.shutdown.is_some())
+            };
+            if !coming {
                 return Err(Error::disconnected(self.down_reason()));
             }
             // Reconnecting: wait for the link to come back, up to our deadline.
@@ -407,20 +420,24 @@ impl Shared {
 
     /// Called by the reader thread of link `link` when it ends.
     pub fn on_link_down(self: &Arc<Self>, link: u64, reason: String) {
+        // Claim the reconnect before the writer goes, so a request arriving
+        // now waits for the new link instead of failing in the gap; and
+        // before the shutdown handle goes, under the link lock, so a writer
+        // that finds the link cleared by a failed send sees one or the other.
+        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         {
             let mut slot = self.link.lock();
             if slot.id != link {
                 return;
             }
+            if reconnect {
+                self.supervisor.mark_needed();
+            }
             if let Some(s) = slot.shutdown.take() {
                 let _ = s.shutdown(Shutdown::Both);
             }
         }
-        // Claim the reconnect before the writer goes, so a request arriving
-        // now waits for the new link instead of failing in the gap.
-        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         if reconnect {
-            self.supervisor.mark_needed();
             self.set_state(ConnectionState::Reconnecting { attempt: 1 });
         }
         {
