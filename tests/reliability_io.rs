@@ -446,19 +446,33 @@ fn r17_garbage_resync_counted_and_replies_correct() {
     );
 }
 
-/// Row 10, live connect. While one thread's `live()` keeps retrying a
-/// refused live port for 3 s, another thread's `live()` with a 300 ms
-/// deadline returns at its own deadline instead of queueing behind it.
+/// Row 10, live connect. While one thread's `live()` hangs for 3 s in a
+/// connect to a live port whose backlog is full, another thread's `live()`
+/// with a 300 ms deadline returns at its own deadline instead of queueing
+/// behind it.
 #[test]
 fn r10_live_connect_behind_another_fails_at_its_own_deadline() {
-    // A command port whose port + 1 refuses connections.
-    let (listener, addr) = loop {
+    use socket2::{Domain, Socket, Type};
+    // A command port P, and on P + 1 a listener with a full backlog: new
+    // connections neither succeed nor get refused (their SYNs are dropped).
+    let (listener, live_port, addr) = loop {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_err() {
-            break (l, format!("127.0.0.1:{port}"));
+        if port == u16::MAX {
+            continue;
+        }
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let at: std::net::SocketAddr = ([127, 0, 0, 1], port + 1).into();
+        if s.bind(&at.into()).is_ok() && s.listen(0).is_ok() {
+            break (l, s, format!("127.0.0.1:{port}"));
         }
     };
+    let live_addr = live_port.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&live_addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
     let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
     let c = Client::connect(&addr, ClientConfig::default()).unwrap();
     let _server_side = accept.join().unwrap().unwrap();
@@ -466,7 +480,7 @@ fn r10_live_connect_behind_another_fails_at_its_own_deadline() {
         let c = c.clone();
         std::thread::spawn(move || c.live(Duration::from_secs(3)).map(drop))
     };
-    std::thread::sleep(Duration::from_millis(100)); // the slow one is retrying
+    std::thread::sleep(Duration::from_millis(100)); // the slow one is connecting
     let deadline = Duration::from_millis(300);
     let t = Instant::now();
     let r = c.live(deadline);
