@@ -349,11 +349,9 @@ fn fault_schedule(
     let mut counts = [0u64; KINDS.len()];
     let codes = [ECHO, C::STAGE_POSITION_GET, C::CAMERA_IMAGE_SIZE_GET];
     let mut last_drop = Instant::now();
-    loop {
-        match stop.recv_timeout(Duration::from_millis(20 + rng.below(130))) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
+    while let Err(RecvTimeoutError::Timeout) =
+        stop.recv_timeout(Duration::from_millis(20 + rng.below(130)))
+    {
         let mut k = rng.below(KINDS.len() as u64) as usize;
         // Link drops at most every half second: the soak is about requests.
         if k == 5 && last_drop.elapsed() < Duration::from_millis(500) {

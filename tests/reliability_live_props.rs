@@ -24,6 +24,9 @@ use proptest::prelude::*;
 const LIMIT: u32 = 4096;
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Delivered frames: (header bytes, pixel bytes).
+type Frames = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Debug, PartialEq)]
 enum End {
     /// The bytes ran out (cleanly or inside a frame).
@@ -35,7 +38,7 @@ enum End {
 }
 
 /// The reference: what a correct reader finds in `bytes`.
-fn model(bytes: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, End) {
+fn model(bytes: &[u8]) -> (Frames, End) {
     let mut frames = Vec::new();
     let mut pos = 0;
     loop {
@@ -67,7 +70,7 @@ fn model(bytes: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, End) {
 
 /// Serves `bytes` on a fresh live connection, then closes; runs the reader
 /// to its end and returns what it delivered.
-fn run_reader(bytes: Vec<u8>) -> (Vec<(Vec<u8>, Vec<u8>)>, Error, u64) {
+fn run_reader(bytes: Vec<u8>) -> (Frames, Error, u64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
@@ -151,15 +154,10 @@ fn arb_mutation() -> impl Strategy<Value = Mutation> {
         Just(0x8000_0000),
     ];
     prop_oneof![
-        (pos.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        (pos.clone(), 0usize..3, value).prop_map(|(at, field, value)| Mutation::Field {
-            at,
-            field,
-            value
-        }),
-        (pos.clone(), vec(any::<u8>(), 1..64))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (pos.clone(), 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (pos, 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+        (pos, 0usize..3, value).prop_map(|(at, field, value)| Mutation::Field { at, field, value }),
+        (pos, vec(any::<u8>(), 1..64)).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (pos, 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
         pos.prop_map(|at| Mutation::Truncate { at }),
     ]
 }
