@@ -15,6 +15,9 @@ use flamingo_client::{Client, ClientConfig};
 
 const LONG: Duration = Duration::from_secs(20);
 const CYCLES: u32 = 200;
+/// Frame side: 2 MiB frames in release builds (a frame is usually in flight
+/// at teardown); smaller in debug builds, where rendering is slow.
+const SIDE: u32 = if cfg!(debug_assertions) { 256 } else { 1024 };
 
 fn live_threads() -> usize {
     thread_names()
@@ -24,8 +27,8 @@ fn live_threads() -> usize {
 }
 
 /// Row 16. 200 cycles of `live()`, LIVE_VIEW_START, a frame, then either
-/// LIVE_VIEW_STOP and `close_live()` or `close_live()` with frames still
-/// streaming (the socket torn down under the reader): every frame is
+/// LIVE_VIEW_STOP and `close_live()` or `close_live()` with 2 MiB frames
+/// still streaming at 1000 fps (the socket torn down under the reader): every frame is
 /// pixel-exact and newer than the last cycle's, no call fails, no stream
 /// ends with an error, the command link never drops, and threads and file
 /// descriptors return to the baseline.
@@ -33,7 +36,7 @@ fn live_threads() -> usize {
 fn r16_live_view_restarts_while_streaming_surface_no_error_and_leak_nothing() {
     let base = proc_counts();
     let sim =
-        Simulator::start(SimConfig::default().image_size(1024, 1024).live_fps(1000.0)).unwrap();
+        Simulator::start(SimConfig::default().image_size(SIDE, SIDE).live_fps(1000.0)).unwrap();
     let c = Client::connect(&sim.addr().to_string(), ClientConfig::default()).unwrap();
     let mut last_frame = None::<u32>;
     let mut frames = 0u64;
@@ -47,9 +50,9 @@ fn r16_live_view_restarts_while_streaming_surface_no_error_and_leak_nothing() {
             let f = live
                 .next_frame(LONG)
                 .unwrap_or_else(|e| panic!("cycle {cycle}: next_frame: {e}"));
-            assert_eq!((f.width(), f.height()), (1024, 1024));
+            assert_eq!((f.width(), f.height()), (SIDE, SIDE));
             assert_eq!(
-                verify_frame(1024, 1024, f.frame_number(), f.as_bytes()),
+                verify_frame(SIDE, SIDE, f.frame_number(), f.as_bytes()),
                 None,
                 "cycle {cycle}: pixel-exact"
             );

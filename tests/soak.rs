@@ -1,9 +1,10 @@
-//! Soak (issue 8): 8 threads issue mixed requests (100,000 in release
-//! builds, 20,000 in debug builds, or `FLAMINGO_SOAK_REQUESTS`) while the
-//! simulator injects random faults; every request ends with the right value
-//! or a typed error within its deadline + 50 ms, no reply reaches the wrong
-//! caller, and threads and file descriptors return to the baseline. Bounded
-//! to 55 s of requests. The scenario is examples/soak.rs, which runs it for
+//! Soak (issue 8): 8 threads issue 100,000 mixed requests (or
+//! `FLAMINGO_SOAK_REQUESTS`) while the simulator injects random faults
+//! (delays, late replies, garbage, fragmented writes, stalls, trickled data,
+//! dropped links repaired by the client's reconnection policy); every
+//! request ends with the right value or a typed error within its deadline +
+//! 50 ms, no reply reaches the wrong caller, and threads and file
+//! descriptors return to the baseline. Bounded to 55 s of requests. The scenario is examples/soak.rs, which runs it for
 //! as long as you like. The only test in this binary (it counts threads and
 //! file descriptors).
 
@@ -16,11 +17,7 @@ fn soak_mixed_requests_under_random_faults() {
     let requests = std::env::var("FLAMINGO_SOAK_REQUESTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) {
-            20_000
-        } else {
-            100_000
-        });
+        .unwrap_or(100_000);
     let opts = soak::Options {
         requests,
         seconds: Some(55.0),
