@@ -191,22 +191,47 @@ impl Shared {
     }
 
     /// Writes one message (and its additional data) under the send mutex,
-    /// finishing by `deadline`. A `waiter` is registered in the pending table
-    /// under the same mutex, just before the bytes go out, so the FIFO order
-    /// of waiters is exactly the order of requests on the wire. Returns the
-    /// waiter's id.
+    /// finishing by `deadline` (`timeout` is the caller's timeout, for the
+    /// error). One deadline covers waiting for the send mutex (another
+    /// thread's write may be stuck because the instrument stopped reading),
+    /// waiting for a reconnect, and every partial write. A `waiter` is
+    /// registered in the pending table under the same mutex, just before the
+    /// bytes go out, so the FIFO order of waiters is exactly the order of
+    /// requests on the wire. Returns the waiter's id.
     fn write(
         &self,
         msg: &Message,
         data: &[u8],
         deadline: Instant,
+        timeout: Duration,
         waiter: Option<(Key, ReplySender)>,
     ) -> Result<u64> {
         let mut buf = [0u8; MESSAGE_LEN];
         msg.encode(&mut buf);
-        let mut w = self.writer.lock();
+        let Some(mut w) = self.writer.try_lock_until(deadline) else {
+            return Err(Error::timeout(
+                format!(
+                    "a chance to send {} (another message is still being written: the instrument is not reading)",
+                    msg.code
+                ),
+                timeout,
+            ));
+        };
         while w.stream.is_none() {
-            if self.is_closed() || !self.supervisor.active() {
+            if self.is_closed() {
+                return Err(Error::disconnected(self.down_reason()));
+            }
+            // Is a reconnect coming? Claimed already, or the reader has not
+            // reported the loss of the current link yet (a failed send
+            // cleared the writer first). The reader claims the reconnect
+            // under the link lock before it takes the shutdown handle, so
+            // under that lock one of the two is always visible.
+            let coming = {
+                let link = self.link.lock();
+                self.supervisor.active()
+                    || (self.config.reconnect.is_some() && link.shutdown.is_some())
+            };
+            if !coming {
                 return Err(Error::disconnected(self.down_reason()));
             }
             // Reconnecting: wait for the link to come back, up to our deadline.
@@ -219,28 +244,18 @@ impl Shared {
                 });
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Err(Error::timeout(
                 format!("a chance to send {}", msg.code),
-                Duration::ZERO,
+                timeout,
             ));
         }
-        let slot = &mut *w;
-        let stream = slot.stream.as_ref().expect("checked above");
-        // SO_SNDTIMEO bounds a blocked write by the deadline. Setting it is a
-        // system call, so the value in force is kept while it lies within
-        // [left - left/16, left]: a blocked write then gives up at most 1/16
-        // of the time left before the deadline, never after it. Requests with
-        // the same timeout therefore set it once, not once per request.
-        let keep = slot
-            .write_timeout
-            .is_some_and(|t| t <= left && t >= left - left / 16);
-        if !keep {
-            let t = left - left / 32;
-            let _ = stream.set_write_timeout(Some(t));
-            slot.write_timeout = Some(t);
-        }
+        let WriterSlot {
+            stream: slot_stream,
+            write_timeout,
+            ..
+        } = &mut *w;
+        let stream = slot_stream.as_ref().expect("checked above");
         let id = waiter.map_or(0, |(key, tx)| self.pending.lock().register(key, tx));
         let unregister = |key: Option<Key>| {
             if let Some(key) = key {
@@ -249,8 +264,8 @@ impl Shared {
         };
         let key = (id != 0).then(|| self.key(msg));
         let mut written = 0usize;
-        let res = write_counted(stream, &buf, &mut written)
-            .and_then(|()| write_counted(stream, data, &mut written));
+        let res = write_by(stream, &buf, &mut written, deadline, write_timeout)
+            .and_then(|()| write_by(stream, data, &mut written, deadline, write_timeout));
         match res {
             Ok(()) => {
                 self.counters.messages_sent.fetch_add(1, Relaxed);
@@ -274,7 +289,7 @@ impl Shared {
                 unregister(key);
                 Err(Error::timeout(
                     format!("the instrument to accept {} (it is not reading)", msg.code),
-                    left,
+                    timeout,
                 ))
             }
             Err(e) => {
@@ -282,8 +297,17 @@ impl Shared {
                 // Part of a message may be on the wire: the stream can no
                 // longer be trusted. Shut it down; the reader reports the loss.
                 let _ = stream.shutdown(Shutdown::Both);
-                slot.stream = None;
-                let reason = format!("sending {} failed after {written} bytes: {e}", msg.code);
+                *slot_stream = None;
+                let total = MESSAGE_LEN + data.len();
+                let reason = if is_timeout(&e) {
+                    format!(
+                        "sending {} timed out after {:.3} s with {written} of {total} bytes written (the instrument is not reading fast enough); the connection was closed because a partly sent message cannot be taken back",
+                        msg.code,
+                        timeout.as_secs_f64()
+                    )
+                } else {
+                    format!("sending {} failed after {written} bytes: {e}", msg.code)
+                };
                 self.set_last_error(reason.clone());
                 Err(Error::disconnected(reason))
             }
@@ -343,25 +367,50 @@ impl Shared {
                 EventKind::Reconnected { attempt },
             ));
         }
-        let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("flamingo-reader".into())
-            .spawn(move || crate::reader::run(shared, read_half, id));
+        // The reader is spawned and recorded under the readers lock, after a
+        // last look at `closed`: a close() that ran since the link was
+        // installed has either already taken the readers to join them (then
+        // we see `closed` and undo), or will take this one too. Without this,
+        // a reader started during close() outlived it.
+        let mut readers = self.readers.lock();
+        let spawned = if self.is_closed() {
+            None
+        } else {
+            let shared = self.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("flamingo-reader".into())
+                    .spawn(move || crate::reader::run(shared, read_half, id)),
+            )
+        };
         match spawned {
-            Ok(h) => {
-                let mut readers = self.readers.lock();
-                readers.retain(|h| !h.is_finished());
+            Some(Ok(h)) => {
+                // Join readers of earlier links that have ended (at once).
+                let (done, running): (Vec<_>, Vec<_>) =
+                    readers.drain(..).partition(|h| h.is_finished());
+                *readers = running;
                 readers.push(h);
+                drop(readers);
+                for h in done {
+                    let _ = h.join();
+                }
             }
-            Err(e) => {
+            failed => {
+                drop(readers);
                 if let Some(s) = self.link.lock().shutdown.take() {
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 let mut w = self.writer.lock();
                 if w.link == id {
-                    w.stream = None;
+                    if let Some(s) = w.stream.take() {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
                 }
-                return Err(fail(e));
+                drop(w);
+                return Err(match failed {
+                    Some(Err(e)) => fail(e),
+                    _ => Error::disconnected(self.down_reason()),
+                });
             }
         }
         self.link_changed.notify_all();
@@ -371,20 +420,24 @@ impl Shared {
 
     /// Called by the reader thread of link `link` when it ends.
     pub fn on_link_down(self: &Arc<Self>, link: u64, reason: String) {
+        // Claim the reconnect before the writer goes, so a request arriving
+        // now waits for the new link instead of failing in the gap; and
+        // before the shutdown handle goes, under the link lock, so a writer
+        // that finds the link cleared by a failed send sees one or the other.
+        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         {
             let mut slot = self.link.lock();
             if slot.id != link {
                 return;
             }
+            if reconnect {
+                self.supervisor.mark_needed();
+            }
             if let Some(s) = slot.shutdown.take() {
                 let _ = s.shutdown(Shutdown::Both);
             }
         }
-        // Claim the reconnect before the writer goes, so a request arriving
-        // now waits for the new link instead of failing in the gap.
-        let reconnect = self.config.reconnect.is_some() && !self.is_closed();
         if reconnect {
-            self.supervisor.mark_needed();
             self.set_state(ConnectionState::Reconnecting { attempt: 1 });
         }
         {
@@ -492,8 +545,33 @@ impl Shared {
     }
 }
 
-fn write_counted(mut s: &TcpStream, mut buf: &[u8], written: &mut usize) -> io::Result<()> {
+/// Writes all of `buf` by `deadline`: before every write call the socket's
+/// write timeout is set to the time left, so partial writes to a slow reader
+/// cannot each take a full timeout. `cached` is the timeout last set.
+fn write_by(
+    mut s: &TcpStream,
+    mut buf: &[u8],
+    written: &mut usize,
+    deadline: Instant,
+    cached: &mut Option<Duration>,
+) -> io::Result<()> {
     while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // SO_SNDTIMEO bounds a blocked write by the deadline. Setting it is a
+        // system call, so the value in force is kept while it lies within
+        // [left - left/16, left]: a blocked write then gives up at most 1/16
+        // of the time left before the deadline, never after it. Requests with
+        // the same timeout therefore set it once, not once per request, and
+        // a write that stalls part-way is re-armed with what is left.
+        let keep = cached.is_some_and(|t| t <= left && t >= left - left / 16);
+        if !keep {
+            let t = (left - left / 32).max(Duration::from_micros(1));
+            s.set_write_timeout(Some(t))?;
+            *cached = Some(t);
+        }
         match s.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -704,7 +782,7 @@ impl Client {
         let deadline = start + timeout;
         let key = s.key(&msg);
         let (tx, rx) = oneshot::channel();
-        let id = s.write(&msg, data, deadline, Some((key, tx)))?;
+        let id = s.write(&msg, data, deadline, timeout, Some((key, tx)))?;
         Ok(Pending {
             shared: s.clone(),
             code: msg.code,
@@ -742,7 +820,8 @@ impl Client {
         msg.additional_data_len = self.check_data(data)?;
         let s = &self.inner.shared;
         let seq = s.seq.load(Relaxed);
-        s.write(&msg, data, Instant::now() + s.config.request_timeout, None)?;
+        let timeout = s.config.request_timeout;
+        s.write(&msg, data, Instant::now() + timeout, timeout, None)?;
         Ok(seq)
     }
 
@@ -845,7 +924,14 @@ impl Client {
                 "the live port is disabled in this client's configuration (ClientConfig::live)",
             ));
         }
-        let _single = s.live_connect.lock();
+        // Single flight, but within our own deadline: another thread may be
+        // retrying a refused live port for much longer.
+        let Some(_single) = s.live_connect.try_lock_until(deadline) else {
+            return Err(Error::timeout(
+                "the live port connection (another thread is still connecting it)",
+                timeout,
+            ));
+        };
         if let Some(l) = s.live.lock().as_ref() {
             if !l.is_finished() {
                 return Ok(l.clone());

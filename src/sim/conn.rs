@@ -144,7 +144,7 @@ fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel:
         stream: &stream,
         sh: &sh,
     };
-    let conn = handler::Conn { id, tx };
+    let conn = handler::Conn::new(id, tx);
     let mut reader = FrameReader::new(sh.cfg.max_additional_data);
     let mut data = Vec::new();
     let mut skipped = 0;

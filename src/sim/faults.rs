@@ -36,11 +36,14 @@ use crate::codec::CommandCode;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
-    /// Replies to these codes are sent this much later. Other replies and
+    /// Replies to these codes are sent this much later. Later replies to the
+    /// same code wait behind a delayed one (replies to one code always leave
+    /// in request order, as on the instrument); replies to other codes and
     /// events are not held back (they may overtake the delayed reply).
     pub delay: HashMap<CommandCode, Duration>,
     /// *One-shot*: the next request with this code is answered after the
-    /// duration (instead of any `delay`).
+    /// duration (instead of any `delay`). Later replies to the same code wait
+    /// behind it, as for `delay`.
     pub answer_late: Option<(CommandCode, Duration)>,
     /// Requests with these codes are never answered. The command is still
     /// executed (moves still move and end with `STAGE_MOTION_STOPPED`).

@@ -1,5 +1,7 @@
 //! What the simulated instrument does with each command.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +25,19 @@ const STORAGE_PATHS: &str = "/media/deploy/ctlsm1\n/media/deploy/ctlsm2\n";
 pub(crate) struct Conn {
     pub id: u64,
     pub tx: Sender<Out>,
+    /// When the last reply to each code is due: a later reply to the same
+    /// code is never due before it (see `Responder::schedule`).
+    pub last_reply_due: RefCell<HashMap<C, Instant>>,
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, tx: Sender<Out>) -> Conn {
+        Conn {
+            id,
+            tx,
+            last_reply_due: RefCell::new(HashMap::new()),
+        }
+    }
 }
 
 /// Builds and queues the reply to one request, applying the reply faults.
@@ -72,18 +87,28 @@ impl Responder<'_> {
             log::debug!("sim: fault: not answering {code}");
             return None;
         }
+        let mut due = now;
         if f.answer_late.is_some_and(|(c, _)| c == code) {
             let (_, d) = f.answer_late.take().expect("checked");
             drop(f);
             self.sh.count_fault(|c| c.late_replies += 1);
-            return Some(deadline(now, d));
-        }
-        if let Some(&d) = f.delay.get(&code) {
+            due = deadline(now, d);
+        } else if let Some(&d) = f.delay.get(&code) {
             drop(f);
             self.sh.count_fault(|c| c.delayed_replies += 1);
-            return Some(deadline(now, d));
+            due = deadline(now, d);
+        } else {
+            drop(f);
         }
-        Some(now)
+        // Replies to one code leave in the order of their requests, as on the
+        // instrument: a delayed reply holds back later replies to the same
+        // code (other codes and events may overtake it). Without request ids
+        // no client could tell two same-code replies apart if they swapped.
+        let mut last = self.conn.last_reply_due.borrow_mut();
+        let slot = last.entry(code).or_insert(due);
+        due = due.max(*slot);
+        *slot = due;
+        Some(due)
     }
 
     /// Queues `reply` (with `data`) for `due` (from [`schedule`]); nothing if `None`.

@@ -99,9 +99,9 @@ impl Shared {
     /// Marks the simulator as stopping; from now on no thread is spawned and
     /// no connection registered.
     pub(crate) fn begin_shutdown(&self) {
-        // Taking the locks orders this store with spawn and registration
-        // (which check the flag under them). Same order as
-        // `conn::start_connection`: conns, then threads.
+        // Taking the locks orders this store with spawn/register. Same order
+        // as `start_connection` (connections, then threads), or a stop racing
+        // an accept deadlocks.
         let _c = self.conns.lock();
         let _t = self.threads.lock();
         let _l = self.live_stream.lock();

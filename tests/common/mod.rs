@@ -152,3 +152,80 @@ impl Drop for TestServer {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the reliability tests (appended; nothing above depends on them).
+
+/// (threads, open file descriptors) of this process, where the OS tells us
+/// (Linux: /proc/self/task and /proc/self/fd); `None` elsewhere.
+pub fn proc_counts() -> Option<(usize, usize)> {
+    #[cfg(target_os = "linux")]
+    {
+        let count = |dir: &str| std::fs::read_dir(dir).ok().map(|d| d.count());
+        Some((count("/proc/self/task")?, count("/proc/self/fd")?))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Names of this process's threads (Linux), for "which threads are left".
+pub fn thread_names() -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .map(|s| s.trim().to_string())
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Waits (bounded) until [`proc_counts`] equals `base`: threads that were
+/// joined are gone at once, but the kernel may take a moment to reap a
+/// server-side thread that just returned. Panics with the figures otherwise.
+pub fn wait_for_counts(base: Option<(usize, usize)>, what: &str) {
+    let Some(base) = base else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = proc_counts().expect("counts available");
+        if now == base {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "{what}: (threads, fds) = {now:?}, baseline {base:?}; threads: {:?}",
+                thread_names()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Polls `cond` every millisecond until it holds; panics after `limit`
+/// (a failure bound only, never a timing assertion).
+pub fn poll_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what} after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A field of /proc/self/status in KiB (VmPeak, VmHWM, VmRSS...), Linux only.
+pub fn vm_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
