@@ -451,6 +451,14 @@ impl Shared {
         } else {
             format!("connection to {} lost: {reason}", self.addr)
         };
+        if !reconnect && !self.is_closed() {
+            // Without reconnection the loss is final: callers woken below
+            // already see the client closed (finish() completes the teardown).
+            self.set_last_error(reason.clone());
+            *self.state.lock() = ConnectionState::Closed {
+                reason: reason.clone(),
+            };
+        }
         self.fail_waiters(&reason);
         self.counters.disconnects.fetch_add(1, Relaxed);
         // The instrument may have restarted: the live socket is reopened on
