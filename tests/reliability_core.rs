@@ -253,9 +253,13 @@ fn r03_late_reply_is_discarded_and_counted_never_handed_on() {
                 for i in 0..40 {
                     let tag = i * 2;
                     match c.request(tagged(code, tag), Duration::from_millis(10)) {
-                        Err(e) if e.is_timeout() => {
+                        // Waiting for the reply timed out: a late reply follows.
+                        Err(Error::Timeout { what, .. }) if what.starts_with("the reply") => {
                             timed_out.fetch_add(1, SeqCst);
                         }
+                        // On a loaded machine the 10 ms can pass before the
+                        // request is even sent: nothing to answer then.
+                        Err(Error::Timeout { .. }) => {}
                         // A loaded machine may deliver the reply before the
                         // deadline is noticed: then it is the caller's own.
                         Ok(r) => assert!(has_tag(&r, code, tag), "{:?}", r.message),
