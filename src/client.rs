@@ -150,9 +150,11 @@ impl Shared {
                             received_at,
                         }),
                     };
+                    // Counted before the hand-off, so a caller that reads
+                    // stats() after its reply always finds it counted.
+                    self.counters.replies_matched.fetch_add(1, Relaxed);
                     // One value per slot: never blocks.
                     tx.send(r);
-                    self.counters.replies_matched.fetch_add(1, Relaxed);
                     return;
                 }
                 Match::Late => {
@@ -419,7 +421,9 @@ impl Shared {
     }
 
     /// Called by the reader thread of link `link` when it ends.
-    pub fn on_link_down(self: &Arc<Self>, link: u64, reason: String) {
+    /// `stillborn`: the link delivered no message and lived less than
+    /// [`STILLBORN`](crate::supervisor::STILLBORN).
+    pub fn on_link_down(self: &Arc<Self>, link: u64, reason: String, stillborn: bool) {
         // Claim the reconnect before the writer goes, so a request arriving
         // now waits for the new link instead of failing in the gap; and
         // before the shutdown handle goes, under the link lock, so a writer
@@ -431,7 +435,7 @@ impl Shared {
                 return;
             }
             if reconnect {
-                self.supervisor.mark_needed();
+                self.supervisor.mark_needed(stillborn);
             }
             if let Some(s) = slot.shutdown.take() {
                 let _ = s.shutdown(Shutdown::Both);

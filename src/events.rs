@@ -427,6 +427,10 @@ impl Hub {
             if !sub.wants(&ev) {
                 continue;
             }
+            // Counted before the hand-off, so a subscriber that reads the
+            // stats after receiving an event always finds it counted.
+            sub.shared.delivered.fetch_add(1, Relaxed);
+            self.delivered.fetch_add(1, Relaxed);
             let mut item = ev.clone();
             loop {
                 match sub.tx.try_send(item) {
@@ -442,8 +446,6 @@ impl Hub {
                     Err(TrySendError::Disconnected(_)) => break,
                 }
             }
-            sub.shared.delivered.fetch_add(1, Relaxed);
-            self.delivered.fetch_add(1, Relaxed);
         }
         if any_dead {
             inner.subs.retain(|s| s.shared.alive.load(Relaxed));

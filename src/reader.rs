@@ -54,6 +54,7 @@ impl Read for Patient<'_> {
 }
 
 pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
+    let started = Instant::now();
     if CLOSE_POLL.is_some() {
         let _ = stream.set_read_timeout(CLOSE_POLL);
     }
@@ -119,5 +120,7 @@ pub(crate) fn run(shared: Arc<Shared>, stream: TcpStream, link: u64) {
         }
         shared.dispatch(msg, data, seq, received_at, failure);
     };
-    shared.on_link_down(link, reason);
+    let stillborn =
+        framer.stats().messages == 0 && started.elapsed() < crate::supervisor::STILLBORN;
+    shared.on_link_down(link, reason, stillborn);
 }

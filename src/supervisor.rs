@@ -25,7 +25,16 @@ struct State {
     running: bool,
     /// close() asked the backoff sleep to end.
     wake: bool,
+    /// The link that broke never delivered a message and lived less than
+    /// [`STILLBORN`]: continue the previous attempt sequence (its attempt
+    /// failed) instead of starting a new one.
+    continue_backoff: bool,
 }
+
+/// A link that breaks sooner than this without delivering a single message
+/// counts as a failed attempt: a server that accepts and closes at once
+/// must not reset the backoff and the attempt count every time.
+pub(crate) const STILLBORN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The supervisor's slot in the client's shared state.
 ///
@@ -48,8 +57,10 @@ impl SupervisorSlot {
 
     /// Records that a reconnect is needed. Called before the old link is
     /// cleared, so no request sees a gap.
-    pub fn mark_needed(&self) {
-        self.state.lock().needed = true;
+    pub fn mark_needed(&self, stillborn: bool) {
+        let mut st = self.state.lock();
+        st.needed = true;
+        st.continue_backoff = stillborn;
     }
 
     /// Interrupts a backoff sleep and an idle wait (close() calls this).
@@ -80,19 +91,20 @@ impl SupervisorSlot {
         shared.is_closed()
     }
 
-    /// Blocks until a reconnect is needed (true) or the client closes (false).
-    fn next_cycle(&self, shared: &Shared) -> bool {
+    /// Blocks until a reconnect is needed (`Some(continue_backoff)`) or the
+    /// client closes (`None`).
+    fn next_cycle(&self, shared: &Shared) -> Option<bool> {
         let mut st = self.state.lock();
         loop {
             if shared.is_closed() {
                 st.needed = false;
                 st.running = false;
-                return false;
+                return None;
             }
             if st.needed {
                 st.needed = false;
                 st.running = true;
-                return true;
+                return Some(std::mem::take(&mut st.continue_backoff));
             }
             self.cv.wait(&mut st);
         }
@@ -134,11 +146,21 @@ fn supervise(shared: Arc<Shared>) {
         .clone()
         .expect("supervisor started without a policy");
     let slot = &shared.supervisor;
-    while slot.next_cycle(&shared) {
-        let mut last = String::from("no attempt made");
-        let mut attempts = 0u32;
+    let mut delays = policy.delays();
+    let mut attempts = 0u32;
+    let mut last = String::from("no attempt made");
+    while let Some(continue_backoff) = slot.next_cycle(&shared) {
+        if continue_backoff {
+            log::warn!(
+                "the link made by reconnect attempt {attempts} broke at once without a message; counting it as failed"
+            );
+        } else {
+            delays = policy.delays();
+            attempts = 0;
+            last = String::from("no attempt made");
+        }
         let mut connected = false;
-        for delay in policy.delays() {
+        for delay in delays.by_ref() {
             attempts += 1;
             shared.set_state(ConnectionState::Reconnecting { attempt: attempts });
             if slot.backoff(Instant::now() + delay, &shared) {

@@ -221,3 +221,43 @@ fn live_stream_is_reopened_on_demand_after_a_reconnect() {
     assert_eq!((f.width(), f.height()), (32, 16));
     assert!(sim.counters().live_connections >= 1);
 }
+
+/// A server that accepts and closes at once: each reconnect "succeeds", but
+/// a link that breaks without a message counts as a failed attempt, so the
+/// policy's attempt limit still ends it.
+#[test]
+fn accept_and_close_server_exhausts_the_attempts() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut accepted = 0;
+        for s in listener.incoming() {
+            if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            accepted += 1;
+            drop(s); // accept and close at once
+        }
+        accepted
+    });
+    let p = policy().max_attempts(Some(3));
+    let c = Client::connect(&addr, ClientConfig::default().reconnect(p)).unwrap();
+    let events = c.subscribe();
+    let reason = loop {
+        match next_connection_event(&events).kind {
+            EventKind::Closed { reason } => break reason,
+            _ => continue,
+        }
+    };
+    assert!(reason.contains("gave up reconnecting"), "{reason}");
+    assert!(reason.contains("after 3 attempts"), "{reason}");
+    let s = c.stats();
+    assert_eq!(s.reconnect_attempts, 3);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(&addr);
+    let accepted = server.join().unwrap();
+    assert_eq!(accepted, 4, "the first connect and three attempts");
+}

@@ -122,7 +122,11 @@ fn r01_single_reader_accounts_for_interleaved_replies_and_events() {
     assert_eq!(k.flood_messages, EVENTS);
     assert_eq!(k.replies_sent, replies);
     assert_eq!(k.events_sent, EVENTS);
-    assert_eq!(s.messages_received, k.replies_sent + k.events_sent);
+    assert_eq!(
+        s.messages_received,
+        k.replies_sent + k.events_sent,
+        "client stats {s:?}\nsimulator counters {k:?}"
+    );
     assert_eq!(s.replies_matched, replies);
     assert_eq!(s.unmatched_replies + s.late_replies_discarded, 0);
     assert_eq!(all.dropped(), 0);
