@@ -20,23 +20,14 @@ use flamingo_client::{Client, ClientConfig, Error, Event, EventKind, ReconnectPo
 const ECHO: C = C(0x7777);
 /// Failure bound for waits that normally end at once.
 const LONG: Duration = Duration::from_secs(20);
-/// Distinct start positions, so a position reply names its axis.
-const START: [f64; 4] = [2.5, 7.25, 12.125, 33.0];
+const START: [f64; 4] = common::RELIABILITY_START;
 
 fn sim(cfg: SimConfig) -> Simulator {
-    Simulator::start(cfg.image_size(64, 48).start_position(START)).unwrap()
+    common::small_sim(cfg)
 }
 
-/// Connects and waits until the simulator has registered the connection
-/// (the client's connect can return before the simulator's accept), so an
-/// event broadcast right after reaches it.
 fn connect(sim: &Simulator, cfg: ClientConfig) -> Client {
-    let before = sim.counters().connections;
-    let c = Client::connect(&sim.addr().to_string(), cfg).unwrap();
-    poll_until("the simulator to accept", LONG, || {
-        sim.counters().connections > before
-    });
-    c
+    common::connect_registered(sim, cfg)
 }
 
 fn tagged(code: C, tag: i32) -> Message {

@@ -24,22 +24,14 @@ const ECHO: C = C(0x7777);
 const LONG: Duration = Duration::from_secs(20);
 /// The tolerance the issue allows above a deadline.
 const SLACK: Duration = Duration::from_millis(50);
-const START: [f64; 4] = [2.5, 7.25, 12.125, 33.0];
+const START: [f64; 4] = common::RELIABILITY_START;
 
 fn sim(cfg: SimConfig) -> Simulator {
-    Simulator::start(cfg.image_size(64, 48).start_position(START)).unwrap()
+    common::small_sim(cfg)
 }
 
-/// Connects and waits until the simulator has registered the connection
-/// (the client's connect can return before the simulator's accept), so an
-/// event broadcast right after reaches it.
 fn connect(sim: &Simulator, cfg: ClientConfig) -> Client {
-    let before = sim.counters().connections;
-    let c = Client::connect(&sim.addr().to_string(), cfg).unwrap();
-    poll_until("the simulator to accept", LONG, || {
-        sim.counters().connections > before
-    });
-    c
+    common::connect_registered(sim, cfg)
 }
 
 fn tagged(tag: i32) -> Message {

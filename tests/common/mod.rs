@@ -229,3 +229,29 @@ pub fn vm_kib(field: &str) -> Option<u64> {
         rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
 }
+
+/// Distinct start positions, so a position reply names its axis.
+pub const RELIABILITY_START: [f64; 4] = [2.5, 7.25, 12.125, 33.0];
+
+/// A simulator with a small camera and distinct start positions.
+pub fn small_sim(cfg: flamingo_client::sim::SimConfig) -> flamingo_client::sim::Simulator {
+    flamingo_client::sim::Simulator::start(cfg.image_size(64, 48).start_position(RELIABILITY_START))
+        .unwrap()
+}
+
+/// Connects and waits until the simulator has registered the connection
+/// (the client's connect can return before the simulator's accept), so an
+/// event broadcast right after reaches it.
+pub fn connect_registered(
+    sim: &flamingo_client::sim::Simulator,
+    cfg: flamingo_client::ClientConfig,
+) -> flamingo_client::Client {
+    let before = sim.counters().connections;
+    let c = flamingo_client::Client::connect(&sim.addr().to_string(), cfg).unwrap();
+    poll_until(
+        "the simulator to accept",
+        std::time::Duration::from_secs(20),
+        || sim.counters().connections > before,
+    );
+    c
+}
