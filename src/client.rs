@@ -258,13 +258,14 @@ impl Shared {
             ..
         } = &mut *w;
         let stream = slot_stream.as_ref().expect("checked above");
+        // The waiter's key, computed once by the caller.
+        let key = waiter.as_ref().map(|(k, _)| *k);
         let id = waiter.map_or(0, |(key, tx)| self.pending.lock().register(key, tx));
         let unregister = |key: Option<Key>| {
             if let Some(key) = key {
                 self.pending.lock().cancel(key, id);
             }
         };
-        let key = (id != 0).then(|| self.key(msg));
         let mut written = 0usize;
         let res = write_by(stream, &buf, &mut written, deadline, write_timeout)
             .and_then(|()| write_by(stream, data, &mut written, deadline, write_timeout));
