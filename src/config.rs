@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::codec::{CommandCode, MatchKey, StatusPolicy, DEFAULT_ADDITIONAL_DATA_LIMIT};
 use crate::live::LiveConfig;
-use crate::reconnect::ReconnectPolicy;
+use crate::ReconnectPolicy;
 
 /// How a [`Client`](crate::Client) connects and behaves. Every field has a
 /// documented default; the builder methods consume and return the config.
@@ -34,11 +34,25 @@ pub struct ClientConfig {
     /// Recent events kept so a wait that starts late still sees an event
     /// that already arrived. Default 256.
     pub event_history: usize,
-    /// How long a timed-out request's tombstone waits for its late reply.
-    /// Default 10 s.
+    /// Bytes of additional data the event history may keep in all; an
+    /// event whose data does not fit is kept without it. Default 1 MiB.
+    pub event_history_bytes: usize,
+    /// How long a request whose caller gave up may stay unanswered before
+    /// the link is reset to resynchronise (its reply key stays blocked
+    /// meanwhile, so no later request of that key can receive its late
+    /// reply). `Duration::MAX`: never reset. Default 10 s.
     pub late_reply_window: Duration,
-    /// At most this many tombstones per (code, key). Default 64.
-    pub max_tombstones_per_key: usize,
+    /// Requests left unanswered after their callers gave up, at most,
+    /// before the link is reset at once. Default 64.
+    pub max_unanswered: usize,
+    /// Requests of one reply key allowed on the wire at once. Default 1,
+    /// which makes every match exact. More pipelines same-code requests
+    /// (matched first-in first-out, and by an echoed `int32Data0` where the
+    /// catalogue says the reply carries one): faster, but if the
+    /// instrument ever drops a reply, every later reply of that key goes to
+    /// the wrong caller until the link is reset. Opt in only for an
+    /// instrument known never to drop replies.
+    pub max_in_flight_per_key: usize,
     /// Whether the live image port (command port + 1) may be used. Default true.
     pub live: bool,
     /// Settings of the live image stream (frame size limit, queue depth...).
@@ -61,8 +75,10 @@ impl Default for ClientConfig {
             additional_data_limit: DEFAULT_ADDITIONAL_DATA_LIMIT,
             event_queue_depth: 1024,
             event_history: 256,
+            event_history_bytes: 1024 * 1024,
             late_reply_window: Duration::from_secs(10),
-            max_tombstones_per_key: 64,
+            max_unanswered: 64,
+            max_in_flight_per_key: 1,
             live: true,
             live_config: LiveConfig::default(),
             keepalive: true,
@@ -108,6 +124,25 @@ impl ClientConfig {
     #[must_use]
     pub fn late_reply_window(mut self, d: Duration) -> Self {
         self.late_reply_window = d;
+        self
+    }
+    /// Sets [`max_in_flight_per_key`](ClientConfig::max_in_flight_per_key)
+    /// (at least 1). Read its risk first.
+    #[must_use]
+    pub fn max_in_flight_per_key(mut self, n: usize) -> Self {
+        self.max_in_flight_per_key = n.max(1);
+        self
+    }
+    /// Sets [`max_unanswered`](ClientConfig::max_unanswered).
+    #[must_use]
+    pub fn max_unanswered(mut self, n: usize) -> Self {
+        self.max_unanswered = n;
+        self
+    }
+    /// Sets [`event_history_bytes`](ClientConfig::event_history_bytes).
+    #[must_use]
+    pub fn event_history_bytes(mut self, n: usize) -> Self {
+        self.event_history_bytes = n;
         self
     }
     /// Sets [`live`](ClientConfig::live).

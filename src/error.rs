@@ -13,14 +13,136 @@ use crate::codec::CommandCode;
 /// `Result<T, flamingo_client::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Which part of an operation ran out of time, in [`Error::Timeout`].
+///
+/// ```
+/// use flamingo_client::{Error, TimeoutPhase};
+/// use std::time::Duration;
+///
+/// let e = Error::timeout(TimeoutPhase::Reply, "the reply to STAGE_POSITION_GET", Duration::from_millis(300));
+/// assert!(matches!(e, Error::Timeout { phase: TimeoutPhase::Reply, .. }));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// Waiting for its turn to be written: another thread's write was still
+    /// in progress (the instrument is not reading fast enough).
+    SendLock,
+    /// Waiting because an earlier request that the instrument answers with
+    /// the same reply code is still unanswered (replies carry no request id,
+    /// so only one such request may be on the wire at a time).
+    KeyBusy,
+    /// Waiting for the link to come back (a reconnect was in progress).
+    LinkWait,
+    /// Writing the request: the instrument did not accept the bytes.
+    Write,
+    /// The request was sent; its reply did not arrive in time.
+    Reply,
+    /// Waiting for an event (motion stopped, system idle, workflow progress...).
+    Event,
+    /// Opening the TCP connection.
+    Connect,
+    /// Waiting for a live image frame.
+    Frame,
+}
+
+impl TimeoutPhase {
+    fn hint(self) -> &'static str {
+        match self {
+            TimeoutPhase::SendLock | TimeoutPhase::Write => {
+                " (the instrument is not reading its commands: is it hung or overloaded?)"
+            }
+            TimeoutPhase::KeyBusy => {
+                " (an earlier request of the same kind is still unanswered; the client waits for its reply or resynchronises the link)"
+            }
+            TimeoutPhase::LinkWait => " (the connection was down and did not come back in time)",
+            TimeoutPhase::Reply | TimeoutPhase::Event => "",
+            TimeoutPhase::Connect => " (is the microscope server running and the address right?)",
+            TimeoutPhase::Frame => " (is live view or an acquisition running?)",
+        }
+    }
+}
+
+/// Why a connection ended, in [`Error::Disconnected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client was never connected ([`Client::open`](crate::Client::open) not called or failed).
+    NotConnected,
+    /// [`Client::close`](crate::Client::close) was called, or the last handle was dropped.
+    ClosedByUser,
+    /// The instrument closed or reset the connection, or the network failed.
+    ClosedByPeer,
+    /// Writing to the instrument failed part-way; a partly sent message
+    /// cannot be taken back, so the link was reset.
+    SendFailed,
+    /// The link was reset on purpose to resynchronise: a request stayed
+    /// unanswered longer than the late-reply window, so replies could no
+    /// longer be matched safely.
+    Resynchronised,
+    /// The instrument broke the wire protocol beyond repair.
+    Protocol,
+    /// Reconnection was configured and every attempt failed.
+    GaveUp,
+    /// A thread of the client failed unexpectedly (a bug: please report it).
+    Internal,
+}
+
+impl DisconnectReason {
+    /// A short description, as used in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DisconnectReason::NotConnected => "not connected",
+            DisconnectReason::ClosedByUser => "closed by the user",
+            DisconnectReason::ClosedByPeer => "closed by the instrument or the network",
+            DisconnectReason::SendFailed => "sending failed",
+            DisconnectReason::Resynchronised => "reset to resynchronise replies",
+            DisconnectReason::Protocol => "protocol error",
+            DisconnectReason::GaveUp => "gave up reconnecting",
+            DisconnectReason::Internal => "internal failure",
+        }
+    }
+}
+
+/// The kind of an [`Error`], without its details: what callers and tests
+/// match on when the fields do not matter.
+///
+/// ```
+/// use flamingo_client::{Error, ErrorKind};
+/// assert_eq!(Error::invalid("x").kind(), ErrorKind::InvalidArgument);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Disconnected`].
+    Disconnected,
+    /// [`Error::Refused`].
+    Refused,
+    /// [`Error::Busy`].
+    Busy,
+    /// [`Error::Protocol`].
+    Protocol,
+    /// [`Error::TooLarge`].
+    TooLarge,
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
+    /// [`Error::Connect`].
+    Connect,
+    /// [`Error::Io`].
+    Io,
+}
+
 /// Everything that can go wrong talking to the microscope.
 ///
 /// ```
-/// use flamingo_client::Error;
+/// use flamingo_client::{Error, ErrorKind, TimeoutPhase};
 /// use std::time::Duration;
 ///
-/// let e = Error::Timeout { what: "STAGE_POSITION_GET reply".into(), after: Duration::from_millis(300) };
+/// let e = Error::timeout(TimeoutPhase::Reply, "STAGE_POSITION_GET reply", Duration::from_millis(300));
 /// assert!(e.is_timeout());
+/// assert_eq!(e.kind(), ErrorKind::Timeout);
 /// assert_eq!(e.to_string(), "timed out after 0.300 s waiting for STAGE_POSITION_GET reply");
 /// ```
 #[derive(Debug)]
@@ -28,15 +150,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The operation's deadline passed before it completed.
     Timeout {
-        /// What was being waited for.
+        /// Which part of the operation was under way.
+        phase: TimeoutPhase,
+        /// What was being waited for, in words.
         what: String,
-        /// The deadline that was given.
+        /// The timeout that was given.
         after: Duration,
     },
     /// The connection is closed or broke; in-flight and later requests fail with this.
     Disconnected {
-        /// Why the link went down, in words.
-        reason: String,
+        /// Why, as a value to match on.
+        reason: DisconnectReason,
+        /// Why, in words (what the operating system or the client saw).
+        detail: String,
     },
     /// The instrument answered with a status its status policy calls a refusal.
     Refused {
@@ -84,6 +210,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The kind of error, without its details.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Disconnected { .. } => ErrorKind::Disconnected,
+            Error::Refused { .. } => ErrorKind::Refused,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Io(_) => ErrorKind::Io,
+        }
+    }
     /// True for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
@@ -91,6 +231,20 @@ impl Error {
     /// True for [`Error::Disconnected`].
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected { .. })
+    }
+    /// The timeout phase, for [`Error::Timeout`].
+    pub fn timeout_phase(&self) -> Option<TimeoutPhase> {
+        match self {
+            Error::Timeout { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+    /// The disconnect reason, for [`Error::Disconnected`].
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            Error::Disconnected { reason, .. } => Some(*reason),
+            _ => None,
+        }
     }
     /// Shorthand constructor for [`Error::InvalidArgument`].
     pub fn invalid(what: impl Into<String>) -> Error {
@@ -103,14 +257,16 @@ impl Error {
         }
     }
     /// Shorthand constructor for [`Error::Disconnected`].
-    pub fn disconnected(reason: impl Into<String>) -> Error {
+    pub fn disconnected(reason: DisconnectReason, detail: impl Into<String>) -> Error {
         Error::Disconnected {
-            reason: reason.into(),
+            reason,
+            detail: detail.into(),
         }
     }
     /// Shorthand constructor for [`Error::Timeout`].
-    pub fn timeout(what: impl Into<String>, after: Duration) -> Error {
+    pub fn timeout(phase: TimeoutPhase, what: impl Into<String>, after: Duration) -> Error {
         Error::Timeout {
+            phase,
             what: what.into(),
             after,
         }
@@ -120,15 +276,21 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Timeout { what, after } => write!(
+            Error::Timeout { phase, what, after } => write!(
                 f,
-                "timed out after {:.3} s waiting for {what}",
-                after.as_secs_f64()
+                "timed out after {:.3} s waiting for {what}{}",
+                after.as_secs_f64(),
+                phase.hint()
             ),
-            Error::Disconnected { reason } => write!(
-                f,
-                "disconnected: {reason} (check the network and that the microscope server is running)"
-            ),
+            Error::Disconnected { reason, detail } => match reason {
+                DisconnectReason::ClosedByUser | DisconnectReason::NotConnected => {
+                    write!(f, "disconnected: {detail}")
+                }
+                _ => write!(
+                    f,
+                    "disconnected: {detail} (check the network and that the microscope server is running)"
+                ),
+            },
             Error::Refused { code, status } => {
                 write!(f, "device refused {code} (status {status})")
             }

@@ -20,22 +20,19 @@ pub mod sim;
 
 mod client;
 mod config;
-mod correlate;
 mod error;
-mod events;
-mod reader;
 mod reconnect;
-mod stats;
-mod supervisor;
 mod transport;
 
-pub use client::{Client, ConnectionState, Pending, Reply};
+pub(crate) use client::events;
+pub use client::{
+    CallbackId, Client, ConnectionState, Deadline, Event, EventKind, LatencySummary, Op, Reply,
+    Stats, SubscriberStats, Subscription, Waker,
+};
 pub use codec::Axis;
 pub use config::ClientConfig;
-pub use error::{Error, Result};
-pub use events::{CallbackId, Event, EventKind, SubscriberStats, Subscription};
+pub use error::{DisconnectReason, Error, ErrorKind, Result, TimeoutPhase};
 pub use reconnect::{Delays, ReconnectPolicy};
-pub use stats::{LatencySummary, Stats};
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

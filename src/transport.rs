@@ -27,6 +27,29 @@ fn keepalive() -> TcpKeepalive {
     ka
 }
 
+/// Applies the instrument's socket options (no delay, keepalive, a large
+/// receive buffer) to a socket before it connects.
+pub(crate) fn configure(socket: &Socket, keepalive_on: bool) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    if keepalive_on {
+        socket.set_tcp_keepalive(&keepalive())?;
+    }
+    // A smaller buffer than asked for is not an error; the OS may cap it.
+    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
+        log::debug!("could not set a {RECV_BUFFER}-byte receive buffer: {e}");
+    }
+    Ok(())
+}
+
+/// Windows may not wake a blocked `recv` when another thread shuts the
+/// socket down, so there readers wake this often to check whether their
+/// client is closing. Elsewhere they block with no timeout (an idle client
+/// uses no CPU).
+#[cfg(windows)]
+pub(crate) const CLOSE_POLL: Option<Duration> = Some(Duration::from_millis(20));
+#[cfg(not(windows))]
+pub(crate) const CLOSE_POLL: Option<Duration> = None;
+
 /// Resolves `addr` ("host:port") to socket addresses, as an [`Error::Connect`] on failure.
 pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
     match addr.to_socket_addrs() {

@@ -10,7 +10,7 @@ use super::op::{recv_reply, Step};
 use super::{msg0, run, Base, Op};
 use crate::codec::CommandCode as C;
 use crate::live::{Frame, LiveStream};
-use crate::{Client, Error, Pending, Reply, Result};
+use crate::{Client, Error, Op as ReplyOp, Reply, Result};
 
 /// The camera's image size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,7 +173,7 @@ impl Camera {
     pub fn set_roi_top(&self, top: u32) -> Result<()> {
         let v = positive_i32("the ROI top edge", top)?;
         self.base
-            .send_flagged(msg0(C::CAMERA_ROI_TOP_SET, v))
+            .send_flagged(msg0(C::CAMERA_ROI_TOP_SET, v), self.base.deadline())
             .map(|_| ())
     }
 }
@@ -201,12 +201,13 @@ impl Camera {
         let client = &self.base.client;
         let live = match client.live_if_open() {
             Some(l) => l,
-            None => client.live(self.base.timeout)?,
+            None => client.live(deadline.remaining_timeout())?,
         };
         // Frames counted before the trigger are not the snapshot.
         let mark = live.stats().frames;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ack = client.submit(msg0(C::CAMERA_SNAPSHOT_GET, 0), left)?;
+        let ack = self
+            .base
+            .submit_at(msg0(C::CAMERA_SNAPSHOT_GET, 0), deadline)?;
         Ok(Op::new(
             "a snapshot frame",
             deadline,
@@ -226,10 +227,16 @@ impl Camera {
     /// [`LiveStream::next_frame`] or show [`LiveStream::latest_frame`].
     pub fn live_start(&self) -> Result<Arc<LiveStream>> {
         let deadline = self.base.deadline();
-        self.submit_live_start()?.wait()?;
+        self.base
+            .command_at(
+                "the acknowledgement of CAMERA_LIVE_VIEW_START",
+                msg0(C::CAMERA_LIVE_VIEW_START, 0),
+                deadline,
+            )?
+            .wait()?;
         self.base
             .client
-            .live(deadline.saturating_duration_since(Instant::now()))
+            .live(deadline.remaining_timeout())
     }
 
     /// Sends `CAMERA_LIVE_VIEW_START` only (the acknowledgement is the
@@ -264,7 +271,7 @@ impl Camera {
 /// after the trigger.
 struct Snapshot {
     client: Client,
-    ack: Option<Pending>,
+    ack: Option<ReplyOp<Reply>>,
     live: Arc<LiveStream>,
     mark: u64,
 }
@@ -287,7 +294,10 @@ impl Snapshot {
                 // The stream ended; its error says why.
                 Err(RecvTimeoutError::Disconnected) => {
                     return Some(Err(self.live.error().unwrap_or_else(|| {
-                        Error::disconnected("the live stream was closed")
+                        Error::disconnected(
+                            crate::DisconnectReason::ClosedByUser,
+                            "the live stream was closed",
+                        )
                     })))
                 }
             }

@@ -92,8 +92,8 @@ impl Lasers {
         let deadline = self.base.deadline();
         let client = &self.base.client;
         let sub = client.subscribe_to(&[C::LASER_LEVEL_SET]);
-        let after = self.base.send_flagged(set)?;
-        let get = client.submit(msg0(C::LASER_LEVEL_GET, n), self.base.timeout)?;
+        let after = self.base.queue_flagged(set, deadline)?;
+        let get = self.base.submit_at(msg0(C::LASER_LEVEL_GET, n), deadline)?;
         let read_back = ReplyStep::new(get, move |r| parse_level_reply(laser, &r));
         Ok(Op::new(
             format!("laser {laser} to be set to {p:.2} % and read back"),
@@ -145,12 +145,13 @@ impl Lasers {
         let sub = client.subscribe_to(&[C::LASER_ALL_DISABLE]);
         let mut after = None;
         for n in LASERS {
-            let seq = self
-                .base
-                .send_flagged(Message::new(C::LASER_ALL_DISABLE).with_int32_data0(n.into()))?;
+            let seq = self.base.queue_flagged(
+                Message::new(C::LASER_ALL_DISABLE).with_int32_data0(n.into()),
+                deadline,
+            )?;
             after.get_or_insert(seq);
         }
-        let barrier = client.submit(msg0(C::SYSTEM_STATE_GET, 0), self.base.timeout)?;
+        let barrier = self.base.submit_at(msg0(C::SYSTEM_STATE_GET, 0), deadline)?;
         Ok(Op::new(
             "every laser to be turned off",
             deadline,

@@ -35,10 +35,10 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::codec::{CommandCode, Flags, Message};
-use crate::{Client, Error, Reply, Result};
+use crate::{Client, Deadline, Error, Reply, Result};
 
 mod camera;
 mod illumination;
@@ -55,7 +55,7 @@ pub use illumination::{
     led_level_from_percent, FilterWheel, Led, LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN,
 };
 pub use lasers::Lasers;
-pub use op::Op;
+pub use crate::Op;
 pub use sections::{Entry, Section};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
@@ -64,7 +64,8 @@ pub use workflow::{
     StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate, Workflows,
 };
 
-use op::{ReplyStep, Step};
+use crate::client::Step;
+use op::ReplyStep;
 
 /// Facades. Each is cheap: a clone of the client and a timeout.
 impl Client {
@@ -117,9 +118,28 @@ impl Base {
         }
     }
 
-    /// The deadline of an operation starting now.
-    pub fn deadline(&self) -> Instant {
-        deadline_after(self.timeout)
+    /// The deadline of an operation starting now: computed once, it covers
+    /// every message the operation sends and every reply or event it awaits.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::after(self.timeout)
+    }
+
+    /// Starts a request that must be answered by `deadline` (the
+    /// operation's), without writing on the calling thread.
+    pub fn submit_at(&self, msg: Message, deadline: Deadline) -> Result<Op<Reply>> {
+        self.client
+            .request_until(msg, &[], deadline, self.timeout, false)
+    }
+
+    /// Starts a request with its own timeout `timeout` (for steps, such as
+    /// polls, that have a shorter deadline than their operation).
+    pub fn submit_within(
+        &self,
+        msg: Message,
+        deadline: Deadline,
+        timeout: Duration,
+    ) -> Result<Op<Reply>> {
+        self.client.request_until(msg, &[], deadline, timeout, false)
     }
 
     /// Sends a request whose reply status is information, not an error, and
@@ -130,8 +150,18 @@ impl Base {
         msg: Message,
         parse: impl FnOnce(Reply) -> Result<T> + Send + 'static,
     ) -> Result<Op<T>> {
-        let deadline = self.deadline();
-        let pending = self.client.submit(msg, self.timeout)?;
+        self.query_at(what, msg, self.deadline(), parse)
+    }
+
+    /// [`query`](Base::query) within an operation's `deadline`.
+    pub fn query_at<T: 'static>(
+        &self,
+        what: impl Into<String>,
+        msg: Message,
+        deadline: Deadline,
+        parse: impl FnOnce(Reply) -> Result<T> + Send + 'static,
+    ) -> Result<Op<T>> {
+        let pending = self.submit_at(msg, deadline)?;
         Ok(Op::new(
             what,
             deadline,
@@ -157,22 +187,44 @@ impl Base {
 
     /// A command acknowledged with a checked status and nothing else.
     pub fn command(&self, what: impl Into<String>, msg: Message) -> Result<Op<()>> {
-        self.checked(what, msg, |_| Ok(()))
+        self.command_at(what, msg, self.deadline())
+    }
+
+    /// [`command`](Base::command) within an operation's `deadline`.
+    pub fn command_at(
+        &self,
+        what: impl Into<String>,
+        msg: Message,
+        deadline: Deadline,
+    ) -> Result<Op<()>> {
+        let client = self.client.clone();
+        self.query_at(what, msg, deadline, move |r| client.check_status(&r))
+    }
+
+    /// A message queued without waiting for a reply or for its write, with
+    /// TRIGGER_CALL_BACK set (the instrument may or may not answer). Never
+    /// blocks; a request queued after it is written after it. Returns the
+    /// sequence number before the send.
+    pub fn queue_flagged(&self, msg: Message, deadline: Deadline) -> Result<u64> {
+        self.client.send_detached(
+            msg.with_flags(msg.flags | Flags::TRIGGER_CALL_BACK),
+            &[],
+            deadline,
+            self.timeout,
+        )
     }
 
     /// A message sent without waiting for a reply, with TRIGGER_CALL_BACK
-    /// set (the instrument may or may not answer). Returns the sequence
-    /// number before the send.
-    pub fn send_flagged(&self, msg: Message) -> Result<u64> {
-        self.client
-            .send(msg.with_flags(msg.flags | Flags::TRIGGER_CALL_BACK))
+    /// set (the instrument may or may not answer), written by `deadline`
+    /// (the operation's). Returns the sequence number before the send.
+    pub fn send_flagged(&self, msg: Message, deadline: Deadline) -> Result<u64> {
+        self.client.send_until(
+            msg.with_flags(msg.flags | Flags::TRIGGER_CALL_BACK),
+            &[],
+            deadline,
+            self.timeout,
+        )
     }
-}
-
-pub(crate) fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// A finite number, or an invalid-argument error naming it.

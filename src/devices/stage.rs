@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use super::op::{recv_event, recv_reply, ReplyStep, Step};
-use super::{deadline_after, finite, msg0, run, Base, BoxStep, Op};
+use super::{finite, msg0, run, Base, BoxStep, Op};
 use crate::codec::{Axis, CommandCode as C};
 use crate::events::{Event, EventKind, Subscription};
-use crate::{Client, Error, Pending, Reply, Result};
+use crate::{Client, Deadline, Error, Op as ReplyOp, Reply, Result};
 
 /// The default of [`Stage::motion_timeout`]: 60 s.
 const DEFAULT_MOTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -181,8 +181,7 @@ impl Stage {
         for axis in Axis::ALL {
             let pending = self
                 .base
-                .client
-                .submit(msg0(C::STAGE_POSITION_GET, axis.wire()), self.base.timeout)?;
+                .submit_at(msg0(C::STAGE_POSITION_GET, axis.wire()), deadline)?;
             steps.push(Box::new(ReplyStep::new(pending, move |r| {
                 parse_position(axis, &r)
             })));
@@ -261,13 +260,17 @@ impl Stage {
             return Ok(Op::ready("no move", Vec::new()));
         }
         let what = describe_moves(targets);
-        let deadline = deadline_after(self.motion_timeout);
+        let deadline = Deadline::after(self.motion_timeout);
         let client = &self.base.client;
         // Armed before anything is sent: no stop event can be missed.
         let sub = client.subscribe_to(&[C::STAGE_MOTION_STOPPED]);
         let mut acks = Vec::with_capacity(targets.len());
         for &(axis, target) in targets {
-            acks.push(client.submit(move_msg(axis, target), self.motion_timeout)?);
+            acks.push(self.base.submit_within(
+                move_msg(axis, target),
+                deadline,
+                self.motion_timeout,
+            )?);
         }
         let axes = targets
             .iter()
@@ -313,10 +316,12 @@ impl Stage {
 
     /// Non-blocking form of [`home_and_wait`](Stage::home_and_wait).
     pub fn submit_home_and_wait(&self) -> Result<Op<Vec<MotionStop>>> {
-        let deadline = deadline_after(self.motion_timeout);
+        let deadline = Deadline::after(self.motion_timeout);
         let client = &self.base.client;
         let sub = client.subscribe_to(&[C::STAGE_MOTION_STOPPED]);
-        let ack = client.submit(msg0(C::STAGE_HOME, 0), self.motion_timeout)?;
+        let ack = self
+            .base
+            .submit_within(msg0(C::STAGE_HOME, 0), deadline, self.motion_timeout)?;
         let axes = Axis::ALL.iter().map(|&a| (a, 0)).collect();
         Ok(Op::new(
             "every axis to stop after STAGE_HOME",
@@ -384,7 +389,7 @@ struct MotionWait {
     client: Client,
     sub: Subscription,
     /// The motion commands in flight, and once acknowledged, the reply's seq.
-    acks: Vec<(Option<Pending>, Option<u64>)>,
+    acks: Vec<(Option<ReplyOp<Reply>>, Option<u64>)>,
     /// Each awaited axis and the index of the command that moves it.
     axes: Vec<(Axis, usize)>,
     stops: Vec<Option<MotionStop>>,
@@ -397,7 +402,7 @@ impl MotionWait {
     fn new(
         client: Client,
         sub: Subscription,
-        acks: Vec<Pending>,
+        acks: Vec<ReplyOp<Reply>>,
         axes: Vec<(Axis, usize)>,
     ) -> MotionWait {
         let n = axes.len();

@@ -4,10 +4,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::op::{recv_event, recv_reply, Step};
-use super::{deadline_after, msg0, run, Base, Op};
+use super::{msg0, run, Base, Op};
 use crate::codec::CommandCode as C;
 use crate::events::{EventKind, Subscription};
-use crate::{Client, Error, Pending, Result};
+use crate::{Deadline, Error, Op as ReplyOp, Reply, Result};
 
 /// How often [`System::wait_until_idle`] asks for the state while it waits
 /// for the idle broadcast (in case that broadcast is lost).
@@ -118,8 +118,10 @@ impl System {
         let deadline = self.base.deadline();
         let client = &self.base.client;
         let sub = client.subscribe_to(&[C::SYSTEM_STATE_IDLE]);
-        let after = self.base.send_flagged(msg0(C::SYSTEM_STATE_IDLE, 0))?;
-        let wait = IdleWait::new(client.clone(), sub, after, self.base.timeout)?;
+        let after = self
+            .base
+            .queue_flagged(msg0(C::SYSTEM_STATE_IDLE, 0), deadline)?;
+        let wait = IdleWait::new(self.base.clone(), sub, after, self.base.timeout, deadline)?;
         Ok(Op::new(
             "the system to become idle after SYSTEM_STATE_IDLE",
             deadline,
@@ -137,11 +139,17 @@ impl System {
 
     /// Non-blocking form of [`wait_until_idle`](System::wait_until_idle).
     pub fn submit_wait_until_idle(&self, timeout: Duration) -> Result<Op<()>> {
-        let deadline = deadline_after(timeout);
+        let deadline = Deadline::after(timeout);
         let client = &self.base.client;
         let sub = client.subscribe_to(&[C::SYSTEM_STATE_IDLE]);
         let after = client.last_seq();
-        let wait = IdleWait::new(client.clone(), sub, after, self.base.timeout.min(timeout))?;
+        let wait = IdleWait::new(
+            self.base.clone(),
+            sub,
+            after,
+            self.base.timeout.min(timeout),
+            deadline,
+        )?;
         Ok(Op::new(
             "the system to become idle",
             deadline,
@@ -153,30 +161,43 @@ impl System {
 
 /// Waits for an idle broadcast after `after`, or a state reply saying idle.
 struct IdleWait {
-    client: Client,
+    base: Base,
     sub: Subscription,
     after: u64,
-    query: Option<Pending>,
+    query: Option<ReplyOp<Reply>>,
     query_timeout: Duration,
+    /// The operation's deadline: no poll outlives it.
+    deadline: Deadline,
     next_query: Instant,
 }
 
 impl IdleWait {
     fn new(
-        client: Client,
+        base: Base,
         sub: Subscription,
         after: u64,
         query_timeout: Duration,
+        deadline: Deadline,
     ) -> Result<IdleWait> {
-        let query = client.submit(msg0(C::SYSTEM_STATE_GET, 0), query_timeout)?;
-        Ok(IdleWait {
-            client,
+        let mut w = IdleWait {
+            base,
             sub,
             after,
-            query: Some(query),
+            query: None,
             query_timeout,
-            next_query: Instant::now() + POLL_INTERVAL,
-        })
+            deadline,
+            next_query: Instant::now(),
+        };
+        w.query = Some(w.poll_state()?);
+        w.next_query = Instant::now() + POLL_INTERVAL;
+        Ok(w)
+    }
+
+    /// A state query with its own shorter deadline, within the operation's.
+    fn poll_state(&self) -> Result<ReplyOp<Reply>> {
+        let d = Deadline::after(self.query_timeout).min(self.deadline);
+        self.base
+            .submit_within(msg0(C::SYSTEM_STATE_GET, 0), d, self.query_timeout)
     }
 
     /// Handles a state reply; `Ok(true)` when idle.
@@ -205,10 +226,7 @@ impl IdleWait {
                 return self.on_reply(r);
             }
         } else if Instant::now() >= self.next_query {
-            self.query = Some(
-                self.client
-                    .submit(msg0(C::SYSTEM_STATE_GET, 0), self.query_timeout)?,
-            );
+            self.query = Some(self.poll_state()?);
         }
         Ok(false)
     }

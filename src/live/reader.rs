@@ -61,8 +61,10 @@ pub(crate) enum End {
 impl End {
     pub(crate) fn to_error(&self) -> Error {
         match self {
-            End::Closed => Error::disconnected("live stream closed"),
-            End::Disconnected(reason) => Error::disconnected(reason.clone()),
+            End::Closed => Error::disconnected(crate::DisconnectReason::ClosedByUser, "live stream closed"),
+            End::Disconnected(reason) => {
+                Error::disconnected(crate::DisconnectReason::ClosedByPeer, reason.clone())
+            }
             End::Protocol(detail) => Error::protocol(detail.clone()),
             End::TooLarge { size, limit } => Error::TooLarge {
                 what: "live frame",

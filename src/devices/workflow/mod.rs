@@ -76,9 +76,11 @@ impl Workflows {
         // Armed before the start goes out: nothing it causes can be missed.
         let sub = client.subscribe_to(&run::RUN_CODES);
         let msg = Message::new(C::CAMERA_WORK_FLOW_START).with_flags(Flags::TRIGGER_CALL_BACK);
-        let start_seq = client.send_with_data(msg, workflow.as_bytes())?;
-        let probe = client
-            .submit(msg0(C::SYSTEM_STATE_GET, 0), self.base.timeout)
+        let deadline = self.base.deadline();
+        let start_seq = client.send_detached(msg, workflow.as_bytes(), deadline, self.base.timeout)?;
+        let probe = self
+            .base
+            .submit_at(msg0(C::SYSTEM_STATE_GET, 0), deadline)
             .map_err(|e| log::debug!("workflow start: state probe not sent: {e}"))
             .ok();
         Ok(WorkflowRun::new(

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::codec::CommandCode as C;
 use crate::devices::op::{recv_event, recv_reply};
-use crate::devices::{deadline_after, SystemState};
+use crate::devices::SystemState;
 use crate::events::{Event, EventKind, Subscription};
-use crate::{Client, Error, Pending, Reply, Result};
+use crate::{Client, Deadline, Error, Op as ReplyOp, Reply, Result};
 
 /// The codes a run listens to.
 pub(crate) const RUN_CODES: [C; 7] = [
@@ -152,7 +152,7 @@ pub struct WorkflowRun {
     /// A state query in flight: sent right after the start (busy confirms
     /// the run) and again whenever a running workflow has been quiet for
     /// [`STATE_POLL`] (idle then ends it, in case the idle broadcast was lost).
-    probe: Option<Pending>,
+    probe: Option<ReplyOp<Reply>>,
     /// Whether the probe in flight is a poll of a running workflow.
     probe_is_poll: bool,
     /// Run events received since the poll was sent.
@@ -197,7 +197,7 @@ impl WorkflowRun {
         sub: Subscription,
         start_seq: u64,
         started_at: Instant,
-        probe: Option<Pending>,
+        probe: Option<ReplyOp<Reply>>,
     ) -> WorkflowRun {
         WorkflowRun {
             client,
@@ -231,15 +231,15 @@ impl WorkflowRun {
     /// The next update, waiting at most `timeout`. `None` if nothing
     /// happened in that time, or after the last update.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<WorkflowUpdate>> {
-        let until = deadline_after(timeout);
+        let until = Deadline::after(timeout);
         loop {
             if let Some(u) = self.queue.pop_front() {
                 return Some(u);
             }
-            if self.outcome.is_some() || Instant::now() >= until {
+            if self.outcome.is_some() || until.expired() {
                 return None;
             }
-            self.pump(Some(until));
+            self.pump(Some(until.wait_slice()));
         }
     }
 
@@ -250,7 +250,7 @@ impl WorkflowRun {
     /// Errors: `Busy` / `Refused` (the instrument would not start it),
     /// `Disconnected`, `Timeout` (the run is still going: it is not stopped).
     pub fn wait(&mut self, timeout: Duration) -> Result<WorkflowSummary> {
-        let until = deadline_after(timeout);
+        let until = Deadline::after(timeout);
         loop {
             while self.queue.pop_front().is_some() {}
             match &self.outcome {
@@ -258,14 +258,15 @@ impl WorkflowRun {
                 Some(Outcome::Failed(e)) => return Err(dup(e)),
                 None => {}
             }
-            if Instant::now() >= until {
+            if until.expired() {
                 let (done, total) = self.progress.unwrap_or((0, self.gauge_total.unwrap_or(0)));
                 return Err(Error::timeout(
+                    crate::TimeoutPhase::Event,
                     format!("the workflow to finish ({done} of {total} planes done so far; it is still running)"),
                     timeout,
                 ));
             }
-            self.pump(Some(until));
+            self.pump(Some(until.wait_slice()));
         }
     }
 
@@ -570,9 +571,12 @@ impl WorkflowRun {
 
     /// Used by `start`: processes input until the probe has been answered
     /// (or `until`). Returns the run's failure, if it failed meanwhile.
-    pub(crate) fn confirm(&mut self, until: Instant) -> Result<()> {
-        while self.probe.is_some() && self.outcome.is_none() && Instant::now() < until {
-            let r = self.probe.as_mut().and_then(|p| recv_reply(p, Some(until)));
+    pub(crate) fn confirm(&mut self, until: Deadline) -> Result<()> {
+        while self.probe.is_some() && self.outcome.is_none() && !until.expired() {
+            let r = self
+                .probe
+                .as_mut()
+                .and_then(|p| recv_reply(p, Some(until.wait_slice())));
             if let Some(r) = r {
                 self.probe = None;
                 self.drain_events();
@@ -596,8 +600,8 @@ pub const STATE_POLL: Duration = Duration::from_secs(5);
 /// A copy of an error, for outcomes reported more than once.
 fn dup(e: &Error) -> Error {
     match e {
-        Error::Timeout { what, after } => Error::timeout(what.clone(), *after),
-        Error::Disconnected { reason } => Error::disconnected(reason.clone()),
+        Error::Timeout { phase, what, after } => Error::timeout(*phase, what.clone(), *after),
+        Error::Disconnected { reason, detail } => Error::disconnected(*reason, detail.clone()),
         Error::Refused { code, status } => Error::Refused {
             code: *code,
             status: *status,

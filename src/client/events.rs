@@ -8,16 +8,17 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use super::deadline::Deadline;
 use crate::codec::{Axis, CommandCode, Message};
-use crate::{Error, Result};
+use crate::{DisconnectReason, Error, Result, TimeoutPhase};
 
 /// What an event means. Built from the raw [`Message`] by [`EventKind::from_message`].
 #[derive(Clone, Debug, PartialEq)]
@@ -207,7 +208,6 @@ impl Event {
 }
 
 struct SubShared {
-    alive: AtomicBool,
     dropped: AtomicU64,
     delivered: AtomicU64,
 }
@@ -218,6 +218,7 @@ struct Sub {
     tx: Sender<Event>,
     /// Our own handle on the queue, used to drop the oldest event when full.
     rx: Receiver<Event>,
+    depth: usize,
     shared: Arc<SubShared>,
 }
 
@@ -231,7 +232,13 @@ impl Sub {
 }
 
 /// A subscription to events: a crossbeam [`Receiver`] (through `Deref`) with
-/// its own bounded queue. Dropping it unsubscribes.
+/// its own bounded queue. Dropping it unsubscribes at once.
+///
+/// The queue holds at most the client's
+/// [`event_queue_depth`](crate::ClientConfig::event_queue_depth) events;
+/// when it is full the *oldest* is dropped (and counted in
+/// [`dropped`](Subscription::dropped)), so the reader never waits for a slow
+/// subscriber. Memory is taken as events arrive, not reserved up front.
 ///
 /// Blocking semantics are the receiver's: `recv()` blocks until an event
 /// arrives or the client is closed (then it returns `Err` once the queue is
@@ -251,6 +258,7 @@ pub struct Subscription {
     id: u64,
     rx: Receiver<Event>,
     shared: Arc<SubShared>,
+    hub: Weak<Mutex<HubInner>>,
 }
 
 impl Subscription {
@@ -270,31 +278,53 @@ impl Subscription {
     }
 
     /// Waits for the first event with `seq > after` that satisfies `pred`,
-    /// until `timeout`. Connection loss ends the wait with `Disconnected`.
+    /// until `timeout` (`Duration::MAX`: no deadline). Connection loss ends
+    /// the wait with `Disconnected`. The predicate runs on the calling
+    /// thread, under no lock of the client's.
     pub fn wait_for(
         &self,
-        mut pred: impl FnMut(&Event) -> bool,
+        pred: impl FnMut(&Event) -> bool,
         after: u64,
         timeout: Duration,
     ) -> Result<Event> {
-        let deadline = Instant::now() + timeout;
+        self.wait_for_until(pred, after, Deadline::after(timeout), timeout)
+    }
+
+    pub(crate) fn wait_for_until(
+        &self,
+        mut pred: impl FnMut(&Event) -> bool,
+        after: u64,
+        deadline: Deadline,
+        timeout: Duration,
+    ) -> Result<Event> {
         loop {
-            match self.rx.recv_deadline(deadline) {
+            match self.rx.recv_deadline(deadline.wait_slice()) {
                 Ok(ev) => {
                     if let EventKind::Disconnected { reason } | EventKind::Closed { reason } =
                         &ev.kind
                     {
-                        return Err(Error::disconnected(reason.clone()));
+                        return Err(Error::disconnected(
+                            DisconnectReason::ClosedByPeer,
+                            reason.clone(),
+                        ));
                     }
                     if ev.seq > after && pred(&ev) {
                         return Ok(ev);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(Error::timeout("the expected event", timeout))
+                Err(RecvTimeoutError::Timeout) if deadline.expired() => {
+                    return Err(Error::timeout(
+                        TimeoutPhase::Event,
+                        "the expected event",
+                        timeout,
+                    ))
                 }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::disconnected("the client was closed"))
+                    return Err(Error::disconnected(
+                        DisconnectReason::ClosedByUser,
+                        "the client was closed",
+                    ))
                 }
             }
         }
@@ -310,7 +340,14 @@ impl Deref for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.alive.store(false, Relaxed);
+        // Removed at once, so an abandoned subscription holds no queue.
+        let removed = self.hub.upgrade().and_then(|hub| {
+            let mut inner = hub.lock();
+            let pos = inner.subs.iter().position(|s| s.id == self.id)?;
+            Some(inner.subs.swap_remove(pos))
+        });
+        // Its queued events are dropped here, outside the hub's lock.
+        drop(removed);
     }
 }
 
@@ -338,37 +375,43 @@ pub struct SubscriberStats {
 struct HubInner {
     subs: Vec<Sub>,
     history: VecDeque<Event>,
+    history_bytes: usize,
     next_id: u64,
     closed: bool,
 }
 
 /// The event fan-out: subscribers plus a short history of recent events.
 pub(crate) struct Hub {
-    inner: Mutex<HubInner>,
+    inner: Arc<Mutex<HubInner>>,
     history_cap: usize,
+    history_bytes_cap: usize,
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(history_cap: usize) -> Hub {
+    pub fn new(history_cap: usize, history_bytes_cap: usize) -> Hub {
         Hub {
-            inner: Mutex::new(HubInner {
+            inner: Arc::new(Mutex::new(HubInner {
                 subs: Vec::new(),
-                history: VecDeque::with_capacity(history_cap),
+                history: VecDeque::new(),
+                history_bytes: 0,
                 next_id: 1,
                 closed: false,
-            }),
+            })),
             history_cap,
+            history_bytes_cap,
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
     }
 
-    fn add(inner: &mut HubInner, codes: Option<&[CommandCode]>, depth: usize) -> Subscription {
-        let (tx, rx) = bounded(depth.max(1));
+    fn add(&self, inner: &mut HubInner, codes: Option<&[CommandCode]>, depth: usize) -> Subscription {
+        // Unbounded in type, bounded by `depth` in `publish`: crossbeam's
+        // unbounded queue allocates in small blocks as events arrive, where
+        // a bounded one reserves every slot up front.
+        let (tx, rx) = unbounded();
         let shared = Arc::new(SubShared {
-            alive: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         });
@@ -380,32 +423,40 @@ impl Hub {
                 codes: codes.map(Into::into),
                 tx,
                 rx: rx.clone(),
+                depth: depth.max(1),
                 shared: shared.clone(),
             });
         } // else: tx is dropped here, so the receiver reports disconnection at once.
-        Subscription { id, rx, shared }
+        Subscription {
+            id,
+            rx,
+            shared,
+            hub: Arc::downgrade(&self.inner),
+        }
     }
 
     pub fn subscribe(&self, codes: Option<&[CommandCode]>, depth: usize) -> Subscription {
-        Hub::add(&mut self.inner.lock(), codes, depth)
+        let mut inner = self.inner.lock();
+        self.add(&mut inner, codes, depth)
     }
 
-    /// Subscribes and, atomically with it, looks in the history for an event
-    /// after `after` satisfying `pred`: no event can fall between the two.
-    pub fn subscribe_and_scan(
-        &self,
-        depth: usize,
-        after: u64,
-        pred: &mut dyn FnMut(&Event) -> bool,
-    ) -> (Subscription, Option<Event>) {
+    /// Subscribes and, atomically with it, copies the recent events newer
+    /// than `after`: no event can fall between the two. The caller scans
+    /// the copy with its own filter, outside the lock.
+    pub fn subscribe_with_history(&self, depth: usize, after: u64) -> (Subscription, Vec<Event>) {
         let mut inner = self.inner.lock();
-        let found = inner
+        let recent = inner
             .history
             .iter()
-            .find(|e| e.seq > after && pred(e))
-            .cloned();
-        let sub = Hub::add(&mut inner, None, depth);
-        (sub, found)
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect();
+        let sub = self.add(&mut inner, None, depth);
+        (sub, recent)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
     }
 
     /// Fans an event out. Never blocks: a full queue loses its oldest event.
@@ -418,12 +469,7 @@ impl Hub {
         if inner.closed {
             return;
         }
-        let mut any_dead = false;
         for sub in &inner.subs {
-            if !sub.shared.alive.load(Relaxed) {
-                any_dead = true;
-                continue;
-            }
             if !sub.wants(&ev) {
                 continue;
             }
@@ -431,30 +477,35 @@ impl Hub {
             // stats after receiving an event always finds it counted.
             sub.shared.delivered.fetch_add(1, Relaxed);
             self.delivered.fetch_add(1, Relaxed);
-            let mut item = ev.clone();
-            loop {
-                match sub.tx.try_send(item) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(back)) => {
-                        // Drop the oldest queued event to make room.
-                        if sub.rx.try_recv().is_ok() {
-                            sub.shared.dropped.fetch_add(1, Relaxed);
-                            self.dropped.fetch_add(1, Relaxed);
-                        }
-                        item = back;
-                    }
-                    Err(TrySendError::Disconnected(_)) => break,
+            // Only the hub sends, under its lock, so the length cannot grow
+            // between the check and the send.
+            while sub.tx.len() >= sub.depth {
+                if sub.rx.try_recv().is_ok() {
+                    sub.shared.dropped.fetch_add(1, Relaxed);
+                    self.dropped.fetch_add(1, Relaxed);
+                } else {
+                    break;
                 }
             }
-        }
-        if any_dead {
-            inner.subs.retain(|s| s.shared.alive.load(Relaxed));
+            let _ = sub.tx.send(ev.clone());
         }
         if self.history_cap > 0 && !ev.kind.is_connection() {
-            if inner.history.len() == self.history_cap {
-                inner.history.pop_front();
+            let mut ev = ev;
+            let bytes = ev.data.as_ref().map_or(0, |d| d.len());
+            if bytes > self.history_bytes_cap {
+                ev.data = None; // kept, but without a payload over the budget
+            } else {
+                inner.history_bytes += bytes;
             }
             inner.history.push_back(ev);
+            while inner.history.len() > self.history_cap
+                || inner.history_bytes > self.history_bytes_cap
+            {
+                let Some(old) = inner.history.pop_front() else {
+                    break;
+                };
+                inner.history_bytes -= old.data.as_ref().map_or(0, |d| d.len());
+            }
         }
     }
 
@@ -462,17 +513,20 @@ impl Hub {
     /// subscriber drains what is queued and then sees disconnection.
     /// Returns false if the hub was already closed.
     pub fn close(&self, last: Event) -> bool {
-        let subs = {
+        let (subs, history) = {
             let mut inner = self.inner.lock();
             if inner.closed {
                 return false;
             }
             self.publish_locked(&mut inner, last);
             inner.closed = true;
-            inner.history.clear();
-            std::mem::take(&mut inner.subs)
+            inner.history_bytes = 0;
+            (
+                std::mem::take(&mut inner.subs),
+                std::mem::take(&mut inner.history),
+            )
         };
-        drop(subs);
+        drop((subs, history));
         true
     }
 
@@ -481,13 +535,19 @@ impl Hub {
             .lock()
             .subs
             .iter()
-            .filter(|s| s.shared.alive.load(Relaxed))
             .map(|s| SubscriberStats {
                 id: s.id,
                 delivered: s.shared.delivered.load(Relaxed),
                 dropped: s.shared.dropped.load(Relaxed),
             })
             .collect()
+    }
+
+    /// Events kept in the history and the bytes of data they hold.
+    #[cfg(test)]
+    fn history_size(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.history.len(), inner.history_bytes)
     }
 }
 
@@ -501,13 +561,12 @@ pub struct CallbackId(u64);
 /// Runs user callbacks on one dispatcher thread, never on the reader.
 ///
 /// The callback list is copy-on-write: the thread takes a snapshot for each
-/// event, so a callback may add or remove callbacks (itself included) while
-/// it runs without deadlock.
+/// event and runs the callbacks with no lock held, so a callback may add or
+/// remove callbacks (itself included), close the client or make requests.
 pub(crate) struct Dispatcher {
     callbacks: CallbackList,
     next: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
-    thread_id: Mutex<Option<ThreadId>>,
     pub panics: Arc<AtomicU64>,
 }
 
@@ -517,16 +576,25 @@ impl Dispatcher {
             callbacks: Arc::new(Mutex::new(Arc::new(Vec::new()))),
             next: AtomicU64::new(1),
             thread: Mutex::new(None),
-            thread_id: Mutex::new(None),
             panics: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Registers a callback, starting the dispatcher thread on first use.
+    /// Fails once the hub is closed (nothing would ever call it).
     pub fn add(&self, hub: &Hub, depth: usize, cb: Callback) -> Result<CallbackId> {
         let id = self.next.fetch_add(1, Relaxed);
         {
+            // Checked under the list's lock: the teardown closes the hub
+            // before it takes the list, so a callback added here is either
+            // refused or taken by the teardown.
             let mut cbs = self.callbacks.lock();
+            if hub.is_closed() {
+                return Err(Error::disconnected(
+                    DisconnectReason::ClosedByUser,
+                    "the client is closed: no event will come",
+                ));
+            }
             let mut v: Vec<_> = cbs.as_ref().clone();
             v.push((id, cb));
             *cbs = Arc::new(v);
@@ -540,7 +608,6 @@ impl Dispatcher {
                 .name("flamingo-dispatch".into())
                 .spawn(move || dispatch_loop(sub, list, panics))
                 .map_err(Error::Io)?;
-            *self.thread_id.lock() = Some(handle.thread().id());
             *thread = Some(handle);
         }
         Ok(CallbackId(id))
@@ -549,27 +616,34 @@ impl Dispatcher {
     /// Removes a callback. Returns false if it was not registered. A call
     /// already running finishes; no later event reaches it.
     pub fn remove(&self, id: CallbackId) -> bool {
-        let mut cbs = self.callbacks.lock();
-        let before = cbs.len();
-        let v: Vec<_> = cbs.iter().filter(|(i, _)| *i != id.0).cloned().collect();
-        let removed = v.len() != before;
-        *cbs = Arc::new(v);
-        removed
+        let old = {
+            let mut cbs = self.callbacks.lock();
+            let v: Vec<_> = cbs.iter().filter(|(i, _)| *i != id.0).cloned().collect();
+            if v.len() == cbs.len() {
+                return false;
+            }
+            std::mem::replace(&mut *cbs, Arc::new(v))
+        };
+        drop(old); // what the callback captured is dropped outside the lock
+        true
+    }
+
+    /// Takes every callback out (for the teardown, which drops them
+    /// outside the lock).
+    pub fn take_callbacks(&self) -> Arc<Vec<(u64, Callback)>> {
+        std::mem::take(&mut *self.callbacks.lock())
     }
 
     /// Joins the dispatcher thread (after the hub was closed), unless called
-    /// from the dispatcher thread itself (a callback dropping the last client).
+    /// from the dispatcher thread itself (a callback closing the client):
+    /// that thread then ends by itself once the callback returns.
     pub fn join(&self) {
-        let me = std::thread::current().id();
-        if *self.thread_id.lock() == Some(me) {
-            return;
-        }
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
-            let _ = h.join();
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
-        // Drop the callbacks (and any client clones they captured).
-        *self.callbacks.lock() = Arc::new(Vec::new());
     }
 }
 
@@ -606,7 +680,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_per_subscriber() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1 << 20);
         let slow = hub.subscribe(None, 2);
         let fast = hub.subscribe(None, 100);
         for i in 1..=5 {
@@ -621,7 +695,7 @@ mod tests {
 
     #[test]
     fn code_filter_passes_connection_events() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1 << 20);
         let s = hub.subscribe(Some(&[CommandCode::SYSTEM_STATE_IDLE]), 10);
         hub.publish(ev(1, CommandCode::UI_SET_GAUGE_VALUE));
         hub.publish(ev(2, CommandCode::SYSTEM_STATE_IDLE));
@@ -631,24 +705,43 @@ mod tests {
     }
 
     #[test]
-    fn dropped_subscription_is_pruned() {
-        let hub = Hub::new(8);
-        let s = hub.subscribe(None, 1);
-        drop(s);
-        hub.publish(ev(1, CommandCode::SYSTEM_STATE_IDLE));
+    fn dropped_subscription_is_removed_at_once() {
+        let hub = Hub::new(8, 1 << 20);
+        for _ in 0..500 {
+            let s = hub.subscribe(None, 1024);
+            drop(s);
+        }
         assert!(hub.subscriber_stats().is_empty());
     }
 
     #[test]
+    fn history_keeps_payloads_within_its_byte_budget() {
+        let hub = Hub::new(256, 1000);
+        for i in 1..=32 {
+            let mut e = ev(i, CommandCode::UI_SET_GAUGE_VALUE);
+            e.data = Some(Arc::from(vec![0u8; 400]));
+            hub.publish(e);
+        }
+        let (n, bytes) = hub.history_size();
+        assert_eq!(n, 2, "older events with payloads are let go");
+        assert!(bytes <= 1000);
+        let mut big = ev(33, CommandCode::UI_SET_GAUGE_VALUE);
+        big.data = Some(Arc::from(vec![0u8; 5000]));
+        hub.publish(big);
+        let (_s, recent) = hub.subscribe_with_history(4, 32);
+        assert!(recent[0].data.is_none(), "kept without its oversized payload");
+    }
+
+    #[test]
     fn history_scan_and_close() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 1 << 20);
         for i in 1..=6 {
             hub.publish(ev(i, CommandCode::SYSTEM_STATE_IDLE));
         }
-        let (_s, found) = hub.subscribe_and_scan(4, 4, &mut |_| true);
-        assert_eq!(found.unwrap().seq, 5);
-        let (_s, found) = hub.subscribe_and_scan(4, 6, &mut |_| true);
-        assert!(found.is_none());
+        let (_s, found) = hub.subscribe_with_history(4, 4);
+        assert_eq!(found[0].seq, 5);
+        let (_s, found) = hub.subscribe_with_history(4, 6);
+        assert!(found.is_empty());
         let s = hub.subscribe(None, 4);
         assert!(hub.close(Event::connection(
             7,
@@ -670,7 +763,7 @@ mod tests {
 
     #[test]
     fn wait_for_skips_older_and_ends_on_disconnect() {
-        let hub = Hub::new(0);
+        let hub = Hub::new(0, 1 << 20);
         let s = hub.subscribe(None, 16);
         hub.publish(ev(1, CommandCode::SYSTEM_STATE_IDLE));
         hub.publish(ev(2, CommandCode::UI_SET_GAUGE_VALUE));

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::events::SubscriberStats;
+use super::events::SubscriberStats;
 
 /// Lock-free request latency histogram: 8 buckets per power of two of
 /// microseconds, so percentiles are within about 9 %.
@@ -113,6 +113,8 @@ pub(crate) struct Counters {
     pub reconnect_attempts: AtomicU64,
     pub reconnects: AtomicU64,
     pub teardowns: AtomicU64,
+    pub link_resyncs: AtomicU64,
+    pub echo_mismatches: AtomicU64,
 }
 
 /// A snapshot of the client's counters, from [`Client::stats`](crate::Client::stats).
@@ -149,11 +151,19 @@ pub struct Stats {
     pub reconnects: u64,
     /// Terminal teardowns (0 while open, 1 after close: never more).
     pub teardowns: u64,
+    /// Times the link was reset on purpose because a request stayed
+    /// unanswered past the late-reply window (replies could no longer be
+    /// matched safely).
+    pub link_resyncs: u64,
+    /// Replies whose echoed `int32Data0` differed from the request on the
+    /// wire (treated as events, never delivered to that request).
+    pub echo_mismatches: u64,
     /// Callbacks that panicked (caught and logged).
     pub callback_panics: u64,
     /// Requests waiting for a reply right now.
     pub pending_requests: usize,
-    /// Timed-out requests whose late reply is still expected.
+    /// Requests on the wire whose callers gave up: their late replies are
+    /// still expected (and will be discarded); each blocks its reply key.
     pub tombstones: usize,
     /// The last connection error, if any.
     pub last_error: Option<String>,

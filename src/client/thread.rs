@@ -1,0 +1,320 @@
+//! The connection thread: the one reader of the command socket, and the
+//! owner of the connection's life after `open()`.
+//!
+//! It reads and routes messages until the link fails; then, under the
+//! connection lock, it ends the link (its requests fail: the instrument will
+//! never answer them on another link), and either closes the client or
+//! reconnects with the backoff policy, waiting on the condition variable so
+//! that `close()` interrupts every wait. Because one thread ends a link and
+//! makes the next one, the old link's teardown can never overlap the new
+//! link, and `Disconnected` always precedes `Reconnected`.
+
+use std::io::{self, BufReader, Read};
+use std::net::TcpStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::conn::{Conn, Phase};
+use super::events::{Event, EventKind};
+use super::shared::Shared;
+use crate::codec::{hex_dump, FrameError, FrameReader};
+use crate::{transport, DisconnectReason, Error, ReconnectPolicy};
+
+/// Bytes the reader takes from the socket per read call: whatever has
+/// arrived (up to this) comes in one system call, and the messages in it
+/// are routed one by one.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A link that breaks sooner than this without delivering a single message
+/// counts as a failed attempt: a server that accepts and closes at once
+/// must not reset the backoff and the attempt count every time.
+pub(crate) const STILLBORN: Duration = Duration::from_secs(2);
+
+/// Makes `stream` the current link (under the lock). Returns the read half.
+pub(crate) fn install(c: &mut Conn, stream: TcpStream) -> io::Result<TcpStream> {
+    let write = Arc::new(stream.try_clone()?);
+    if transport::CLOSE_POLL.is_some() {
+        stream.set_read_timeout(transport::CLOSE_POLL)?;
+    }
+    c.link += 1;
+    c.phase = Phase::Up {
+        link: c.link,
+        writable: true,
+    };
+    c.peer = stream.peer_addr().ok();
+    c.stream = Some(write.clone());
+    c.shutdown = Some(write);
+    c.write_timeout = None;
+    c.link_end = None;
+    c.resync_requested = false;
+    Ok(stream)
+}
+
+pub(crate) fn spawn(shared: &Arc<Shared>, stream: TcpStream) -> io::Result<JoinHandle<()>> {
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("flamingo-conn".into())
+        .spawn(move || run(s, stream))
+}
+
+fn run(shared: Arc<Shared>, stream: TcpStream) {
+    if catch_unwind(AssertUnwindSafe(|| run_links(&shared, stream))).is_err() {
+        log::error!("the connection thread panicked; the client is closed");
+        shared.shut(
+            DisconnectReason::Internal,
+            "the client's connection thread failed unexpectedly (a bug: please report it)".into(),
+        );
+    }
+}
+
+fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
+    let mut delays = None;
+    let mut attempt = 0u32;
+    loop {
+        let started = Instant::now();
+        let (reason, detail, messages) = read_link(shared, &stream);
+        drop(stream);
+        let stillborn = messages == 0 && started.elapsed() < STILLBORN;
+
+        // The link is down: end it under the lock.
+        let (waiters, sock, reason, detail, policy) = {
+            let mut c = shared.conn.lock();
+            if c.is_closed() {
+                return; // close() failed everything already
+            }
+            let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
+            let policy = shared.config.reconnect.clone().or_else(|| {
+                (reason == DisconnectReason::Resynchronised).then(resync_policy)
+            });
+            let detail = format!("connection to {} lost: {detail}", shared.addr);
+            c.last_error = Some(detail.clone());
+            let (waiters, sock) = if policy.is_some() {
+                let taken = c.end_link();
+                c.phase = Phase::Down {
+                    attempt: 0,
+                    retry_at: Instant::now(),
+                };
+                taken
+            } else {
+                c.close(reason, detail.clone()).unwrap_or_default()
+            };
+            shared.cv.notify_all();
+            (waiters, sock, reason, detail, policy)
+        };
+        if let Some(s) = sock {
+            super::shared::shutdown(&s);
+        }
+        log::warn!("{detail}");
+        shared.publish(Event::connection(
+            shared.next_seq(),
+            EventKind::Disconnected {
+                reason: detail.clone(),
+            },
+        ));
+        shared.end_link(waiters, reason, &detail);
+        let Some(policy) = policy else {
+            shared.after_close(&detail);
+            return;
+        };
+        if !stillborn || delays.is_none() {
+            delays = Some(policy.delays());
+            attempt = 0;
+        }
+        let delays = delays.as_mut().expect("set above");
+        match reconnect(shared, delays, &mut attempt) {
+            Some(s) => stream = s,
+            None => return,
+        }
+    }
+}
+
+/// A resynchronisation reconnects even without a configured policy: a few
+/// quick attempts.
+fn resync_policy() -> ReconnectPolicy {
+    ReconnectPolicy::default()
+        .initial_delay(Duration::ZERO)
+        .max_delay(Duration::from_millis(500))
+        .max_attempts(Some(3))
+}
+
+/// Reconnects with the policy's delays. `None` when the client was closed
+/// or the attempts ran out (the client is then closed).
+fn reconnect(
+    shared: &Arc<Shared>,
+    delays: &mut crate::Delays,
+    attempt: &mut u32,
+) -> Option<TcpStream> {
+    loop {
+        let Some(delay) = delays.next() else {
+            let detail = {
+                let c = shared.conn.lock();
+                format!(
+                    "gave up reconnecting to {} after {} attempts (last error: {})",
+                    shared.addr,
+                    *attempt,
+                    c.last_error.as_deref().unwrap_or("none")
+                )
+            };
+            shared.shut(DisconnectReason::GaveUp, detail);
+            return None;
+        };
+        *attempt += 1;
+        let retry_at = Instant::now().checked_add(delay).unwrap_or_else(Instant::now);
+        {
+            let mut c = shared.conn.lock();
+            if c.is_closed() {
+                return None;
+            }
+            c.phase = Phase::Down {
+                attempt: *attempt,
+                retry_at,
+            };
+            shared.cv.notify_all();
+        }
+        shared.publish(Event::connection(
+            shared.next_seq(),
+            EventKind::Reconnecting { attempt: *attempt },
+        ));
+        {
+            let mut c = shared.conn.lock();
+            while !c.is_closed() && Instant::now() < retry_at {
+                shared.cv.wait_until(&mut c, retry_at);
+            }
+            if c.is_closed() {
+                return None;
+            }
+            c.phase = Phase::Connecting { attempt: *attempt };
+            shared.cv.notify_all();
+        }
+        shared.counters.reconnect_attempts.fetch_add(1, Relaxed);
+        match super::connect::connect(shared, shared.config.connect_timeout) {
+            Ok(s) => {
+                let installed = {
+                    let mut c = shared.conn.lock();
+                    if c.is_closed() {
+                        return None;
+                    }
+                    let r = install(&mut c, s);
+                    if let Err(e) = &r {
+                        c.last_error = Some(e.to_string());
+                    }
+                    shared.cv.notify_all();
+                    r
+                };
+                let Ok(read) = installed else { continue };
+                shared.counters.reconnects.fetch_add(1, Relaxed);
+                log::info!("reconnected to {} (attempt {})", shared.addr, *attempt);
+                // Before this thread reads the new link, so it precedes the
+                // new link's events.
+                shared.publish(Event::connection(
+                    shared.next_seq(),
+                    EventKind::Reconnected { attempt: *attempt },
+                ));
+                return Some(read);
+            }
+            Err(e) => {
+                log::warn!("reconnect attempt {} failed: {e}", *attempt);
+                shared.conn.lock().last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Retries read timeouts (only set where `CLOSE_POLL` is) until the
+/// client closes, so the framing layer never sees them.
+struct Patient<'a> {
+    stream: &'a TcpStream,
+    shared: &'a Shared,
+}
+
+impl Read for Patient<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&mut &*self.stream).read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) && !self.shared.conn.lock().is_closed() => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Reads and routes messages until the link fails. Returns why, and how
+/// many messages it carried.
+fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, u64) {
+    let patient = Patient { stream, shared };
+    let mut stream = BufReader::with_capacity(READ_BUFFER, patient);
+    let mut framer = FrameReader::new(shared.config.additional_data_limit);
+    let mut seen = framer.stats();
+    loop {
+        let msg = match framer.read_message(&mut stream) {
+            Ok(m) => m,
+            Err(e) => return (end_reason(&e), e.to_string(), framer.stats().messages),
+        };
+        let now = framer.stats();
+        if now.bytes_skipped != seen.bytes_skipped {
+            shared
+                .counters
+                .bytes_skipped
+                .fetch_add(now.bytes_skipped - seen.bytes_skipped, Relaxed);
+            shared
+                .counters
+                .resyncs
+                .fetch_add(now.resyncs - seen.resyncs, Relaxed);
+        }
+        seen = now;
+        let received_at = Instant::now();
+        let seq = shared.next_seq();
+        shared.counters.messages_received.fetch_add(1, Relaxed);
+        let mut data = Vec::new();
+        let mut failure = None;
+        if msg.additional_data_len > 0 {
+            match framer.read_additional(&mut stream, msg.additional_data_len, &mut data) {
+                Ok(()) => {}
+                Err(FrameError::TooLarge { size, limit }) => {
+                    shared.counters.oversized.fetch_add(1, Relaxed);
+                    log::warn!(
+                        "{} announced {size} bytes of additional data, over the {limit}-byte limit; skipping it",
+                        msg.code
+                    );
+                    failure = Some(Error::TooLarge {
+                        what: "additional data",
+                        size: size.into(),
+                        limit: limit.into(),
+                    });
+                }
+                Err(e) => return (end_reason(&e), e.to_string(), framer.stats().messages),
+            }
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "<- #{seq} {} status={} int0={} int1={} int2={} double={} data={}B",
+                msg.code,
+                msg.status,
+                msg.int32_data0,
+                msg.int32_data1,
+                msg.int32_data2,
+                msg.double_data,
+                data.len()
+            );
+            log::trace!("<- #{seq} bytes:\n{}", hex_dump(&msg.to_bytes()));
+        }
+        shared.route(msg, data, seq, received_at, failure);
+    }
+}
+
+fn end_reason(e: &FrameError) -> DisconnectReason {
+    match e {
+        FrameError::Closed
+        | FrameError::EofMidMessage { .. }
+        | FrameError::Partial { .. }
+        | FrameError::Io(_) => DisconnectReason::ClosedByPeer,
+        FrameError::TooLarge { .. } => DisconnectReason::Protocol,
+    }
+}
