@@ -476,7 +476,8 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
 /// Says where a missing image was expected, and the usual cause.
 fn on_live_timeout(e: Error, what: &str, client: &Client) -> Error {
     match (e, client.live_if_open()) {
-        (Error::Timeout { after, .. }, Some(live)) => Error::timeout(
+        (Error::Timeout { phase, after, .. }, Some(live)) => Error::timeout(
+            phase,
             format!(
                 "{what} on the live port {} (is another program using live view?)",
                 live.addr()
@@ -628,7 +629,7 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
         }
     }
     if taken == 0 {
-        return Err(Error::timeout("a live frame", t));
+        return Err(Error::timeout(flamingo_client::TimeoutPhase::Frame, "a live frame", t));
     }
     Ok(LiveReport {
         frames: taken,
@@ -844,12 +845,12 @@ fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
             Ok(ev) => ev,
             Err(RecvTimeoutError::Timeout) => break,
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::disconnected("the client was closed"))
+                return Err(Error::disconnected(flamingo_client::DisconnectReason::ClosedByUser, "the client was closed"))
             }
         };
         match &ev.kind {
             EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
-                return Err(Error::disconnected(reason.clone()))
+                return Err(Error::disconnected(flamingo_client::DisconnectReason::ClosedByPeer, reason.clone()))
             }
             k if k.is_connection() => continue,
             _ => {}

@@ -104,6 +104,12 @@ impl DisconnectReason {
     }
 }
 
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// The kind of an [`Error`], without its details: what callers and tests
 /// match on when the fields do not matter.
 ///

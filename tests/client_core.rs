@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Conn, Next, TestServer};
 use crossbeam_channel::bounded;
 use flamingo_client::codec::{CommandCode, Flags, Message};
-use flamingo_client::{Client, ClientConfig, ConnectionState, Error, EventKind};
+use flamingo_client::{Client, ClientConfig, ConnectionState, Error, EventKind, TimeoutPhase};
 
 /// A code outside the catalogue: matched by code alone, answered by echo.
 const ECHO: CommandCode = CommandCode(0x7777);
@@ -59,7 +59,38 @@ fn same_code_concurrency_zero_misroutes() {
 
 #[test]
 fn late_reply_is_discarded_not_misrouted() {
-    // The server holds request A until request B arrives, then answers A (late) and B.
+    // The instrument answers request 1 only after a pause, long after its
+    // caller gave up. Request 2 (same code) must not be answered with it:
+    // it waits until the late reply arrived and was discarded, then gets
+    // its own.
+    let server = TestServer::start(|| {
+        move |m: Message, _d: Vec<u8>, c: &mut Conn| {
+            if m.int32_data2 == 1 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            c.send(&m);
+            Next::Continue
+        }
+    });
+    let c = client(&server.addr());
+    let e = c
+        .request(tagged(1), Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(e.timeout_phase(), Some(TimeoutPhase::Reply), "{e}");
+    assert_eq!(c.stats().tombstones, 1, "the key stays blocked");
+    let b = c.request(tagged(2), LONG).unwrap();
+    assert_eq!(b.message.int32_data2, 2);
+    let s = c.stats();
+    assert_eq!(s.late_replies_discarded, 1);
+    assert_eq!(s.timeouts, 1);
+    assert_eq!(s.tombstones, 0);
+}
+
+#[test]
+fn pipelined_opt_in_still_discards_a_late_reply() {
+    // With pipelining enabled, the instrument holds request 1 until
+    // request 2 arrives, then answers both: 1's reply is late and is
+    // discarded, 2 gets its own.
     let server = TestServer::start(|| {
         let mut held: Option<Message> = None;
         move |m: Message, _d: Vec<u8>, c: &mut Conn| {
@@ -73,7 +104,11 @@ fn late_reply_is_discarded_not_misrouted() {
             Next::Continue
         }
     });
-    let c = client(&server.addr());
+    let c = Client::connect(
+        &server.addr(),
+        ClientConfig::default().max_in_flight_per_key(8),
+    )
+    .unwrap();
     let e = c
         .request(tagged(1), Duration::from_millis(100))
         .unwrap_err();
@@ -82,7 +117,6 @@ fn late_reply_is_discarded_not_misrouted() {
     assert_eq!(b.message.int32_data2, 2);
     let s = c.stats();
     assert_eq!(s.late_replies_discarded, 1);
-    assert_eq!(s.timeouts, 1);
     assert_eq!(s.tombstones, 0);
 }
 
@@ -186,7 +220,9 @@ fn server_closes_mid_message_wakes_all_waiters() {
         .map(|i| {
             let c = c.clone();
             std::thread::spawn(move || {
-                let e = c.request(tagged(i), Duration::from_secs(30)).unwrap_err();
+                // Distinct codes: all four are on the wire at once.
+                let msg = Message::new(CommandCode(0x7100 + i as u32)).with_int32_data2(i);
+                let e = c.request(msg, Duration::from_secs(30)).unwrap_err();
                 (e, Instant::now())
             })
         })
@@ -319,10 +355,11 @@ fn submit_and_poll_without_blocking() {
             break r;
         }
     };
-    assert!(r.unwrap_err().is_timeout());
+    // Same code as the request on the wire: it never left the client.
+    assert_eq!(r.unwrap_err().timeout_phase(), Some(TimeoutPhase::KeyBusy));
     drop(p);
     assert_eq!(c.stats().pending_requests, 0);
-    assert_eq!(c.stats().tombstones, 2);
+    assert_eq!(c.stats().tombstones, 1, "only the written request awaits its reply");
 }
 
 #[test]

@@ -387,7 +387,7 @@ fn reconnecting_gives_up_after_the_reconnect_timeout() {
     server.stop();
     drop(conn);
     match live.next_frame(WAIT) {
-        Err(Error::Disconnected { reason }) => {
+        Err(Error::Disconnected { detail: reason, .. }) => {
             assert!(reason.contains("closed the live socket"), "{reason}");
             assert!(reason.contains("reconnecting failed"), "{reason}");
         }
@@ -454,7 +454,7 @@ fn close_from_another_thread_while_streaming() {
     };
     assert!(drained <= live.config().queue_depth);
     match err {
-        Error::Disconnected { reason } => assert_eq!(reason, "live stream closed"),
+        Error::Disconnected { detail: reason, .. } => assert_eq!(reason, "live stream closed"),
         other => panic!("expected Disconnected, got {other:?}"),
     }
     live.close(); // idempotent

@@ -154,8 +154,12 @@ fn request_during_reconnect_waits_for_the_link() {
     let e = c
         .request(Message::new(ECHO), Duration::from_millis(150))
         .unwrap_err();
-    assert!(e.is_disconnected(), "{e}");
-    assert!(e.to_string().contains("reconnect"), "{e}");
+    assert_eq!(
+        e.timeout_phase(),
+        Some(flamingo_client::TimeoutPhase::LinkWait),
+        "{e}"
+    );
+    assert!(e.to_string().contains("connection was down"), "{e}");
     // A patient request issued now succeeds once the server is back.
     let c2 = c.clone();
     let waiter =

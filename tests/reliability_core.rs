@@ -290,8 +290,11 @@ fn r07_every_disconnect_path_at_once_closes_exactly_once() {
     const SILENT: C = C(0x7778);
     for round in 0..30 {
         let sim = sim(SimConfig::default());
+        // Six codes the instrument never answers: six requests on the wire.
         sim.update_faults(|f| {
-            f.never_answer.insert(SILENT);
+            for i in 0..6 {
+                f.never_answer.insert(C(SILENT.0 + i));
+            }
         });
         let mut cfg = ClientConfig::default();
         if round % 2 == 1 {
@@ -308,7 +311,7 @@ fn r07_every_disconnect_path_at_once_closes_exactly_once() {
                 let c = c.clone();
                 std::thread::spawn(move || {
                     let t = Instant::now();
-                    let r = c.request(tagged(SILENT, i), Duration::from_secs(30));
+                    let r = c.request(tagged(C(SILENT.0 + i as u32), i), Duration::from_secs(30));
                     (r.map(|_| ()), t.elapsed())
                 })
             })
@@ -410,7 +413,7 @@ fn r08_send_after_disconnect_is_a_typed_error() {
                 match c.send(tagged(ECHO, 5)) {
                     Ok(_) if Instant::now() < until => oks += 1,
                     Ok(_) => panic!("send never failed: {:?}", c.state()),
-                    Err(Error::Disconnected { reason }) => return (oks, reason),
+                    Err(Error::Disconnected { detail: reason, .. }) => return (oks, reason),
                     Err(e) => panic!("send failed with {e:?}"),
                 }
             }
@@ -431,7 +434,7 @@ fn r08_send_after_disconnect_is_a_typed_error() {
     assert!(matches!(closed.kind, EventKind::Closed { ref reason } if reason.contains("lost")));
     let sent = c.stats().messages_sent;
     let check = |what: &str, r: flamingo_client::Result<()>| match r {
-        Err(Error::Disconnected { reason }) => {
+        Err(Error::Disconnected { detail: reason, .. }) => {
             assert!(reason.contains("lost"), "{what}: {reason}")
         }
         other => panic!("{what}: {other:?}"),
@@ -481,7 +484,10 @@ fn r08_send_after_disconnect_is_a_typed_error() {
     }
     let t = Instant::now();
     match c2.send(tagged(ECHO, 1)) {
-        Err(Error::Disconnected { reason }) => assert!(reason.contains("reconnect"), "{reason}"),
+        Err(e @ Error::Timeout { .. }) => {
+            assert_eq!(e.timeout_phase(), Some(flamingo_client::TimeoutPhase::LinkWait));
+            assert!(e.to_string().contains("connection was down"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(t.elapsed() >= Duration::from_millis(200));
@@ -832,7 +838,7 @@ fn r07_with_reconnect_only_requests_in_flight_fail() {
                                 assert!(has_tag(&r, ECHO, tag));
                                 failed_before = false;
                             }
-                            Err(Error::Disconnected { reason }) => {
+                            Err(Error::Disconnected { detail: reason, .. }) => {
                                 assert!(
                                     !failed_before,
                                     "drop {drop_no}: a request issued after a failure failed too: {reason}"

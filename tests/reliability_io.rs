@@ -291,7 +291,7 @@ fn r10_write_to_a_slow_reader_fails_at_the_overall_deadline() {
     let r = c.request_with_data(tagged(1), &data, deadline);
     let took = t.elapsed();
     match &r {
-        Err(Error::Disconnected { reason }) => {
+        Err(Error::Disconnected { detail: reason, .. }) => {
             assert!(reason.contains("timed out"), "{reason}")
         }
         other => panic!("{other:?}"),

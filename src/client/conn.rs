@@ -399,13 +399,29 @@ impl Conn {
     }
 
     /// The batch's write failed part-way (or with an error): the link can no
-    /// longer be trusted. Its requests stay registered; the link's teardown
-    /// fails them. Plain sends are failed here.
+    /// longer be trusted and writes stop. The batch's own requests and
+    /// sends fail here, with `err` (so their callers learn why at once);
+    /// other requests on the link fail when the link's teardown runs.
     pub fn batch_broken(&mut self, err: &Error) -> Failed {
         let mut failed = Vec::new();
         for w in self.writing.drain(..) {
             let mut e = w.entry;
-            if let Some(waiter) = e.waiter.take() {
+            if e.expects_reply {
+                let Some(g) = self.gates.get_mut(&e.key) else {
+                    continue;
+                };
+                let Some(pos) = g.iter().position(|f| f.id == e.id) else {
+                    continue;
+                };
+                let f = g.remove(pos).expect("position found");
+                if g.is_empty() {
+                    self.gates.remove(&e.key);
+                }
+                match f.waiter {
+                    Some(waiter) => failed.push((waiter, clone_error(err))),
+                    None => self.abandoned -= 1,
+                }
+            } else if let Some(waiter) = e.waiter.take() {
                 failed.push((waiter, clone_error(err)));
             }
         }

@@ -174,10 +174,6 @@ fn reconnect(
             };
             shared.cv.notify_all();
         }
-        shared.publish(Event::connection(
-            shared.next_seq(),
-            EventKind::Reconnecting { attempt: *attempt },
-        ));
         {
             let mut c = shared.conn.lock();
             while !c.is_closed() && Instant::now() < retry_at {
@@ -189,6 +185,11 @@ fn reconnect(
             c.phase = Phase::Connecting { attempt: *attempt };
             shared.cv.notify_all();
         }
+        // After the delay, as the attempt starts.
+        shared.publish(Event::connection(
+            shared.next_seq(),
+            EventKind::Reconnecting { attempt: *attempt },
+        ));
         shared.counters.reconnect_attempts.fetch_add(1, Relaxed);
         match super::connect::connect(shared, shared.config.connect_timeout) {
             Ok(s) => {
