@@ -119,62 +119,102 @@ fn raw_run(run: &Run, pace: Pace) -> EventRun {
     }
 }
 
+/// Blocks of one kind together: percentiles over every sample, rates the
+/// median of the blocks'.
+struct Pooled {
+    lat: Vec<u64>,
+    wire: Vec<u64>,
+    /// The median of the blocks' own p99 (µs): robust to one stall.
+    block_p99_median: f64,
+    per_s: f64,
+    offered_per_s: f64,
+    count: u64,
+    received: u64,
+    dropped: u64,
+    max_queued: usize,
+    cpu_per_event: Option<f64>,
+}
+
+fn pool(runs: Vec<EventRun>) -> Pooled {
+    let merged = |f: fn(&EventRun) -> &Vec<u64>| {
+        let mut v: Vec<u64> = runs.iter().flat_map(|r| f(r).iter().copied()).collect();
+        v.sort_unstable();
+        v
+    };
+    let med = |f: fn(&EventRun) -> f64| median(runs.iter().map(f).collect());
+    Pooled {
+        lat: merged(|r| &r.lat),
+        wire: merged(|r| &r.wire),
+        block_p99_median: med(|r| pct_us(&r.lat, 99.0)),
+        per_s: med(|r| r.per_s),
+        offered_per_s: med(|r| r.offered_per_s),
+        count: runs.iter().map(|r| r.count).sum(),
+        received: runs.iter().map(|r| r.received).sum(),
+        dropped: runs.iter().map(|r| r.dropped).sum(),
+        max_queued: runs.iter().map(|r| r.max_queued).max().unwrap_or(0),
+        cpu_per_event: runs
+            .iter()
+            .map(|r| r.cpu_per_event)
+            .collect::<Option<Vec<f64>>>()
+            .map(median),
+    }
+}
+
+/// Raw and client runs of `pace`, alternating block by block (each on a
+/// fresh connection) so that a stall of the machine is as likely to hit
+/// either side.
+fn alternate(run: &Run, pace: Pace, blocks: usize) -> (Pooled, Pooled) {
+    let (mut raw, mut client) = (Vec::new(), Vec::new());
+    for _ in 0..blocks {
+        raw.push(raw_run(run, pace));
+        client.push(event_run(run, pace));
+    }
+    (pool(raw), pool(client))
+}
+
 pub fn bench(run: &Run, out: &mut Report) {
     let t = progress(&run.fig("events"));
-    let paced_n = run.opts.pick(20_000, 8_000);
+    let paced_blocks = run.opts.pick(10, 4);
     let pace = Pace {
-        count: paced_n,
+        count: 2_000,
         gap: Duration::from_micros(100),
         per_write: 1,
     };
-    let raw_paced = raw_run(run, pace);
-    let paced = event_run(run, pace);
-    let flood_n = run.opts.pick(200_000, 100_000);
+    let (raw_paced, paced) = alternate(run, pace, paced_blocks);
     let flood_pace = Pace {
-        count: flood_n,
+        count: 50_000,
         gap: Duration::from_nanos(1_000_000_000 / u64::from(FLOOD_RATE / FLOOD_PER_WRITE)),
         per_write: FLOOD_PER_WRITE,
     };
-    let (mut raw_flood, mut flood) = (Vec::new(), Vec::new());
-    for _ in 0..run.opts.pick(3, 1) {
-        raw_flood.push(raw_run(run, flood_pace));
-        flood.push(event_run(run, flood_pace));
-    }
+    let (raw_flood, flood) = alternate(run, flood_pace, run.opts.pick(6, 2));
     done(t);
+    let (paced_n, flood_n) = (paced.count, flood.count);
 
     let (rp50, rp99) = (pct_us(&raw_paced.lat, 50.0), pct_us(&raw_paced.lat, 99.0));
-    let rmed = |f: &dyn Fn(&EventRun) -> f64| median(raw_flood.iter().map(f).collect());
-    let (rf50, rf99) = (
-        rmed(&|r| pct_us(&r.lat, 50.0)),
-        rmed(&|r| pct_us(&r.lat, 99.0)),
-    );
-    let (rf_rate, rf_offered) = (rmed(&|r| r.per_s), rmed(&|r| r.offered_per_s));
+    let (rf50, rf99) = (pct_us(&raw_flood.lat, 50.0), pct_us(&raw_flood.lat, 99.0));
+    let (rf_rate, rf_offered) = (raw_flood.per_s, raw_flood.offered_per_s);
     let (p50, p99) = (pct_us(&paced.lat, 50.0), pct_us(&paced.lat, 99.0));
     let (pw50, pw99) = (pct_us(&paced.wire, 50.0), pct_us(&paced.wire, 99.0));
-    let med = |f: &dyn Fn(&EventRun) -> f64| median(flood.iter().map(f).collect());
-    let (f50, f99) = (
-        med(&|r| pct_us(&r.lat, 50.0)),
-        med(&|r| pct_us(&r.lat, 99.0)),
-    );
-    let (fw50, fw99) = (
-        med(&|r| pct_us(&r.wire, 50.0)),
-        med(&|r| pct_us(&r.wire, 99.0)),
-    );
-    let (f_rate, f_offered) = (med(&|r| r.per_s), med(&|r| r.offered_per_s));
-    let flood_drops: u64 = flood.iter().map(|r| r.dropped).sum();
-    let flood_count: u64 = flood.iter().map(|r| r.count).sum();
-    let flood_received: u64 = flood.iter().map(|r| r.received).sum();
-    let maxq = flood.iter().map(|r| r.max_queued).max().unwrap_or(0);
-    let cpu_ev = flood
-        .iter()
-        .map(|r| r.cpu_per_event)
-        .collect::<Option<Vec<f64>>>()
-        .map(median);
+    let (f50, f99) = (pct_us(&flood.lat, 50.0), pct_us(&flood.lat, 99.0));
+    let (fw50, fw99) = (pct_us(&flood.wire, 50.0), pct_us(&flood.wire, 99.0));
+    let (f_rate, f_offered) = (flood.per_s, flood.offered_per_s);
+    let flood_drops = flood.dropped;
+    let (flood_count, flood_received) = (flood.count, flood.received);
+    let maxq = flood.max_queued;
+    let cpu_ev = flood.cpu_per_event;
 
     out.num(&run.key("event_p99_us"), p99);
     out.num(&run.key("event_p50_us"), p50);
     out.num(&run.key("raw_event_p99_us"), rp99);
     out.num(&run.key("raw_event_p50_us"), rp50);
+    out.num(
+        &run.key("event_p99_block_median_us"),
+        paced.block_p99_median,
+    );
+    out.num(
+        &run.key("raw_event_p99_block_median_us"),
+        raw_paced.block_p99_median,
+    );
     out.num(&run.key("event_per_s"), paced.per_s);
     out.int(&run.key("event_drops"), paced.dropped);
     out.num(&run.key("event_wire_p50_us"), pw50);
@@ -183,6 +223,14 @@ pub fn bench(run: &Run, out: &mut Report) {
     out.num(&run.key("flood_p50_us"), f50);
     out.num(&run.key("raw_flood_p99_us"), rf99);
     out.num(&run.key("raw_flood_p50_us"), rf50);
+    out.num(
+        &run.key("flood_p99_block_median_us"),
+        flood.block_p99_median,
+    );
+    out.num(
+        &run.key("raw_flood_p99_block_median_us"),
+        raw_flood.block_p99_median,
+    );
     out.num(&run.key("raw_flood_per_s"), rf_rate);
     out.num(&run.key("raw_flood_offered_per_s"), rf_offered);
     out.int(&run.key("flood_drops"), flood_drops);
@@ -212,6 +260,17 @@ pub fn bench(run: &Run, out: &mut Report) {
         "",
         None,
     );
+    out.row(
+        &run.fig(&format!(
+            "  event p99, median of {paced_blocks} blocks of {}",
+            pace.count
+        )),
+        us(paced.block_p99_median),
+        us(raw_paced.block_p99_median),
+        times(paced.block_p99_median / raw_paced.block_p99_median),
+        "",
+        None,
+    );
     out.info(
         &run.fig("  paced: reader receipt p50 / p99, drops"),
         format!("{pw50:.1} / {pw99:.1} µs, {} dropped", paced.dropped),
@@ -225,7 +284,8 @@ pub fn bench(run: &Run, out: &mut Report) {
         format!("{} of {}", rate(rf_rate, "ev/s"), rate(rf_offered, "ev/s")),
         String::new(),
         ">= 400 k, 0 drops",
-        Some(f_offered >= 400e3 && flood_drops == 0),
+        // A server the machine slowed by more than 5 % did not test the rate.
+        Some(flood_drops == 0 && f_offered >= 0.95 * f64::from(FLOOD_RATE)),
     );
     out.info(
         &run.fig("  flood: dropped / most queued / received of sent"),
