@@ -112,40 +112,6 @@ pub fn pin(_tid: Option<u32>, _cpus: Option<&[usize]>) -> bool {
     false
 }
 
-/// CPU time (ns) used so far by this process's live threads whose name
-/// starts with one of `prefixes` (names as given to
-/// `std::thread::Builder::name`; Linux shows the first 15 bytes).
-#[cfg(target_os = "linux")]
-pub fn cpu_ns_of(prefixes: &[&str]) -> Option<u64> {
-    let mut total = 0u64;
-    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
-            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-            }
-        }
-    }
-    Some(total)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn cpu_ns_of(_prefixes: &[&str]) -> Option<u64> {
-    None
-}
-
-/// CPU time (ns) used so far by the calling thread.
-#[cfg(target_os = "linux")]
-pub fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn thread_cpu_ns() -> Option<u64> {
-    None
-}
-
 /// Nanoseconds since the UNIX epoch on the system's real-time clock.
 ///
 /// The benchmark's two processes stamp and read times on one clock: a

@@ -63,7 +63,7 @@ impl Gate {
     }
 }
 
-/// Spawns a named thread (names let the benchmark read per-thread CPU time).
+/// Spawns a named thread (names show in profilers and /proc).
 fn named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     std::thread::Builder::new()
         .name(name.into())
@@ -147,21 +147,22 @@ pub fn bench(run: &Run, out: &mut Report) {
         |_| raw::distinct_code(7),
     ));
 
-    // One window of `phase`: requests, seconds, and CPU time of the client
-    // side's threads (the servers are in their own process).
-    let window_of = |phase: u64, counter: &AtomicU64, names: &[&str], tot: &mut Totals| {
+    // One window of `phase`: requests, seconds, and CPU time of this
+    // process, the client side (the servers are in their own; the sides
+    // whose turn it is not are blocked and use none).
+    let window_of = |phase: u64, counter: &AtomicU64, tot: &mut Totals| {
         gate.set(phase);
         std::thread::sleep(window / 4); // ramp up; the other side's requests drain
         let (c0, t0, cpu0) = (
             counter.load(Ordering::Relaxed),
             std::time::Instant::now(),
-            sys::cpu_ns_of(names),
+            sys::cpu_ns(),
         );
         std::thread::sleep(window);
         let (c1, secs, cpu1) = (
             counter.load(Ordering::Relaxed),
             t0.elapsed().as_secs_f64(),
-            sys::cpu_ns_of(names),
+            sys::cpu_ns(),
         );
         tot.n += c1 - c0;
         tot.secs += secs;
@@ -175,19 +176,9 @@ pub fn bench(run: &Run, out: &mut Report) {
     };
     let (mut r, mut d, mut s) = (Totals::default(), Totals::default(), Totals::default());
     for _ in 0..rounds {
-        window_of(RAW, &counters[0], &["bench-raw"], &mut r);
-        window_of(
-            DISTINCT,
-            &counters[1],
-            &["bench-distinct", "flamingo-reader"],
-            &mut d,
-        );
-        window_of(
-            SAME,
-            &counters[2],
-            &["bench-same", "flamingo-reader"],
-            &mut s,
-        );
+        window_of(RAW, &counters[0], &mut r);
+        window_of(DISTINCT, &counters[1], &mut d);
+        window_of(SAME, &counters[2], &mut s);
     }
     gate.set(STOP);
     for h in threads {
