@@ -153,12 +153,15 @@ fn run(opts: &Opts) -> Result<(), String> {
     out.int("cores", cores as u64);
     out.str("placement", "os");
     out.bool("quick", opts.quick);
+    let load0 = sys::load_average();
+    out.opt("load_average_start", load0);
     println!(
-        "flamingo-client benchmark ({} run) on {cores} core(s), {} {}; servers in a child process, \
-         thread placement left to the OS{}",
+        "flamingo-client benchmark ({} run) on {cores} core(s), {} {}, load average {}; servers \
+         in a child process, thread placement left to the OS{}",
         if opts.quick { "quick" } else { "full" },
         std::env::consts::OS,
         std::env::consts::ARCH,
+        load0.map_or("n/a".into(), |l| format!("{l:.2}")),
         if opts.pin { "; then pinned rows" } else { "" },
     );
 
@@ -194,8 +197,14 @@ fn run(opts: &Opts) -> Result<(), String> {
         pinned(opts, base, cores, &mut out)?;
     }
 
+    let load1 = sys::load_average();
+    out.opt("load_average_end", load1);
     println!("\n{}", out.table());
-    println!("\ntotal time {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ntotal time {:.1} s, load average at the end {}",
+        started.elapsed().as_secs_f64(),
+        load1.map_or("n/a".into(), |l| format!("{l:.2}"))
+    );
     if opts.json {
         println!("{}", out.json());
     }

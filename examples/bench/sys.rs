@@ -51,6 +51,19 @@ pub fn context_switches() -> Option<u64> {
     Some(total)
 }
 
+/// The 1-minute load average: how busy the machine was besides us (on a
+/// shared machine it explains most of the spread in the p99 figures).
+#[cfg(target_os = "linux")]
+pub fn load_average() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn load_average() -> Option<f64> {
+    None
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn cpu_ns() -> Option<u64> {
     None
