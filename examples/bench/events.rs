@@ -15,13 +15,13 @@ use flamingo_client::{Client, ClientConfig};
 use crate::raw;
 use crate::report::{done, median, pct_us, progress, rate, times, us, Report};
 use crate::servers::{Pace, BENCH_END};
+use crate::{sys, Run, TIMEOUT};
 
 /// Events per server write in the flood.
 const FLOOD_PER_WRITE: u32 = 16;
 /// The flood's rate, events/s: the rate the library must absorb without
 /// drops.
 const FLOOD_RATE: u32 = 400_000;
-use crate::{sys, Run, TIMEOUT};
 
 struct EventRun {
     /// Server stamp to the subscriber's receipt (ns, sorted).
@@ -43,7 +43,7 @@ struct EventRun {
     cpu_per_event: Option<f64>,
 }
 
-/// One run on a fresh connection: `count` events, `gap` apart (zero: flood).
+/// One library run on a fresh connection: the events `pace` asks for.
 fn event_run(run: &Run, pace: Pace) -> EventRun {
     let count = pace.count;
     let client = Client::connect(&run.ports.events.to_string(), ClientConfig::default())
