@@ -91,8 +91,8 @@ fn raw_run(run: &Run, warm: Duration, window: Duration, rcvbuf: bool) -> LiveRun
 pub fn bench(run: &Run, out: &mut Report) {
     let t = progress(&run.fig("live stream"));
     let rounds = run.opts.pick(3, 1);
-    let warm = Duration::from_millis(run.opts.pick(250, 200));
-    let window = Duration::from_millis(run.opts.pick(1000, 600));
+    let warm = Duration::from_millis(run.opts.pick(200, 200));
+    let window = Duration::from_millis(run.opts.pick(700, 600));
     let (mut raw, mut raw1m, mut zc, mut conv) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         raw.push(raw_run(run, warm, window, false));
