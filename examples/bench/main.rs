@@ -2,9 +2,9 @@
 //! one run, against an instrument stand-in in another process.
 //!
 //! ```text
-//! cargo run --release --example bench                    # full run, ~45 s
-//! cargo run --release --example bench -- --quick --json # reduced, ~15 s, JSON last line
-//! cargo run --release --example bench -- --pin          # adds the pinned rows (pinned_*)
+//! cargo run --release --example bench                    # full run, ~35 s
+//! cargo run --release --example bench -- --quick --json # reduced, ~12 s, JSON last line
+//! cargo run --release --example bench -- --pin          # adds the pinned rows (pinned_*), ~60 s
 //! cargo run --release --example bench -- --only rtt,tput
 //! ```
 //!
