@@ -216,3 +216,62 @@ pub fn done(t: Instant) {
         let _ = tx.send(None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(pct_us(&v, 50.0), 50.0);
+        assert_eq!(pct_us(&v, 99.0), 99.0);
+        assert_eq!(pct_us(&v, 100.0), 100.0);
+        assert_eq!(pct_us(&[7000], 99.9), 7.0);
+        assert!(pct_us(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn median_skips_nan() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn json_keeps_order_and_rounds() {
+        let mut r = Report::default();
+        r.num("rtt_ratio", 1.234_56);
+        r.num("raw_tput_rps", 155_123.456);
+        r.opt("idle_cpu_ms", None);
+        r.int("flood_drops", 0);
+        r.bool("pinned", false);
+        r.num("event_p99_us", f64::NAN);
+        assert_eq!(
+            r.json(),
+            r#"{"rtt_ratio":1.235,"raw_tput_rps":155123.5,"idle_cpu_ms":null,"flood_drops":0,"pinned":false,"event_p99_us":null}"#
+        );
+    }
+
+    #[test]
+    fn table_is_markdown_with_aligned_columns() {
+        let mut r = Report::default();
+        r.row(
+            "a",
+            "1 µs".into(),
+            "2 µs".into(),
+            times(0.5),
+            "<= 1x",
+            Some(true),
+        );
+        r.info("longer figure", "x".into());
+        let t = r.table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[1].starts_with("| ---"));
+        assert!(lines[2].contains("| met"));
+        let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|w| *w == widths[0]), "{t}");
+    }
+}

@@ -321,3 +321,48 @@ fn serve_silent(mut s: TcpStream) {
     let mut sink = [0u8; 256];
     while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw;
+
+    /// A listener on an ephemeral port whose one connection `serve` handles.
+    fn one(serve: fn(TcpStream)) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            serve(s);
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn echo_returns_every_message() {
+        let (addr, h) = one(serve_echo);
+        let mut pp = raw::PingPong::new(addr);
+        for _ in 0..100 {
+            pp.once();
+        }
+        drop(pp);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn event_server_sends_the_count_asked_for_then_the_end() {
+        sys::set_clock_base(sys::epoch_ns());
+        let (addr, h) = one(serve_events);
+        let pace = Pace {
+            count: 1000,
+            gap: Duration::from_micros(20),
+            per_write: 16,
+        };
+        let got = raw::events(addr, pace);
+        assert_eq!(got.lat.len(), 1000);
+        assert!(got.offered_ns.is_finite() && got.offered_ns > 0.0);
+        // 1000 events 16 per write, 20 µs apart: at least 62 gaps.
+        assert!(got.offered_ns >= 62.0 * 20_000.0, "{}", got.offered_ns);
+        h.join().unwrap();
+    }
+}

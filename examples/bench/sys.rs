@@ -179,3 +179,23 @@ impl Calibration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn calibration_maps_instants_both_ways() {
+        let cal = Calibration::now();
+        let later = cal.at + Duration::from_micros(250);
+        assert_eq!(cal.clock_of(later), cal.ns + 250_000);
+        if let Some(earlier) = cal.at.checked_sub(Duration::from_micros(10)) {
+            assert_eq!(cal.clock_of(earlier), cal.ns.saturating_sub(10_000));
+        }
+        // The shared clock and the mapped Instant agree within a millisecond.
+        let now = Instant::now();
+        let diff = cal.clock_of(now).abs_diff(clock_ns());
+        assert!(diff < 1_000_000, "{diff} ns apart");
+    }
+}
