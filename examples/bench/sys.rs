@@ -31,14 +31,6 @@ pub fn rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Peak resident memory of this process in KiB (VmHWM).
-#[cfg(target_os = "linux")]
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Voluntary + involuntary context switches of every live thread of the
 /// process (a wake-up counter: an idle client should cause almost none).
 #[cfg(target_os = "linux")]
@@ -59,6 +51,19 @@ pub fn context_switches() -> Option<u64> {
     Some(total)
 }
 
+/// The 1-minute load average: how busy the machine was besides us (on a
+/// shared machine it explains most of the spread in the p99 figures).
+#[cfg(target_os = "linux")]
+pub fn load_average() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn load_average() -> Option<f64> {
+    None
+}
+
 #[cfg(not(target_os = "linux"))]
 pub fn cpu_ns() -> Option<u64> {
     None
@@ -69,10 +74,6 @@ pub fn threads() -> Option<usize> {
 }
 #[cfg(not(target_os = "linux"))]
 pub fn rss_kib() -> Option<u64> {
-    None
-}
-#[cfg(not(target_os = "linux"))]
-pub fn peak_rss_kib() -> Option<u64> {
     None
 }
 #[cfg(not(target_os = "linux"))]
@@ -124,36 +125,77 @@ pub fn pin(_tid: Option<u32>, _cpus: Option<&[usize]>) -> bool {
     false
 }
 
-/// CPU time (ns) used so far by this process's live threads whose name
-/// starts with one of `prefixes` (names as given to
-/// `std::thread::Builder::name`; Linux shows the first 15 bytes).
-#[cfg(target_os = "linux")]
-pub fn cpu_ns_of(prefixes: &[&str]) -> Option<u64> {
-    let mut total = 0u64;
-    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
-            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-            }
+/// Nanoseconds since the UNIX epoch on the system's real-time clock.
+///
+/// The benchmark's two processes stamp and read times on one clock: a
+/// `std::time::Instant` cannot cross a process boundary, the real-time clock
+/// can (it is the same counter for every process, read through the vDSO).
+pub fn epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+static CLOCK_BASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the origin of [`clock_ns`] (the parent's start, passed to the server
+/// child), so stamps stay small enough for an `f64` to hold them exactly.
+pub fn set_clock_base(epoch_ns: u64) {
+    CLOCK_BASE.store(epoch_ns, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The shared clock: nanoseconds since the base both processes agreed on.
+pub fn clock_ns() -> u64 {
+    epoch_ns().saturating_sub(CLOCK_BASE.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Maps `Instant`s of this process onto [`clock_ns`], from one reading of
+/// both clocks taken close together (re-taken for every run, so the two
+/// clocks cannot drift apart by more than nanoseconds within it).
+#[derive(Clone, Copy)]
+pub struct Calibration {
+    at: std::time::Instant,
+    ns: u64,
+}
+
+impl Calibration {
+    pub fn now() -> Calibration {
+        let a = clock_ns();
+        let at = std::time::Instant::now();
+        let b = clock_ns();
+        Calibration {
+            at,
+            ns: a + (b - a) / 2,
         }
     }
-    Some(total)
+
+    /// `t` on the shared clock.
+    pub fn clock_of(&self, t: std::time::Instant) -> u64 {
+        match t.checked_duration_since(self.at) {
+            Some(d) => self.ns + d.as_nanos() as u64,
+            None => self
+                .ns
+                .saturating_sub(self.at.duration_since(t).as_nanos() as u64),
+        }
+    }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn cpu_ns_of(_prefixes: &[&str]) -> Option<u64> {
-    None
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
 
-/// CPU time (ns) used so far by the calling thread.
-#[cfg(target_os = "linux")]
-pub fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn thread_cpu_ns() -> Option<u64> {
-    None
+    #[test]
+    fn calibration_maps_instants_both_ways() {
+        let cal = Calibration::now();
+        let later = cal.at + Duration::from_micros(250);
+        assert_eq!(cal.clock_of(later), cal.ns + 250_000);
+        if let Some(earlier) = cal.at.checked_sub(Duration::from_micros(10)) {
+            assert_eq!(cal.clock_of(earlier), cal.ns.saturating_sub(10_000));
+        }
+        // The shared clock and the mapped Instant agree within a millisecond.
+        let now = Instant::now();
+        let diff = cal.clock_of(now).abs_diff(clock_ns());
+        assert!(diff < 1_000_000, "{diff} ns apart");
+    }
 }

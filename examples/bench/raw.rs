@@ -1,0 +1,196 @@
+//! The raw baselines: the strongest simple clients plain blocking `std::net`
+//! allows, measured in the same run against the same server process. Each
+//! is the physical floor the library's figure is compared to.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flamingo_client::codec::{CommandCode, Message, LIVE_HEADER_LEN, MESSAGE_LEN};
+
+use crate::servers::{Pace, BENCH_END, BENCH_START, FRAME_H, FRAME_W};
+use crate::throughput::Gate;
+
+/// Requests in flight on the batching raw client, and callers sharing one
+/// library client in the throughput figures.
+pub const CALLERS: usize = 8;
+
+/// Eight codes outside the catalogue: the echo server's replies to them are
+/// matched by code, so each is its own correlation key.
+pub fn distinct_code(i: usize) -> CommandCode {
+    CommandCode(0x7770 + i as u32)
+}
+
+/// The request every figure sends (the echo server returns it unchanged).
+pub fn request(code: CommandCode) -> Message {
+    Message::new(code).with_int32_data0(1)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to the bench server");
+    s.set_nodelay(true).expect("TCP_NODELAY");
+    s
+}
+
+/// Raw ping-pong: one thread, a blocking `write_all` of 128 bytes, then a
+/// blocking `read_exact` of the 128-byte reply.
+pub struct PingPong {
+    stream: TcpStream,
+    msg: [u8; MESSAGE_LEN],
+}
+
+impl PingPong {
+    pub fn new(addr: SocketAddr) -> PingPong {
+        PingPong {
+            stream: connect(addr),
+            msg: request(distinct_code(7)).to_bytes(),
+        }
+    }
+
+    pub fn once(&mut self) {
+        let mut buf = [0u8; MESSAGE_LEN];
+        self.stream.write_all(&self.msg).expect("raw write");
+        self.stream.read_exact(&mut buf).expect("raw read");
+        black_box(&buf);
+    }
+}
+
+/// Raw batched client, run on one thread while `gate` gives turn `me`:
+/// keeps up to [`CALLERS`] requests in flight, writes every request it may
+/// send (one per free slot) in one `write`, reads whatever replies have
+/// arrived with one `read` into a 64 KiB buffer, and counts completed
+/// requests in `done`. No channel, no hand-off between threads: the floor
+/// for 8 callers sharing one connection. Outside its turn it sends nothing
+/// and drains what is in flight.
+pub fn batched(addr: SocketAddr, gate: &Gate, me: u64, done: &AtomicU64) {
+    let mut s = connect(addr);
+    let batch: Vec<u8> = (0..CALLERS)
+        .flat_map(|i| request(distinct_code(i)).to_bytes())
+        .collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut filled, mut in_flight) = (0usize, 0usize);
+    loop {
+        if in_flight == 0 && !gate.pass(me) {
+            return;
+        }
+        if in_flight < CALLERS && gate.is(me) {
+            let free = CALLERS - in_flight;
+            s.write_all(&batch[..free * MESSAGE_LEN])
+                .expect("raw batched write");
+            in_flight += free;
+        }
+        match s.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+        let whole = filled / MESSAGE_LEN;
+        in_flight -= whole;
+        done.fetch_add(whole as u64, Ordering::Relaxed);
+        buf.copy_within(whole * MESSAGE_LEN..filled, 0);
+        filled -= whole * MESSAGE_LEN;
+    }
+}
+
+/// Bytes and frames read in a window.
+pub struct Flow {
+    pub bytes: u64,
+    pub frames: u64,
+    pub secs: f64,
+}
+
+/// Raw live reader: `read_exact` of the header, then of the pixels into one
+/// reused buffer. `rcvbuf`: give the socket the library's 1 MiB `SO_RCVBUF`
+/// (which on Linux also switches receive-buffer autotuning off) instead of
+/// the OS default.
+pub fn live(addr: SocketAddr, warm: Duration, window: Duration, rcvbuf: bool) -> Flow {
+    let mut s = if rcvbuf {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        sock.set_recv_buffer_size(1 << 20).expect("SO_RCVBUF");
+        sock.connect(&addr.into())
+            .expect("connect to the frame server");
+        TcpStream::from(sock)
+    } else {
+        TcpStream::connect(addr).expect("connect to the frame server")
+    };
+    let mut head = [0u8; LIVE_HEADER_LEN];
+    let mut pixels = vec![0u8; (FRAME_W * FRAME_H * 2) as usize];
+    let mut read_frame = |s: &mut TcpStream| {
+        s.read_exact(&mut head).expect("raw live header");
+        let size = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        s.read_exact(&mut pixels[..size]).expect("raw live pixels");
+        black_box(pixels[size / 2]);
+        (LIVE_HEADER_LEN + size) as u64
+    };
+    let start = Instant::now();
+    while start.elapsed() < warm {
+        read_frame(&mut s);
+    }
+    let (t0, mut bytes, mut frames) = (Instant::now(), 0u64, 0u64);
+    while t0.elapsed() < window {
+        bytes += read_frame(&mut s);
+        frames += 1;
+    }
+    Flow {
+        bytes,
+        frames,
+        secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// What a raw event reader saw.
+pub struct EventSamples {
+    /// Server stamp to receipt, ns, in arrival order.
+    pub lat: Vec<u64>,
+    /// First stamp and last receipt on the shared clock (ns).
+    pub first_sent: u64,
+    pub last_recv: u64,
+    /// How long the server took to write the events (ns).
+    pub offered_ns: f64,
+}
+
+/// Raw event reader: sends the start request, then reads with one `read`
+/// into a 64 KiB buffer whatever has arrived and takes the receipt time of
+/// every whole message in it (they became readable together). The floor
+/// for the library's reader thread plus subscriber.
+pub fn events(addr: SocketAddr, pace: Pace) -> EventSamples {
+    let mut s = connect(addr);
+    s.write_all(&pace.start_message().to_bytes())
+        .expect("raw event start");
+    let mut out = EventSamples {
+        lat: Vec::with_capacity(pace.count as usize),
+        first_sent: 0,
+        last_recv: 0,
+        offered_ns: f64::NAN,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0usize;
+    loop {
+        match s.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => filled += n,
+        }
+        let now = crate::sys::clock_ns();
+        let whole = filled / MESSAGE_LEN;
+        for chunk in buf[..whole * MESSAGE_LEN].chunks_exact(MESSAGE_LEN) {
+            let m = Message::decode(chunk.try_into().expect("128 bytes")).expect("a valid event");
+            if m.code == BENCH_END {
+                out.offered_ns = m.double_data;
+                return out;
+            }
+            if m.code == BENCH_START {
+                continue;
+            }
+            let sent = m.double_data as u64;
+            if out.lat.is_empty() {
+                out.first_sent = sent;
+            }
+            out.lat.push(now.saturating_sub(sent));
+            out.last_recv = now;
+        }
+        buf.copy_within(whole * MESSAGE_LEN..filled, 0);
+        filled -= whole * MESSAGE_LEN;
+    }
+}

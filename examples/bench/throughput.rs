@@ -1,0 +1,235 @@
+//! Throughput: 8 threads sharing one `Client` (one connection), on 8
+//! distinct codes and on one code, against the raw batching client.
+//!
+//! The three take turns in short windows (a [`Gate`]), so a noisy
+//! neighbour slows all of them alike; each has its own connection to the
+//! same echo server, and only the one whose turn it is sends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flamingo_client::codec::CommandCode;
+use flamingo_client::{Client, ClientConfig};
+
+use crate::raw::{self, CALLERS};
+use crate::report::{done, median, percent, progress, rate, times, Report};
+use crate::{sys, Run, TIMEOUT};
+
+/// Whose turn it is.
+pub struct Gate {
+    phase: AtomicU64,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+const IDLE: u64 = 0;
+const RAW: u64 = 1;
+const DISTINCT: u64 = 2;
+const SAME: u64 = 3;
+const STOP: u64 = 4;
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            phase: AtomicU64::new(IDLE),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+    fn set(&self, phase: u64) {
+        let _g = self.lock.lock().unwrap();
+        self.phase.store(phase, Ordering::SeqCst);
+        self.cv.notify_all();
+    }
+    /// True while it is `mine`'s turn (does not wait).
+    pub fn is(&self, mine: u64) -> bool {
+        self.phase.load(Ordering::Relaxed) == mine
+    }
+    /// Waits for `mine`'s turn: true then, false once the gate is stopped.
+    pub fn pass(&self, mine: u64) -> bool {
+        if self.is(mine) {
+            return true;
+        }
+        let mut g = self.lock.lock().unwrap();
+        loop {
+            match self.phase.load(Ordering::SeqCst) {
+                STOP => return false,
+                p if p == mine => return true,
+                _ => g = self.cv.wait(g).unwrap(),
+            }
+        }
+    }
+}
+
+/// Spawns a named thread (names show in profilers and /proc).
+fn named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn a thread")
+}
+
+/// CALLERS threads calling `request` in a loop on `client` during `phase`;
+/// caller `i` uses `code(i)`.
+fn callers(
+    client: &Client,
+    gate: &Arc<Gate>,
+    phase: u64,
+    name: &str,
+    done: &Arc<AtomicU64>,
+    code: fn(usize) -> CommandCode,
+) -> Vec<JoinHandle<()>> {
+    (0..CALLERS)
+        .map(|i| {
+            let (client, gate, done) = (client.clone(), gate.clone(), done.clone());
+            let msg = raw::request(code(i));
+            named(name, move || {
+                while gate.pass(phase) {
+                    client.request(msg, TIMEOUT).expect("echo reply");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Totals {
+    n: u64,
+    secs: f64,
+    cpu: Option<u64>,
+    rates: Vec<f64>,
+}
+
+impl Totals {
+    fn rate(&self) -> f64 {
+        self.n as f64 / self.secs
+    }
+    fn cpu_per_req_us(&self) -> Option<f64> {
+        self.cpu.map(|ns| ns as f64 / self.n.max(1) as f64 / 1e3)
+    }
+}
+
+pub fn bench(run: &Run, out: &mut Report) {
+    let t = progress(&run.fig("throughput"));
+    let rounds = run.opts.pick(6, 3);
+    let window = Duration::from_millis(run.opts.pick(300, 200));
+    let gate = Arc::new(Gate::new());
+    let counters: [Arc<AtomicU64>; 3] = Default::default();
+    let addr = run.ports.echo;
+
+    let raw_thread = {
+        let (gate, done) = (gate.clone(), counters[0].clone());
+        named("bench-raw", move || raw::batched(addr, &gate, RAW, &done))
+    };
+    let connect = || {
+        Client::connect(&addr.to_string(), ClientConfig::default())
+            .expect("client connects to the echo server")
+    };
+    let distinct = connect();
+    let same = connect();
+    let mut threads = callers(
+        &distinct,
+        &gate,
+        DISTINCT,
+        "bench-distinct",
+        &counters[1],
+        raw::distinct_code,
+    );
+    threads.extend(callers(
+        &same,
+        &gate,
+        SAME,
+        "bench-same",
+        &counters[2],
+        |_| raw::distinct_code(7),
+    ));
+
+    // One window of `phase`: requests, seconds, and CPU time of this
+    // process, the client side (the servers are in their own; the sides
+    // whose turn it is not are blocked and use none).
+    let window_of = |phase: u64, counter: &AtomicU64, tot: &mut Totals| {
+        gate.set(phase);
+        std::thread::sleep(window / 4); // ramp up; the other side's requests drain
+        let (c0, t0, cpu0) = (
+            counter.load(Ordering::Relaxed),
+            std::time::Instant::now(),
+            sys::cpu_ns(),
+        );
+        std::thread::sleep(window);
+        let (c1, secs, cpu1) = (
+            counter.load(Ordering::Relaxed),
+            t0.elapsed().as_secs_f64(),
+            sys::cpu_ns(),
+        );
+        tot.n += c1 - c0;
+        tot.secs += secs;
+        tot.rates.push((c1 - c0) as f64 / secs);
+        let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+        tot.cpu = if tot.rates.len() == 1 {
+            cpu
+        } else {
+            tot.cpu.zip(cpu).map(|(a, b)| a + b)
+        };
+    };
+    let (mut r, mut d, mut s) = (Totals::default(), Totals::default(), Totals::default());
+    for _ in 0..rounds {
+        window_of(RAW, &counters[0], &mut r);
+        window_of(DISTINCT, &counters[1], &mut d);
+        window_of(SAME, &counters[2], &mut s);
+    }
+    gate.set(STOP);
+    for h in threads {
+        h.join().expect("a caller thread");
+    }
+    raw_thread.join().expect("the raw client thread");
+    distinct.close();
+    same.close();
+    done(t);
+
+    let (rr, dr, sr) = (r.rate(), d.rate(), s.rate());
+    out.num(&run.key("tput_ratio"), dr / rr);
+    out.num(&run.key("tput_same_key_ratio"), sr / rr);
+    out.num(&run.key("tput_rps"), dr);
+    out.num(&run.key("tput_same_key_rps"), sr);
+    out.num(&run.key("raw_tput_rps"), rr);
+    out.num(
+        &run.key("tput_window_ratio_median"),
+        median(d.rates.clone()) / median(r.rates.clone()),
+    );
+    out.opt(&run.key("tput_cpu_us_per_req"), d.cpu_per_req_us());
+    out.opt(&run.key("tput_same_key_cpu_us_per_req"), s.cpu_per_req_us());
+    out.opt(&run.key("raw_tput_cpu_us_per_req"), r.cpu_per_req_us());
+    out.row(
+        &run.fig(&format!(
+            "throughput, {CALLERS} callers on {CALLERS} codes, 1 connection"
+        )),
+        rate(dr, "req/s"),
+        rate(rr, "req/s"),
+        percent(dr / rr),
+        ">= 70 %",
+        Some(dr / rr >= 0.70),
+    );
+    out.row(
+        &run.fig(&format!("throughput, {CALLERS} callers on 1 code")),
+        rate(sr, "req/s"),
+        rate(rr, "req/s"),
+        percent(sr / rr),
+        "",
+        None,
+    );
+    if let (Some(dc), Some(sc), Some(rc)) =
+        (d.cpu_per_req_us(), s.cpu_per_req_us(), r.cpu_per_req_us())
+    {
+        out.row(
+            &run.fig("  client-side CPU per request, 8 codes / 1 code"),
+            format!("{dc:.1} / {sc:.1} µs"),
+            format!("{rc:.1} µs"),
+            times(dc / rc),
+            "",
+            None,
+        );
+    }
+}
