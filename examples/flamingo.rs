@@ -629,7 +629,11 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
         }
     }
     if taken == 0 {
-        return Err(Error::timeout(flamingo_client::TimeoutPhase::Frame, "a live frame", t));
+        return Err(Error::timeout(
+            flamingo_client::TimeoutPhase::Frame,
+            "a live frame",
+            t,
+        ));
     }
     Ok(LiveReport {
         frames: taken,
@@ -845,12 +849,18 @@ fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
             Ok(ev) => ev,
             Err(RecvTimeoutError::Timeout) => break,
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::disconnected(flamingo_client::DisconnectReason::ClosedByUser, "the client was closed"))
+                return Err(Error::disconnected(
+                    flamingo_client::DisconnectReason::ClosedByUser,
+                    "the client was closed",
+                ))
             }
         };
         match &ev.kind {
             EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
-                return Err(Error::disconnected(flamingo_client::DisconnectReason::ClosedByPeer, reason.clone()))
+                return Err(Error::disconnected(
+                    flamingo_client::DisconnectReason::ClosedByPeer,
+                    reason.clone(),
+                ))
             }
             k if k.is_connection() => continue,
             _ => {}

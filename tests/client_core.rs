@@ -73,9 +73,7 @@ fn late_reply_is_discarded_not_misrouted() {
         }
     });
     let c = client(&server.addr());
-    let e = c
-        .request(tagged(1), Duration::from_millis(50))
-        .unwrap_err();
+    let e = c.request(tagged(1), Duration::from_millis(50)).unwrap_err();
     assert_eq!(e.timeout_phase(), Some(TimeoutPhase::Reply), "{e}");
     assert_eq!(c.stats().tombstones, 1, "the key stays blocked");
     let b = c.request(tagged(2), LONG).unwrap();
@@ -359,7 +357,11 @@ fn submit_and_poll_without_blocking() {
     assert_eq!(r.unwrap_err().timeout_phase(), Some(TimeoutPhase::KeyBusy));
     drop(p);
     assert_eq!(c.stats().pending_requests, 0);
-    assert_eq!(c.stats().tombstones, 1, "only the written request awaits its reply");
+    assert_eq!(
+        c.stats().tombstones,
+        1,
+        "only the written request awaits its reply"
+    );
 }
 
 #[test]

@@ -485,7 +485,10 @@ fn r08_send_after_disconnect_is_a_typed_error() {
     let t = Instant::now();
     match c2.send(tagged(ECHO, 1)) {
         Err(e @ Error::Timeout { .. }) => {
-            assert_eq!(e.timeout_phase(), Some(flamingo_client::TimeoutPhase::LinkWait));
+            assert_eq!(
+                e.timeout_phase(),
+                Some(flamingo_client::TimeoutPhase::LinkWait)
+            );
             assert!(e.to_string().contains("connection was down"), "{e}");
         }
         other => panic!("{other:?}"),

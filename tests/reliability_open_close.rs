@@ -54,7 +54,10 @@ fn round(
             std::thread::spawn(move || {
                 go.wait();
                 let r = if closers_skip_open && i % 2 == 1 {
-                    Err(Error::disconnected(flamingo_client::DisconnectReason::NotConnected, "did not open"))
+                    Err(Error::disconnected(
+                        flamingo_client::DisconnectReason::NotConnected,
+                        "did not open",
+                    ))
                 } else {
                     c.open()
                 };

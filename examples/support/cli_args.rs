@@ -927,8 +927,21 @@ mod tests {
             source: io::Error::from(io::ErrorKind::ConnectionRefused),
         };
         assert_eq!(exit_code(&connect), 3);
-        assert_eq!(exit_code(&Error::timeout(flamingo_client::TimeoutPhase::Reply, "x", Duration::from_secs(1))), 4);
-        assert_eq!(exit_code(&Error::disconnected(flamingo_client::DisconnectReason::ClosedByPeer, "x")), 5);
+        assert_eq!(
+            exit_code(&Error::timeout(
+                flamingo_client::TimeoutPhase::Reply,
+                "x",
+                Duration::from_secs(1)
+            )),
+            4
+        );
+        assert_eq!(
+            exit_code(&Error::disconnected(
+                flamingo_client::DisconnectReason::ClosedByPeer,
+                "x"
+            )),
+            5
+        );
         let code = flamingo_client::codec::CommandCode::STAGE_POSITION_SET;
         assert_eq!(exit_code(&Error::Busy { code, status: 1 }), 6);
         assert_eq!(exit_code(&Error::Refused { code, status: 2 }), 6);

@@ -661,7 +661,11 @@ mod tests {
         );
         let (b, _rb) = req(&mut c, 7, 0);
         c.take_batch(&mut buf, 1 << 20);
-        assert_eq!(c.batch_len(), 0, "key 7 is blocked by the unanswered request");
+        assert_eq!(
+            c.batch_len(),
+            0,
+            "key 7 is blocked by the unanswered request"
+        );
         assert!(c.resync_due(Duration::from_secs(10), 64).is_some());
         assert!(matches!(c.route(key(7), 0), Route::Late));
         assert_eq!(c.abandoned(), 0);
@@ -735,7 +739,10 @@ mod tests {
             c.give_up(b, key(1), Instant::now()),
             GiveUp::TimedOut(TimeoutPhase::SendLock)
         );
-        assert_eq!(c.give_up(b, key(1), Instant::now()), GiveUp::AlreadyDelivered);
+        assert_eq!(
+            c.give_up(b, key(1), Instant::now()),
+            GiveUp::AlreadyDelivered
+        );
     }
 
     #[test]
@@ -750,6 +757,8 @@ mod tests {
             .close(DisconnectReason::ClosedByUser, "bye".into())
             .unwrap();
         assert_eq!(w.len(), 2);
-        assert!(c.close(DisconnectReason::ClosedByUser, "again".into()).is_none());
+        assert!(c
+            .close(DisconnectReason::ClosedByUser, "again".into())
+            .is_none());
     }
 }

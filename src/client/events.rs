@@ -406,7 +406,12 @@ impl Hub {
         }
     }
 
-    fn add(&self, inner: &mut HubInner, codes: Option<&[CommandCode]>, depth: usize) -> Subscription {
+    fn add(
+        &self,
+        inner: &mut HubInner,
+        codes: Option<&[CommandCode]>,
+        depth: usize,
+    ) -> Subscription {
         // Unbounded in type, bounded by `depth` in `publish`: crossbeam's
         // unbounded queue allocates in small blocks as events arrive, where
         // a bounded one reserves every slot up front.
@@ -585,9 +590,9 @@ impl Dispatcher {
     pub fn add(&self, hub: &Hub, depth: usize, cb: Callback) -> Result<CallbackId> {
         let id = self.next.fetch_add(1, Relaxed);
         {
-            // Checked under the list's lock: the teardown closes the hub
-            // before it takes the list, so a callback added here is either
-            // refused or taken by the teardown.
+            // Checked under the list's lock: the dispatcher thread empties
+            // the list only after the hub closed, so a callback added here
+            // is either refused or dropped by that thread.
             let mut cbs = self.callbacks.lock();
             if hub.is_closed() {
                 return Err(Error::disconnected(
@@ -628,12 +633,6 @@ impl Dispatcher {
         true
     }
 
-    /// Takes every callback out (for the teardown, which drops them
-    /// outside the lock).
-    pub fn take_callbacks(&self) -> Arc<Vec<(u64, Callback)>> {
-        std::mem::take(&mut *self.callbacks.lock())
-    }
-
     /// Joins the dispatcher thread (after the hub was closed), unless called
     /// from the dispatcher thread itself (a callback closing the client):
     /// that thread then ends by itself once the callback returns.
@@ -661,6 +660,10 @@ fn dispatch_loop(sub: Subscription, list: CallbackList, panics: Arc<AtomicU64>) 
             }
         }
     }
+    // The hub is closed and every event was delivered: the callbacks (and
+    // what they captured) go, outside the lock.
+    let cbs = std::mem::take(&mut *list.lock());
+    drop(cbs);
     log::debug!("dispatcher thread exits");
 }
 
@@ -729,7 +732,10 @@ mod tests {
         big.data = Some(Arc::from(vec![0u8; 5000]));
         hub.publish(big);
         let (_s, recent) = hub.subscribe_with_history(4, 32);
-        assert!(recent[0].data.is_none(), "kept without its oversized payload");
+        assert!(
+            recent[0].data.is_none(),
+            "kept without its oversized payload"
+        );
     }
 
     #[test]

@@ -350,7 +350,12 @@ impl Client {
     }
 
     /// [`submit`](Client::submit) with additional data after the message.
-    pub fn submit_with_data(&self, msg: Message, data: &[u8], timeout: Duration) -> Result<Op<Reply>> {
+    pub fn submit_with_data(
+        &self,
+        msg: Message,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Op<Reply>> {
         self.request_until(msg, data, Deadline::after(timeout), timeout, false)
     }
 
@@ -684,4 +689,3 @@ impl Client {
         }
     }
 }
-

@@ -181,15 +181,15 @@ impl<T: 'static> Op<T> {
         });
         let r = match step.poll(until) {
             Some(r) => r,
-            None if self.deadline.expired() => step
-                .expire(&self.what, self.timeout)
-                .unwrap_or_else(|| {
+            None if self.deadline.expired() => {
+                step.expire(&self.what, self.timeout).unwrap_or_else(|| {
                     Err(Error::timeout(
                         TimeoutPhase::Reply,
                         self.what.clone(),
                         self.timeout,
                     ))
-                }),
+                })
+            }
             None => return None,
         };
         self.step = None; // drops what it held (abandons pending replies)
@@ -273,11 +273,9 @@ impl Pending {
     }
 
     fn closed_error(&self) -> Error {
-        self.shared
-            .conn
-            .lock()
-            .down_error()
-            .unwrap_or_else(|| Error::disconnected(DisconnectReason::ClosedByPeer, "the link ended"))
+        self.shared.conn.lock().down_error().unwrap_or_else(|| {
+            Error::disconnected(DisconnectReason::ClosedByPeer, "the link ended")
+        })
     }
 
     /// Polls or waits (`until`) for the outcome.
@@ -296,11 +294,7 @@ impl Pending {
     /// was handed over between the deadline and now (never both).
     pub(crate) fn give_up(&mut self, what: &str, after: Duration) -> Result<Delivered> {
         self.done = true;
-        let g = self
-            .shared
-            .conn
-            .lock()
-            .give_up(self.id, self.key, Instant::now());
+        let g = self.abandon();
         match g {
             GiveUp::TimedOut(phase) => {
                 self.shared
@@ -318,14 +312,27 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Gives the request up in the connection state. A request abandoned
+    /// on the wire starts the late-reply window, so the sender thread (which
+    /// resets a link whose window ran out) is woken to re-arm its timer.
+    fn abandon(&self) -> GiveUp {
+        let mut c = self.shared.conn.lock();
+        let g = c.give_up(self.id, self.key, Instant::now());
+        if matches!(
+            g,
+            GiveUp::TimedOut(TimeoutPhase::Reply | TimeoutPhase::Write)
+        ) {
+            self.shared.cv.notify_all();
+        }
+        g
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self
-                .shared
-                .conn
-                .lock()
-                .give_up(self.id, self.key, Instant::now());
+            let _ = self.abandon();
         }
     }
 }

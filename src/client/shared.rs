@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::conn::{Conn, Failed, Waiter};
 use super::events::{Dispatcher, Event, EventKind, Hub};
 use super::stats::{Counters, Latency};
-use crate::codec::{Message, MatchKey};
+use crate::codec::{MatchKey, Message};
 use crate::live::LiveStream;
 use crate::{ClientConfig, DisconnectReason, Error};
 
@@ -164,9 +164,10 @@ impl Shared {
         true
     }
 
-    /// What follows the state's change to closed: the final event, the
-    /// live stream, and the callbacks (dropped here, outside every lock,
-    /// with whatever they captured, perhaps a client handle).
+    /// What follows the state's change to closed: the final event and the
+    /// live stream. Callbacks still receive the events queued for them,
+    /// `Closed` last; the dispatcher thread then drops them (outside every
+    /// lock, with whatever they captured, perhaps a client handle).
     pub fn after_close(&self, detail: &str) {
         self.counters.teardowns.fetch_add(1, Relaxed);
         self.close_live();
@@ -177,7 +178,6 @@ impl Shared {
             },
         ));
         self.wake();
-        drop(self.dispatcher.take_callbacks());
     }
 
     /// Ends link `link` after its reader saw it fail. Fails the link's

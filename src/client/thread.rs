@@ -86,9 +86,11 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
                 return; // close() failed everything already
             }
             let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
-            let policy = shared.config.reconnect.clone().or_else(|| {
-                (reason == DisconnectReason::Resynchronised).then(resync_policy)
-            });
+            let policy = shared
+                .config
+                .reconnect
+                .clone()
+                .or_else(|| (reason == DisconnectReason::Resynchronised).then(resync_policy));
             let detail = format!("connection to {} lost: {detail}", shared.addr);
             c.last_error = Some(detail.clone());
             let (waiters, sock) = if policy.is_some() {
@@ -162,7 +164,9 @@ fn reconnect(
             return None;
         };
         *attempt += 1;
-        let retry_at = Instant::now().checked_add(delay).unwrap_or_else(Instant::now);
+        let retry_at = Instant::now()
+            .checked_add(delay)
+            .unwrap_or_else(Instant::now);
         {
             let mut c = shared.conn.lock();
             if c.is_closed() {

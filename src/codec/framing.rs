@@ -90,7 +90,9 @@ impl From<FrameError> for crate::Error {
             },
             // A clean close, a close mid-message or a failed read all mean the
             // link is gone: the caller's remedy is to reconnect.
-            other => crate::Error::disconnected(crate::DisconnectReason::ClosedByPeer, other.to_string()),
+            other => {
+                crate::Error::disconnected(crate::DisconnectReason::ClosedByPeer, other.to_string())
+            }
         }
     }
 }

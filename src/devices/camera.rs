@@ -234,9 +234,7 @@ impl Camera {
                 deadline,
             )?
             .wait()?;
-        self.base
-            .client
-            .live(deadline.remaining_timeout())
+        self.base.client.live(deadline.remaining_timeout())
     }
 
     /// Sends `CAMERA_LIVE_VIEW_START` only (the acknowledgement is the

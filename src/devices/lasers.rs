@@ -151,7 +151,9 @@ impl Lasers {
             )?;
             after.get_or_insert(seq);
         }
-        let barrier = self.base.submit_at(msg0(C::SYSTEM_STATE_GET, 0), deadline)?;
+        let barrier = self
+            .base
+            .submit_at(msg0(C::SYSTEM_STATE_GET, 0), deadline)?;
         Ok(Op::new(
             "every laser to be turned off",
             deadline,

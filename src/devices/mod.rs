@@ -50,12 +50,12 @@ mod stage;
 mod system;
 mod workflow;
 
+pub use crate::Op;
 pub use camera::{Camera, ImageSize};
 pub use illumination::{
     led_level_from_percent, FilterWheel, Led, LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN,
 };
 pub use lasers::Lasers;
-pub use crate::Op;
 pub use sections::{Entry, Section};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
@@ -139,7 +139,8 @@ impl Base {
         deadline: Deadline,
         timeout: Duration,
     ) -> Result<Op<Reply>> {
-        self.client.request_until(msg, &[], deadline, timeout, false)
+        self.client
+            .request_until(msg, &[], deadline, timeout, false)
     }
 
     /// Sends a request whose reply status is information, not an error, and

@@ -90,25 +90,18 @@ pub(crate) fn recv_event(sub: &Subscription, until: Option<Instant>) -> Option<R
         None => match sub.try_recv() {
             Ok(ev) => ev,
             Err(TryRecvError::Empty) => return None,
-            Err(TryRecvError::Disconnected) => {
-                return Some(Err(closed()))
-            }
+            Err(TryRecvError::Disconnected) => return Some(Err(closed())),
         },
         Some(t) => match sub.recv_deadline(t) {
             Ok(ev) => ev,
             Err(RecvTimeoutError::Timeout) => return None,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Some(Err(closed()))
-            }
+            Err(RecvTimeoutError::Disconnected) => return Some(Err(closed())),
         },
     };
     match &ev.kind {
-        EventKind::Disconnected { reason } | EventKind::Closed { reason } => {
-            Some(Err(Error::disconnected(
-                DisconnectReason::ClosedByPeer,
-                reason.clone(),
-            )))
-        }
+        EventKind::Disconnected { reason } | EventKind::Closed { reason } => Some(Err(
+            Error::disconnected(DisconnectReason::ClosedByPeer, reason.clone()),
+        )),
         _ => Some(Ok(ev)),
     }
 }

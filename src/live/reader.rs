@@ -61,7 +61,9 @@ pub(crate) enum End {
 impl End {
     pub(crate) fn to_error(&self) -> Error {
         match self {
-            End::Closed => Error::disconnected(crate::DisconnectReason::ClosedByUser, "live stream closed"),
+            End::Closed => {
+                Error::disconnected(crate::DisconnectReason::ClosedByUser, "live stream closed")
+            }
             End::Disconnected(reason) => {
                 Error::disconnected(crate::DisconnectReason::ClosedByPeer, reason.clone())
             }

@@ -173,7 +173,11 @@ impl LiveStream {
     pub fn next_frame(&self, timeout: Duration) -> Result<Frame> {
         match self.frames.recv_timeout(timeout) {
             Ok(frame) => Ok(frame),
-            Err(RecvTimeoutError::Timeout) => Err(Error::timeout(crate::TimeoutPhase::Frame, "a live frame", timeout)),
+            Err(RecvTimeoutError::Timeout) => Err(Error::timeout(
+                crate::TimeoutPhase::Frame,
+                "a live frame",
+                timeout,
+            )),
             Err(RecvTimeoutError::Disconnected) => Err(self.end_error()),
         }
     }
@@ -318,7 +322,9 @@ impl LiveStream {
     fn end_error(&self) -> Error {
         match &*self.shared.ended.lock() {
             Some(end) => end.to_error(),
-            None => Error::disconnected(crate::DisconnectReason::ClosedByUser, "live stream closed"),
+            None => {
+                Error::disconnected(crate::DisconnectReason::ClosedByUser, "live stream closed")
+            }
         }
     }
 }

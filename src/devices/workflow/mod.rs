@@ -77,7 +77,8 @@ impl Workflows {
         let sub = client.subscribe_to(&run::RUN_CODES);
         let msg = Message::new(C::CAMERA_WORK_FLOW_START).with_flags(Flags::TRIGGER_CALL_BACK);
         let deadline = self.base.deadline();
-        let start_seq = client.send_detached(msg, workflow.as_bytes(), deadline, self.base.timeout)?;
+        let start_seq =
+            client.send_detached(msg, workflow.as_bytes(), deadline, self.base.timeout)?;
         let probe = self
             .base
             .submit_at(msg0(C::SYSTEM_STATE_GET, 0), deadline)

@@ -55,12 +55,20 @@ pub struct WorkflowSummary {
     pub acknowledged: bool,
     /// True if the run was ended by a stop request.
     pub stopped: bool,
+    /// Events of this run lost because its queue overflowed (the reader
+    /// never waits for a slow consumer). When non-zero, the counts above may
+    /// miss stacks, so the run is not reported complete.
+    pub events_lost: u64,
 }
 
 impl WorkflowSummary {
-    /// True if every expected image was acquired without errors.
+    /// True if every expected image was acquired without errors, and no
+    /// event of the run was lost.
     pub fn is_complete(&self) -> bool {
-        self.images_acquired >= self.images_expected && self.errors == 0 && !self.stopped
+        self.images_acquired >= self.images_expected
+            && self.errors == 0
+            && !self.stopped
+            && self.events_lost == 0
     }
 }
 
@@ -549,6 +557,7 @@ impl WorkflowRun {
             duration: self.started_at.elapsed(),
             acknowledged: self.acknowledged,
             stopped: self.stop_after.is_some(),
+            events_lost: self.sub.dropped(),
         }
     }
 
