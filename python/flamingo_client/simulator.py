@@ -34,7 +34,8 @@ class Simulator:
     (64, 48)
 
     ``port=0`` picks a free pair of ports. ``plane_interval`` is the time
-    between workflow planes, ``stage_velocity`` is ``(mm/s, deg/s)``.
+    between workflow planes, ``stage_velocity`` is ``(mm/s, deg/s)``,
+    ``settings_text`` replaces the ScopeSettings.txt the simulator serves.
     Frames carry :func:`pattern`. Unknown codes are echoed back unchanged.
     """
 
@@ -47,11 +48,13 @@ class Simulator:
         stage_velocity: Tuple[float, float] = (20.0, 360.0),
         laser_set_acks: bool = False,
         port: int = 0,
+        settings_text: Optional[bytes] = None,
     ) -> None:
         w, h = image_size
         self._native = _native.NativeSimulator(
             int(w), int(h), float(live_fps), float(plane_interval),
             (float(stage_velocity[0]), float(stage_velocity[1])), bool(laser_set_acks), int(port),
+            None if settings_text is None else bytes(settings_text),
         )
 
     @classmethod

@@ -955,7 +955,8 @@ struct NativeSimulator {
 #[pymethods]
 impl NativeSimulator {
     #[new]
-    #[pyo3(signature = (width, height, live_fps, plane_interval, stage_velocity, laser_set_acks, port))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (width, height, live_fps, plane_interval, stage_velocity, laser_set_acks, port, settings_text))]
     fn new(
         py: Python<'_>,
         width: u32,
@@ -965,14 +966,18 @@ impl NativeSimulator {
         stage_velocity: (f64, f64),
         laser_set_acks: bool,
         port: u16,
+        settings_text: Option<Vec<u8>>,
     ) -> PyResult<Self> {
-        let cfg = SimConfig::default()
+        let mut cfg = SimConfig::default()
             .image_size(width, height)
             .live_fps(live_fps)
             .plane_interval(secs(py, Some(plane_interval))?)
             .stage_velocity(stage_velocity.0, stage_velocity.1)
             .laser_set_acks(laser_set_acks)
             .port(port);
+        if let Some(text) = settings_text {
+            cfg = cfg.settings_text(text);
+        }
         let sim = py
             .allow_threads(|| Simulator::start(cfg))
             .map_err(|e| to_py(py, Error::Io(e)))?;
