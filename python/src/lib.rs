@@ -14,6 +14,10 @@
 //! unpacks them with `struct`), frames as one `bytearray` copy of the pixel
 //! bytes (numpy reads it with `frombuffer`, no per-pixel loop).
 
+// PyO3 0.22's #[pymethods] expansion converts every `PyResult` return value
+// into itself, which newer clippy flags in the generated code, not ours.
+#![allow(clippy::useless_conversion)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,8 +96,12 @@ fn secs(py: Python<'_>, s: Option<f64>) -> PyResult<Duration> {
 }
 
 fn axis(py: Python<'_>, wire: i32) -> PyResult<Axis> {
-    Axis::from_wire(wire)
-        .ok_or_else(|| invalid(py, format!("axis must be x, y, z or r (1 to 4), not {wire}")))
+    Axis::from_wire(wire).ok_or_else(|| {
+        invalid(
+            py,
+            format!("axis must be x, y, z or r (1 to 4), not {wire}"),
+        )
+    })
 }
 
 fn colour(py: Python<'_>, wire: i32) -> PyResult<LedColour> {
@@ -206,7 +214,14 @@ fn summary_dict<'py>(py: Python<'py>, s: &WorkflowSummary) -> PyResult<Bound<'py
     let stacks: Vec<(i32, i32, i32, f64)> = s
         .stacks
         .iter()
-        .map(|st| (st.acquired, st.expected, st.errors, st.duration.as_secs_f64()))
+        .map(|st| {
+            (
+                st.acquired,
+                st.expected,
+                st.errors,
+                st.duration.as_secs_f64(),
+            )
+        })
         .collect();
     d.set_item("stacks", stacks)?;
     Ok(d)
