@@ -884,8 +884,17 @@ class WorkflowRun:
         return self.updates()
 
     def wait(self, timeout: Timeout = 600.0) -> WorkflowSummary:
-        """Waits for the end, at most ``timeout`` seconds, and returns the summary."""
-        self.summary = WorkflowSummary(**self._native.wait(timeout))
+        """Waits for the end, at most ``timeout`` seconds (None: no limit), and
+        returns the summary. :class:`FlamingoTimeoutError` if the run is still
+        going then (it is not stopped)."""
+        s = self._native.wait(timeout)
+        if s is None:
+            p = self.progress
+            done = f" ({p[0]} of {p[1]} planes so far)" if p else ""
+            raise FlamingoTimeoutError(
+                f"the workflow did not finish within {timeout:.3f} s{done}; it is still running"
+            )
+        self.summary = WorkflowSummary(**s)
         return self.summary
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flamingo_client::codec::{Axis, CommandCode, Message, CATALOGUE, MESSAGE_LEN};
 use flamingo_client::devices::{
@@ -918,6 +918,10 @@ impl NativeRun {
     }
 }
 
+/// Blocking waits on a run hold its lock for at most this long at a time, so
+/// another thread (a GUI's stop button, a progress poll) gets it promptly.
+const RUN_SLICE: Duration = Duration::from_millis(50);
+
 #[pymethods]
 impl NativeRun {
     /// The next update within `timeout` (None if nothing happened, or after the last).
@@ -925,11 +929,18 @@ impl NativeRun {
     fn next_update(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
         let t = secs(py, timeout)?;
         let got = py.allow_threads(|| {
-            let mut run = self.lock();
-            if t.is_zero() {
-                run.try_next()
-            } else {
-                run.next_timeout(t)
+            let deadline = Instant::now() + t;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut run = self.lock();
+                let r = if left.is_zero() {
+                    run.try_next()
+                } else {
+                    run.next_timeout(left.min(RUN_SLICE))
+                };
+                if r.is_some() || left.is_zero() || run.is_finished() {
+                    return r;
+                }
             }
         });
         match got {
@@ -939,23 +950,40 @@ impl NativeRun {
         }
     }
 
+    /// The summary once the run ended, or None if `timeout` passed first
+    /// (the run goes on).
     #[pyo3(signature = (timeout))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyObject> {
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
         let t = secs(py, timeout)?;
-        let s = block(py, || self.lock().wait(t))?;
-        Ok(summary_dict(py, &s)?.into_py(py))
+        let s = block(py, || {
+            let deadline = Instant::now() + t;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut run = self.lock();
+                match run.wait(left.min(RUN_SLICE)) {
+                    Ok(s) => return Ok(Some(s)),
+                    Err(e) if e.is_timeout() && !run.is_finished() => {
+                        if left <= RUN_SLICE {
+                            return Ok(None);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })?;
+        s.map(|s| Ok(summary_dict(py, &s)?.into_py(py))).transpose()
     }
 
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         block(py, || self.lock().stop())
     }
 
-    fn is_finished(&self) -> bool {
-        self.lock().is_finished()
+    fn is_finished(&self, py: Python<'_>) -> bool {
+        py.allow_threads(|| self.lock().is_finished())
     }
 
-    fn progress(&self) -> Option<(i32, i32)> {
-        self.lock().progress()
+    fn progress(&self, py: Python<'_>) -> Option<(i32, i32)> {
+        py.allow_threads(|| self.lock().progress())
     }
 }
 

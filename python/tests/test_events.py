@@ -137,3 +137,36 @@ def test_workflow_stop():
 def test_workflow_invalid_arguments(client):
     with pytest.raises(fc.InvalidArgumentError):
         client.workflows.start()
+
+
+def test_workflow_stop_from_another_thread_while_iterating():
+    """A GUI thread stops the run while a worker thread waits for its updates."""
+    with fc.Simulator(image_size=(8, 8), plane_interval=0.01) as sim, Client(sim.address) as c:
+        run = c.workflows.start(text=workflow_text(100_000))
+        kinds = []
+        running = threading.Event()
+
+        def worker():
+            for u in run.updates(timeout=30.0):
+                kinds.append(u.kind)
+                if u.kind == "progress":
+                    running.set()
+
+        t = threading.Thread(target=worker)
+        t.start()
+        assert running.wait(5.0)
+        assert run.progress is not None  # readable while the worker waits
+        run.stop()
+        t.join(10.0)
+        assert not t.is_alive()
+        assert kinds[-1] == "finished" and run.summary.stopped
+
+
+def test_workflow_wait_timeout_leaves_it_running():
+    with fc.Simulator(image_size=(8, 8), plane_interval=0.01) as sim, Client(sim.address) as c:
+        run = c.workflows.start(text=workflow_text(100_000))
+        with pytest.raises(fc.FlamingoTimeoutError):
+            run.wait(timeout=0.2)
+        assert not run.is_finished
+        c.workflows.stop()
+        c.system.wait_until_idle(timeout=5.0)
