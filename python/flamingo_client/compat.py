@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .client import Client, Event
 from .errors import FlamingoTimeoutError, InvalidArgumentError
-from .message import MESSAGE_LEN, Message, _code_name
+from .message import _LAYOUT, MESSAGE_LEN, Message, _code_name
 
 __all__ = ["CommandClient", "ParsedMessage", "MessageDispatcher", "UNSOLICITED_COMMANDS"]
 
@@ -87,6 +87,15 @@ class ParsedMessage:
     def double_data(self) -> float:
         """Alias of :attr:`value` (the protocol's name for the field)."""
         return self.value
+
+    @staticmethod
+    def from_raw(raw: bytes, data: Optional[bytes]) -> "ParsedMessage":
+        """Parses the 128 bytes of a message (one ``struct.unpack``)."""
+        f = _LAYOUT.unpack(raw)
+        return ParsedMessage(
+            raw, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
+            f[12], f[13], additional_data=data if data else None,
+        )
 
     @staticmethod
     def from_message(m: Message, data: Optional[bytes]) -> "ParsedMessage":
@@ -297,20 +306,25 @@ class CommandClient:
             raise InvalidArgumentError(
                 f"a command is {MESSAGE_LEN} bytes, not {len(command_bytes)}"
             )
-        msg = Message.from_bytes(bytes(command_bytes[:MESSAGE_LEN]))
+        raw = bytes(command_bytes[:MESSAGE_LEN])
         data = bytes(command_bytes[MESSAGE_LEN:])
+        code = int.from_bytes(raw[4:8], "little")
         expected = int(expected_response_code)
+        native = client._native
         try:
-            if expected == msg.code and expected not in UNSOLICITED_COMMANDS:
+            if expected == code and expected not in UNSOLICITED_COMMANDS:
                 try:
-                    r = client.request(msg, data=data, timeout=timeout)
+                    # The native layer validates the markers and sends the
+                    # bytes as given, with the reply-request flag set.
+                    reply, extra, _ = native.request(raw, data, timeout, False)
                     self._dispatcher._stats["responses_dispatched"] += 1
-                    return ParsedMessage.from_message(r.message, r.data)
+                    return ParsedMessage.from_raw(reply, extra)
                 except InvalidArgumentError:
-                    pass  # a code the core treats as unsolicited: wait for it as an event
-            after = client.send(msg, data=data)
-            raw = client._native.wait_for_code(expected, after, timeout)
-            ev = Event._from_native(raw)
+                    # Bad markers raise again below; a code the core treats as
+                    # unsolicited is waited for as an event.
+                    pass
+            after = native.send(raw, data)
+            ev = Event._from_native(native.wait_for_code(expected, after, timeout))
             assert ev.message is not None
             return ParsedMessage.from_message(ev.message, ev.data)
         except FlamingoTimeoutError:

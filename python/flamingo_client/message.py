@@ -101,7 +101,11 @@ class Message:
         f = _LAYOUT.unpack(raw)
         if f[0] != START_MARKER or f[-1] != END_MARKER:
             raise InvalidArgumentError("bad start or end marker")
-        return Message(*f[1:12], buffer=f[12].rstrip(b"\0"))
+        return Message(
+            code=f[1], status=f[2], hardware_id=f[3], subsystem_id=f[4], client_id=f[5],
+            int32_data0=f[6], int32_data1=f[7], int32_data2=f[8], flags=f[9],
+            double_data=f[10], additional_data_len=f[11], buffer=f[12].rstrip(b"\0"),
+        )
 
     def replace(self, **fields: Any) -> "Message":
         """A copy with some fields changed."""
