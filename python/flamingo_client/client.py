@@ -2,6 +2,7 @@
 
 import atexit
 import enum
+import itertools
 import logging
 import threading
 import weakref
@@ -183,7 +184,7 @@ class SystemState(enum.IntEnum):
     ERROR = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
     """One camera image. ``pixels`` is a numpy ``uint16`` array of shape
     ``(height, width)``, row-major, made from one copy of the received bytes
@@ -256,6 +257,7 @@ class Client:
         self._callbacks: Dict[int, Tuple[Callable[[Event], Any], Optional[frozenset]]] = {}
         self._callbacks_lock = threading.Lock()
         self._native_callback: Optional[int] = None
+        self._next_callback_id = itertools.count(1)
         self.stage = Stage(self)
         self.camera = Camera(self)
         self.lasers = Lasers(self)
@@ -357,7 +359,7 @@ class Client:
         with self._callbacks_lock:
             if self._native_callback is None:
                 self._native_callback = self._native.on_event(_weak_dispatch(weakref.ref(self)))
-            cid = max(self._callbacks, default=0) + 1
+            cid = next(self._next_callback_id)
             self._callbacks[cid] = (callback, wanted)
         return cid
 
