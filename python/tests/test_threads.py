@@ -112,3 +112,26 @@ def test_compat_stop_and_gc_leave_no_threads(sim):
     del cc2
     gc.collect()
     assert wait_until(lambda: os_threads() <= base_os), (os_threads(), base_os)
+
+
+def test_interpreter_exit_with_open_client_does_not_hang(tmp_path):
+    """A script that never closes its client, simulator, live view or
+    callback still exits promptly and cleanly."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "from flamingo_client import Client, Simulator\n"
+        "sim = Simulator(image_size=(32, 32), live_fps=100)\n"
+        "c = Client(sim.address)\n"
+        "c.on_event(lambda ev: None)\n"
+        "sub = c.subscribe()\n"
+        "live = c.camera.live()\n"
+        "live.next_frame(2.0)\n"
+        "c.stage.move_to('x', 9.0)\n"
+        "print('done')\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "done"
