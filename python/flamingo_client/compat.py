@@ -30,7 +30,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from .client import Client, Event
+from .client import Client, Event, Subscription
 from .errors import FlamingoTimeoutError, InvalidArgumentError
 from .message import _LAYOUT, MESSAGE_LEN, Message, _code_name
 
@@ -230,6 +230,7 @@ class CommandClient:
         self._dispatcher = MessageDispatcher()
         self._client: Optional[Client] = None
         self._drain: Optional[_Drain] = None
+        self._watcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._stopping = False
         self._closed_notified = False
@@ -245,22 +246,31 @@ class CommandClient:
                 return
             self._stopping = False
             client = Client(self._address)
-            client.on_event(_weak_event(weakref.ref(self)))
+            ref = weakref.ref(self)
+            client.on_event(_weak_event(ref))
+            # Link loss is watched on its own subscription (connection events
+            # only): callbacks are not guaranteed to see the client's last event.
+            watcher = threading.Thread(
+                target=_watch, args=(client.subscribe(codes=[]), ref),
+                name="flamingo-compat-watch", daemon=True,
+            )
+            watcher.start()
             self._client = client
+            self._watcher = watcher
             if self._socket is not None:
                 self._drain = _Drain(self._socket)
-            self._finalizer = weakref.finalize(self, _shutdown, client, self._drain)
+            self._finalizer = weakref.finalize(self, _shutdown, client, self._drain, watcher)
 
     def stop(self) -> None:
         """Closes the core's connection and stops the drain (joins every thread)."""
         with self._lock:
-            client, drain = self._client, self._drain
-            self._client, self._drain = None, None
+            client, drain, watcher = self._client, self._drain, self._watcher
+            self._client, self._drain, self._watcher = None, None, None
             self._stopping = True
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None
-        _shutdown(client, drain)
+        _shutdown(client, drain, watcher)
 
     def is_running(self) -> bool:
         c = self._client
@@ -359,16 +369,18 @@ class CommandClient:
         }
 
     def _event(self, ev: Event) -> None:
-        if ev.kind in ("disconnected", "closed"):
-            if not self._stopping and not self._closed_notified:
-                self._closed_notified = True
-                if self._on_closed is not None:
-                    try:
-                        self._on_closed(str(ev.details.get("reason", ev.kind)))
-                    except Exception:
-                        logger.exception("on_closed callback raised")
+        if ev.message is not None:
+            self._dispatcher._deliver(ev)
+
+    def _link_lost(self, reason: str) -> None:
+        if self._stopping or self._closed_notified:
             return
-        self._dispatcher._deliver(ev)
+        self._closed_notified = True
+        if self._on_closed is not None:
+            try:
+                self._on_closed(reason)
+            except Exception:
+                logger.exception("on_closed callback raised")
 
 
 def _weak_event(ref: "weakref.ReferenceType[CommandClient]") -> Callable[[Event], None]:
@@ -380,8 +392,24 @@ def _weak_event(ref: "weakref.ReferenceType[CommandClient]") -> Callable[[Event]
     return deliver
 
 
-def _shutdown(client: Optional[Client], drain: Optional[_Drain]) -> None:
+def _watch(sub: Subscription, ref: "weakref.ReferenceType[CommandClient]") -> None:
+    """Reports the first link loss; ends when the client is closed."""
+    with sub:
+        for ev in sub:
+            if ev.kind in ("disconnected", "closed"):
+                cc = ref()
+                if cc is None:
+                    return
+                cc._link_lost(str(ev.details.get("reason", ev.kind)))
+                del cc
+
+
+def _shutdown(
+    client: Optional[Client], drain: Optional[_Drain], watcher: Optional[threading.Thread]
+) -> None:
     if drain is not None:
         drain.close()
     if client is not None:
         client.close()
+    if watcher is not None and watcher is not threading.current_thread():
+        watcher.join(5.0)
