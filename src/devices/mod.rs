@@ -56,7 +56,7 @@ pub use illumination::{
 };
 pub use lasers::Lasers;
 pub use op::Op;
-pub use sections::{Entry, Section};
+pub use sections::{Entry, Section, MAX_SECTION_DEPTH};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
 pub use system::{System, SystemState};

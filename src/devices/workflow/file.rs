@@ -39,13 +39,17 @@ pub struct Workflow {
 
 impl Workflow {
     /// A workflow from the bytes of a file. Errors: `InvalidArgument` if
-    /// empty (the instrument answers an empty workflow with "Work flow empty").
+    /// empty (the instrument answers an empty workflow with "Work flow
+    /// empty") or if its sections nest deeper than
+    /// [`MAX_SECTION_DEPTH`](crate::devices::MAX_SECTION_DEPTH).
+    /// The content is checked by [`validate`](Workflow::validate).
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Workflow> {
         let bytes = bytes.into();
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::invalid("the workflow is empty"));
         }
-        let sections = parse(&String::from_utf8_lossy(&bytes));
+        let sections = parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|e| Error::invalid(format!("the workflow file's {e}")))?;
         Ok(Workflow { bytes, sections })
     }
 
