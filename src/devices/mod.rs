@@ -60,8 +60,10 @@ pub use sections::{Entry, Section, MAX_SECTION_DEPTH};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
 pub use system::{System, SystemState};
+pub(crate) use workflow::check_syntax;
 pub use workflow::{
-    StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate, Workflows,
+    StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate,
+    Workflows, MAX_PLANES,
 };
 
 use op::{ReplyStep, Step};
