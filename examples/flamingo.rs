@@ -6,10 +6,15 @@
 //! cargo run --release --example flamingo -- demo
 //! ```
 //!
-//! Commands: state, image-size, position, move, settings, snapshot, live,
-//! workflow, watch, sim, demo. `--json` prints each result as one JSON
-//! object per line; errors are one `error: ...` line on stderr and a
-//! non-zero exit code that tells the kind of failure (see `--help`).
+//! Install it with `cargo install --locked --path . --example flamingo`.
+//!
+//! Commands: state, image-size, position, move, halt, settings, snapshot,
+//! live, workflow (FILE, check, stop), lasers off, idle, watch, sim, demo.
+//! Global options go before or after the command. `--json` prints each
+//! result as one JSON object per line; errors are one `error: ...` line on
+//! stderr (one JSON object with `--json`) and a non-zero exit code that
+//! tells the kind of failure (see `--help`). Ctrl-C during a long command
+//! undoes on the instrument what it started and exits with 130.
 
 #[path = "support/cli_args.rs"]
 mod cli_args;

@@ -1127,6 +1127,44 @@ mod interrupt {
     }
 
     #[test]
+    fn sigint_during_snapshot_abandons_it() {
+        let s = sim(small().faults(Faults {
+            delay: [(CommandCode::CAMERA_SNAPSHOT_GET, Duration::from_secs(60))].into(),
+            ..Faults::default()
+        }));
+        let addr = s.addr().to_string();
+        let dir = TempDir::new("int-snap");
+        let file = dir.path("snap.tif");
+        let child =
+            ChildGuard::spawn(&["--addr", &addr, "snapshot", "--out", file.to_str().unwrap()]);
+        wait_until("the snapshot request", || {
+            s.received_codes()
+                .contains(&CommandCode::CAMERA_SNAPSHOT_GET)
+        });
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        assert!(
+            out.stderr.contains("interrupted: abandoned the snapshot"),
+            "{out:?}"
+        );
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn sigint_ends_a_watch() {
+        let s = sim(small());
+        let addr = s.addr().to_string();
+        // The first line is printed once the watch listens (and handles Ctrl-C).
+        let (child, line, reader) = spawn_sim(&["--addr", &addr, "watch", "--for", "60"]);
+        assert!(line.starts_with("Watching events"), "{line}");
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        reader.join().unwrap();
+    }
+
+    #[test]
     fn sigint_stops_the_simulator() {
         let (child, line, reader) = spawn_sim(&["sim", "--port", "0"]);
         assert!(line.starts_with("listening on "), "{line}");
