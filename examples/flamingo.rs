@@ -145,6 +145,7 @@ fn real_main() -> Result<()> {
         Parsed::Run(g, c) => (g, c),
     };
     init_logging(global.verbose);
+    cli_interrupt::set_json(global.json);
     let out = Out { json: global.json };
     match command {
         Command::Sim(args) => run_sim(&args, &out),

@@ -99,11 +99,12 @@ Example:  flamingo --addr 192.168.1.2:53717 state")]
     Position,
     /// Move one stage axis (--axis x|y|z|r --to VALUE [--wait])
     #[command(
-        long_about = "Moves one stage axis to an absolute position: millimetres for x, y and z, \
-degrees for r. The target is first checked against the stage's soft limits from the \
-microscope's settings; a target outside them is refused before anything is sent (exit code 2). \
-Without --wait the command returns once the microscope has accepted the move; with --wait it \
-returns when the axis has stopped (at most 60 s). Ctrl-C during --wait halts the stage.",
+        long_about = "Moves one stage axis to an absolute position: millimetres for x, y and z,\n\
+degrees for r. The target is first checked against the stage's soft limits\n\
+from the microscope's settings; a target outside them is refused before\n\
+anything is sent (exit code 2). Without --wait the command returns once the\n\
+microscope has accepted the move; with --wait it returns when the axis has\n\
+stopped (at most 60 s). Ctrl-C during --wait halts the stage.",
         after_help = "\
 JSON:     {\"axis\":\"x\",\"target\":VALUE,\"stopped\":true|false,\"elapsed_ms\":N}
 
@@ -122,9 +123,9 @@ Example:  flamingo move --axis z --to 20.25 --wait"
     },
     /// Stop stage motion now (all axes, or one with --axis)
     #[command(
-        long_about = "Stops stage motion. Without --axis, every axis stops at once (the \
-instrument's halt). With --axis, only that axis is stopped: it is sent to the position it has \
-reached, and the other axes keep moving.",
+        long_about = "Stops stage motion. Without --axis, every axis stops at once (the instrument's\n\
+halt). With --axis, only that axis is stopped: it is sent to the position it\n\
+has reached, and the other axes keep moving.",
         after_help = "\
 JSON:     {\"halted\":\"all\"} or {\"halted\":\"z\",\"position\":MM}
 
@@ -137,8 +138,8 @@ Example:  flamingo halt"
     },
     /// Save the microscope's settings file (--out FILE)
     #[command(
-        long_about = "Downloads the microscope's settings (ScopeSettings.txt) and writes them \
-to FILE exactly as received.",
+        long_about = "Downloads the microscope's settings (ScopeSettings.txt) and writes them to\n\
+FILE exactly as received.",
         after_help = "\
 JSON:     {\"bytes\":N}
 
@@ -151,9 +152,9 @@ Example:  flamingo settings --out ScopeSettings.txt"
     },
     /// Take one image and save it as 16-bit TIFF or PNG (--out FILE)
     #[command(
-        long_about = "Takes one camera image and saves it as a 16-bit grayscale image that \
-Fiji / ImageJ opens. The format follows the file name: .tif or .tiff gives TIFF, .png gives PNG. \
-Pixel values are saved unchanged.",
+        long_about = "Takes one camera image and saves it as a 16-bit grayscale image that Fiji /\n\
+ImageJ opens. The format follows the file name: .tif or .tiff gives TIFF, .png\n\
+gives PNG. Pixel values are saved unchanged.",
         after_help = "\
 JSON:     {\"width\":W,\"height\":H,\"path\":\"...\"}
 
@@ -166,11 +167,11 @@ Example:  flamingo snapshot --out C:\\Data\\snap.tif"
     },
     /// Receive live-view frames and report the frame rate (--frames N or --for SECS)
     #[command(
-        long_about = "Starts live view, receives N frames (or frames for SECS seconds), stops \
-live view and reports the frame rate and data rate measured between the first and the last \
-frame. On a terminal the rates are shown on stderr while it runs. Frames the tool could not take \
-in time are counted as dropped. Each frame must arrive within the --timeout. Ctrl-C stops live \
-view.",
+        long_about = "Starts live view, receives N frames (or frames for SECS seconds), stops live\n\
+view and reports the frame rate and data rate measured between the first and\n\
+the last frame. On a terminal the rates are shown on stderr while it runs.\n\
+Frames the tool could not take in time are counted as dropped. Each frame must\n\
+arrive within the --timeout. Ctrl-C stops live view.",
         after_help = "\
 JSON:     {\"frames\":N,\"dropped\":D,\"fps\":F,\"mb_per_s\":M}
           (MB = 1 000 000 bytes; fps and mb_per_s are null for one frame)
@@ -191,10 +192,11 @@ Examples: flamingo live --frames 100
         args_conflicts_with_subcommands = true,
         subcommand_negates_reqs = true,
         override_usage = "flamingo [GLOBAL OPTIONS] workflow FILE [--wait]\n       flamingo [GLOBAL OPTIONS] workflow check FILE\n       flamingo [GLOBAL OPTIONS] workflow stop",
-        long_about = "Checks a workflow file (for example ZStack.txt, as saved by the microscope \
-software), sends it and starts it. A file with mistakes is refused before anything is sent, with \
-the line of the mistake. With --wait, shows a progress bar with the time left on stderr and \
-returns when the microscope reports the workflow finished; Ctrl-C stops the workflow.",
+        long_about = "Checks a workflow file (for example ZStack.txt, as saved by the microscope\n\
+software), sends it and starts it. A file with mistakes is refused before\n\
+anything is sent, with the line of the mistake. With --wait, shows a progress\n\
+bar with the time left on stderr and returns when the microscope reports the\n\
+workflow finished; Ctrl-C stops the workflow.",
         after_help = "\
 JSON:     {\"sent_bytes\":N,\"completed\":true|false,\"images\":N}
           (completed is false without --wait, and when the run was stopped,
@@ -227,18 +229,19 @@ Example:  flamingo lasers off")]
     },
     /// Set the system idle (clears an error state)
     #[command(
-        long_about = "Asks the microscope to return to idle, which clears an error state, and \
-waits until it reports idle. A running workflow keeps it busy: stop it first with `flamingo \
-workflow stop`.",
+        long_about = "Asks the microscope to return to idle, which clears an error state, and waits\n\
+until it reports idle. A running workflow keeps it busy: stop it first with\n\
+`flamingo workflow stop`.",
         after_help = "JSON:     {\"state\":\"idle\"}"
     )]
     Idle,
     /// Print the microscope's events for a while (--for SECS)
     #[command(
-        long_about = "Prints every event the microscope sends on its own (end of a stage move, \
-workflow progress, images saved, laser levels...) for SECS seconds, one line per event. On a \
-terminal, progress ticks are shown as one updating line (--all prints every one); with --json or \
-when the output is not a terminal, every event is printed.",
+        long_about = "Prints every event the microscope sends on its own (end of a stage move,\n\
+workflow progress, images saved, laser levels...) for SECS seconds, one line\n\
+per event. On a terminal, progress ticks are shown as one updating line (--all\n\
+prints every one); with --json or when the output is not a terminal, every\n\
+event is printed.",
         after_help = "\
 JSON:     one object per event, with an \"event\" key:
           \"motion_stopped\" (\"axis\",\"position\",\"status\"), \"system_idle\",
@@ -258,20 +261,21 @@ JSON:     one object per event, with an \"event\" key:
     },
     /// Run the microscope simulator until interrupted ([--port P] [--fault NAME[=ARG]]...)
     #[command(
-        long_about = "Runs the built-in microscope simulator on 127.0.0.1: commands on port P, \
-live images on P+1. Prints `listening on 127.0.0.1:P` (with --json: {\"addr\":...,\"live_addr\":...}) \
-and runs until interrupted (Ctrl-C). Connect to it from another window, for example with \
-`flamingo --addr 127.0.0.1:P state`. Faults make it misbehave on purpose, to rehearse failures.",
+        long_about = "Runs the built-in microscope simulator on 127.0.0.1: commands on port P, live\n\
+images on P+1. Prints `listening on 127.0.0.1:P` (with --json:\n\
+{\"addr\":...,\"live_addr\":...}) and runs until interrupted (Ctrl-C). Connect to\n\
+it from another window, for example with `flamingo --addr 127.0.0.1:P state`.\n\
+Faults make it misbehave on purpose, to rehearse failures.",
         after_help = SIM_AFTER_HELP
     )]
     Sim(SimArgs),
     /// Run a full session against a built-in simulator
     #[command(
-        long_about = "Starts the built-in simulator (512 x 512 camera) inside this \
-program and runs a full session against it: system state, image size, stage position, a move \
-with wait, a snapshot saved as TIFF in the temporary directory, two seconds of live view, a \
-Z-stack workflow with a progress bar, and the events seen. Needs no microscope; --addr is \
-ignored. Takes a few seconds."
+        long_about = "Starts the built-in simulator (512 x 512 camera) inside this program and runs\n\
+a full session against it: system state, image size, stage position, a move\n\
+with wait, a snapshot saved as TIFF in the temporary directory, two seconds of\n\
+live view, a Z-stack workflow with a progress bar, and the events seen. Needs\n\
+no microscope; --addr is ignored. Takes a few seconds."
     )]
     Demo,
 }

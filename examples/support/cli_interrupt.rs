@@ -20,6 +20,7 @@ pub const UNDO_DEADLINE: Duration = Duration::from_secs(3);
 
 static PRESSES: AtomicU32 = AtomicU32::new(0);
 static GUARDED: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
 static CHANNEL: OnceLock<(Sender<()>, Receiver<()>)> = OnceLock::new();
 
 fn channel() -> &'static (Sender<()>, Receiver<()>) {
@@ -35,7 +36,11 @@ pub fn install() {
             let n = PRESSES.fetch_add(1, Ordering::SeqCst) + 1;
             if n >= 2 || !GUARDED.load(Ordering::SeqCst) {
                 // Nothing to undo, or the user insists: leave now.
-                eprintln!("\ninterrupted");
+                if JSON.load(Ordering::SeqCst) {
+                    eprintln!("{{\"error\":\"interrupted\",\"exit_code\":{EXIT_INTERRUPTED}}}");
+                } else {
+                    eprintln!("\ninterrupted");
+                }
                 std::process::exit(EXIT_INTERRUPTED);
             }
             let _ = channel().0.try_send(());
@@ -44,6 +49,11 @@ pub fn install() {
             log::warn!("cannot install the Ctrl-C handler: {e}");
         }
     });
+}
+
+/// With `--json`, the message of an immediate exit is a JSON object.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::SeqCst);
 }
 
 /// True once Ctrl-C was pressed during a guarded command.
