@@ -6,15 +6,22 @@
 //! cargo run --release --example flamingo -- demo
 //! ```
 //!
-//! Commands: state, image-size, position, move, settings, snapshot, live,
-//! workflow, watch, sim, demo. `--json` prints each result as one JSON
-//! object per line; errors are one `error: ...` line on stderr and a
-//! non-zero exit code that tells the kind of failure (see `--help`).
+//! Install it with `cargo install --locked --path . --example flamingo`.
+//!
+//! Commands: state, image-size, position, move, halt, settings, snapshot,
+//! live, workflow (FILE, check, stop), lasers off, idle, watch, sim, demo.
+//! Global options go before or after the command. `--json` prints each
+//! result as one JSON object per line; errors are one `error: ...` line on
+//! stderr (one JSON object with `--json`) and a non-zero exit code that
+//! tells the kind of failure (see `--help`). Ctrl-C during a long command
+//! undoes on the instrument what it started and exits with 130.
 
 #[path = "support/cli_args.rs"]
 mod cli_args;
 #[path = "support/cli_demo.rs"]
 mod cli_demo;
+#[path = "support/cli_interrupt.rs"]
+mod cli_interrupt;
 #[path = "support/cli_json.rs"]
 mod cli_json;
 #[path = "support/cli_progress.rs"]
@@ -22,7 +29,7 @@ mod cli_progress;
 #[path = "support/image_io.rs"]
 mod image_io;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +38,12 @@ use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
 use flamingo_client::devices::{Camera, ImageSize, SystemState, Workflow, WorkflowUpdate};
 use flamingo_client::live::{Frame, LiveStream};
-use flamingo_client::sim::{SimConfig, Simulator};
+use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
 
-use cli_args::{Command, Global, Parsed};
+use cli_args::{Command, Global, LasersAction, Parsed, SimArgs, WorkflowAction};
 use cli_json::JsonObject;
-use cli_progress::Progress;
+use cli_progress::{Progress, StatusLine};
 
 /// How long `move --wait` waits for the axis to stop.
 const MOTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,18 +51,78 @@ const MOTION_TIMEOUT: Duration = Duration::from_secs(60);
 const WORKFLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// Bytes of a live frame header.
 const LIVE_HEADER_BYTES: u64 = 40;
+/// How often long waits look for Ctrl-C.
+const POLL: Duration = Duration::from_millis(50);
 
 fn main() {
+    let raw: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // Known before parsing, so that even a usage error comes out as JSON.
+    let json = raw.iter().take_while(|a| *a != "--").any(|a| a == "--json");
     let code = match real_main() {
         Ok(()) => 0,
         Err(e) => {
             // Everything (clients, simulators, live streams) is dropped by now.
-            eprintln!("error: {e}");
+            print_error(&e, json);
             cli_args::exit_code(&e)
         }
     };
     let _ = io::stdout().flush();
     std::process::exit(code);
+}
+
+/// One line on stderr: `error: ...` (`interrupted: ...` after Ctrl-C), or
+/// with `--json` one object with the same words and the exit code.
+fn print_error(e: &Error, json: bool) {
+    let text = match cli_interrupt::undone(e) {
+        Some(undone) => format!("interrupted: {undone}"),
+        None => match hint(e) {
+            Some(h) => format!("{e}: {h}"),
+            None => e.to_string(),
+        },
+    };
+    let interrupted = cli_interrupt::undone(e).is_some();
+    let mut err = io::stderr().lock();
+    if json {
+        let o = JsonObject::new()
+            .str("error", &text)
+            .int("exit_code", cli_args::exit_code(e));
+        let _ = writeln!(err, "{o}");
+    } else if interrupted {
+        let _ = writeln!(err, "{text}");
+    } else if colour(&io::stderr()) {
+        let _ = writeln!(err, "\x1b[1;31merror:\x1b[0m {text}");
+    } else {
+        let _ = writeln!(err, "error: {text}");
+    }
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+fn colour(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+}
+
+/// What usually causes a refusal.
+fn hint(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Refused { code, .. } => Some(match *code {
+            C::STAGE_POSITION_SET | C::STAGE_POSITION_SET_SLIDER => {
+                "usually the target is outside the stage's soft limits, or the stage is not ready \
+                 (homing, or in an error state: see `flamingo state`, `flamingo idle` clears it)"
+            }
+            C::CAMERA_WORK_FLOW_START => {
+                "usually the workflow file is one the microscope cannot read, or it asks for \
+                 hardware or values the microscope does not have (check it with `flamingo workflow check FILE`)"
+            }
+            _ => {
+                "usually a value is out of range for this microscope, or it is in an error state \
+                 (see `flamingo state`; `flamingo idle` clears it)"
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn real_main() -> Result<()> {
@@ -71,21 +138,36 @@ fn real_main() -> Result<()> {
         .collect::<Result<Vec<String>>>()?;
     let (global, command) = match cli_args::parse(args)? {
         Parsed::Help(text) => {
-            Out { json: false }.text(&text);
+            // Help and --version on stdout, coloured only on a terminal.
+            let _ = text.print();
             return Ok(());
         }
         Parsed::Run(g, c) => (g, c),
     };
     init_logging(global.verbose);
+    cli_interrupt::set_json(global.json);
     let out = Out { json: global.json };
     match command {
-        Command::Sim { port } => run_sim(port),
+        Command::Sim(args) => run_sim(&args, &out),
         Command::Demo => cli_demo::run(&out, global.timeout),
+        Command::Workflow {
+            action: Some(WorkflowAction::Check { file }),
+            ..
+        } => {
+            let (wf, label) = read_workflow(&file)?;
+            out.result(&CheckReport {
+                label,
+                planes: wf.planes(),
+            });
+            Ok(())
+        }
         command => {
-            // Input files are read before connecting: a mistake in them is
-            // reported as such, whatever the state of the network.
+            // Input files are read and checked before connecting: a mistake
+            // in them is reported as such, whatever the state of the network.
             let workflow_file = match &command {
-                Command::Workflow { file, .. } => Some(read_workflow(file)?),
+                Command::Workflow {
+                    file: Some(file), ..
+                } => Some(read_workflow(file)?),
                 _ => None,
             };
             let client = connect(&global)?;
@@ -130,14 +212,51 @@ fn run_command(
         (Command::State, _) => out.result(&system_state(client, t)?),
         (Command::ImageSize, _) => out.result(&image_size(client, t)?),
         (Command::Position, _) => out.result(&positions(client, t)?),
-        (Command::Move { axis, to, wait }, _) => out.result(&move_axis(client, t, axis, to, wait)?),
+        (Command::Move { axis, to, wait }, _) => {
+            check_soft_limits(client, t, axis, to, out)?;
+            out.result(&move_axis(client, t, axis, to, wait)?)
+        }
+        (Command::Halt { axis }, _) => out.result(&halt(client, t, axis)?),
         (Command::Settings { out: path }, _) => out.result(&save_settings(client, t, &path)?),
         (Command::Snapshot { out: path }, _) => out.result(&snapshot(client, t, &path)?),
-        (Command::Live { frames }, _) => out.result(&live(client, t, LiveUntil::Frames(frames))?),
-        (Command::Workflow { wait, .. }, Some((file, label))) => {
-            out.result(&workflow(client, t, &file, &label, wait)?)
+        (Command::Live { frames, duration }, _) => {
+            let until = match (frames, duration) {
+                (_, Some(d)) => LiveUntil::Duration(d),
+                (Some(n), None) => LiveUntil::Frames(n),
+                (None, None) => return Err(Error::invalid("`live` needs --frames or --for")),
+            };
+            out.result(&live(client, t, until, !out.json)?)
         }
-        (Command::Watch { duration }, _) => watch(client, duration, out)?,
+        (
+            Command::Workflow {
+                action: Some(WorkflowAction::Stop),
+                ..
+            },
+            _,
+        ) => out.result(&workflow_stop(client, t)?),
+        (Command::Workflow { wait, .. }, Some((file, label))) => {
+            out.result(&workflow(client, t, &file, &label, wait, !out.json)?)
+        }
+        (
+            Command::Lasers {
+                action: LasersAction::Off,
+            },
+            _,
+        ) => {
+            client.lasers().timeout(t).all_off()?;
+            out.result(&Done {
+                json: JsonObject::new().str("lasers", "off"),
+                human: "Every laser is off".into(),
+            })
+        }
+        (Command::Idle, _) => {
+            client.system().timeout(t).set_idle()?;
+            out.result(&Done {
+                json: JsonObject::new().str("state", "idle"),
+                human: "The system is idle".into(),
+            })
+        }
+        (Command::Watch { duration, all }, _) => watch(client, duration, all, out)?,
         (command, _) => {
             return Err(Error::invalid(format!(
                 "internal: {command:?} cannot run here"
@@ -156,13 +275,51 @@ fn read_workflow(path: &Path) -> Result<(Workflow, String)> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::invalid(format!("cannot read workflow file {}: {e}", path.display()))
     })?;
-    let file = Workflow::from_bytes(bytes).map_err(|e| match e {
-        Error::InvalidArgument { what } => {
-            Error::invalid(format!("workflow file {}: {what}", path.display()))
-        }
-        e => e,
-    })?;
+    let file = Workflow::from_bytes(bytes)
+        .and_then(|w| w.validate().map(|()| w))
+        .map_err(|e| match e {
+            Error::InvalidArgument { what } => {
+                Error::invalid(format!("workflow file {}: {what}", path.display()))
+            }
+            e => e,
+        })?;
     Ok((file, label))
+}
+
+/// A result that is just a sentence (and its JSON).
+struct Done {
+    json: JsonObject,
+    human: String,
+}
+
+impl Report for Done {
+    fn json(&self) -> JsonObject {
+        self.json.clone()
+    }
+    fn human(&self) -> String {
+        self.human.clone()
+    }
+}
+
+/// `workflow check`.
+struct CheckReport {
+    label: String,
+    planes: Option<u32>,
+}
+
+impl Report for CheckReport {
+    fn json(&self) -> JsonObject {
+        JsonObject::new()
+            .bool("valid", true)
+            .int("planes", self.planes.unwrap_or(0))
+    }
+    fn human(&self) -> String {
+        format!(
+            "{}: a valid workflow ({} planes); nothing was sent",
+            self.label,
+            self.planes.unwrap_or(0)
+        )
+    }
 }
 
 // ---------------------------------------------------------------- output
@@ -188,6 +345,15 @@ impl Out {
             self.text(&r.json().to_string());
         } else {
             self.text(&r.human());
+        }
+    }
+
+    /// A warning on stderr: `warning: ...`, or `{"warning":...}` with `--json`.
+    pub fn warn(&self, text: &str) {
+        if self.json {
+            eprintln!("{}", JsonObject::new().str("warning", text));
+        } else {
+            eprintln!("warning: {text}");
         }
     }
 
@@ -340,8 +506,46 @@ impl Report for MoveReport {
     }
 }
 
+/// Refuses a target outside the stage's soft limits (read from the
+/// microscope's settings) before anything is sent. Settings that cannot be
+/// read or give no limits for the axis: a warning, and the move is sent
+/// unchecked (the microscope still enforces its limits).
+pub fn check_soft_limits(
+    client: &Client,
+    t: Duration,
+    axis: Axis,
+    target: f64,
+    out: &Out,
+) -> Result<()> {
+    let settings = match client.settings().timeout(t).load() {
+        Ok(s) => s,
+        Err(e) if e.is_disconnected() => return Err(e),
+        Err(e) => {
+            out.warn(&format!(
+                "cannot read the soft limits from the microscope's settings ({e}); the move is sent unchecked"
+            ));
+            return Ok(());
+        }
+    };
+    let unit = axis.unit();
+    match settings.soft_limits(axis) {
+        Some((lo, hi)) if !(lo..=hi).contains(&target) => Err(Error::invalid(format!(
+            "{axis} target {target} {unit} is outside the stage's soft limits for {axis}, \
+             {lo} to {hi} {unit} (from the microscope's settings); nothing was sent"
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            out.warn(&format!(
+                "the microscope's settings give no soft limits for {axis}; the move is sent unchecked"
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// Moves one axis; with `wait`, until its `STAGE_MOTION_STOPPED` (at most
 /// [`MOTION_TIMEOUT`] for the acknowledgement and the motion together).
+/// Ctrl-C during the wait halts the stage.
 pub fn move_axis(
     client: &Client,
     t: Duration,
@@ -352,7 +556,16 @@ pub fn move_axis(
     let stage = client.stage().timeout(t).motion_timeout(MOTION_TIMEOUT);
     let t0 = Instant::now();
     let stopped_at = if wait {
-        Some(stage.move_and_wait(axis, target)?.position)
+        let _guard = cli_interrupt::Guard::new();
+        let mut op = stage.submit_move_and_wait(axis, target)?;
+        loop {
+            if let Some(r) = op.wait_timeout(POLL) {
+                break Some(r?.position);
+            }
+            if cli_interrupt::interrupted() {
+                return Err(cli_interrupt::error(&halt_now(client, "the move")));
+            }
+        }
     } else {
         stage.move_to(axis, target)?;
         None
@@ -363,6 +576,56 @@ pub fn move_axis(
         stopped_at,
         elapsed: t0.elapsed(),
     })
+}
+
+/// Halts every axis (after Ctrl-C); says what happened.
+fn halt_now(client: &Client, what: &str) -> String {
+    match client.stage().timeout(cli_interrupt::UNDO_DEADLINE).halt() {
+        Ok(()) => format!("halted the stage ({what} was stopped)"),
+        Err(e) => format!("tried to halt the stage, but: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------- halt
+
+/// `halt`.
+pub struct HaltReport {
+    /// The axis stopped alone, and where; `None`: every axis.
+    pub axis: Option<(Axis, f64)>,
+}
+
+impl Report for HaltReport {
+    fn json(&self) -> JsonObject {
+        match self.axis {
+            None => JsonObject::new().str("halted", "all"),
+            Some((a, p)) => JsonObject::new().str("halted", a.name()).num("position", p),
+        }
+    }
+    fn human(&self) -> String {
+        match self.axis {
+            None => "Stage halted: every axis was told to stop".into(),
+            Some((a, p)) => format!("Stage axis {a} stopped at {p:.4} {}", a.unit()),
+        }
+    }
+}
+
+/// Stops every axis (the instrument's halt), or one axis by sending it to
+/// where it is now.
+pub fn halt(client: &Client, t: Duration, axis: Option<Axis>) -> Result<HaltReport> {
+    let stage = client.stage().timeout(t);
+    match axis {
+        None => {
+            stage.halt()?;
+            Ok(HaltReport { axis: None })
+        }
+        Some(a) => {
+            let here = stage.position(a)?;
+            stage.move_to(a, here)?;
+            Ok(HaltReport {
+                axis: Some((a, here)),
+            })
+        }
+    }
 }
 
 // ---------------------------------------------------------------- settings
@@ -457,11 +720,21 @@ pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotRep
     cli_args::check_image_extension(path)?;
     let t0 = Instant::now();
     let _close = CloseLive(client);
-    let frame = client
-        .camera()
-        .timeout(t)
-        .snapshot()
-        .map_err(|e| on_live_timeout(e, "the snapshot image", client))?;
+    let frame = {
+        let _guard = cli_interrupt::Guard::new();
+        let mut op = client.camera().timeout(t).submit_snapshot()?;
+        loop {
+            if let Some(r) = op.wait_timeout(POLL) {
+                break r.map_err(|e| on_live_timeout(e, "the snapshot image", client))?;
+            }
+            if cli_interrupt::interrupted() {
+                client.close_live();
+                return Err(cli_interrupt::error(
+                    "abandoned the snapshot and closed the live image connection",
+                ));
+            }
+        }
+    };
     let elapsed = t0.elapsed();
     image_io::save_image(&frame, path).map_err(Error::Io)?;
     Ok(SnapshotReport {
@@ -544,6 +817,24 @@ impl Report for LiveReport {
     }
 }
 
+/// Frames/s and MB/s received from frame `a` to frame `b`.
+fn rates(a: &Frame, b: &Frame) -> (Option<f64>, Option<f64>) {
+    let window = b
+        .received_at()
+        .duration_since(a.received_at())
+        .as_secs_f64();
+    let received = b.sequence().saturating_sub(a.sequence());
+    if received > 0 && window > 0.0 {
+        let frame_bytes = LIVE_HEADER_BYTES + b.as_bytes().len() as u64;
+        (
+            Some(received as f64 / window),
+            Some((received * frame_bytes) as f64 / window / 1e6),
+        )
+    } else {
+        (None, None)
+    }
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -576,17 +867,33 @@ impl Drop for LiveView {
     }
 }
 
-/// Starts live view, takes frames until `until`, stops live view.
-pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport> {
+/// Starts live view, takes frames until `until`, stops live view. With
+/// `progress`, the rates so far are shown on stderr (on a terminal).
+/// Ctrl-C stops live view.
+pub fn live(client: &Client, t: Duration, until: LiveUntil, progress: bool) -> Result<LiveReport> {
+    let _guard = cli_interrupt::Guard::new();
     let (view, stream) = LiveView::start(client.camera().timeout(t))?;
     let end = match until {
         LiveUntil::Duration(d) => Some(Instant::now() + d),
         LiveUntil::Frames(_) => None,
     };
+    let mut status = StatusLine::new(!progress);
     let mut first: Option<Frame> = None;
     let mut last: Option<Frame> = None;
     let mut taken = 0u64;
+    // When the current frame wait started (each frame gets the timeout).
+    let mut waiting_since = Instant::now();
     loop {
+        if cli_interrupt::interrupted() {
+            drop(stream);
+            status.finish();
+            let undone = match view.stop() {
+                Ok(()) => format!("stopped live view after {taken} frames"),
+                Err(e) => format!("tried to stop live view, but: {e}"),
+            };
+            return Err(cli_interrupt::error(&undone));
+        }
+        let frame_left = t.saturating_sub(waiting_since.elapsed());
         let wait = match (until, end) {
             (LiveUntil::Frames(n), _) if taken >= n => break,
             (_, Some(end)) => {
@@ -594,22 +901,42 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
                 if left.is_zero() {
                     break;
                 }
-                left.min(t)
+                left.min(frame_left)
             }
-            _ => t,
+            _ => frame_left,
         };
-        match stream.next_frame(wait) {
+        match stream.next_frame(wait.min(POLL)) {
             Ok(frame) => {
                 taken += 1;
+                waiting_since = Instant::now();
                 if first.is_none() {
                     first = Some(frame.clone());
+                }
+                if status.due() {
+                    if let Some(a) = &first {
+                        let (fps, mbs) = rates(a, &frame);
+                        status.show(&format!(
+                            "live: {taken} frames, {:.1} frames/s, {:.1} MB/s",
+                            fps.unwrap_or(0.0),
+                            mbs.unwrap_or(0.0)
+                        ));
+                    }
                 }
                 last = Some(frame);
             }
             Err(e) if e.is_timeout() && end.is_some_and(|end| Instant::now() >= end) => break,
+            Err(e) if e.is_timeout() && waiting_since.elapsed() < t => {}
+            Err(e) if e.is_timeout() => {
+                return Err(on_live_timeout(
+                    Error::timeout(flamingo_client::TimeoutPhase::Frame, "a live frame", t),
+                    "a live frame",
+                    client,
+                ))
+            }
             Err(e) => return Err(on_live_timeout(e, "a live frame", client)),
         }
     }
+    status.finish();
     let dropped = stream.stats().dropped;
     drop(stream);
     view.stop()?;
@@ -617,16 +944,7 @@ pub fn live(client: &Client, t: Duration, until: LiveUntil) -> Result<LiveReport
     if let (Some(a), Some(b)) = (&first, &last) {
         width = b.width();
         height = b.height();
-        let window = b
-            .received_at()
-            .duration_since(a.received_at())
-            .as_secs_f64();
-        let received = b.sequence().saturating_sub(a.sequence());
-        if received > 0 && window > 0.0 {
-            let frame_bytes = LIVE_HEADER_BYTES + b.as_bytes().len() as u64;
-            fps = Some(received as f64 / window);
-            mb_per_s = Some((received * frame_bytes) as f64 / window / 1e6);
-        }
+        (fps, mb_per_s) = rates(a, b);
     }
     if taken == 0 {
         return Err(Error::timeout(
@@ -697,17 +1015,20 @@ impl Report for WorkflowReport {
 }
 
 /// Sends a workflow file and starts it; with `wait`, follows its progress
-/// (a bar on stderr) until the microscope reports it finished (see
-/// `WorkflowRun` for the rule: the return to idle once the run was seen
-/// running), for at most [`WORKFLOW_LIMIT`].
+/// (a bar with the time left on stderr, with `progress`) until the
+/// microscope reports it finished (see `WorkflowRun` for the rule: the
+/// return to idle once the run was seen running), for at most
+/// [`WORKFLOW_LIMIT`]. Ctrl-C during the wait stops the workflow.
 pub fn workflow(
     client: &Client,
     t: Duration,
     file: &Workflow,
     label: &str,
     wait: bool,
+    progress: bool,
 ) -> Result<WorkflowReport> {
     let t0 = Instant::now();
+    let _guard = wait.then(cli_interrupt::Guard::new);
     let mut run = client.workflows().timeout(t).start(file)?;
     let mut report = WorkflowReport {
         sent_bytes: file.as_bytes().len(),
@@ -720,11 +1041,29 @@ pub fn workflow(
     if !wait {
         return Ok(report);
     }
-    let mut bar = Progress::new(label);
+    let mut bar = if progress {
+        Progress::new(label)
+    } else {
+        Progress::hidden(label)
+    };
     let until = Instant::now() + WORKFLOW_LIMIT;
     let summary = loop {
+        if cli_interrupt::interrupted() {
+            bar.finish();
+            let undone = match run.stop() {
+                Ok(()) => match run.wait(cli_interrupt::UNDO_DEADLINE) {
+                    Ok(s) => format!(
+                        "stopped the workflow ({} of {} images acquired)",
+                        s.images_acquired, s.images_expected
+                    ),
+                    Err(e) => format!("asked the workflow to stop; it has not ended yet: {e}"),
+                },
+                Err(e) => format!("tried to stop the workflow, but: {e}"),
+            };
+            return Err(cli_interrupt::error(&undone));
+        }
         let left = until.saturating_duration_since(Instant::now());
-        match run.next_timeout(left) {
+        match run.next_timeout(left.min(POLL)) {
             Some(Ok(WorkflowUpdate::GaugeSize { total })) => bar.set_total(total.into()),
             Some(Ok(WorkflowUpdate::Progress { current, total })) => {
                 bar.set(current.into(), total.into())
@@ -732,8 +1071,12 @@ pub fn workflow(
             Some(Ok(WorkflowUpdate::Finished(summary))) => break summary,
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e),
-            // Nothing more before the limit: the run's own timeout error.
-            None => break run.wait(Duration::ZERO)?,
+            None if run.is_finished() || left.is_zero() => {
+                // The end, or nothing more before the limit: the run's own
+                // summary or timeout error.
+                break run.wait(Duration::ZERO)?;
+            }
+            None => {}
         }
     };
     bar.finish();
@@ -742,6 +1085,17 @@ pub fn workflow(
     report.images = summary.images_acquired;
     report.expected = Some(summary.images_expected);
     Ok(report)
+}
+
+/// `workflow stop`: stops the running workflow and waits until the
+/// microscope is idle (at most the timeout).
+fn workflow_stop(client: &Client, t: Duration) -> Result<Done> {
+    client.workflows().timeout(t).stop()?;
+    client.system().timeout(t).wait_until_idle(t)?;
+    Ok(Done {
+        json: JsonObject::new().str("workflow", "stopped"),
+        human: "Workflow stopped; the system is idle".into(),
+    })
 }
 
 // ---------------------------------------------------------------- watch
@@ -831,11 +1185,15 @@ pub fn event_human(ev: &Event, t0: Instant) -> String {
     format!("{at:>8.3} s  {what}")
 }
 
-/// Prints every event until `duration` has passed.
-fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
+/// Prints every event until `duration` has passed. On a terminal (and
+/// without `all` or `--json`), progress ticks share one updating line.
+/// Ctrl-C ends the watch early (it started nothing to undo).
+fn watch(client: &Client, duration: Duration, all: bool, out: &Out) -> Result<()> {
+    let _guard = cli_interrupt::Guard::new();
     let events = client.subscribe();
     let t0 = Instant::now();
     let end = t0 + duration;
+    let ticks_inline = !all && !out.json && io::stdout().is_terminal();
     if !out.json {
         out.text(&format!(
             "Watching events from {} for {:.1} s...",
@@ -844,10 +1202,27 @@ fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
         ));
     }
     let mut n = 0u64;
+    // Length of the progress line being redrawn, if one is open.
+    let mut tick_line: Option<usize> = None;
+    let end_tick_line = |open: &mut Option<usize>| {
+        if open.take().is_some() {
+            let mut o = io::stdout().lock();
+            let _ = writeln!(o);
+            let _ = o.flush();
+        }
+    };
     loop {
-        let ev = match events.recv_deadline(end) {
+        if cli_interrupt::interrupted() {
+            end_tick_line(&mut tick_line);
+            return Err(cli_interrupt::error(&format!(
+                "stopped watching after {n} events (nothing to undo)"
+            )));
+        }
+        let ev = match events.recv_timeout(end.saturating_duration_since(Instant::now()).min(POLL))
+        {
             Ok(ev) => ev,
-            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= end => break,
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(Error::disconnected(
                     flamingo_client::DisconnectReason::ClosedByUser,
@@ -868,10 +1243,19 @@ fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
         n += 1;
         if out.json {
             out.text(&event_json(&ev, t0).to_string());
+        } else if ticks_inline && matches!(ev.kind, EventKind::GaugeValue { .. }) {
+            let line = event_human(&ev, t0);
+            let pad = tick_line.unwrap_or(0).saturating_sub(line.len());
+            let mut o = io::stdout().lock();
+            let _ = write!(o, "\r{line}{}", " ".repeat(pad));
+            let _ = o.flush();
+            tick_line = Some(line.len());
         } else {
+            end_tick_line(&mut tick_line);
             out.text(&event_human(&ev, t0));
         }
     }
+    end_tick_line(&mut tick_line);
     if !out.json {
         let dropped = events.dropped();
         let note = if dropped > 0 {
@@ -886,25 +1270,54 @@ fn watch(client: &Client, duration: Duration, out: &Out) -> Result<()> {
 
 // ---------------------------------------------------------------- sim
 
-fn run_sim(port: u16) -> Result<()> {
-    let sim = Simulator::start(SimConfig::default().port(port)).map_err(|e| {
+/// The simulator configuration `sim`'s options ask for.
+pub fn sim_config(args: &SimArgs) -> SimConfig {
+    let mut cfg = SimConfig::default().port(args.port);
+    if let Some((w, h)) = args.image_size {
+        cfg = cfg.image_size(w, h);
+    }
+    if let Some(fps) = args.fps {
+        cfg = cfg.live_fps(fps);
+    }
+    if let Some(d) = args.plane_ms {
+        cfg = cfg.plane_interval(d);
+    }
+    let mut faults = Faults::default();
+    for f in &args.faults {
+        f.apply(&mut faults);
+    }
+    cfg.faults(faults)
+}
+
+/// Runs the simulator until Ctrl-C, then stops it (exit code 130).
+fn run_sim(args: &SimArgs, out: &Out) -> Result<()> {
+    let port = args.port;
+    let guard = cli_interrupt::Guard::new();
+    let interrupts = cli_interrupt::receiver();
+    let sim = Simulator::start(sim_config(args)).map_err(|e| {
         Error::Io(io::Error::new(
             e.kind(),
             format!("cannot start the simulator on port {port}: {e}"),
         ))
     })?;
     let addr = sim.addr();
-    {
-        let mut o = io::stdout().lock();
-        let _ = writeln!(o, "listening on {addr}");
-        let _ = o.flush();
+    if out.json {
+        out.text(
+            &JsonObject::new()
+                .str("addr", &addr.to_string())
+                .str("live_addr", &sim.live_addr().to_string())
+                .to_string(),
+        );
+    } else {
+        out.text(&format!("listening on {addr}"));
+        eprintln!(
+            "simulator running: commands on {addr}, live images on {}; press Ctrl-C to stop",
+            sim.live_addr()
+        );
     }
-    eprintln!(
-        "simulator running: commands on {addr}, live images on {}; press Ctrl-C to stop",
-        sim.live_addr()
-    );
-    loop {
-        // Until the process is interrupted; park may wake spuriously.
-        std::thread::park();
-    }
+    // Until the process is interrupted.
+    let _ = interrupts.recv();
+    sim.stop();
+    drop(guard);
+    Err(cli_interrupt::error("stopped the simulator"))
 }

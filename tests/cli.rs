@@ -11,6 +11,8 @@
 
 #[path = "../examples/support/cli_args.rs"]
 mod cli_args;
+#[path = "../examples/support/cli_interrupt.rs"]
+mod cli_interrupt;
 #[path = "../examples/support/cli_json.rs"]
 mod cli_json;
 #[path = "../examples/support/cli_progress.rs"]
@@ -559,7 +561,7 @@ fn help_texts() {
     }
     let out = run(&["move", "--help"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("--axis x|y|z|r"), "{out:?}");
+    assert!(out.stdout.contains("--axis <x|y|z|r>"), "{out:?}");
     assert!(out.stdout.contains("\"elapsed_ms\""), "{out:?}");
     let out = run(&["help", "workflow"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -645,12 +647,15 @@ fn disconnect_exits_5() {
 fn refused_and_busy_exit_6() {
     let s = sim(small());
     let addr = s.addr().to_string();
-    // Outside the soft limits: the simulator refuses with status 2.
-    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "500"]);
+    // The device refuses (here by a fault): the message says what usually causes it.
+    s.update_faults(|f| {
+        f.status_override.insert(CommandCode::STAGE_POSITION_SET, 2);
+    });
+    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "5"]);
     expect_error(
         &out,
         6,
-        "error: device refused STAGE_POSITION_SET (status 2)",
+        "error: device refused STAGE_POSITION_SET (status 2): usually the target is outside the stage's soft limits",
     );
     s.update_faults(|f| {
         f.status_override.insert(CommandCode::STAGE_POSITION_SET, 1);
@@ -670,10 +675,502 @@ fn invalid_arguments_exit_2() {
         &["--timeout", "soon", "state"],
         &["frobnicate"],
         &[],
-        &["state", "--json"],
         &["live", "--frames", "0"],
     ] {
         let out = run(args);
         expect_error(&out, 2, "error: invalid argument: ");
+    }
+}
+
+// ------------------------------------------------------------ conventions
+
+#[test]
+fn version_and_typo_suggestions() {
+    let out = run(&["--version"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        format!("flamingo {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["stat"]);
+    expect_error(&out, 2, "error: invalid argument: unknown command \"stat\"");
+    assert!(out.stderr.contains("did you mean state?"), "{out:?}");
+    let out = run(&["move", "--axis", "x", "--to", "1", "--wiat"]);
+    expect_error(&out, 2, "error: invalid argument: ");
+    assert!(out.stderr.contains("did you mean --wait?"), "{out:?}");
+    // `help CMD` and `CMD --help` show the same help.
+    let a = run(&["help", "halt"]);
+    let b = run(&["halt", "--help"]);
+    assert_eq!(a.code, 0, "{a:?}");
+    assert!(a.stdout.contains("--axis"), "{a:?}");
+    assert_eq!(a.stdout, b.stdout);
+    // No colour codes when the output is not a terminal.
+    assert!(!a.stdout.contains('\x1b'), "{a:?}");
+    assert!(!out.stderr.contains('\x1b'), "{out:?}");
+}
+
+#[test]
+fn global_options_after_the_command() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let out = run(&["state", "--json", "--addr", &addr, "--timeout", "2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), r#"{"state":"idle","code":0}"#);
+}
+
+/// With --json, an error is one JSON object on stderr with the same words
+/// and the same exit code.
+#[test]
+fn json_errors() {
+    let out = run(&["--json", "move", "--axis", "q", "--to", "1"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let line = out.stderr.trim();
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    let msg = json_get(line, "error").unwrap();
+    assert!(msg.starts_with("invalid argument: axis \"q\""), "{msg}");
+    assert_eq!(json_f64(line, "exit_code"), 2.0);
+    // The same words as without --json.
+    let plain = run(&["move", "--axis", "q", "--to", "1"]);
+    assert_eq!(plain.stderr.trim(), format!("error: {msg}"));
+
+    let s = sim(small().faults(Faults {
+        never_answer: [CommandCode::SYSTEM_STATE_GET].into(),
+        ..Faults::default()
+    }));
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "--timeout", "0.3", "state", "--json"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    let line = out.stderr.trim();
+    assert!(
+        json_get(line, "error")
+            .unwrap()
+            .starts_with("timed out after 0.300 s"),
+        "{line}"
+    );
+    assert_eq!(json_f64(line, "exit_code"), 4.0);
+}
+
+// ------------------------------------------------------------ limits
+
+#[test]
+fn move_outside_the_soft_limits_is_refused_before_sending() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "move", "--axis", "z", "--to", "30"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: z target 30 mm is outside",
+    );
+    // Names the axis, the target and the limits (from the settings).
+    assert!(out.stderr.contains("11 to 25 mm"), "{out:?}");
+    assert!(out.stderr.contains("nothing was sent"), "{out:?}");
+    assert!(!s
+        .received_codes()
+        .contains(&CommandCode::STAGE_POSITION_SET));
+    // Inside: sent.
+    run_json(&s, &["move", "--axis", "z", "--to", "24.5"]);
+    assert!(s
+        .received_codes()
+        .contains(&CommandCode::STAGE_POSITION_SET));
+}
+
+#[test]
+fn settings_without_limits_warn_and_send() {
+    let s = sim(small().settings_text("<Type>\n  Microscope name = test\n</Type>\n"));
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "5"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("warning: the microscope's settings give no soft limits for x"),
+        "{out:?}"
+    );
+}
+
+// ------------------------------------------------------------ safety commands
+
+/// A simulator whose stage is slow enough to be caught moving.
+fn slow_stage() -> SimConfig {
+    small().stage_velocity(0.5, 10.0)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + RUN_LIMIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn client(s: &Simulator) -> Client {
+    Client::connect(&s.addr().to_string(), ClientConfig::default()).unwrap()
+}
+
+#[test]
+fn halt_stops_every_axis_or_one() {
+    use flamingo_client::{Axis, EventKind};
+    let s = sim(slow_stage());
+    let c = client(&s);
+    let events = c.subscribe();
+    c.stage().move_to(Axis::X, 14.0).unwrap();
+    c.stage().move_to(Axis::Y, 6.0).unwrap();
+    assert!(s.stage_moving());
+    let line = run_json(&s, &["halt", "--axis", "y"]);
+    assert_eq!(json_get(&line, "halted").as_deref(), Some("y"));
+    // y stops where it was (its motion-stopped event); x keeps moving.
+    let y = json_f64(&line, "position");
+    let stopped = loop {
+        let ev = events.recv_timeout(RUN_LIMIT).expect("y stops");
+        if let EventKind::MotionStopped {
+            axis: Axis::Y,
+            position,
+            ..
+        } = ev.kind
+        {
+            break position;
+        }
+    };
+    assert!((stopped - y).abs() < 1e-9, "{stopped} vs {y}");
+    assert!(s.stage_moving(), "x should still move");
+    let line = run_json(&s, &["halt"]);
+    assert_eq!(line, r#"{"halted":"all"}"#);
+    wait_until("the stage to stop", || !s.stage_moving());
+    assert!(s.stage_positions()[0] < 14.0);
+    c.close();
+}
+
+#[test]
+fn lasers_off_and_idle() {
+    let s = sim(small());
+    assert_eq!(run_json(&s, &["lasers", "off"]), r#"{"lasers":"off"}"#);
+    assert!(s.received_codes().contains(&CommandCode::LASER_ALL_DISABLE));
+    assert_eq!(run_json(&s, &["idle"]), r#"{"state":"idle"}"#);
+    assert!(s.received_codes().contains(&CommandCode::SYSTEM_STATE_IDLE));
+}
+
+#[test]
+fn workflow_stop_ends_a_running_workflow() {
+    let s = sim(small().plane_interval(Duration::from_millis(20)));
+    let c = client(&s);
+    let wf = flamingo_client::devices::Workflow::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt"),
+    )
+    .unwrap();
+    let _run = c.workflows().start(&wf).unwrap();
+    assert_eq!(s.system_state(), 1);
+    assert_eq!(
+        run_json(&s, &["workflow", "stop"]),
+        r#"{"workflow":"stopped"}"#
+    );
+    assert_eq!(s.system_state(), 0);
+    assert_eq!(s.counters().workflows_stopped, 1);
+    c.close();
+}
+
+// ------------------------------------------------------------ workflow files
+
+#[test]
+fn workflow_check_validates_without_sending() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt");
+    // No microscope needed.
+    let out = run(&["--json", "workflow", "check", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), r#"{"valid":true,"planes":476}"#);
+    let dir = TempDir::new("check");
+    let bad = dir.path("bad.txt");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("Number of planes = 476", "Number of planes = -4");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(&["workflow", "check", bad.to_str().unwrap()]);
+    expect_error(&out, 2, "error: invalid argument: workflow file ");
+    assert!(
+        out.stderr.contains("line 30: \"Number of planes\""),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_garbage_workflow_is_refused_before_anything_is_sent() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let dir = TempDir::new("garbage");
+    let garbage = dir.path("garbage.txt");
+    std::fs::write(&garbage, "garbage\n").unwrap();
+    let out = run(&[
+        "--addr",
+        &addr,
+        "workflow",
+        garbage.to_str().unwrap(),
+        "--wait",
+    ]);
+    expect_error(&out, 2, "error: invalid argument: workflow file ");
+    assert!(out.stderr.contains("line 1: \"garbage\""), "{out:?}");
+    assert!(s.workflows().is_empty());
+    // The simulator itself refuses it too, as the instrument does.
+    let c = client(&s);
+    let wf = flamingo_client::devices::Workflow::from_text("garbage\n").unwrap();
+    match c.workflows().start(&wf) {
+        Err(flamingo_client::Error::Refused { .. }) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(s.system_state(), 0);
+    c.close();
+}
+
+// ------------------------------------------------------------ progress
+
+#[test]
+fn live_for_a_duration() {
+    let s = sim(small().live_fps(100.0));
+    let line = run_json(&s, &["live", "--for", "0.5"]);
+    assert!(json_f64(&line, "frames") >= 2.0, "{line}");
+    assert!(json_f64(&line, "fps") > 0.0, "{line}");
+    assert!(!s.live_view_on());
+}
+
+#[test]
+fn watch_all_prints_every_tick() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let mut child = ChildGuard::spawn(&["--addr", &addr, "watch", "--for", "1", "--all"]);
+    let c = client(&s);
+    let wf = flamingo_client::devices::Workflow::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/Snapshot.txt"),
+    )
+    .unwrap();
+    // Keep running workflows until the watch ends, so some land inside its
+    // window whenever it subscribes.
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.is_running() && Instant::now() < deadline {
+        c.workflows()
+            .start(&wf)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+    }
+    let out = child.finish();
+    assert_eq!(out.code, 0, "{out:?}");
+    // Not a terminal: one line per event, as before.
+    assert!(out.stdout.contains("progress 1/1"), "{out:?}");
+    assert!(!out.stdout.contains('\r'), "{out:?}");
+    c.close();
+}
+
+// ------------------------------------------------------------ sim options
+
+/// Starts `flamingo sim ARGS`, returns it and its first stdout line.
+fn spawn_sim(args: &[&str]) -> (ChildGuard, String, JoinHandle<()>) {
+    let (child, stdout) = ChildGuard::spawn_with_stdout(args);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut r = BufReader::new(stdout);
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep the pipe open (and drained) until the child ends.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(RUN_LIMIT)
+        .expect("the simulator prints its address");
+    (child, line, reader)
+}
+
+#[test]
+fn sim_options_and_json_address() {
+    let (child, line, reader) = spawn_sim(&[
+        "sim",
+        "--json",
+        "--port",
+        "0",
+        "--image-size",
+        "32x16",
+        "--fault",
+        "never-answer=SYSTEM_STATE_GET",
+        "--fault",
+        "status=STAGE_POSITION_SET:2",
+    ]);
+    let addr = json_get(line.trim(), "addr").unwrap_or_else(|| panic!("{line}"));
+    assert!(json_get(line.trim(), "live_addr").is_some(), "{line}");
+    let out = run(&["--addr", &addr, "--json", "image-size"]);
+    assert_eq!(out.stdout.trim(), r#"{"width":32,"height":16}"#);
+    let out = run(&["--addr", &addr, "--timeout", "0.3", "state"]);
+    expect_error(&out, 4, "error: timed out");
+    let out = run(&["--addr", &addr, "move", "--axis", "x", "--to", "5"]);
+    expect_error(
+        &out,
+        6,
+        "error: device refused STAGE_POSITION_SET (status 2)",
+    );
+    drop(child);
+    reader.join().unwrap();
+}
+
+#[test]
+fn bad_sim_options_exit_2() {
+    for args in [
+        &["sim", "--fault", "nope"][..],
+        &["sim", "--image-size", "big"],
+        &["sim", "--fps", "0"],
+        &["sim", "--fault", "delay=STAGE_HALT"],
+    ] {
+        let out = run(args);
+        expect_error(&out, 2, "error: invalid argument: ");
+    }
+}
+
+// ------------------------------------------------------------ demo
+
+#[test]
+fn demo_speaks_plain_words() {
+    let out = run(&["demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for code_name in [
+        "STAGE_", "CAMERA_", "SYSTEM_", "UI_", "LASER_", "COMMON_", "0x",
+    ] {
+        assert!(
+            !out.stdout.contains(code_name),
+            "{code_name} in {}",
+            out.stdout
+        );
+    }
+    // Each heading comes before its result.
+    let heading = out.stdout.find("Workflow ZStack.txt").unwrap();
+    let result = out.stdout.find("Workflow completed").unwrap();
+    assert!(heading < result, "{}", out.stdout);
+}
+
+// ------------------------------------------------------------ Ctrl-C
+
+#[cfg(unix)]
+mod interrupt {
+    use super::*;
+
+    fn sigint(child: &ChildGuard) {
+        let status = Command::new("kill")
+            .args(["-INT", &child.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    #[test]
+    fn sigint_during_workflow_wait_stops_the_workflow() {
+        let s = sim(small().plane_interval(Duration::from_millis(20)));
+        let addr = s.addr().to_string();
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt");
+        let child = ChildGuard::spawn(&[
+            "--addr",
+            &addr,
+            "workflow",
+            file.to_str().unwrap(),
+            "--wait",
+        ]);
+        wait_until("the workflow to run", || s.system_state() == 1);
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, cli_interrupt::EXIT_INTERRUPTED, "{out:?}");
+        assert!(
+            out.stderr.contains("interrupted: stopped the workflow"),
+            "{out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{out:?}");
+        // The simulator is idle again, and a move is accepted (not "busy").
+        assert_eq!(s.system_state(), 0);
+        assert_eq!(s.counters().workflows_stopped, 1);
+        run_json(&s, &["move", "--axis", "z", "--to", "20", "--wait"]);
+    }
+
+    #[test]
+    fn sigint_during_move_wait_halts_the_stage() {
+        let s = sim(slow_stage());
+        let addr = s.addr().to_string();
+        let child = ChildGuard::spawn(&[
+            "--addr", &addr, "--json", "move", "--axis", "x", "--to", "14", "--wait",
+        ]);
+        wait_until("the stage to move", || s.stage_moving());
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        let line = out.stderr.trim();
+        assert!(
+            json_get(line, "error")
+                .unwrap()
+                .starts_with("interrupted: halted the stage"),
+            "{out:?}"
+        );
+        assert_eq!(json_f64(line, "exit_code"), 130.0);
+        wait_until("the stage to stop", || !s.stage_moving());
+        let x = s.stage_positions()[0];
+        assert!(x < 14.0, "the move was not halted: x = {x}");
+        assert_eq!(s.system_state(), 0);
+    }
+
+    #[test]
+    fn sigint_during_live_stops_live_view() {
+        let s = sim(small().live_fps(50.0));
+        let addr = s.addr().to_string();
+        let child = ChildGuard::spawn(&["--addr", &addr, "live", "--for", "60"]);
+        wait_until("live view", || s.live_view_on());
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        assert!(
+            out.stderr.contains("interrupted: stopped live view"),
+            "{out:?}"
+        );
+        assert!(!s.live_view_on());
+    }
+
+    #[test]
+    fn sigint_during_snapshot_abandons_it() {
+        let s = sim(small().faults(Faults {
+            delay: [(CommandCode::CAMERA_SNAPSHOT_GET, Duration::from_secs(60))].into(),
+            ..Faults::default()
+        }));
+        let addr = s.addr().to_string();
+        let dir = TempDir::new("int-snap");
+        let file = dir.path("snap.tif");
+        let child =
+            ChildGuard::spawn(&["--addr", &addr, "snapshot", "--out", file.to_str().unwrap()]);
+        wait_until("the snapshot request", || {
+            s.received_codes()
+                .contains(&CommandCode::CAMERA_SNAPSHOT_GET)
+        });
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        assert!(
+            out.stderr.contains("interrupted: abandoned the snapshot"),
+            "{out:?}"
+        );
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn sigint_ends_a_watch() {
+        let s = sim(small());
+        let addr = s.addr().to_string();
+        // The first line is printed once the watch listens (and handles Ctrl-C).
+        let (child, line, reader) = spawn_sim(&["--addr", &addr, "watch", "--for", "60"]);
+        assert!(line.starts_with("Watching events"), "{line}");
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn sigint_stops_the_simulator() {
+        let (child, line, reader) = spawn_sim(&["sim", "--port", "0"]);
+        assert!(line.starts_with("listening on "), "{line}");
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        reader.join().unwrap();
     }
 }

@@ -177,3 +177,21 @@ fn workflow_without_planes_line_plays_one_plane() {
         (1, "0.00")
     );
 }
+
+#[test]
+fn unreadable_workflow_files_are_refused() {
+    let sim = Simulator::start(fast()).unwrap();
+    let mut c = Client::connect(sim.addr());
+    for file in [
+        &b"garbage\r\n"[..],
+        b"<Workflow Settings>\r\n",
+        b"Number of planes = many\r\n",
+    ] {
+        c.send_with(flagged(C::CAMERA_WORK_FLOW_START), file);
+        let ack = c.recv();
+        assert_eq!((ack.code, ack.status), (C::CAMERA_WORK_FLOW_START, 2));
+    }
+    c.send(flagged(C::SYSTEM_STATE_GET));
+    assert_eq!(c.recv().int32_data0, STATE_IDLE);
+    assert_eq!(sim.counters().workflows_started, 0);
+}

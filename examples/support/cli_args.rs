@@ -1,7 +1,8 @@
-//! Command-line parsing, help texts and exit codes of the `flamingo` tool.
-//! Hand-written (no parser dependency): global options, then one command
-//! with its own options. Every mistake is an [`Error::InvalidArgument`]
-//! whose text says what to type instead.
+//! Command-line parsing, help texts and exit codes of the `flamingo` tool,
+//! with clap (derive). Global options are accepted before or after the
+//! command; mistakes become an [`Error::InvalidArgument`] whose text says
+//! what to type instead (clap's own wording is translated, so messages stay
+//! those of the tool), with typo suggestions.
 //!
 //! Include it with `#[path = "support/cli_args.rs"] mod cli_args;`.
 #![allow(dead_code)]
@@ -9,6 +10,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use flamingo_client::codec::CommandCode;
+use flamingo_client::sim::Faults;
 use flamingo_client::{Axis, Error};
 
 /// The default command port address.
@@ -22,16 +27,46 @@ pub const MAX_SECS: f64 = 86_400.0;
 /// The most frames `live --frames` accepts.
 pub const MAX_FRAMES: u64 = 1_000_000;
 
-/// Options given before the command.
-#[derive(Clone, Debug, PartialEq)]
+/// Exit code of a usage mistake or invalid argument.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code after Ctrl-C (128 + SIGINT, the shell convention).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The whole command line.
+#[derive(Parser, Clone, Debug, PartialEq)]
+#[command(
+    name = "flamingo",
+    version,
+    about = "flamingo: control a Flamingo light-sheet microscope from the command line",
+    override_usage = "flamingo [GLOBAL OPTIONS] COMMAND [OPTIONS]\n       cargo run --release --example flamingo -- [GLOBAL OPTIONS] COMMAND [OPTIONS]",
+    after_help = TOP_AFTER_HELP,
+    subcommand_required = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Options for every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after the command.
+#[derive(Args, Clone, Debug, PartialEq)]
+#[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
-    /// The command port, "host:port".
+    /// The microscope's command port; live images use PORT+1
+    #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     pub addr: String,
-    /// Deadline of each request.
+    /// Time allowed for connecting and for each request, for example 0.3
+    #[arg(long, global = true, value_name = "SECS", allow_negative_numbers = true, default_value = "3", value_parser = |s: &str| parse_secs("--timeout", s, false))]
     pub timeout: Duration,
-    /// One JSON object per line on stdout.
+    /// Print each result as one JSON object per line (errors as one JSON object on stderr)
+    #[arg(long, global = true)]
     pub json: bool,
-    /// Number of `-v`.
+    /// Log more on stderr (-v info, -vv debug, -vvv trace); RUST_LOG, when set, takes precedence
+    #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 }
 
@@ -47,70 +82,319 @@ impl Default for Global {
 }
 
 /// A command and its checked arguments.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Subcommand, Clone, Debug, PartialEq)]
 pub enum Command {
-    /// `state`
+    /// Show the system state (idle, busy or error)
+    #[command(after_help = "\
+Output:   System state: idle (0)
+JSON:     {\"state\":\"idle\"|\"busy\"|\"error\"|\"unknown\",\"code\":N}
+
+Example:  flamingo --addr 192.168.1.2:53717 state")]
     State,
-    /// `image-size`
+    /// Show the camera image size in pixels
+    #[command(after_help = "JSON:     {\"width\":W,\"height\":H}")]
     ImageSize,
-    /// `position`
+    /// Show the stage position (x, y, z in mm; r in degrees)
+    #[command(after_help = "JSON:     {\"x\":MM,\"y\":MM,\"z\":MM,\"r\":DEG}")]
     Position,
-    /// `move --axis A --to V [--wait]`
+    /// Move one stage axis (--axis x|y|z|r --to VALUE [--wait])
+    #[command(
+        long_about = "Moves one stage axis to an absolute position: millimetres for x, y and z,\n\
+degrees for r. The target is first checked against the stage's soft limits\n\
+from the microscope's settings; a target outside them is refused before\n\
+anything is sent (exit code 2). Without --wait the command returns once the\n\
+microscope has accepted the move; with --wait it returns when the axis has\n\
+stopped (at most 60 s). Ctrl-C during --wait halts the stage.",
+        after_help = "\
+JSON:     {\"axis\":\"x\",\"target\":VALUE,\"stopped\":true|false,\"elapsed_ms\":N}
+
+Example:  flamingo move --axis z --to 20.25 --wait"
+    )]
     Move {
-        /// The axis.
+        /// The axis to move
+        #[arg(long, value_name = "x|y|z|r", value_parser = parse_axis)]
         axis: Axis,
-        /// The target (mm, or degrees for r).
+        /// The target position, for example 12.5 or -90
+        #[arg(long, value_name = "VALUE", allow_negative_numbers = true, value_parser = |s: &str| parse_f64("--to", s))]
         to: f64,
-        /// Wait for the motion to stop.
+        /// Wait until the axis has stopped
+        #[arg(long)]
         wait: bool,
     },
-    /// `settings --out FILE`
+    /// Stop stage motion now (all axes, or one with --axis)
+    #[command(
+        long_about = "Stops stage motion. Without --axis, every axis stops at once (the instrument's\n\
+halt). With --axis, only that axis is stopped: it is sent to the position it\n\
+has reached, and the other axes keep moving.",
+        after_help = "\
+JSON:     {\"halted\":\"all\"} or {\"halted\":\"z\",\"position\":MM}
+
+Example:  flamingo halt"
+    )]
+    Halt {
+        /// Stop only this axis
+        #[arg(long, value_name = "x|y|z|r", value_parser = parse_axis)]
+        axis: Option<Axis>,
+    },
+    /// Save the microscope's settings file (--out FILE)
+    #[command(
+        long_about = "Downloads the microscope's settings (ScopeSettings.txt) and writes them to\n\
+FILE exactly as received.",
+        after_help = "\
+JSON:     {\"bytes\":N}
+
+Example:  flamingo settings --out ScopeSettings.txt"
+    )]
     Settings {
-        /// Where to write the settings text.
+        /// Where to write the settings (replaced if it exists)
+        #[arg(long, value_name = "FILE", value_parser = |s: &str| parse_path("--out", s))]
         out: PathBuf,
     },
-    /// `snapshot --out FILE`
+    /// Take one image and save it as 16-bit TIFF or PNG (--out FILE)
+    #[command(
+        long_about = "Takes one camera image and saves it as a 16-bit grayscale image that Fiji /\n\
+ImageJ opens. The format follows the file name: .tif or .tiff gives TIFF, .png\n\
+gives PNG. Pixel values are saved unchanged.",
+        after_help = "\
+JSON:     {\"width\":W,\"height\":H,\"path\":\"...\"}
+
+Example:  flamingo snapshot --out C:\\Data\\snap.tif"
+    )]
     Snapshot {
-        /// Where to save the image (.tif, .tiff or .png).
+        /// Where to save the image: .tif, .tiff or .png (replaced if it exists)
+        #[arg(long, value_name = "FILE", value_parser = parse_image_path)]
         out: PathBuf,
     },
-    /// `live --frames N`
+    /// Receive live-view frames and report the frame rate (--frames N or --for SECS)
+    #[command(
+        long_about = "Starts live view, receives N frames (or frames for SECS seconds), stops live\n\
+view and reports the frame rate and data rate measured between the first and\n\
+the last frame. On a terminal the rates are shown on stderr while it runs.\n\
+Frames the tool could not take in time are counted as dropped. Each frame must\n\
+arrive within the --timeout. Ctrl-C stops live view.",
+        after_help = "\
+JSON:     {\"frames\":N,\"dropped\":D,\"fps\":F,\"mb_per_s\":M}
+          (MB = 1 000 000 bytes; fps and mb_per_s are null for one frame)
+
+Examples: flamingo live --frames 100
+          flamingo live --for 10"
+    )]
     Live {
-        /// Frames to receive.
-        frames: u64,
+        /// Frames to receive, 1 to 1000000
+        #[arg(long, value_name = "N", allow_negative_numbers = true, required_unless_present = "duration", conflicts_with = "duration", value_parser = |s: &str| parse_count("--frames", s, 1, MAX_FRAMES))]
+        frames: Option<u64>,
+        /// How long to receive, for example 10 or 0.5
+        #[arg(long = "for", value_name = "SECS", allow_negative_numbers = true, value_parser = |s: &str| parse_secs("--for", s, false))]
+        duration: Option<Duration>,
     },
-    /// `workflow FILE [--wait]`
+    /// Start a workflow file (FILE [--wait]), or check / stop one
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        override_usage = "flamingo [GLOBAL OPTIONS] workflow FILE [--wait]\n       flamingo [GLOBAL OPTIONS] workflow check FILE\n       flamingo [GLOBAL OPTIONS] workflow stop",
+        long_about = "Checks a workflow file (for example ZStack.txt, as saved by the microscope\n\
+software), sends it and starts it. A file with mistakes is refused before\n\
+anything is sent, with the line of the mistake. With --wait, shows a progress\n\
+bar with the time left on stderr and returns when the microscope reports the\n\
+workflow finished; Ctrl-C stops the workflow.",
+        after_help = "\
+JSON:     {\"sent_bytes\":N,\"completed\":true|false,\"images\":N}
+          (completed is false without --wait, and when the run was stopped,
+          reported errors or acquired fewer images than expected)
+
+Examples: flamingo workflow ZStack.txt --wait
+          flamingo workflow check ZStack.txt
+          flamingo workflow stop"
+    )]
     Workflow {
-        /// The workflow file.
-        file: PathBuf,
-        /// Wait for completion with a progress bar.
+        /// `check` or `stop`.
+        #[command(subcommand)]
+        action: Option<WorkflowAction>,
+        /// The workflow file
+        #[arg(value_name = "FILE", required = true, value_parser = |s: &str| parse_path("FILE", s))]
+        file: Option<PathBuf>,
+        /// Wait for the workflow to finish, with a progress bar
+        #[arg(long)]
         wait: bool,
     },
-    /// `watch --for SECS`
+    /// Switch every laser off (lasers off)
+    #[command(after_help = "\
+JSON:     {\"lasers\":\"off\"}
+
+Example:  flamingo lasers off")]
+    Lasers {
+        /// What to do with the lasers.
+        #[command(subcommand)]
+        action: LasersAction,
+    },
+    /// Set the system idle (clears an error state)
+    #[command(
+        long_about = "Asks the microscope to return to idle, which clears an error state, and waits\n\
+until it reports idle. A running workflow keeps it busy: stop it first with\n\
+`flamingo workflow stop`.",
+        after_help = "JSON:     {\"state\":\"idle\"}"
+    )]
+    Idle,
+    /// Print the microscope's events for a while (--for SECS)
+    #[command(
+        long_about = "Prints every event the microscope sends on its own (end of a stage move,\n\
+workflow progress, images saved, laser levels...) for SECS seconds, one line\n\
+per event. On a terminal, progress ticks are shown as one updating line (--all\n\
+prints every one); with --json or when the output is not a terminal, every\n\
+event is printed.",
+        after_help = "\
+JSON:     one object per event, with an \"event\" key:
+          \"motion_stopped\" (\"axis\",\"position\",\"status\"), \"system_idle\",
+          \"stack_complete\" (\"acquired\",\"expected\",\"errors\",\"duration_us\"),
+          \"gauge_size\" (\"total\"), \"gauge_value\" (\"current\",\"total\"),
+          \"images_saved\" (\"count\"), \"laser_level\" (\"laser\",\"level_percent\"),
+          \"unknown\" (\"code\",\"name\"); every event also has \"elapsed_ms\"
+          (since the watch started)."
+    )]
     Watch {
-        /// How long to watch.
+        /// How long to watch, for example 10 or 0.5
+        #[arg(long = "for", value_name = "SECS", allow_negative_numbers = true, value_parser = |s: &str| parse_secs("--for", s, true))]
         duration: Duration,
+        /// Print every progress tick as its own line, also on a terminal
+        #[arg(long)]
+        all: bool,
     },
-    /// `sim [--port P]`
-    Sim {
-        /// Command port (0: any free pair).
-        port: u16,
-    },
-    /// `demo`
+    /// Run the microscope simulator until interrupted ([--port P] [--fault NAME[=ARG]]...)
+    #[command(
+        long_about = "Runs the built-in microscope simulator on 127.0.0.1: commands on port P, live\n\
+images on P+1. Prints `listening on 127.0.0.1:P` (with --json:\n\
+{\"addr\":...,\"live_addr\":...}) and runs until interrupted (Ctrl-C). Connect to\n\
+it from another window, for example with `flamingo --addr 127.0.0.1:P state`.\n\
+Faults make it misbehave on purpose, to rehearse failures.",
+        after_help = SIM_AFTER_HELP
+    )]
+    Sim(SimArgs),
+    /// Run a full session against a built-in simulator
+    #[command(
+        long_about = "Starts the built-in simulator (512 x 512 camera) inside this program and runs\n\
+a full session against it: system state, image size, stage position, a move\n\
+with wait, a snapshot saved as TIFF in the temporary directory, two seconds of\n\
+live view, a Z-stack workflow with a progress bar, and the events seen. Needs\n\
+no microscope; --addr is ignored. Takes a few seconds."
+    )]
     Demo,
 }
 
+/// `workflow check FILE`, `workflow stop`.
+#[derive(Subcommand, Clone, Debug, PartialEq)]
+pub enum WorkflowAction {
+    /// Check a workflow file without sending anything
+    #[command(after_help = "JSON:     {\"valid\":true,\"planes\":N}")]
+    Check {
+        /// The workflow file
+        #[arg(value_name = "FILE", value_parser = |s: &str| parse_path("FILE", s))]
+        file: PathBuf,
+    },
+    /// Stop the running workflow and wait until the microscope is idle
+    #[command(after_help = "JSON:     {\"workflow\":\"stopped\"}")]
+    Stop,
+}
+
+/// `lasers off`.
+#[derive(Subcommand, Clone, Debug, PartialEq)]
+pub enum LasersAction {
+    /// Switch every laser off
+    Off,
+}
+
+/// Options of `sim`.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct SimArgs {
+    /// Command port; 0 picks a free pair of ports
+    #[arg(long, value_name = "P", allow_negative_numbers = true, default_value_t = DEFAULT_SIM_PORT, value_parser = |s: &str| parse_count("--port", s, 0, 65534).map(|p| p as u16))]
+    pub port: u16,
+    /// Camera image size in pixels [default: 2048x2048]
+    #[arg(long, value_name = "WxH", value_parser = parse_image_size)]
+    pub image_size: Option<(u32, u32)>,
+    /// Live view frame rate in frames per second, 0.1 to 1000 [default: 30]
+    #[arg(long, value_name = "FPS", allow_negative_numbers = true, value_parser = parse_fps)]
+    pub fps: Option<f64>,
+    /// Workflow speed: milliseconds per plane [default: 1]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = |s: &str| parse_ms("--plane-ms", s))]
+    pub plane_ms: Option<Duration>,
+    /// A fault to inject (repeatable); see the list below
+    #[arg(long = "fault", value_name = "NAME[=ARG]", value_parser = parse_fault)]
+    pub faults: Vec<FaultSpec>,
+}
+
+const TOP_AFTER_HELP: &str = "\
+Exit codes:
+  0    success
+  1    other error (for example a file that cannot be written)
+  2    invalid argument or usage error (also: a move outside the soft limits,
+       a workflow file with mistakes)
+  3    cannot connect to the microscope
+  4    timed out waiting for the microscope
+  5    disconnected (the connection was lost)
+  6    device busy, or the device refused the command
+  7    a size exceeds a limit
+  8    protocol error (the microscope sent something unexpected)
+  130  interrupted by Ctrl-C (after undoing what the command started)
+Errors are printed as one line on stderr, starting with \"error: \" (with --json:
+one JSON object {\"error\":MESSAGE,\"exit_code\":N}).
+
+Ctrl-C during a long command (move --wait, workflow --wait, live, watch,
+snapshot) undoes on the microscope what the command started (halts the stage,
+stops the workflow, stops live view), says so, and exits with 130; a second
+Ctrl-C exits at once.
+
+Examples:
+  flamingo demo
+  flamingo --addr 192.168.1.2:53717 state
+  flamingo position --json
+  flamingo move --axis z --to 20.25 --wait
+  flamingo snapshot --out snap.tif
+  flamingo workflow ZStack.txt --wait
+  flamingo halt
+  flamingo help move";
+
+const SIM_AFTER_HELP: &str = "\
+Faults (--fault NAME[=ARG], repeatable; CODE is a command name such as
+STAGE_POSITION_SET or a number such as 0x6005):
+  delay=CODE:MS                 answer CODE this much later
+  answer-late=CODE:MS           answer the next CODE request this much later (once)
+  never-answer=CODE             never answer CODE (the command still acts)
+  status=CODE:STATUS            answer CODE with this status (non-zero: refused)
+  fragment-writes=N             split every message into writes of 1..=N bytes
+  garbage-between=N             write 1..=N garbage bytes before every message
+  close-after-messages=N        close the next connection after N messages (once)
+  close-mid-message             cut the next reply in half and close (once)
+  absurd-additional-len=CODE    answer CODE announcing 2 GB of data that never comes
+  trickle-additional=BYTES:MS   send additional data BYTES at a time, MS apart
+  bad-live-header               send one corrupt live frame header (once)
+  flood=CODE:COUNT[:PER_SEC]    broadcast COUNT unsolicited CODE messages (once)
+  stop-reading=MS               stop reading a connection for MS after its next message (once)
+  error-state                   report the error state to SYSTEM_STATE_GET
+  drop-events=CODE              never send unsolicited CODE events
+
+Examples: flamingo sim --port 0
+          flamingo sim --image-size 512x512 --fps 50 --plane-ms 20
+          flamingo sim --fault never-answer=SYSTEM_STATE_GET --fault error-state";
+
 /// What the command line asks for.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Parsed {
     /// Run a command.
     Run(Global, Command),
-    /// Print this help text on stdout and exit 0.
-    Help(String),
+    /// Print this (help or version) text on stdout and exit 0; clap renders
+    /// it, with colour only on a terminal.
+    Help(clap::Error),
 }
 
-/// Exit code of a usage mistake or invalid argument.
-pub const EXIT_USAGE: i32 = 2;
+impl Parsed {
+    /// The help or version text, without colour (for tests).
+    pub fn help_text(&self) -> Option<String> {
+        match self {
+            Parsed::Help(e) => Some(e.render().to_string()),
+            Parsed::Run(..) => None,
+        }
+    }
+}
 
 /// The exit code for an error, by kind (see the top-level help).
 pub fn exit_code(e: &Error) -> i32 {
@@ -122,272 +406,14 @@ pub fn exit_code(e: &Error) -> i32 {
         Error::Busy { .. } | Error::Refused { .. } => 6,
         Error::TooLarge { .. } => 7,
         Error::Protocol { .. } => 8,
+        Error::Io(io) if io.kind() == std::io::ErrorKind::Interrupted => EXIT_INTERRUPTED,
         _ => 1,
     }
 }
 
-struct CommandInfo {
-    name: &'static str,
-    summary: &'static str,
-    help: &'static str,
-}
-
-const COMMANDS: &[CommandInfo] = &[
-    CommandInfo {
-        name: "state",
-        summary: "Show the system state (idle, busy or error)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] state
-
-Asks the microscope for its system state.
-
-Output:   System state: idle (0)
-JSON:     {\"state\":\"idle\"|\"busy\"|\"error\"|\"unknown\",\"code\":N}
-
-Example:  flamingo --addr 192.168.1.2:53717 state
-",
-    },
-    CommandInfo {
-        name: "image-size",
-        summary: "Show the camera image size in pixels",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] image-size
-
-Asks the camera for its image size (width x height in pixels).
-
-JSON:     {\"width\":W,\"height\":H}
-",
-    },
-    CommandInfo {
-        name: "position",
-        summary: "Show the stage position (x, y, z in mm; r in degrees)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] position
-
-Reads the position of the four stage axes: x, y, z in millimetres and the
-rotation r in degrees.
-
-JSON:     {\"x\":MM,\"y\":MM,\"z\":MM,\"r\":DEG}
-",
-    },
-    CommandInfo {
-        name: "move",
-        summary: "Move one stage axis (--axis x|y|z|r --to VALUE [--wait])",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] move --axis x|y|z|r --to VALUE [--wait]
-
-Moves one stage axis to an absolute position: millimetres for x, y and z,
-degrees for r. Without --wait the command returns once the microscope has
-accepted the move; with --wait it returns when the axis has stopped (at most
-60 s). A target outside the stage's soft limits is refused by the microscope
-(exit code 6).
-
-Options:
-  --axis x|y|z|r   The axis to move (required)
-  --to VALUE       The target position, for example 12.5 or -90 (required)
-  --wait           Wait until the axis has stopped
-
-JSON:     {\"axis\":\"x\",\"target\":VALUE,\"stopped\":true|false,\"elapsed_ms\":N}
-
-Example:  flamingo move --axis z --to 20.25 --wait
-",
-    },
-    CommandInfo {
-        name: "settings",
-        summary: "Save the microscope's settings file (--out FILE)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] settings --out FILE
-
-Downloads the microscope's settings (ScopeSettings.txt) and writes them to
-FILE exactly as received.
-
-Options:
-  --out FILE   Where to write the settings (required; replaced if it exists)
-
-JSON:     {\"bytes\":N}
-
-Example:  flamingo settings --out ScopeSettings.txt
-",
-    },
-    CommandInfo {
-        name: "snapshot",
-        summary: "Take one image and save it as 16-bit TIFF or PNG (--out FILE)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] snapshot --out FILE.tif|FILE.png
-
-Takes one camera image and saves it as a 16-bit grayscale image that Fiji /
-ImageJ opens. The format follows the file name: .tif or .tiff gives TIFF,
-.png gives PNG. Pixel values are saved unchanged.
-
-Options:
-  --out FILE   Where to save the image (required; replaced if it exists)
-
-JSON:     {\"width\":W,\"height\":H,\"path\":\"...\"}
-
-Example:  flamingo snapshot --out C:\\Data\\snap.tif
-",
-    },
-    CommandInfo {
-        name: "live",
-        summary: "Receive live-view frames and report the frame rate (--frames N)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] live --frames N
-
-Starts live view, receives N frames, stops live view and reports the frame
-rate and data rate measured between the first and the last frame. Frames
-the tool could not take in time are counted as dropped. Each frame must
-arrive within the --timeout.
-
-Options:
-  --frames N   Frames to receive, 1 to 1000000 (required)
-
-JSON:     {\"frames\":N,\"dropped\":D,\"fps\":F,\"mb_per_s\":M}
-          (MB = 1 000 000 bytes; fps and mb_per_s are null for one frame)
-
-Example:  flamingo live --frames 100
-",
-    },
-    CommandInfo {
-        name: "workflow",
-        summary: "Start a workflow file (FILE [--wait])",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] workflow FILE [--wait]
-
-Sends a workflow file (for example ZStack.txt, as saved by the microscope
-software) and starts it. With --wait, shows a progress bar on stderr and
-returns when the microscope reports the workflow finished.
-
-Options:
-  --wait   Wait for the workflow to finish, with a progress bar
-
-JSON:     {\"sent_bytes\":N,\"completed\":true|false,\"images\":N}
-          (completed is false without --wait, and when the run was stopped,
-          reported errors or acquired fewer images than expected)
-
-Example:  flamingo workflow ZStack.txt --wait
-",
-    },
-    CommandInfo {
-        name: "watch",
-        summary: "Print the microscope's events for a while (--for SECS)",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] watch --for SECS
-
-Prints every event the microscope sends on its own (end of a stage move,
-workflow progress, images saved, laser levels...) for SECS seconds, one line
-per event.
-
-Options:
-  --for SECS   How long to watch, for example 10 or 0.5 (required)
-
-JSON:     one object per event, with an \"event\" key:
-          \"motion_stopped\" (\"axis\",\"position\",\"status\"), \"system_idle\",
-          \"stack_complete\" (\"acquired\",\"expected\",\"errors\",\"duration_us\"),
-          \"gauge_size\" (\"total\"), \"gauge_value\" (\"current\",\"total\"),
-          \"images_saved\" (\"count\"), \"laser_level\" (\"laser\",\"level_percent\"),
-          \"unknown\" (\"code\",\"name\"); every event also has \"elapsed_ms\"
-          (since the watch started).
-",
-    },
-    CommandInfo {
-        name: "sim",
-        summary: "Run the microscope simulator until interrupted ([--port P])",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] sim [--port P]
-
-Runs the built-in microscope simulator on 127.0.0.1: commands on port P,
-live images on P+1. Prints `listening on 127.0.0.1:P` and runs until
-interrupted (Ctrl-C). Connect to it from another window, for example with
-`flamingo --addr 127.0.0.1:P state`.
-
-Options:
-  --port P   Command port [default: 53717]; 0 picks a free pair of ports
-
-Example:  flamingo sim --port 0
-",
-    },
-    CommandInfo {
-        name: "demo",
-        summary: "Run a full session against a built-in simulator",
-        help: "\
-Usage: flamingo [GLOBAL OPTIONS] demo
-
-Starts the built-in simulator (512 x 512 camera) inside this program and
-runs a full session against it: system state, image size, stage position, a
-move with wait, a snapshot saved as TIFF in the temporary directory, two
-seconds of live view, a Z-stack workflow with a progress bar, and the events
-seen. Needs no microscope; --addr is ignored. Takes a few seconds.
-",
-    },
-];
-
-/// The top-level help text.
-pub fn top_help() -> String {
-    let mut s = String::from(
-        "\
-flamingo: control a Flamingo light-sheet microscope from the command line
-
-Usage: flamingo [GLOBAL OPTIONS] COMMAND [OPTIONS]
-   or: cargo run --release --example flamingo -- [GLOBAL OPTIONS] COMMAND [OPTIONS]
-
-Commands:
-",
-    );
-    for c in COMMANDS {
-        s.push_str(&format!("  {:<12} {}\n", c.name, c.summary));
-    }
-    s.push_str(&format!(
-        "  {:<12} {}\n",
-        "help", "Show this help, or a command's help (help COMMAND)"
-    ));
-    s.push_str(
-        "
-Global options (put them before the command):
-  --addr HOST:PORT   The microscope's command port; live images use PORT+1
-                     [default: 127.0.0.1:53717]
-  --timeout SECS     Time allowed for connecting and for each request, for
-                     example 0.3 [default: 3]
-  --json             Print each result as one JSON object per line (for scripts)
-  -v, -vv, -vvv      Log more on stderr (info, debug, trace); RUST_LOG, when
-                     set, takes precedence
-  -h, --help         Show help; `flamingo COMMAND --help` shows a command's help
-
-Exit codes:
-  0  success
-  1  other error (for example a file that cannot be written)
-  2  invalid argument or usage error
-  3  cannot connect to the microscope
-  4  timed out waiting for the microscope
-  5  disconnected (the connection was lost)
-  6  device busy, or the device refused the command
-  7  a size exceeds a limit
-  8  protocol error (the microscope sent something unexpected)
-Errors are printed as one line on stderr, starting with \"error: \".
-
-Examples:
-  flamingo demo
-  flamingo --addr 192.168.1.2:53717 state
-  flamingo --json position
-  flamingo move --axis z --to 20.25 --wait
-  flamingo snapshot --out snap.tif
-  flamingo workflow ZStack.txt --wait
-",
-    );
-    s
-}
-
-/// The help text of `command`, if it exists.
-pub fn command_help(command: &str) -> Option<String> {
-    COMMANDS.iter().find(|c| c.name == command).map(|c| {
-        format!(
-            "flamingo {}: {}\n\n{}\nGlobal options (--addr, --timeout, --json, -v) go before the command; see `flamingo --help`.\n",
-            c.name, c.summary, c.help
-        )
-    })
-}
-
-fn invalid(what: impl Into<String>) -> Error {
-    Error::invalid(what)
+/// The clap command (for help rendering and checks).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Parses the arguments after the program name.
@@ -397,251 +423,195 @@ where
     S: Into<String>,
 {
     let args: Vec<String> = args.into_iter().map(Into::into).collect();
-    let mut g = Global::default();
+    let argv = std::iter::once("flamingo".to_string()).chain(args.iter().cloned());
+    let matches = command().try_get_matches_from(argv);
+    let result = matches.and_then(|m| Cli::from_arg_matches(&m));
+    match result {
+        Ok(cli) => {
+            if let Command::Snapshot { out } = &cli.command {
+                check_image_extension(out)?;
+            }
+            Ok(Parsed::Run(cli.global, cli.command))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            Ok(Parsed::Help(e))
+        }
+        Err(e) => Err(usage_error(&e, &args)),
+    }
+}
+
+/// The command named on the line (the first word that is not an option or
+/// an option's value), for messages.
+fn command_word(args: &[String]) -> Option<&str> {
     let mut i = 0;
-    // Global options.
-    let command = loop {
-        let Some(arg) = args.get(i) else {
-            return Err(invalid(
-                "no command given (try `flamingo --help`, or `flamingo demo` for a tour)",
-            ));
-        };
+    while let Some(a) = args.get(i) {
         i += 1;
-        let (name, inline) = split_inline(arg);
-        match name {
-            "-h" | "--help" => return Ok(Parsed::Help(top_help())),
-            "--json" => {
-                no_inline(name, inline)?;
-                g.json = true;
-            }
-            "--addr" => {
-                let v = value(name, inline, &args, &mut i)?;
-                g.addr = parse_addr(&v)?;
-            }
-            "--timeout" => {
-                let v = value(name, inline, &args, &mut i)?;
-                g.timeout = parse_secs(name, &v, false)?;
-            }
-            "--verbose" => g.verbose = g.verbose.saturating_add(1),
-            v if v.len() > 1 && v.starts_with('-') && v[1..].bytes().all(|b| b == b'v') => {
-                g.verbose = g.verbose.saturating_add((v.len() - 1) as u8);
-            }
-            o if o.starts_with('-') => {
-                return Err(invalid(format!(
-                    "unknown global option {o:?} (see `flamingo --help`)"
-                )))
-            }
-            _ => break arg.clone(),
-        }
-    };
-    let rest = &args[i..];
-    if command == "help" {
-        return match rest.first() {
-            None => Ok(Parsed::Help(top_help())),
-            Some(c) => command_help(c)
-                .map(Parsed::Help)
-                .ok_or_else(|| unknown_command(c)),
-        };
-    }
-    if command_help(&command).is_none() {
-        return Err(unknown_command(&command));
-    }
-    let opts = match CommandArgs::parse(&command, rest)? {
-        Some(o) => o,
-        None => return Ok(Parsed::Help(command_help(&command).expect("known command"))),
-    };
-    let cmd = build(&command, opts)?;
-    Ok(Parsed::Run(g, cmd))
-}
-
-fn unknown_command(c: &str) -> Error {
-    let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
-    invalid(format!(
-        "unknown command {c:?}; the commands are: {} (see `flamingo --help`)",
-        names.join(", ")
-    ))
-}
-
-/// `--name=value` → ("--name", Some("value")).
-fn split_inline(arg: &str) -> (&str, Option<&str>) {
-    match arg.strip_prefix("--").and_then(|r| r.split_once('=')) {
-        Some((n, v)) => (&arg[..n.len() + 2], Some(v)),
-        None => (arg, None),
-    }
-}
-
-fn no_inline(name: &str, inline: Option<&str>) -> Result<(), Error> {
-    match inline {
-        Some(_) => Err(invalid(format!("option {name} takes no value"))),
-        None => Ok(()),
-    }
-}
-
-fn value(
-    name: &str,
-    inline: Option<&str>,
-    args: &[String],
-    i: &mut usize,
-) -> Result<String, Error> {
-    if let Some(v) = inline {
-        return Ok(v.to_string());
-    }
-    match args.get(*i) {
-        Some(v) => {
-            *i += 1;
-            Ok(v.clone())
-        }
-        None => Err(invalid(format!("option {name} needs a value"))),
-    }
-}
-
-/// The options and positional arguments given to one command.
-#[derive(Default)]
-struct CommandArgs {
-    values: Vec<(&'static str, String)>,
-    flags: Vec<&'static str>,
-    positional: Vec<String>,
-}
-
-/// The options each command accepts: (name, takes a value).
-fn command_options(command: &str) -> &'static [(&'static str, bool)] {
-    match command {
-        "move" => &[("--axis", true), ("--to", true), ("--wait", false)],
-        "settings" | "snapshot" => &[("--out", true)],
-        "live" => &[("--frames", true)],
-        "workflow" => &[("--wait", false)],
-        "watch" => &[("--for", true)],
-        "sim" => &[("--port", true)],
-        _ => &[],
-    }
-}
-
-fn positional_count(command: &str) -> usize {
-    usize::from(command == "workflow")
-}
-
-impl CommandArgs {
-    /// `None` when help was asked for.
-    fn parse(command: &str, args: &[String]) -> Result<Option<CommandArgs>, Error> {
-        let known = command_options(command);
-        let mut out = CommandArgs::default();
-        let mut i = 0;
-        let mut only_positional = false;
-        while let Some(arg) = args.get(i) {
+        if a == "--addr" || a == "--timeout" {
             i += 1;
-            if only_positional || !arg.starts_with('-') || arg == "-" {
-                out.positional.push(arg.clone());
-                continue;
-            }
-            if arg == "--" {
-                only_positional = true;
-                continue;
-            }
-            let (name, inline) = split_inline(arg);
-            if name == "-h" || name == "--help" {
-                return Ok(None);
-            }
-            let Some(&(opt, takes)) = known.iter().find(|(n, _)| *n == name) else {
-                let global = matches!(name, "--addr" | "--timeout" | "--json" | "--verbose")
-                    || (name.len() > 1 && name[1..].bytes().all(|b| b == b'v'));
-                return Err(if global {
-                    invalid(format!(
-                        "{name} is a global option: put it before the command, as in `flamingo {name}{} {command} ...`",
-                        if matches!(name, "--addr" | "--timeout") { " VALUE" } else { "" }
-                    ))
-                } else {
-                    invalid(format!(
-                        "unknown option {name:?} for `{command}` (see `flamingo {command} --help`)"
-                    ))
-                });
-            };
-            if out.values.iter().any(|(n, _)| *n == opt) || out.flags.contains(&opt) {
-                return Err(invalid(format!("option {opt} is given twice")));
-            }
-            if takes {
-                let v = value(opt, inline, args, &mut i)?;
-                out.values.push((opt, v));
-            } else {
-                no_inline(opt, inline)?;
-                out.flags.push(opt);
-            }
+        } else if !a.starts_with('-') {
+            return Some(a);
         }
-        let want = positional_count(command);
-        if out.positional.len() > want {
-            return Err(invalid(format!(
-                "unexpected argument {:?} for `{command}` (see `flamingo {command} --help`)",
-                out.positional[want]
-            )));
-        }
-        Ok(Some(out))
     }
+    None
+}
 
-    fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn required(&self, command: &str, name: &str) -> Result<&str, Error> {
-        self.get(name).ok_or_else(|| {
-            invalid(format!(
-                "`{command}` needs {name} (see `flamingo {command} --help`)"
-            ))
-        })
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.flags.contains(&name)
+fn context_str(e: &clap::Error, kind: ContextKind) -> Option<String> {
+    match e.get(kind)? {
+        ContextValue::String(s) => Some(s.clone()),
+        ContextValue::Strings(v) => v.first().cloned(),
+        ContextValue::StyledStr(s) => Some(s.to_string()),
+        ContextValue::StyledStrs(v) => v.first().map(|s| s.to_string()),
+        ContextValue::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
-fn build(command: &str, a: CommandArgs) -> Result<Command, Error> {
-    Ok(match command {
-        "state" => Command::State,
-        "image-size" => Command::ImageSize,
-        "position" => Command::Position,
-        "move" => {
-            let axis: Axis = a.required(command, "--axis")?.parse()?;
-            let to = parse_f64("--to", a.required(command, "--to")?)?;
-            Command::Move {
-                axis,
-                to,
-                wait: a.flag("--wait"),
+fn context_all(e: &clap::Error, kind: ContextKind) -> Vec<String> {
+    match e.get(kind) {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        Some(ContextValue::StyledStrs(v)) => v.iter().map(|s| s.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `--to <VALUE>` -> `--to`.
+fn option_name(arg: &str) -> &str {
+    arg.split([' ', '=']).next().unwrap_or(arg)
+}
+
+fn command_names() -> Vec<String> {
+    command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+/// Translates clap's error into the tool's wording.
+fn usage_error(e: &clap::Error, args: &[String]) -> Error {
+    let cmd = command_word(args).unwrap_or("flamingo");
+    let see = if command_names().iter().any(|n| n == cmd) {
+        format!("see `flamingo {cmd} --help`")
+    } else {
+        "see `flamingo --help`".to_string()
+    };
+    let arg = context_str(e, ContextKind::InvalidArg).unwrap_or_default();
+    let did_you_mean = |kind: ContextKind, typed: &str| {
+        // clap may offer several; the closest (fewest edits) are enough.
+        let all = context_all(e, kind);
+        let typed = typed.trim_start_matches('-');
+        let best = all
+            .iter()
+            .map(|s| edit_distance(s.trim_start_matches('-'), typed))
+            .min();
+        let s: Vec<String> = all
+            .iter()
+            .filter(|s| Some(edit_distance(s.trim_start_matches('-'), typed)) == best)
+            .cloned()
+            .collect();
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!(" (did you mean {}?)", s.join(" or "))
+        }
+    };
+    let what = match e.kind() {
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            if cmd == "flamingo" {
+                "no command given (try `flamingo --help`, or `flamingo demo` for a tour)".into()
+            } else {
+                format!("`{cmd}` needs a command ({see})")
             }
         }
-        "settings" => Command::Settings {
-            out: parse_path("--out", a.required(command, "--out")?)?,
-        },
-        "snapshot" => {
-            let out = parse_path("--out", a.required(command, "--out")?)?;
-            check_image_extension(&out)?;
-            Command::Snapshot { out }
+        ErrorKind::InvalidSubcommand => {
+            let bad = context_str(e, ContextKind::InvalidSubcommand).unwrap_or_default();
+            format!(
+                "unknown command {bad:?}{}; the commands are: {} (see `flamingo --help`)",
+                did_you_mean(ContextKind::SuggestedSubcommand, &bad),
+                command_names()
+                    .into_iter()
+                    .filter(|n| n != "help")
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
-        "live" => Command::Live {
-            frames: parse_count("--frames", a.required(command, "--frames")?, 1, MAX_FRAMES)?,
-        },
-        "workflow" => {
-            let file = a.positional.first().ok_or_else(|| {
-                invalid("`workflow` needs a workflow FILE (see `flamingo workflow --help`)")
-            })?;
-            Command::Workflow {
-                file: parse_path("FILE", file)?,
-                wait: a.flag("--wait"),
+        ErrorKind::MissingRequiredArgument => {
+            let missing = context_all(e, ContextKind::InvalidArg);
+            let names: Vec<&str> = missing.iter().map(|m| option_name(m)).collect();
+            if names.contains(&"<FILE>") {
+                format!("`{cmd}` needs a workflow FILE ({see})")
+            } else {
+                format!("`{cmd}` needs {} ({see})", names.join(" and "))
             }
         }
-        "watch" => Command::Watch {
-            duration: parse_secs("--for", a.required(command, "--for")?, true)?,
-        },
-        "sim" => Command::Sim {
-            port: match a.get("--port") {
-                None => DEFAULT_SIM_PORT,
-                Some(p) => parse_count("--port", p, 0, 65534)? as u16,
-            },
-        },
-        "demo" => Command::Demo,
-        other => return Err(unknown_command(other)),
-    })
+        ErrorKind::ArgumentConflict => {
+            let prior = context_str(e, ContextKind::PriorArg).unwrap_or_default();
+            if option_name(&prior) == option_name(&arg) {
+                format!("option {} is given twice", option_name(&arg))
+            } else {
+                format!(
+                    "give {} or {}, not both ({see})",
+                    option_name(&prior),
+                    option_name(&arg)
+                )
+            }
+        }
+        ErrorKind::UnknownArgument => {
+            let bad = context_str(e, ContextKind::InvalidArg).unwrap_or_default();
+            if bad.starts_with('-') {
+                let hint = did_you_mean(ContextKind::SuggestedArg, &bad);
+                let at = |word: &str| args.iter().position(|a| option_name(a) == word);
+                let before_command = match (at(option_name(&bad)), at(cmd)) {
+                    (Some(b), Some(c)) => b < c,
+                    _ => cmd == "flamingo",
+                };
+                if before_command {
+                    format!("unknown global option {bad:?}{hint} (see `flamingo --help`)")
+                } else {
+                    format!("unknown option {bad:?} for `{cmd}`{hint} ({see})")
+                }
+            } else if cmd == "flamingo" {
+                format!("unknown command {bad:?} (see `flamingo --help`)")
+            } else {
+                format!("unexpected argument {bad:?} for `{cmd}` ({see})")
+            }
+        }
+        ErrorKind::ValueValidation => {
+            match std::error::Error::source(e).and_then(|s| s.downcast_ref::<Error>()) {
+                Some(Error::InvalidArgument { what }) => what.clone(),
+                _ => first_line(e),
+            }
+        }
+        ErrorKind::InvalidValue => {
+            let value = context_str(e, ContextKind::InvalidValue).unwrap_or_default();
+            if value.is_empty() {
+                format!("option {} needs a value", option_name(&arg))
+            } else {
+                first_line(e)
+            }
+        }
+        ErrorKind::TooManyValues => {
+            format!("option {} takes no value", option_name(&arg))
+        }
+        ErrorKind::NoEquals => format!("option {} needs a value", option_name(&arg)),
+        _ => first_line(e),
+    };
+    Error::invalid(what)
+}
+
+/// clap's own message, first line, without its "error: " prefix.
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+fn invalid(what: impl Into<String>) -> Error {
+    Error::invalid(what)
+}
+
+fn parse_axis(s: &str) -> Result<Axis, Error> {
+    s.parse()
 }
 
 /// Checks "host:port" (a name, an IPv4 address or a bracketed IPv6
@@ -701,6 +671,19 @@ pub fn parse_secs(name: &str, s: &str, allow_zero: bool) -> Result<Duration, Err
     Ok(d)
 }
 
+/// Milliseconds: a finite number from 0 to one day.
+fn parse_ms(name: &str, s: &str) -> Result<Duration, Error> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=MAX_SECS * 1000.0).contains(&v) => {
+            Ok(Duration::from_secs_f64(v / 1000.0))
+        }
+        _ => Err(invalid(format!(
+            "{name} {s:?} is not a number of milliseconds from 0 to {}",
+            MAX_SECS * 1000.0
+        ))),
+    }
+}
+
 /// A finite number.
 pub fn parse_f64(name: &str, s: &str) -> Result<f64, Error> {
     match s.trim().parse::<f64>() {
@@ -728,6 +711,37 @@ fn parse_path(name: &str, s: &str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(s))
 }
 
+fn parse_image_path(s: &str) -> Result<PathBuf, Error> {
+    let p = parse_path("--out", s)?;
+    check_image_extension(&p)?;
+    Ok(p)
+}
+
+fn parse_image_size(s: &str) -> Result<(u32, u32), Error> {
+    let bad = || {
+        invalid(format!(
+            "--image-size {s:?} is not WIDTHxHEIGHT with each from 1 to 8192, for example 512x512"
+        ))
+    };
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=8192).contains(v))
+    };
+    Ok((side(w).ok_or_else(bad)?, side(h).ok_or_else(bad)?))
+}
+
+fn parse_fps(s: &str) -> Result<f64, Error> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.1..=1000.0).contains(&v) => Ok(v),
+        _ => Err(invalid(format!(
+            "--fps {s:?} is not a frame rate from 0.1 to 1000"
+        ))),
+    }
+}
+
 /// Snapshots are saved as .tif, .tiff or .png.
 pub fn check_image_extension(path: &std::path::Path) -> Result<(), Error> {
     let ext = path
@@ -743,6 +757,228 @@ pub fn check_image_extension(path: &std::path::Path) -> Result<(), Error> {
     }
 }
 
+// ------------------------------------------------------------ sim faults
+
+/// One `--fault NAME[=ARG]` of `sim`: a [`Faults`] field and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultSpec {
+    /// `delay=CODE:MS`
+    Delay(CommandCode, Duration),
+    /// `answer-late=CODE:MS`
+    AnswerLate(CommandCode, Duration),
+    /// `never-answer=CODE`
+    NeverAnswer(CommandCode),
+    /// `status=CODE:STATUS`
+    Status(CommandCode, u32),
+    /// `fragment-writes=N`
+    FragmentWrites(usize),
+    /// `garbage-between=N`
+    GarbageBetween(usize),
+    /// `close-after-messages=N`
+    CloseAfterMessages(u64),
+    /// `close-mid-message`
+    CloseMidMessage,
+    /// `absurd-additional-len=CODE`
+    AbsurdAdditionalLen(CommandCode),
+    /// `trickle-additional=BYTES:MS`
+    TrickleAdditional(usize, Duration),
+    /// `bad-live-header`
+    BadLiveHeader,
+    /// `flood=CODE:COUNT[:PER_SEC]`
+    Flood(CommandCode, u64, u32),
+    /// `stop-reading=MS`
+    StopReading(Duration),
+    /// `error-state`
+    ErrorState,
+    /// `drop-events=CODE`
+    DropEvents(CommandCode),
+}
+
+/// The fault names, as typed.
+pub const FAULT_NAMES: &[&str] = &[
+    "delay",
+    "answer-late",
+    "never-answer",
+    "status",
+    "fragment-writes",
+    "garbage-between",
+    "close-after-messages",
+    "close-mid-message",
+    "absurd-additional-len",
+    "trickle-additional",
+    "bad-live-header",
+    "flood",
+    "stop-reading",
+    "error-state",
+    "drop-events",
+];
+
+impl FaultSpec {
+    /// Sets this fault in `f`.
+    pub fn apply(&self, f: &mut Faults) {
+        match *self {
+            FaultSpec::Delay(c, d) => {
+                f.delay.insert(c, d);
+            }
+            FaultSpec::AnswerLate(c, d) => f.answer_late = Some((c, d)),
+            FaultSpec::NeverAnswer(c) => {
+                f.never_answer.insert(c);
+            }
+            FaultSpec::Status(c, s) => {
+                f.status_override.insert(c, s);
+            }
+            FaultSpec::FragmentWrites(n) => f.fragment_writes = Some(n),
+            FaultSpec::GarbageBetween(n) => f.garbage_between = Some(n),
+            FaultSpec::CloseAfterMessages(n) => f.close_after_messages = Some(n),
+            FaultSpec::CloseMidMessage => f.close_mid_message = true,
+            FaultSpec::AbsurdAdditionalLen(c) => f.absurd_additional_len = Some(c),
+            FaultSpec::TrickleAdditional(n, d) => f.trickle_additional = Some((n, d)),
+            FaultSpec::BadLiveHeader => f.bad_live_header = true,
+            FaultSpec::Flood(c, n, r) => f.flood = Some((c, n, r)),
+            FaultSpec::StopReading(d) => f.stop_reading = Some(d),
+            FaultSpec::ErrorState => f.error_state = true,
+            FaultSpec::DropEvents(c) => {
+                f.drop_events.insert(c);
+            }
+        }
+    }
+}
+
+/// A command code by name (`STAGE_HALT`, any case) or number (`24581`, `0x6005`).
+pub fn parse_code(s: &str) -> Result<CommandCode, Error> {
+    let t = s.trim();
+    if let Some(c) = CommandCode::from_name(&t.to_ascii_uppercase()) {
+        return Ok(c);
+    }
+    let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => t.parse::<u32>().ok(),
+    };
+    n.map(CommandCode).ok_or_else(|| {
+        invalid(format!(
+            "{s:?} is not a command name (such as STAGE_POSITION_SET) or number (such as 0x6005)"
+        ))
+    })
+}
+
+fn parse_fault(s: &str) -> Result<FaultSpec, Error> {
+    let (name, arg) = match s.split_once('=') {
+        Some((n, a)) => (n.trim(), Some(a.trim())),
+        None => (s.trim(), None),
+    };
+    let usage = |form: &str| invalid(format!("--fault {s:?}: write it as {form}"));
+    let need = |form: &str| arg.filter(|a| !a.is_empty()).ok_or_else(|| usage(form));
+    let none = |spec: FaultSpec| match arg {
+        Some(_) => Err(usage(name)),
+        None => Ok(spec),
+    };
+    let two = |form: &str| -> Result<(&str, &str), Error> {
+        need(form)?.split_once(':').ok_or_else(|| usage(form))
+    };
+    let ms = |v: &str, form: &str| parse_ms("--fault", v).map_err(|_| usage(form));
+    let num = |v: &str, form: &str, min: u64| {
+        v.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n >= min)
+            .ok_or_else(|| usage(form))
+    };
+    Ok(match name {
+        "delay" | "answer-late" => {
+            let form = format!("{name}=CODE:MS");
+            let (c, d) = two(&form)?;
+            let (c, d) = (parse_code(c)?, ms(d, &form)?);
+            if name == "delay" {
+                FaultSpec::Delay(c, d)
+            } else {
+                FaultSpec::AnswerLate(c, d)
+            }
+        }
+        "never-answer" => FaultSpec::NeverAnswer(parse_code(need("never-answer=CODE")?)?),
+        "status" => {
+            let form = "status=CODE:STATUS";
+            let (c, st) = two(form)?;
+            FaultSpec::Status(parse_code(c)?, num(st, form, 0)? as u32)
+        }
+        "fragment-writes" => {
+            let form = "fragment-writes=N (N at least 1)";
+            FaultSpec::FragmentWrites(num(need(form)?, form, 1)? as usize)
+        }
+        "garbage-between" => {
+            let form = "garbage-between=N (N at least 1)";
+            FaultSpec::GarbageBetween(num(need(form)?, form, 1)? as usize)
+        }
+        "close-after-messages" => {
+            let form = "close-after-messages=N";
+            FaultSpec::CloseAfterMessages(num(need(form)?, form, 0)?)
+        }
+        "close-mid-message" => none(FaultSpec::CloseMidMessage)?,
+        "absurd-additional-len" => {
+            FaultSpec::AbsurdAdditionalLen(parse_code(need("absurd-additional-len=CODE")?)?)
+        }
+        "trickle-additional" => {
+            let form = "trickle-additional=BYTES:MS";
+            let (n, d) = two(form)?;
+            FaultSpec::TrickleAdditional(num(n, form, 1)? as usize, ms(d, form)?)
+        }
+        "bad-live-header" => none(FaultSpec::BadLiveHeader)?,
+        "flood" => {
+            let form = "flood=CODE:COUNT[:PER_SEC]";
+            let mut parts = need(form)?.split(':');
+            let c = parse_code(parts.next().unwrap_or(""))?;
+            let n = num(parts.next().ok_or_else(|| usage(form))?, form, 1)?;
+            let r = match parts.next() {
+                Some(r) => num(r, form, 0)? as u32,
+                None => 0,
+            };
+            if parts.next().is_some() {
+                return Err(usage(form));
+            }
+            FaultSpec::Flood(c, n, r)
+        }
+        "stop-reading" => FaultSpec::StopReading(ms(need("stop-reading=MS")?, "stop-reading=MS")?),
+        "error-state" => none(FaultSpec::ErrorState)?,
+        "drop-events" => FaultSpec::DropEvents(parse_code(need("drop-events=CODE")?)?),
+        other => {
+            let close: Vec<&str> = FAULT_NAMES
+                .iter()
+                .copied()
+                .filter(|n| similar(n, other))
+                .collect();
+            let hint = if close.is_empty() {
+                String::new()
+            } else {
+                format!(" (did you mean {}?)", close.join(" or "))
+            };
+            return Err(invalid(format!(
+                "unknown fault {other:?}{hint}; the faults are: {} (see `flamingo sim --help`)",
+                FAULT_NAMES.join(", ")
+            )));
+        }
+    })
+}
+
+/// A typo away: edit distance at most 2, or one contains the other.
+fn similar(a: &str, b: &str) -> bool {
+    (b.len() >= 3 && (a.contains(b) || b.contains(a))) || edit_distance(a, b) <= 2
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,7 +986,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<(Global, Command), Error> {
         match parse(args.iter().copied())? {
             Parsed::Run(g, c) => Ok((g, c)),
-            Parsed::Help(h) => panic!("unexpected help: {h}"),
+            Parsed::Help(h) => panic!("unexpected help: {}", h.render()),
         }
     }
 
@@ -762,6 +998,18 @@ mod tests {
             }
             Ok(p) => panic!("expected an error for {args:?}, got {p:?}"),
         }
+    }
+
+    fn help(args: &[&str]) -> String {
+        parse(args.iter().copied())
+            .unwrap()
+            .help_text()
+            .unwrap_or_else(|| panic!("no help for {args:?}"))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
     }
 
     #[test]
@@ -789,6 +1037,14 @@ mod tests {
             run(&["--addr", "[::1]:53717", "state"]).unwrap().0.addr,
             "[::1]:53717"
         );
+        // After the command too.
+        let (g, c) = run(&["state", "--json", "--addr", "10.0.0.2:6000", "-v"]).unwrap();
+        assert!(g.json);
+        assert_eq!(g.addr, "10.0.0.2:6000");
+        assert_eq!(g.verbose, 1);
+        assert_eq!(c, Command::State);
+        let (g, _) = run(&["workflow", "stop", "--timeout", "1"]).unwrap();
+        assert_eq!(g.timeout, Duration::from_secs(1));
     }
 
     #[test]
@@ -814,14 +1070,34 @@ mod tests {
         assert_eq!(
             run(&["workflow", "--wait", "ZStack.txt"]).unwrap().1,
             Command::Workflow {
-                file: "ZStack.txt".into(),
+                action: None,
+                file: Some("ZStack.txt".into()),
                 wait: true
             }
         );
         assert_eq!(
             run(&["workflow", "--", "-odd name.txt"]).unwrap().1,
             Command::Workflow {
-                file: "-odd name.txt".into(),
+                action: None,
+                file: Some("-odd name.txt".into()),
+                wait: false
+            }
+        );
+        assert_eq!(
+            run(&["workflow", "check", "a.txt"]).unwrap().1,
+            Command::Workflow {
+                action: Some(WorkflowAction::Check {
+                    file: "a.txt".into()
+                }),
+                file: None,
+                wait: false
+            }
+        );
+        assert_eq!(
+            run(&["workflow", "stop"]).unwrap().1,
+            Command::Workflow {
+                action: Some(WorkflowAction::Stop),
+                file: None,
                 wait: false
             }
         );
@@ -833,19 +1109,79 @@ mod tests {
         );
         assert_eq!(
             run(&["live", "--frames", "5"]).unwrap().1,
-            Command::Live { frames: 5 }
+            Command::Live {
+                frames: Some(5),
+                duration: None
+            }
+        );
+        assert_eq!(
+            run(&["live", "--for", "2.5"]).unwrap().1,
+            Command::Live {
+                frames: None,
+                duration: Some(Duration::from_millis(2500))
+            }
         );
         assert_eq!(
             run(&["watch", "--for", "0"]).unwrap().1,
             Command::Watch {
-                duration: Duration::ZERO
+                duration: Duration::ZERO,
+                all: false
             }
         );
-        assert_eq!(run(&["sim"]).unwrap().1, Command::Sim { port: 53717 });
+        assert_eq!(run(&["halt"]).unwrap().1, Command::Halt { axis: None });
         assert_eq!(
-            run(&["sim", "--port", "0"]).unwrap().1,
-            Command::Sim { port: 0 }
+            run(&["halt", "--axis", "z"]).unwrap().1,
+            Command::Halt {
+                axis: Some(Axis::Z)
+            }
         );
+        assert_eq!(
+            run(&["lasers", "off"]).unwrap().1,
+            Command::Lasers {
+                action: LasersAction::Off
+            }
+        );
+        assert_eq!(run(&["idle"]).unwrap().1, Command::Idle);
+        let Command::Sim(s) = run(&["sim"]).unwrap().1 else {
+            panic!()
+        };
+        assert_eq!(s.port, 53717);
+        assert!(s.faults.is_empty() && s.image_size.is_none());
+        let Command::Sim(s) = run(&[
+            "sim",
+            "--port",
+            "0",
+            "--image-size",
+            "64x48",
+            "--fps",
+            "50",
+            "--plane-ms",
+            "2.5",
+            "--fault",
+            "never-answer=system_state_get",
+            "--fault",
+            "status=stage_position_set:2",
+            "--fault=error-state",
+        ])
+        .unwrap()
+        .1
+        else {
+            panic!()
+        };
+        assert_eq!(s.port, 0);
+        assert_eq!(s.image_size, Some((64, 48)));
+        assert_eq!(s.fps, Some(50.0));
+        assert_eq!(s.plane_ms, Some(Duration::from_micros(2500)));
+        let mut f = Faults::default();
+        for spec in &s.faults {
+            spec.apply(&mut f);
+        }
+        assert!(f.never_answer.contains(&CommandCode::SYSTEM_STATE_GET));
+        assert_eq!(
+            f.status_override.get(&CommandCode::STAGE_POSITION_SET),
+            Some(&2)
+        );
+        assert!(f.error_state);
         assert_eq!(run(&["demo"]).unwrap().1, Command::Demo);
         assert_eq!(
             run(&["settings", "--out", "s.txt"]).unwrap().1,
@@ -856,44 +1192,79 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_kind_parses() {
+        for (arg, check) in [
+            ("delay=STAGE_HALT:250", "delay"),
+            ("answer-late=0x6005:10", "answer_late"),
+            ("fragment-writes=7", "fragment_writes"),
+            ("garbage-between=3", "garbage_between"),
+            ("close-after-messages=0", "close_after_messages"),
+            ("close-mid-message", "close_mid_message"),
+            ("absurd-additional-len=COMMON_SCOPE_SETTINGS_LOAD", "absurd"),
+            ("trickle-additional=16:5", "trickle"),
+            ("bad-live-header", "bad_live_header"),
+            ("flood=0x9004:100:1000", "flood"),
+            ("flood=0x9004:100", "flood"),
+            ("stop-reading=500", "stop_reading"),
+            ("drop-events=SYSTEM_STATE_IDLE", "drop_events"),
+        ] {
+            let spec = parse_fault(arg).unwrap_or_else(|e| panic!("{arg}: {e}"));
+            let mut f = Faults::default();
+            spec.apply(&mut f);
+            assert!(f.is_active(), "{arg} ({check}) set nothing");
+        }
+        for bad in [
+            "nope",
+            "delay",
+            "delay=STAGE_HALT",
+            "delay=NOT_A_CODE:5",
+            "fragment-writes=0",
+            "error-state=1",
+            "flood=0x9004",
+        ] {
+            assert!(parse_fault(bad).is_err(), "{bad}");
+        }
+        let e = parse_fault("eror-state").unwrap_err().to_string();
+        assert!(e.contains("did you mean error-state?"), "{e}");
+    }
+
+    #[test]
     fn help_everywhere() {
         for args in [&["--help"][..], &["-h"], &["help"], &["--json", "--help"]] {
-            match parse(args.iter().copied()).unwrap() {
-                Parsed::Help(h) => assert!(h.contains("Exit codes"), "{args:?}"),
-                p => panic!("{p:?}"),
+            let h = help(args);
+            assert!(h.contains("Exit codes"), "{args:?}: {h}");
+        }
+        for c in command().get_subcommands() {
+            let name = c.get_name();
+            if name == "help" {
+                continue;
+            }
+            for args in [vec![name, "--help"], vec!["help", name], vec![name, "-h"]] {
+                let h = help(&args);
+                assert!(h.contains("Usage: flamingo"), "{h}");
+                assert!(h.contains(&format!(" {name}")), "{h}");
             }
         }
-        for c in COMMANDS {
-            for args in [
-                vec![c.name, "--help"],
-                vec!["help", c.name],
-                vec![c.name, "-h"],
-            ] {
-                match parse(args.iter().copied()).unwrap() {
-                    Parsed::Help(h) => {
-                        assert!(
-                            h.contains(&format!("flamingo [GLOBAL OPTIONS] {}", c.name)),
-                            "{h}"
-                        )
-                    }
-                    p => panic!("{p:?}"),
-                }
-            }
-        }
+        let h = help(&["help", "workflow", "check"]);
+        assert!(h.contains("without sending"), "{h}");
         // Help wins over missing required options.
-        assert!(matches!(
-            parse(["move", "--axis", "q", "--help"]).unwrap(),
-            Parsed::Help(_)
-        ));
+        assert!(help(&["move", "--to", "1", "--help"]).contains("--axis"));
+        let v = help(&["--version"]);
+        assert!(v.starts_with("flamingo "), "{v}");
     }
 
     #[test]
     fn mistakes_are_usage_errors() {
         assert!(err(&[]).contains("no command"));
-        assert!(err(&["stat"]).contains("unknown command \"stat\""));
+        let stat = err(&["stat"]);
+        assert!(stat.contains("unknown command \"stat\""), "{stat}");
+        assert!(stat.contains("did you mean state?"), "{stat}");
         assert!(err(&["--bogus", "state"]).contains("unknown global option"));
-        assert!(err(&["state", "--json"]).contains("global option"));
-        assert!(err(&["state", "--timeout", "1"]).contains("before the command"));
+        let w = err(&["move", "--axis", "x", "--to", "1", "--wiat"]);
+        assert!(
+            w.contains("unknown option \"--wiat\" for `move` (did you mean --wait?)"),
+            "{w}"
+        );
         assert!(err(&["state", "extra"]).contains("unexpected argument"));
         assert!(err(&["move", "--axis", "q", "--to", "1"]).contains("axis \"q\""));
         assert!(err(&["move", "--axis", "x"]).contains("needs --to"));
@@ -908,10 +1279,16 @@ mod tests {
         assert!(err(&["watch"]).contains("needs --for"));
         assert!(err(&["live", "--frames", "0"]).contains("--frames"));
         assert!(err(&["live", "--frames", "-3"]).contains("--frames"));
+        assert!(err(&["live"]).contains("needs --frames"));
+        assert!(err(&["live", "--frames", "3", "--for", "1"]).contains("not both"));
         assert!(err(&["snapshot", "--out", "a.jpg"]).contains(".png"));
         assert!(err(&["snapshot"]).contains("needs --out"));
         assert!(err(&["workflow"]).contains("FILE"));
+        assert!(err(&["workflow", "check"]).contains("FILE"));
+        assert!(err(&["lasers"]).contains("needs a command"));
         assert!(err(&["sim", "--port", "65535"]).contains("--port"));
+        assert!(err(&["sim", "--image-size", "0x5"]).contains("--image-size"));
+        assert!(err(&["sim", "--fault", "nope"]).contains("unknown fault"));
         for a in ["localhost", ":53717", "h:0", "h:65535", "h:x", "::1:53717"] {
             assert!(err(&["--addr", a, "state"]).contains("--addr"), "{a}");
         }
@@ -942,7 +1319,7 @@ mod tests {
             )),
             5
         );
-        let code = flamingo_client::codec::CommandCode::STAGE_POSITION_SET;
+        let code = CommandCode::STAGE_POSITION_SET;
         assert_eq!(exit_code(&Error::Busy { code, status: 1 }), 6);
         assert_eq!(exit_code(&Error::Refused { code, status: 2 }), 6);
         let big = Error::TooLarge {
@@ -953,5 +1330,7 @@ mod tests {
         assert_eq!(exit_code(&big), 7);
         assert_eq!(exit_code(&Error::protocol("x")), 8);
         assert_eq!(exit_code(&Error::Io(io::Error::other("x"))), 1);
+        let int = Error::Io(io::Error::new(io::ErrorKind::Interrupted, "x"));
+        assert_eq!(exit_code(&int), 130);
     }
 }

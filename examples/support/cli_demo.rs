@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use flamingo_client::devices::Workflow;
 use flamingo_client::sim::{SimConfig, Simulator};
-use flamingo_client::{Axis, Client, ClientConfig, Error, EventKind, Result};
+use flamingo_client::{Axis, Client, ClientConfig, Error, Result};
 
 use crate::cli_json::JsonObject;
 use crate::{LiveUntil, Out, Report};
@@ -35,43 +35,44 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    /// Prints one step: a numbered heading and the text, or one JSON line
-    /// with a "step" key.
-    fn show(&mut self, step: &str, title: &str, json: JsonObject, human: &str) {
+    /// Prints a step's numbered heading before it runs (nothing with `--json`).
+    fn begin(&mut self, title: &str) {
         self.n += 1;
+        if !self.out.json {
+            self.out.text(&format!("\n{}. {title}", self.n));
+        }
+    }
+
+    /// Prints a step's result: its text under the heading, or one JSON line
+    /// with a "step" key.
+    fn end(&mut self, step: &str, json: JsonObject, human: &str) {
         if self.out.json {
             let line = JsonObject::new().str("step", step).merge(&json);
             self.out.text(&line.to_string());
         } else {
-            let mut s = format!("\n{}. {title}", self.n);
-            for line in human.lines() {
-                s.push_str("\n   ");
-                s.push_str(line);
-            }
-            self.out.text(&s);
-        }
-    }
-
-    fn report(&mut self, step: &str, title: &str, r: &dyn Report) {
-        self.show(step, title, r.json(), &r.human());
-    }
-
-    /// A heading printed before a step that draws on stderr (the progress bar).
-    fn announce(&self, title: &str) {
-        if !self.out.json {
-            self.out.text(&format!("\n{}. {title}", self.n + 1));
-        }
-    }
-
-    /// The result of an announced step.
-    fn finish_announced(&mut self, step: &str, r: &dyn Report) {
-        if self.out.json {
-            self.report(step, "", r);
-        } else {
-            self.n += 1;
-            let text: Vec<String> = r.human().lines().map(|l| format!("   {l}")).collect();
+            let text: Vec<String> = human.lines().map(|l| format!("   {l}")).collect();
             self.out.text(&text.join("\n"));
         }
+    }
+
+    /// A step whose result is a report.
+    fn report(&mut self, step: &str, r: &dyn Report) {
+        self.end(step, r.json(), &r.human());
+    }
+}
+
+/// An event kind in plain words.
+fn plain(name: &str) -> &str {
+    match name {
+        "motion_stopped" => "stage stopped",
+        "system_idle" => "system idle",
+        "stack_complete" => "stack complete",
+        "gauge_size" => "progress maximum",
+        "gauge_value" => "progress updates",
+        "images_saved" => "images saved",
+        "laser_level" => "laser level reports",
+        "unknown" => "other messages",
+        other => other,
     }
 }
 
@@ -86,6 +87,7 @@ pub fn run(out: &Out, timeout: Duration) -> Result<()> {
     }
     let mut steps = Steps { out, n: 0 };
 
+    steps.begin("Start the simulator");
     let sim = Simulator::start(sim_config()).map_err(|e| {
         Error::Io(io::Error::new(
             e.kind(),
@@ -93,9 +95,8 @@ pub fn run(out: &Out, timeout: Duration) -> Result<()> {
         ))
     })?;
     let addr = sim.addr().to_string();
-    steps.show(
+    steps.end(
         "simulator",
-        "Simulator",
         JsonObject::new()
             .str("addr", &addr)
             .str("live_addr", &sim.live_addr().to_string()),
@@ -105,6 +106,7 @@ pub fn run(out: &Out, timeout: Duration) -> Result<()> {
         ),
     );
 
+    steps.begin("Connect");
     let t0 = Instant::now();
     let client = Client::connect(
         &addr,
@@ -114,9 +116,8 @@ pub fn run(out: &Out, timeout: Duration) -> Result<()> {
             .connect_timeout(timeout),
     )?;
     let connect_time = t0.elapsed();
-    steps.show(
+    steps.end(
         "connect",
-        "Connect",
         JsonObject::new().num("ms", ms(connect_time)),
         &format!("connected to {addr} in {:.1} ms", ms(connect_time)),
     );
@@ -141,14 +142,13 @@ fn session(
     // enough for the whole session (the workflow sends about 480).
     let events = client.subscribe();
 
-    steps.report("state", "System state", &crate::system_state(client, t)?);
-    steps.report(
-        "image_size",
-        "Camera image size",
-        &crate::image_size(client, t)?,
-    );
+    steps.begin("System state");
+    steps.report("state", &crate::system_state(client, t)?);
+    steps.begin("Camera image size");
+    steps.report("image_size", &crate::image_size(client, t)?);
+    steps.begin("Stage position");
     let pos = crate::positions(client, t)?;
-    steps.report("position", "Stage position", &pos);
+    steps.report("position", &pos);
 
     let z = pos.0[2];
     let (lo, hi) = sim.config().limits[2];
@@ -158,18 +158,17 @@ fn session(
         (z - 0.5).max(lo)
     };
     let target = (target * 1000.0).round() / 1000.0;
-    steps.report(
-        "move",
-        &format!("Move z to {target} mm and wait for it to stop"),
-        &crate::move_axis(client, t, Axis::Z, target, true)?,
-    );
+    steps.begin(&format!("Move z to {target} mm and wait for it to stop"));
+    let quiet = Out { json: true };
+    crate::check_soft_limits(client, t, Axis::Z, target, &quiet)?;
+    steps.report("move", &crate::move_axis(client, t, Axis::Z, target, true)?);
 
+    steps.begin("Snapshot: one image, saved as 16-bit TIFF");
     let path = std::env::temp_dir().join("flamingo-demo-snapshot.tif");
     let snap = crate::snapshot(client, t, &path)?;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    steps.show(
+    steps.end(
         "snapshot",
-        "Snapshot saved as 16-bit TIFF",
         snap.json(),
         &format!(
             "{}\n{} KB; open it in Fiji / ImageJ",
@@ -178,44 +177,31 @@ fn session(
         ),
     );
 
-    let live = crate::live(client, t, LiveUntil::Duration(LIVE_FOR))?;
-    steps.report(
-        "live",
-        &format!("Live view for {} s", LIVE_FOR.as_secs()),
-        &live,
-    );
+    steps.begin(&format!("Live view for {} s", LIVE_FOR.as_secs()));
+    let live = crate::live(client, t, LiveUntil::Duration(LIVE_FOR), !steps.out.json)?;
+    steps.report("live", &live);
 
-    steps.announce("Workflow ZStack.txt (476-plane Z stack), progress on stderr");
+    steps.begin("Workflow ZStack.txt (476-plane Z stack), progress on stderr");
     let zstack = Workflow::from_bytes(ZSTACK)?;
-    let wf = crate::workflow(client, t, &zstack, "ZStack.txt", true)?;
-    steps.finish_announced("workflow", &wf);
+    zstack.validate()?;
+    let wf = crate::workflow(client, t, &zstack, "ZStack.txt", true, !steps.out.json)?;
+    steps.report("workflow", &wf);
 
     // The workflow returned on the idle notice, which every subscription
     // received at the same time: the counts are complete.
+    steps.begin("Events seen");
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    // Messages of other kinds, by command name (for example the workflow
-    // start's acknowledgement, which the workflow facade takes as an event).
-    let mut others: BTreeMap<String, u64> = BTreeMap::new();
     for ev in events.try_iter() {
         if ev.kind.is_connection() {
             continue;
         }
         *counts.entry(ev.kind.name()).or_default() += 1;
-        if ev.kind == EventKind::Unknown {
-            let code = ev.code().map(|c| c.to_string()).unwrap_or_default();
-            *others.entry(code).or_default() += 1;
-        }
     }
     let mut json = JsonObject::new();
     let mut human = Vec::new();
     for (name, n) in &counts {
         json = json.int(name, *n);
-        if *name != "unknown" {
-            human.push(format!("{name} x{n}"));
-        }
-    }
-    for (code, n) in &others {
-        human.push(format!("other ({code}) x{n}"));
+        human.push(format!("{} x{n}", plain(name)));
     }
     let mut human = if human.is_empty() {
         "none".to_string()
@@ -228,13 +214,13 @@ fn session(
             events.dropped()
         ));
     }
-    steps.show("events", "Events seen", json, &human);
+    steps.end("events", json, &human);
 
+    steps.begin("Summary");
     let stats = client.stats();
     let total = started.elapsed();
-    steps.show(
+    steps.end(
         "summary",
-        "Summary",
         JsonObject::new()
             .int("messages_sent", stats.messages_sent)
             .int("messages_received", stats.messages_received)

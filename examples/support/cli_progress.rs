@@ -1,7 +1,9 @@
-//! A one-line progress bar on stderr, `[#####.....] 40/100`, for workflow
-//! progress. On a terminal it is redrawn in place (at most 20 times a
-//! second); when stderr is redirected (a log file, CI) only the final state
-//! is printed, once, so logs do not fill with carriage returns.
+//! A one-line progress bar on stderr, `[#####.....] 40/100  ETA 12 s`, for
+//! workflow progress, and a one-line status ([`StatusLine`]) for other long
+//! work. On a terminal they are redrawn in place (at most 20 times a
+//! second); when stderr is redirected (a log file, CI) the bar prints only
+//! its final state, once, and the status line prints nothing, so logs do
+//! not fill with carriage returns.
 //!
 //! Include it with `#[path = "support/cli_progress.rs"] mod cli_progress;`.
 #![allow(dead_code)]
@@ -42,6 +44,32 @@ pub struct Progress {
     last_draw: Option<Instant>,
     last_len: usize,
     finished: bool,
+    /// When the first progress value arrived, and that value: the rate is
+    /// measured from there (the start-up before it does not count).
+    first: Option<(Instant, i64)>,
+}
+
+/// The time left at the rate seen so far: from `(t0, v0)` to `(now, current)`.
+pub fn eta(first: (Instant, i64), now: Instant, current: i64, total: i64) -> Option<Duration> {
+    let (t0, v0) = first;
+    let done = current - v0;
+    if done <= 0 || total <= current {
+        return None;
+    }
+    let per_item = now.saturating_duration_since(t0).as_secs_f64() / done as f64;
+    Some(Duration::from_secs_f64(per_item * (total - current) as f64))
+}
+
+/// `12 s`, `3 min 05 s`, `2 h 04 min`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    }
 }
 
 impl Progress {
@@ -55,7 +83,16 @@ impl Progress {
             last_draw: None,
             last_len: 0,
             finished: false,
+            first: None,
         }
+    }
+
+    /// A bar that never draws (for `--json`, where stderr carries JSON only).
+    pub fn hidden(label: impl Into<String>) -> Progress {
+        let mut p = Progress::new(label);
+        p.tty = false;
+        p.finished = true;
+        p
     }
 
     /// The progress maximum (from `UI_SET_GAUGE_SIZE`).
@@ -66,6 +103,9 @@ impl Progress {
 
     /// Progress (from `UI_SET_GAUGE_VALUE`); a positive `total` replaces the maximum.
     pub fn set(&mut self, current: i64, total: i64) {
+        if self.first.is_none() {
+            self.first = Some((Instant::now(), current));
+        }
         self.current = current;
         if total > 0 {
             self.total = total;
@@ -92,7 +132,13 @@ impl Progress {
             return;
         }
         self.last_draw = Some(now);
-        let line = render(&self.label, self.current, self.total, BAR_WIDTH);
+        let mut line = render(&self.label, self.current, self.total, BAR_WIDTH);
+        if let Some(left) = self
+            .first
+            .and_then(|f| eta(f, now, self.current, self.total))
+        {
+            line.push_str(&format!("  ETA {}", format_duration(left)));
+        }
         let pad = self.last_len.saturating_sub(line.len());
         self.last_len = line.len();
         let mut err = std::io::stderr().lock();
@@ -127,9 +173,80 @@ impl Drop for Progress {
     }
 }
 
+/// One line of status on stderr, redrawn in place on a terminal (at most
+/// twice a second); nothing when stderr is not a terminal or it is hidden.
+pub struct StatusLine {
+    tty: bool,
+    last_draw: Option<Instant>,
+    last_len: usize,
+}
+
+impl StatusLine {
+    /// Draws on a terminal unless `hidden`.
+    pub fn new(hidden: bool) -> StatusLine {
+        StatusLine {
+            tty: !hidden && std::io::stderr().is_terminal(),
+            last_draw: None,
+            last_len: 0,
+        }
+    }
+
+    /// True if anything will be drawn (callers can skip building the text).
+    pub fn visible(&self) -> bool {
+        self.tty
+    }
+
+    /// True if a redraw is due.
+    pub fn due(&self) -> bool {
+        self.tty
+            && self
+                .last_draw
+                .map_or(true, |t| t.elapsed() >= Duration::from_millis(500))
+    }
+
+    /// Replaces the line.
+    pub fn show(&mut self, line: &str) {
+        if !self.tty {
+            return;
+        }
+        self.last_draw = Some(Instant::now());
+        let pad = self.last_len.saturating_sub(line.len());
+        self.last_len = line.len();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+        let _ = err.flush();
+    }
+
+    /// Ends the line (if anything was drawn).
+    pub fn finish(&mut self) {
+        if self.tty && self.last_draw.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
+impl Drop for StatusLine {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eta_and_durations() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(eta((t0, 0), t1, 10, 30), Some(Duration::from_secs(20)));
+        assert_eq!(eta((t0, 5), t1, 10, 30), Some(Duration::from_secs(40)));
+        assert_eq!(eta((t0, 10), t1, 10, 30), None);
+        assert_eq!(eta((t0, 0), t1, 30, 30), None);
+        assert_eq!(format_duration(Duration::from_secs(12)), "12 s");
+        assert_eq!(format_duration(Duration::from_secs(185)), "3 min 05 s");
+        assert_eq!(format_duration(Duration::from_secs(7440)), "2 h 04 min");
+    }
 
     #[test]
     fn renders_bars() {

@@ -56,12 +56,14 @@ pub use illumination::{
     led_level_from_percent, FilterWheel, Led, LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN,
 };
 pub use lasers::Lasers;
-pub use sections::{Entry, Section};
+pub use sections::{Entry, Section, MAX_SECTION_DEPTH};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
 pub use system::{System, SystemState};
+pub(crate) use workflow::check_syntax;
 pub use workflow::{
-    StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate, Workflows,
+    StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate,
+    Workflows, MAX_PLANES,
 };
 
 use crate::client::Step;

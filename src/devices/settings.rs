@@ -17,10 +17,11 @@ use crate::{Error, Result};
 /// use flamingo_client::devices::ScopeSettings;
 /// use flamingo_client::Axis;
 ///
-/// let s = ScopeSettings::parse("<Stage limits>\n  Soft limit min z-axis = 11.000\n  Soft limit max z-axis = 25.000\n</Stage limits>\n");
+/// let s = ScopeSettings::parse("<Stage limits>\n  Soft limit min z-axis = 11.000\n  Soft limit max z-axis = 25.000\n</Stage limits>\n")?;
 /// assert_eq!(s.get("Stage limits", "Soft limit max z-axis"), Some("25.000"));
 /// assert_eq!(s.soft_limits(Axis::Z), Some((11.0, 25.0)));
 /// assert!(s.raw().starts_with("<Stage limits>"));
+/// # Ok::<(), flamingo_client::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeSettings {
@@ -29,17 +30,28 @@ pub struct ScopeSettings {
 }
 
 impl ScopeSettings {
-    /// Parses settings text. Never fails: lines that do not fit the format
-    /// are skipped (they stay in [`raw`](ScopeSettings::raw)).
-    pub fn parse(text: &str) -> ScopeSettings {
-        ScopeSettings {
+    /// Parses settings text. Lenient: lines that do not fit the format are
+    /// skipped (they stay in [`raw`](ScopeSettings::raw)). Errors:
+    /// `InvalidArgument` if sections nest deeper than
+    /// [`MAX_SECTION_DEPTH`](super::MAX_SECTION_DEPTH) (the message names the line).
+    ///
+    /// ```
+    /// use flamingo_client::devices::ScopeSettings;
+    ///
+    /// assert!(ScopeSettings::parse(&"<a>\n".repeat(1000)).is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<ScopeSettings> {
+        let sections =
+            parse(text).map_err(|e| Error::invalid(format!("the settings text's {e}")))?;
+        Ok(ScopeSettings {
             raw: text.to_string(),
-            sections: parse(text),
-        }
+            sections,
+        })
     }
 
     /// Parses settings bytes (invalid UTF-8 is replaced, not an error).
-    pub fn from_bytes(bytes: &[u8]) -> ScopeSettings {
+    /// Errors: as [`parse`](ScopeSettings::parse).
+    pub fn from_bytes(bytes: &[u8]) -> Result<ScopeSettings> {
         ScopeSettings::parse(&String::from_utf8_lossy(bytes))
     }
 
@@ -141,7 +153,8 @@ impl Settings {
 
     /// Loads the scope settings (`COMMON_SCOPE_SETTINGS_LOAD`: the text comes
     /// as additional data after the acknowledgement) and parses them.
-    /// Errors besides the usual: `Protocol` if the reply carries no text.
+    /// Errors besides the usual: `Protocol` if the reply carries no text or
+    /// its sections nest deeper than [`MAX_SECTION_DEPTH`](super::MAX_SECTION_DEPTH).
     pub fn load(&self) -> Result<ScopeSettings> {
         run(self.submit_load())
     }
@@ -157,7 +170,14 @@ impl Settings {
                         "the scope settings reply carried no settings text",
                     ));
                 }
-                Ok(ScopeSettings::from_bytes(&r.data))
+                let text = String::from_utf8_lossy(&r.data);
+                let sections = parse(&text).map_err(|e| {
+                    Error::protocol(format!("the scope settings from the microscope: {e}"))
+                })?;
+                Ok(ScopeSettings {
+                    raw: text.into_owned(),
+                    sections,
+                })
             },
         )
     }
@@ -169,7 +189,8 @@ mod tests {
 
     #[test]
     fn parses_the_fixture() {
-        let s = ScopeSettings::from_bytes(include_bytes!("../../fixtures/ScopeSettings.txt"));
+        let s =
+            ScopeSettings::from_bytes(include_bytes!("../../fixtures/ScopeSettings.txt")).unwrap();
         assert_eq!(s.raw().len(), 2958);
         assert_eq!(s.sections().len(), 7);
         assert_eq!(s.soft_limits(Axis::X), Some((1.0, 14.999998)));

@@ -327,12 +327,20 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             sh.inst.lock().workflows.push(data.clone());
             // Reserve the run before answering, so a state query right after
             // the ack already reads busy and two starts cannot both win.
-            let slot = if data.is_empty() {
+            // Refused like an empty file: text the instrument cannot read.
+            let unreadable = data.is_empty() || {
+                let why = workflow::refusal(&data);
+                if let Some(why) = &why {
+                    log::debug!("sim: workflow refused: {why}");
+                }
+                why.is_some()
+            };
+            let slot = if unreadable {
                 None
             } else {
                 workflow::reserve(sh)
             };
-            let natural = match (&slot, data.is_empty()) {
+            let natural = match (&slot, unreadable) {
                 (_, true) => STATUS_REFUSED,
                 (None, false) => STATUS_BUSY,
                 (Some(_), false) => STATUS_OK,

@@ -51,6 +51,36 @@ impl Plan {
     }
 }
 
+/// Why the simulated instrument refuses a workflow file, if it does: the
+/// text is not workflow text (a line that is neither a section tag nor a
+/// `key = value` line, tags closed out of order or never (entries outside
+/// sections are played), nesting past
+/// [`MAX_SECTION_DEPTH`](crate::devices::MAX_SECTION_DEPTH)), or its
+/// `Number of planes` is not a whole number from 1 to
+/// [`MAX_PLANES`](crate::devices::MAX_PLANES). A file without a
+/// `Number of planes` line is played as one plane. Empty files are refused
+/// by the handler before this.
+pub(crate) fn refusal(file: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(file);
+    if let Err(why) = crate::devices::check_syntax(&text, false) {
+        return Some(why);
+    }
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == "Number of planes" {
+                let ok = value
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|n| (1..=crate::devices::MAX_PLANES).contains(&n));
+                if !ok {
+                    return Some(format!("bad number of planes {:?}", value.trim()));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Claims the workflow slot (the system is busy from now on). `None` if a
 /// workflow already runs. The receiver gets the stop request.
 pub(crate) fn reserve(sh: &Shared) -> Option<Receiver<()>> {
@@ -191,5 +221,20 @@ mod tests {
         assert!(s.live_view);
         assert_eq!(Plan::parse(b"").planes, 1);
         assert_eq!(Plan::parse(b"Number of planes = x\r\n").planes, 1);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_workflow() {
+        assert_eq!(refusal(include_bytes!("../../fixtures/ZStack.txt")), None);
+        assert_eq!(refusal(b"Number of planes = 3\n"), None);
+        assert_eq!(
+            refusal(b"<Workflow Settings>\r\n</Workflow Settings>\r\n"),
+            None
+        );
+        assert!(refusal(b"garbage").is_some());
+        assert!(refusal(b"<A>\n").is_some());
+        assert!(refusal(b"Number of planes = x\n").is_some());
+        assert!(refusal(b"Number of planes = 0\n").is_some());
+        assert!(refusal("<a>\n".repeat(100).as_bytes()).is_some());
     }
 }

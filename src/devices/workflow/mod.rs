@@ -12,7 +12,8 @@ mod file;
 mod run;
 
 pub use builder::WorkflowBuilder;
-pub use file::Workflow;
+pub(crate) use file::check_syntax;
+pub use file::{Workflow, MAX_PLANES};
 pub use run::{StackResult, WorkflowRun, WorkflowSummary, WorkflowUpdate};
 
 /// Starts and stops workflows. Made by [`Client::workflows`](crate::Client::workflows).
