@@ -80,21 +80,6 @@ impl std::error::Error for FrameError {
     }
 }
 
-impl From<FrameError> for crate::Error {
-    fn from(e: FrameError) -> Self {
-        match e {
-            FrameError::TooLarge { size, limit } => crate::Error::TooLarge {
-                what: "additional data",
-                size: size.into(),
-                limit: limit.into(),
-            },
-            // A clean close, a close mid-message or a failed read all mean the
-            // link is gone: the caller's remedy is to reconnect.
-            other => crate::Error::disconnected(other.to_string()),
-        }
-    }
-}
-
 /// Counters kept by a [`FrameReader`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FramingStats {
@@ -460,21 +445,6 @@ mod tests {
             .unwrap();
         assert_eq!(out, data);
         assert_eq!(src.rezeroed, 0, "bytes zero-filled more than once");
-    }
-
-    /// A failed socket read is a broken link, not a peer that broke the
-    /// protocol: it should surface as `Error::Disconnected`.
-    #[test]
-    fn io_errors_map_to_disconnected() {
-        let e: crate::Error = FrameError::Io(io::ErrorKind::ConnectionReset.into()).into();
-        assert!(e.is_disconnected(), "{e:?}");
-        let e: crate::Error = FrameError::Partial {
-            got: 5,
-            expected: 128,
-            source: io::ErrorKind::ConnectionAborted.into(),
-        }
-        .into();
-        assert!(e.is_disconnected(), "{e:?}");
     }
 
     #[test]

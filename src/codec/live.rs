@@ -85,19 +85,6 @@ impl fmt::Display for LiveHeaderError {
 
 impl std::error::Error for LiveHeaderError {}
 
-impl From<LiveHeaderError> for crate::Error {
-    fn from(e: LiveHeaderError) -> Self {
-        match e {
-            LiveHeaderError::TooLarge { image_size, limit } => crate::Error::TooLarge {
-                what: "live frame",
-                size: image_size.into(),
-                limit: limit.into(),
-            },
-            other => crate::Error::protocol(other.to_string()),
-        }
-    }
-}
-
 impl LiveHeader {
     /// Decodes 40 bytes. Any bytes decode; call [`validate`](LiveHeader::validate) next.
     pub fn decode(b: &[u8; LIVE_HEADER_LEN]) -> LiveHeader {

@@ -144,7 +144,7 @@ impl Frame {
     /// # Ok::<(), flamingo_client::Error>(())
     /// ```
     pub fn from_header_and_bytes(header: LiveHeader, bytes: Vec<u8>) -> crate::Result<Frame> {
-        let len = super::reader::validate(&header, u32::MAX)?;
+        let len = header.validate(u32::MAX)?;
         if bytes.len() != len {
             return Err(crate::Error::invalid(format!(
                 "the header announces {len} pixel bytes, got {}",
