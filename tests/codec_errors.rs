@@ -3,9 +3,7 @@
 
 use std::io;
 
-use flamingo_client::codec::{
-    Axis, DecodeError, FrameError, LiveHeader, LiveHeaderError, Message,
-};
+use flamingo_client::codec::{Axis, DecodeError, FrameError, LiveHeader, LiveHeaderError, Message};
 use flamingo_client::Error;
 
 /// A failed socket read is a broken link, not a peer that broke the
@@ -55,13 +53,17 @@ fn live_header_errors() {
     };
     let e: Error = h.validate(4).unwrap_err().into();
     assert!(
-        matches!(e, Error::TooLarge { size: 8, limit: 4, .. }),
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 8,
+                limit: 4,
+                ..
+            }
+        ),
         "{e:?}"
     );
-    let bad = LiveHeader {
-        image_size: 7,
-        ..h
-    };
+    let bad = LiveHeader { image_size: 7, ..h };
     let err = bad.validate(100).unwrap_err();
     assert!(matches!(err, LiveHeaderError::Inconsistent { .. }));
     let e: Error = err.into();

@@ -23,10 +23,17 @@ fn temp_path(name: &str) -> PathBuf {
 /// A frame whose pixel values depend on the page, position and a seed.
 fn frame(width: u32, height: u32, seed: u16) -> Frame {
     let px: Vec<u16> = (0..width * height)
-        .map(|i| (i as u16).wrapping_mul(257).wrapping_add(seed.wrapping_mul(4099)))
+        .map(|i| {
+            (i as u16)
+                .wrapping_mul(257)
+                .wrapping_add(seed.wrapping_mul(4099))
+        })
         .collect();
     Frame::from_pixels(width, height, &px).unwrap()
 }
+
+/// XResolution and YResolution (numerator, denominator) and ResolutionUnit.
+type Resolution = ((u32, u32), (u32, u32), u16);
 
 /// What the decoder finds in one page.
 #[derive(Debug)]
@@ -34,7 +41,7 @@ struct Page {
     width: u32,
     height: u32,
     pixels: Vec<u16>,
-    resolution: Option<((u32, u32), (u32, u32), u16)>,
+    resolution: Option<Resolution>,
     description: Option<String>,
 }
 
@@ -55,14 +62,13 @@ fn read_all<R: Read + Seek>(r: R) -> Vec<Page> {
             DecodingResult::U16(v) => v,
             _ => panic!("not 16-bit"),
         };
-        let resolution = match d.find_tag(Tag::XResolution).unwrap() {
-            None => None,
-            Some(_) => Some((
+        let resolution = d.find_tag(Tag::XResolution).unwrap().map(|_| {
+            (
                 rational(&mut d, Tag::XResolution),
                 rational(&mut d, Tag::YResolution),
                 d.get_tag_u32(Tag::ResolutionUnit).unwrap() as u16,
-            )),
-        };
+            )
+        });
         let description = d
             .find_tag(Tag::ImageDescription)
             .unwrap()
@@ -204,7 +210,8 @@ fn stack_without_spacing_and_single_page_stack() {
 fn stack_starts_at_the_writers_position() {
     let mut cursor = Cursor::new(vec![0xEEu8; 6]);
     cursor.set_position(6);
-    let mut stack = TiffStackWriter::new(cursor, TiffMetadata::new().with_pixel_size_um(1.0)).unwrap();
+    let mut stack =
+        TiffStackWriter::new(cursor, TiffMetadata::new().with_pixel_size_um(1.0)).unwrap();
     stack.push(&frame(3, 3, 1)).unwrap();
     stack.push(&frame(3, 3, 2)).unwrap();
     let file = stack.finish().unwrap().into_inner();

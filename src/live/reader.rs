@@ -342,11 +342,7 @@ fn deliver(mut frame: Frame, tx: &Sender<Frame>, own_rx: &Receiver<Frame>, dropp
 /// delivered frames is immediate). Gives up after `reconnect_timeout`
 /// without a connection, when the policy's attempts run out, or when the
 /// stream is closed.
-fn reconnect(
-    shared: &Shared,
-    delays: &mut Option<Delays>,
-    why: &str,
-) -> Result<TcpStream, End> {
+fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<TcpStream, End> {
     let config = &shared.config;
     // None: a timeout too large to represent, i.e. never give up.
     let give_up = Instant::now().checked_add(config.reconnect_timeout);

@@ -174,8 +174,8 @@ impl Ifd {
             (284, SHORT, 1, 1),           // PlanarConfiguration: chunky
         ];
         let mut extra = Vec::new();
-        let n_extra_tags = usize::from(description.is_some())
-            + if meta.pixel_size_um.is_some() { 3 } else { 0 };
+        let n_extra_tags =
+            usize::from(description.is_some()) + if meta.pixel_size_um.is_some() { 3 } else { 0 };
         let ifd_len = 2 + 12 * (entries.len() + n_extra_tags) + 4;
         let extra_at = |extra: &Vec<u8>| -> io::Result<u32> {
             u32::try_from(at as usize + ifd_len + extra.len()).map_err(|_| too_large())
@@ -259,7 +259,15 @@ pub(crate) fn write_gray16(
     let byte_count = u32::try_from(pixels_le.len()).map_err(|_| too_large())?;
     let description = (!meta.is_empty(1)).then(|| meta.imagej_description(1));
     // The strip offset depends on the IFD's length, which does not depend on it.
-    let probe = Ifd::page(width, height, 0, byte_count, description.as_deref(), meta, 8)?;
+    let probe = Ifd::page(
+        width,
+        height,
+        0,
+        byte_count,
+        description.as_deref(),
+        meta,
+        8,
+    )?;
     let data_at = u32::try_from(HEADER_LEN as usize + probe.len()).map_err(|_| too_large())?;
     data_at.checked_add(byte_count).ok_or_else(too_large)?;
     let ifd = Ifd::page(
