@@ -414,8 +414,8 @@ mod tests {
         }
     }
 
-    /// The comment in `read_additional` promises "a lying header costs at most
-    /// one 64 KiB chunk": after 10 bytes arrive the vector holds 128 KiB.
+    /// A lying header costs at most one 64 KiB chunk: after 10 bytes of a
+    /// claimed 4 GiB arrive, the vector holds no more than 64 KiB.
     #[test]
     fn lying_header_costs_one_chunk() {
         let mut r = FrameReader::new(u32::MAX);
@@ -425,10 +425,11 @@ mod tests {
         assert!(out.capacity() <= 64 * 1024, "{}", out.capacity());
     }
 
-    /// Each `read()` call is offered up to `max(received, 64 KiB)` bytes that
-    /// were zero-filled just before, because the vector is truncated back to
-    /// the received length after every read and resized again. With 4 KiB
-    /// reads of 1 MiB that zero-fills about 64 MiB: quadratic in the length.
+    /// Zero-filling is linear in the length: no byte offered to `read()` is
+    /// zero-filled twice, even when the stream delivers small reads (4 KiB
+    /// reads of 1 MiB here). Truncating the vector back to the received
+    /// length after every read and resizing it again would zero-fill about
+    /// 64 MiB, quadratic in the length.
     #[test]
     fn zero_fill_is_linear() {
         let data = vec![3u8; 1 << 20];
