@@ -61,7 +61,9 @@ pub struct LiveConfig {
     /// [`LiveStream::connect`](super::LiveStream::connect), and between
     /// reconnection attempts after the link is lost (the first of which is
     /// immediate when the lost link had delivered frames). Its
-    /// `max_attempts`, if set, also ends reconnecting. Default: 20 ms,
+    /// `max_attempts`, if set, limits the attempts that follow a pause, and
+    /// the stream ends with [`Error::Disconnected`](crate::Error::Disconnected)
+    /// when they have failed. Default: 20 ms,
     /// doubling up to 1 s, ±20 % jitter, unlimited attempts (bounded by
     /// [`reconnect_timeout`](LiveConfig::reconnect_timeout)).
     pub reconnect_policy: ReconnectPolicy,

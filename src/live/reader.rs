@@ -347,6 +347,7 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
     // None: a timeout too large to represent, i.e. never give up.
     let give_up = Instant::now().checked_add(config.reconnect_timeout);
     let mut last_error: Option<io::Error> = None;
+    let mut tried: u32 = 0;
     let failed = |what: String, last_error: &Option<io::Error>| {
         let detail = match last_error {
             Some(e) => format!(": last attempt: {e}"),
@@ -363,8 +364,7 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
             Some(d) => match d.next() {
                 Some(pause) => pause,
                 None => {
-                    let n = d.attempts();
-                    return failed(format!("{n} reconnection attempts failed"), &last_error);
+                    return failed(format!("{tried} reconnection attempts failed"), &last_error);
                 }
             },
         };
@@ -386,6 +386,7 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
             (Some(a), Some(g)) => Some(a.min(g)),
             (a, g) => a.or(g),
         };
+        tried += 1;
         let attempt = transport::open(
             shared.addr,
             attempt_deadline,
