@@ -1,9 +1,11 @@
 //! The wire codec: encoding and decoding of the Flamingo protocol, with no
 //! I/O of its own and no dependency on the rest of the crate (in the manner
-//! of `httparse`). Messages and live headers encode and decode into
-//! caller-owned buffers without allocating; [`FrameReader`] does framing over
-//! any [`std::io::Read`] the caller supplies (a socket, a file, a byte
-//! slice) and allocates only the additional data a message carries.
+//! of `httparse`). Messages and live headers encode to and decode from
+//! fixed-size byte arrays without allocating (reading a message's text
+//! allocates only to replace invalid UTF-8). [`FrameReader`] does framing
+//! over any [`std::io::Read`] the caller supplies (a socket, a file, a byte
+//! slice): it reads, but opens, configures and times nothing; it allocates
+//! only for the additional data a message carries, into the caller's `Vec`.
 //!
 //! Each failure has the codec's own error type ([`FrameError`],
 //! [`DecodeError`], [`TextError`], [`LiveHeaderError`], [`ParseAxisError`]);
@@ -16,6 +18,7 @@
 //! - [`FrameReader`]: reads messages and their additional data from any
 //!   [`std::io::Read`], resynchronising on bad markers.
 //! - [`LiveHeader`]: the 40-byte header of a live image frame.
+//! - [`Axis`]: the stage axes as numbered on the wire.
 
 mod axis;
 mod codes;
