@@ -289,5 +289,30 @@ fn simulator_snapshot_saved_with_camera_pixel_size() {
         (pixel_um - fov_mm * 1000.0).abs() < 1e-5,
         "{pixel_um} vs {fov_mm} mm"
     );
+
+    // Several snapshots as one stack, as `snapshot --count N` saves them.
+    let path = temp_path("snapshots.tif");
+    let meta = TiffMetadata::from_pixel_fov_mm(fov_mm);
+    let mut stack = TiffStackWriter::create(&path, meta).unwrap();
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        let f = camera.snapshot().unwrap();
+        stack.push(&f).unwrap();
+        frames.push(f);
+    }
+    stack.finish().unwrap();
+    let pages = read_all(BufReader::new(File::open(&path).unwrap()));
+    fs::remove_file(&path).unwrap();
+    assert_eq!(pages.len(), 3);
+    for (p, f) in pages.iter().zip(&frames) {
+        assert_eq!(p.pixels, f.pixels());
+        assert_eq!(
+            flamingo_client::sim::verify_frame(64, 48, f.frame_number(), f.as_bytes()),
+            None
+        );
+    }
+    let kv = imagej(pages[0].description.as_deref().unwrap());
+    assert_eq!(value(&kv, "images"), Some("3"));
+    assert_eq!(value(&kv, "unit"), Some("micron"));
     client.close();
 }
