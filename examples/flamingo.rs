@@ -101,7 +101,7 @@ fn print_error(e: &Error, json: bool) {
 
 /// Colour only on a terminal, and never with NO_COLOR set.
 fn colour(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// What usually causes a refusal.

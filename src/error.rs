@@ -333,3 +333,57 @@ impl From<io::Error> for Error {
         Error::Io(e)
     }
 }
+
+// Conversions from the codec's own errors.
+
+impl From<crate::codec::FrameError> for Error {
+    /// A size over the limit is [`Error::TooLarge`]; a clean close, a close
+    /// mid-message or a failed read all mean the link is gone, so they are
+    /// [`Error::Disconnected`] (the remedy is to reconnect).
+    fn from(e: crate::codec::FrameError) -> Self {
+        match e {
+            crate::codec::FrameError::TooLarge { size, limit } => Error::TooLarge {
+                what: "additional data",
+                size: size.into(),
+                limit: limit.into(),
+            },
+            other => Error::disconnected(DisconnectReason::ClosedByPeer, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::codec::LiveHeaderError> for Error {
+    /// A frame over the size limit is [`Error::TooLarge`]; an inconsistent
+    /// header is [`Error::Protocol`].
+    fn from(e: crate::codec::LiveHeaderError) -> Self {
+        match e {
+            crate::codec::LiveHeaderError::TooLarge { image_size, limit } => Error::TooLarge {
+                what: "live frame",
+                size: image_size.into(),
+                limit: limit.into(),
+            },
+            other => Error::protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::codec::DecodeError> for Error {
+    /// A message with bad markers is [`Error::Protocol`].
+    fn from(e: crate::codec::DecodeError) -> Self {
+        Error::protocol(e.to_string())
+    }
+}
+
+impl From<crate::codec::TextError> for Error {
+    /// Text that does not fit a message is [`Error::InvalidArgument`].
+    fn from(e: crate::codec::TextError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}
+
+impl From<crate::codec::ParseAxisError> for Error {
+    /// A name that is not an axis is [`Error::InvalidArgument`].
+    fn from(e: crate::codec::ParseAxisError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}

@@ -1,14 +1,7 @@
-//! # flamingo-client
-//!
-//! A blocking, thread-based client for the Flamingo light-sheet microscope's
-//! TCP protocol: 128-byte little-endian control messages on the command port,
-//! camera frames on the port above it.
-//!
-//! One reader thread owns each socket's receive side and hands solicited
-//! replies to their callers through per-request channels and everything else
-//! to event subscribers; callers send under a mutex and block on their own
-//! reply channel with a deadline. See `protocol.md` for the wire format and
-//! the correlation rules.
+// The crate documentation is the README: the guide, the device API, the
+// command-line tool, the feature flags and how it works, with every example
+// compiled and run as a doc test.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,8 +26,3 @@ pub use codec::Axis;
 pub use config::ClientConfig;
 pub use error::{DisconnectReason, Error, ErrorKind, Result, TimeoutPhase};
 pub use reconnect::{Delays, ReconnectPolicy};
-
-// The README's examples are compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

@@ -91,7 +91,7 @@ fn newest_mtime(path: &Path, newest: &mut Option<std::time::SystemTime>) {
             newest_mtime(&entry.path(), newest);
         }
     } else if let Ok(m) = meta.modified() {
-        if newest.map_or(true, |n| m > n) {
+        if newest.is_none_or(|n| m > n) {
             *newest = Some(m);
         }
     }

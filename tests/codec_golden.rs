@@ -401,7 +401,7 @@ fn oversized_additional_data_refused_then_resync() {
     let big = Message::new(CommandCode::COMMON_SCOPE_SETTINGS_LOAD).with_additional_data_len(300);
     let next = Message::new(CommandCode::STAGE_HALT);
     let mut stream = big.to_bytes().to_vec();
-    stream.extend(std::iter::repeat(b'x').take(300));
+    stream.extend(std::iter::repeat_n(b'x', 300));
     stream.extend_from_slice(&next.to_bytes());
     let mut r = FrameReader::new(299);
     let mut data = Vec::new();

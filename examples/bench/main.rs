@@ -54,7 +54,7 @@ impl Opts {
     fn wants(&self, part: &str) -> bool {
         self.only
             .as_ref()
-            .map_or(true, |v| v.iter().any(|p| p == part))
+            .is_none_or(|v| v.iter().any(|p| p == part))
     }
     /// Full-run value or quick-run value.
     pub fn pick<T>(&self, full: T, quick: T) -> T {

@@ -611,7 +611,7 @@ fn invalid(what: impl Into<String>) -> Error {
 }
 
 fn parse_axis(s: &str) -> Result<Axis, Error> {
-    s.parse()
+    Ok(s.parse()?)
 }
 
 /// Checks "host:port" (a name, an IPv4 address or a bracketed IPv6

@@ -201,7 +201,7 @@ impl StatusLine {
         self.tty
             && self
                 .last_draw
-                .map_or(true, |t| t.elapsed() >= Duration::from_millis(500))
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
     }
 
     /// Replaces the line.

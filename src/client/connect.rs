@@ -10,7 +10,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use super::deadline::Deadline;
 use super::shared::Shared;
@@ -81,9 +81,8 @@ fn connect_one(shared: &Shared, addr: SocketAddr, deadline: Deadline) -> Result<
         addr: addr.to_string(),
         source,
     };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
-    transport::configure(&socket, shared.config.keepalive).map_err(fail)?;
+    let options = transport::SocketOptions::command(shared.config.keepalive);
+    let socket = transport::new_socket(addr, options).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
@@ -91,7 +90,7 @@ fn connect_one(shared: &Shared, addr: SocketAddr, deadline: Deadline) -> Result<
         Err(e) => return Err(fail(e)),
     }
     socket.set_nonblocking(false).map_err(fail)?;
-    Ok(socket.into())
+    transport::finish(socket, options).map_err(fail)
 }
 
 /// Waits for a non-blocking connect to finish: checks, then sleeps on the

@@ -3,13 +3,15 @@
 //!
 //! A one-shot slot rather than a channel: putting the value in never blocks
 //! and wakes the receiver only if it is parked. The receiver first spins for
-//! a few microseconds on a flag when the machine has more than one CPU: a
-//! reply on a local link often arrives within that time, and catching it
-//! without parking saves a futex wake-up and a context switch, the largest
-//! cost the client adds to a round trip. On one CPU spinning would only
-//! delay the reader, so it parks at once.
+//! a few microseconds on a flag when the machine has more than one CPU and
+//! it is the only receiver waiting: a reply on a local link often arrives
+//! within that time, and catching it without parking saves a futex wake-up
+//! and a context switch, the largest cost the client adds to a round trip.
+//! On one CPU, or with other receivers waiting (callers outnumbering the
+//! cores), spinning would only take the CPU the reader needs, so it parks at
+//! once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,9 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         Receiver { slot },
     )
 }
+
+/// Receivers blocked in [`Receiver::recv_until`] right now, in the process.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 
 fn spin_budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
@@ -122,17 +127,24 @@ impl<T> Receiver<T> {
     /// Waits until `until` for the value.
     pub(crate) fn recv_until(&self, until: Instant) -> Result<T, RecvError> {
         let budget = spin_budget();
-        if !budget.is_zero() && !self.slot.flagged.load(Ordering::Acquire) {
+        let alone = WAITING.fetch_add(1, Ordering::Relaxed) == 0;
+        if alone && !budget.is_zero() && !self.slot.flagged.load(Ordering::Acquire) {
             let spin_end = Instant::now() + budget;
             let mut i = 0u32;
             while !self.slot.flagged.load(Ordering::Acquire) {
                 std::hint::spin_loop();
                 i = i.wrapping_add(1);
-                if i % 64 == 0 && Instant::now() >= spin_end.min(until) {
+                if i & 63 == 0 && Instant::now() >= spin_end.min(until) {
                     break;
                 }
             }
         }
+        let r = self.park_until(until);
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+        r
+    }
+
+    fn park_until(&self, until: Instant) -> Result<T, RecvError> {
         let mut st = self.slot.state.lock();
         loop {
             if let Some(r) = take(&mut st) {

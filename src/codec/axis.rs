@@ -75,17 +75,47 @@ impl fmt::Display for Axis {
     }
 }
 
+/// Why a string is not an axis name (from [`Axis`]'s `FromStr`).
+///
+/// ```
+/// use flamingo_client::codec::Axis;
+///
+/// let e = "w".parse::<Axis>().unwrap_err();
+/// assert_eq!(e.input(), "w");
+/// assert_eq!(e.to_string(), "axis \"w\" is not one of x, y, z, r");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseAxisError {
+    input: String,
+}
+
+impl ParseAxisError {
+    /// The text that was not an axis name, as given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+impl fmt::Display for ParseAxisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "axis {:?} is not one of x, y, z, r", self.input)
+    }
+}
+
+impl std::error::Error for ParseAxisError {}
+
 impl FromStr for Axis {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> Result<Axis, crate::Error> {
+    type Err = ParseAxisError;
+    /// Accepts "x", "y", "z" or "r", in any case, surrounding spaces ignored.
+    fn from_str(s: &str) -> Result<Axis, ParseAxisError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "x" => Ok(Axis::X),
             "y" => Ok(Axis::Y),
             "z" => Ok(Axis::Z),
             "r" => Ok(Axis::R),
-            _ => Err(crate::Error::invalid(format!(
-                "axis {s:?} is not one of x, y, z, r"
-            ))),
+            _ => Err(ParseAxisError {
+                input: s.to_string(),
+            }),
         }
     }
 }

@@ -288,8 +288,8 @@ pub enum StatusClass {
     Refused,
 }
 
-/// Which reply statuses the typed API turns into [`Error::Busy`](crate::Error::Busy)
-/// or [`Error::Refused`](crate::Error::Refused).
+/// Which reply statuses count as success, as "busy" or as a refusal; the
+/// typed device API reports the last two as its busy and refused errors.
 ///
 /// Statuses are compared as small sets (values 0 to 31); any status that is
 /// neither in `ok` nor in `busy` is a refusal. `request()` never applies the

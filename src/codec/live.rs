@@ -85,19 +85,6 @@ impl fmt::Display for LiveHeaderError {
 
 impl std::error::Error for LiveHeaderError {}
 
-impl From<LiveHeaderError> for crate::Error {
-    fn from(e: LiveHeaderError) -> Self {
-        match e {
-            LiveHeaderError::TooLarge { image_size, limit } => crate::Error::TooLarge {
-                what: "live frame",
-                size: image_size.into(),
-                limit: limit.into(),
-            },
-            other => crate::Error::protocol(other.to_string()),
-        }
-    }
-}
-
 impl LiveHeader {
     /// Decodes 40 bytes. Any bytes decode; call [`validate`](LiveHeader::validate) next.
     pub fn decode(b: &[u8; LIVE_HEADER_LEN]) -> LiveHeader {
@@ -216,9 +203,10 @@ mod tests {
         assert_eq!(h.to_bytes(), b);
     }
 
-    /// width * height * 2 overflows u64 for dimensions near 2^32: debug builds
-    /// panic on network input, release builds wrap, and this header (65536
-    /// bytes "for" 2147516416 x 4294901761 pixels) is accepted.
+    /// width * height * 2 overflows u64 for dimensions near 2^32, so it is
+    /// computed in u128: with u64, debug builds would panic on network input
+    /// and release builds wrap and accept this header (65536 bytes "for"
+    /// 2147516416 x 4294901761 pixels).
     #[test]
     fn validate_overflowing_dimensions() {
         let h = LiveHeader {

@@ -92,14 +92,6 @@ impl fmt::Display for TextError {
 
 impl std::error::Error for TextError {}
 
-impl From<TextError> for crate::Error {
-    fn from(e: TextError) -> Self {
-        crate::Error::InvalidArgument {
-            what: e.to_string(),
-        }
-    }
-}
-
 /// The text read back from a message buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Text<'a> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_IMAGE_BYTES;
+use crate::ReconnectPolicy;
 
 /// Settings of a [`LiveStream`](super::LiveStream).
 ///
@@ -21,7 +22,7 @@ use crate::codec::DEFAULT_MAX_IMAGE_BYTES;
 /// assert_eq!(config.pool_buffers, 4);
 /// assert!(config.reconnect_on_error);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct LiveConfig {
     /// Largest image (pixel bytes after the header) accepted from a frame
@@ -56,6 +57,16 @@ pub struct LiveConfig {
     /// before it gives up and ends the stream with
     /// [`Error::Disconnected`](crate::Error::Disconnected). Default 30 s.
     pub reconnect_timeout: Duration,
+    /// The pauses between connection attempts: between refused attempts in
+    /// [`LiveStream::connect`](super::LiveStream::connect), and between
+    /// reconnection attempts after the link is lost (the first of which is
+    /// immediate when the lost link had delivered frames). Its
+    /// `max_attempts`, if set, limits the attempts that follow a pause, and
+    /// the stream ends with [`Error::Disconnected`](crate::Error::Disconnected)
+    /// when they have failed. Default: 20 ms,
+    /// doubling up to 1 s, ±20 % jitter, unlimited attempts (bounded by
+    /// [`reconnect_timeout`](LiveConfig::reconnect_timeout)).
+    pub reconnect_policy: ReconnectPolicy,
 }
 
 impl Default for LiveConfig {
@@ -66,8 +77,11 @@ impl Default for LiveConfig {
             pool_buffers: 4,
             connect_timeout: Duration::from_secs(2),
             reconnect_on_error: true,
-            recv_buffer_bytes: 1 << 20,
+            recv_buffer_bytes: crate::transport::RECV_BUFFER,
             reconnect_timeout: Duration::from_secs(30),
+            reconnect_policy: ReconnectPolicy::default()
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_secs(1)),
         }
     }
 }
@@ -112,6 +126,12 @@ impl LiveConfig {
     /// Sets [`reconnect_timeout`](LiveConfig::reconnect_timeout).
     pub fn with_reconnect_timeout(mut self, timeout: Duration) -> Self {
         self.reconnect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`reconnect_policy`](LiveConfig::reconnect_policy).
+    pub fn with_reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect_policy = policy;
         self
     }
 

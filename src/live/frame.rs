@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
+use super::display::DisplayLut;
 use super::pool::Pools;
-use super::tiff;
+use super::tiff::{self, TiffMetadata};
 use crate::codec::LiveHeader;
 
 /// One camera frame: its [`LiveHeader`] and its pixels.
@@ -144,7 +145,7 @@ impl Frame {
     /// # Ok::<(), flamingo_client::Error>(())
     /// ```
     pub fn from_header_and_bytes(header: LiveHeader, bytes: Vec<u8>) -> crate::Result<Frame> {
-        let len = super::reader::validate(&header, u32::MAX)?;
+        let len = header.validate(u32::MAX)?;
         if bytes.len() != len {
             return Err(crate::Error::invalid(format!(
                 "the header announces {len} pixel bytes, got {}",
@@ -254,10 +255,87 @@ impl Frame {
         LE::read_u16(&self.inner.bytes[i..i + 2])
     }
 
+    /// The display window for this frame: the header's display scale
+    /// (`scale_min`, `scale_max`, clamped to 0..=65535) when
+    /// `scale_min < scale_max`; otherwise (the instrument sent no usable
+    /// scale) the frame's own darkest and brightest pixel values, found in
+    /// one pass over the pixels. A flat frame gives `(v, v)`, which
+    /// [`DisplayLut`] shows as black.
+    ///
+    /// ```
+    /// use flamingo_client::codec::LiveHeader;
+    /// use flamingo_client::live::Frame;
+    ///
+    /// let f = Frame::from_pixels(3, 1, &[500, 900, 700])?;
+    /// assert_eq!(f.display_window(), (500, 900)); // no scale in the header
+    /// let h = LiveHeader { image_size: 2, width: 1, height: 1, scale_min: 100, scale_max: 4000, ..Default::default() };
+    /// let g = Frame::from_header_and_bytes(h, vec![0, 1])?;
+    /// assert_eq!(g.display_window(), (100, 4000));
+    /// # Ok::<(), flamingo_client::Error>(())
+    /// ```
+    pub fn display_window(&self) -> (u16, u16) {
+        let h = &self.inner.header;
+        if h.scale_min < h.scale_max {
+            let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            return (clamp(h.scale_min), clamp(h.scale_max));
+        }
+        let (mut lo, mut hi) = (u16::MAX, 0);
+        for p in self.inner.bytes.chunks_exact(2) {
+            let v = u16::from_le_bytes([p[0], p[1]]);
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        (lo, hi)
+    }
+
+    /// Converts the frame to 8-bit gray levels for display, one byte per
+    /// pixel, row-major, into `out` (resized to
+    /// [`pixel_count`](Frame::pixel_count); its allocation is reused), with
+    /// the window of [`display_window`](Frame::display_window) (the header's
+    /// display scale). See [`DisplayLut`] for the mapping.
+    ///
+    /// This builds a 64 KiB lookup table per call; a GUI painting every
+    /// frame keeps a [`DisplayLut`] and calls
+    /// [`to_display_8bit_with`](Frame::to_display_8bit_with) instead.
+    ///
+    /// ```
+    /// use flamingo_client::live::Frame;
+    ///
+    /// let f = Frame::from_pixels(3, 1, &[1000, 1500, 2000])?;
+    /// let mut gray = Vec::new();
+    /// f.to_display_8bit(&mut gray);
+    /// assert_eq!(gray, [0, 128, 255]);
+    /// # Ok::<(), flamingo_client::Error>(())
+    /// ```
+    pub fn to_display_8bit(&self, out: &mut Vec<u8>) {
+        let (min, max) = self.display_window();
+        self.to_display_8bit_with(&DisplayLut::new(min, max), out);
+    }
+
+    /// Converts the frame to 8-bit gray levels with `lut`, into `out`
+    /// (resized to [`pixel_count`](Frame::pixel_count); no allocation once
+    /// it has the capacity). Reads the received bytes directly: no `u16`
+    /// conversion first.
+    ///
+    /// ```
+    /// use flamingo_client::live::{DisplayLut, Frame};
+    ///
+    /// let lut = DisplayLut::new(0, 1000);
+    /// let mut gray = Vec::new();
+    /// Frame::from_pixels(2, 1, &[0, 2000])?.to_display_8bit_with(&lut, &mut gray);
+    /// assert_eq!(gray, [0, 255]);
+    /// # Ok::<(), flamingo_client::Error>(())
+    /// ```
+    pub fn to_display_8bit_with(&self, lut: &DisplayLut, out: &mut Vec<u8>) {
+        out.resize(self.pixel_count(), 0);
+        lut.apply_le_bytes(&self.inner.bytes, out);
+    }
+
     /// Writes the frame as an uncompressed 16-bit grayscale TIFF (baseline,
     /// little-endian, one strip), which Fiji/ImageJ, napari, Python's
     /// `tifffile` and every TIFF reader open. Pixel values are written
-    /// unchanged; the display scale is not applied.
+    /// unchanged; the display scale is not applied. No physical pixel size:
+    /// see [`write_tiff_with`](Frame::write_tiff_with).
     ///
     /// ```
     /// use flamingo_client::live::Frame;
@@ -270,7 +348,26 @@ impl Frame {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_tiff(&self, w: impl Write) -> io::Result<()> {
-        tiff::write_gray16(w, self.width(), self.height(), self.as_bytes())
+        self.write_tiff_with(w, &TiffMetadata::new())
+    }
+
+    /// Writes the frame as a 16-bit grayscale TIFF (see
+    /// [`write_tiff`](Frame::write_tiff)) carrying `meta`: with a pixel
+    /// size, Fiji shows the image in microns (see [`TiffMetadata`]).
+    ///
+    /// ```
+    /// use flamingo_client::live::{Frame, TiffMetadata};
+    ///
+    /// let frame = Frame::from_pixels(2, 1, &[7, 65535])?;
+    /// let mut file = Vec::new();
+    /// frame.write_tiff_with(&mut file, &TiffMetadata::from_pixel_fov_mm(0.000_65))?;
+    /// let text = String::from_utf8_lossy(&file);
+    /// assert!(text.contains("ImageJ=1.11a\nunit=micron\n"));
+    /// assert!(file.ends_with(&[7, 0, 255, 255]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_tiff_with(&self, w: impl Write, meta: &TiffMetadata) -> io::Result<()> {
+        tiff::write_gray16(w, self.width(), self.height(), self.as_bytes(), meta)
     }
 
     /// Saves the frame as a 16-bit grayscale TIFF file (see
@@ -283,6 +380,24 @@ impl Frame {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save_tiff(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        self.save_tiff_with(path, &TiffMetadata::new())
+    }
+
+    /// Saves the frame as a TIFF file carrying `meta` (see
+    /// [`write_tiff_with`](Frame::write_tiff_with)), replacing any existing
+    /// file. The error names the path.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client: flamingo_client::Client = unimplemented!();
+    /// use flamingo_client::live::TiffMetadata;
+    ///
+    /// let camera = client.camera();
+    /// let meta = TiffMetadata::from_pixel_fov_mm(camera.pixel_fov_mm()?);
+    /// camera.snapshot()?.save_tiff_with("snapshot.tif", &meta)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn save_tiff_with(&self, path: impl AsRef<Path>, meta: &TiffMetadata) -> io::Result<()> {
         let path = path.as_ref();
         let named = |e: io::Error| {
             io::Error::new(
@@ -291,7 +406,8 @@ impl Frame {
             )
         };
         let file = File::create(path).map_err(named)?;
-        self.write_tiff(BufWriter::new(file)).map_err(named)
+        self.write_tiff_with(BufWriter::new(file), meta)
+            .map_err(named)
     }
 }
 

@@ -14,7 +14,16 @@
 //!   wait for the consumer, older ones are dropped and counted, and the reader
 //!   never waits for the consumer;
 //! - reconnects when the instrument drops the link or sends garbage
-//!   ([`LiveConfig::reconnect_on_error`]).
+//!   ([`LiveConfig::reconnect_on_error`]), pausing between attempts as
+//!   [`LiveConfig::reconnect_policy`] says.
+//!
+//! Frames are images to show and save:
+//!
+//! - [`Frame::to_display_8bit`] and [`DisplayLut`]: 16-bit to 8-bit gray
+//!   levels with the header's display scale, for painting;
+//! - [`Frame::save_tiff_with`] and [`TiffStackWriter`]: 16-bit TIFF files,
+//!   single frames or multi-page stacks, with the pixel size in microns
+//!   ([`TiffMetadata`]) so Fiji/ImageJ shows real units.
 //!
 //! The live stream sends nothing: whoever owns it sends `LIVE_VIEW_START`,
 //! `LIVE_VIEW_STOP` or `SNAPSHOT` on the command port.
@@ -37,6 +46,7 @@
 //! ```
 
 mod config;
+mod display;
 mod frame;
 mod pool;
 mod reader;
@@ -44,5 +54,7 @@ mod stream;
 mod tiff;
 
 pub use config::LiveConfig;
+pub use display::DisplayLut;
 pub use frame::Frame;
 pub use stream::{LiveStats, LiveStream};
+pub use tiff::{TiffMetadata, TiffStackWriter};

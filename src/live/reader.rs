@@ -1,5 +1,7 @@
-//! The live socket: connecting (socket2 options) and the reader thread that
-//! reads header + pixels into pooled buffers and delivers frames latest-wins.
+//! The live socket's reader thread: reads header + pixels into pooled
+//! buffers, delivers frames latest-wins, and reconnects (with
+//! [`ReconnectPolicy`](crate::ReconnectPolicy)) when the link is lost. The
+//! socket itself is set up by [`crate::transport`].
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -10,29 +12,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use super::config::LiveConfig;
 use super::frame::Frame;
 use super::pool::Pools;
 use crate::codec::{LiveHeader, LiveHeaderError, LIVE_HEADER_LEN};
+use crate::reconnect::Delays;
+use crate::transport::{self, SocketOptions};
 use crate::Error;
-
-/// On Windows, shutting a socket down does not wake a read blocked on it in
-/// another thread (only closing the last handle does), so there the reader
-/// reads with this timeout and checks for `close()` between reads. Elsewhere
-/// the reader blocks with no timeout and `close()` wakes it by shutdown.
-#[cfg(windows)]
-const WINDOWS_CLOSE_CHECK: Duration = Duration::from_millis(250);
-/// Pause between connection attempts refused by the instrument (it may only
-/// start listening once live view has started).
-const REFUSED_RETRY: Duration = Duration::from_millis(20);
-/// First pause between reconnection attempts after a failed one; doubles up to
-/// [`BACKOFF_MAX`]. The first attempt after a link that delivered frames is
-/// immediate.
-const BACKOFF_START: Duration = Duration::from_millis(20);
-/// Longest pause between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Counters shared by the reader and the handle.
 #[derive(Default)]
@@ -122,68 +109,32 @@ impl Shared {
     }
 }
 
-/// One connection attempt with the live socket's options.
-pub(crate) fn open(
-    addr: SocketAddr,
-    timeout: Duration,
-    recv_buffer: usize,
-) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nodelay(true)?;
-    if recv_buffer > 0 {
-        if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
-            log::debug!("live: cannot set a {recv_buffer}-byte receive buffer: {e}");
-        }
-    }
-    // Notice a dead instrument eventually even when no frames flow.
-    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
-    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
-        log::debug!("live: cannot enable TCP keepalive: {e}");
-    }
-    // Abortive close (RST): when we close, the instrument's send fails at
-    // once instead of stalling. With a plain FIN the closed socket may keep
-    // advertising the zero window it had (Linux sends no window update after
-    // shutdown(Read)), leaving the instrument blocked in send until the
-    // FIN_WAIT2 timeout (60 s), unable to serve the next live client.
-    if let Err(e) = socket.set_linger(Some(Duration::ZERO)) {
-        log::debug!("live: cannot set SO_LINGER 0: {e}");
-    }
-    socket.connect_timeout(&addr.into(), timeout)?;
-    // connect_timeout leaves the socket blocking. No read timeout (except on
-    // Windows, see WINDOWS_CLOSE_CHECK): the reader blocks on its socket and
-    // is woken by shutdown.
-    #[cfg(windows)]
-    socket.set_read_timeout(Some(WINDOWS_CLOSE_CHECK))?;
-    Ok(socket.into())
-}
-
-/// Connects, retrying refused connections until `deadline`.
+/// Connects to the live port, retrying refused connections (the instrument
+/// may only listen once live view has started) with the pauses of
+/// `config.reconnect_policy` until `deadline`.
 pub(crate) fn connect_until(
     addr: SocketAddr,
     deadline: Instant,
-    recv_buffer: usize,
+    config: &LiveConfig,
 ) -> crate::Result<TcpStream> {
     let fail = |source: io::Error| Error::Connect {
         addr: addr.to_string(),
         source,
     };
+    let options = SocketOptions::live(config.recv_buffer_bytes);
+    let mut delays = config.reconnect_policy.delays();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(fail(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "live port connection timed out",
-            )));
-        }
-        match open(addr, left, recv_buffer) {
+        match transport::open(addr, Some(deadline), options) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left <= REFUSED_RETRY {
-                    return Err(fail(e));
+                match delays.next() {
+                    Some(pause) if pause < left => {
+                        log::debug!("live: {addr} refused the connection, retrying");
+                        thread::sleep(pause);
+                    }
+                    _ => return Err(fail(e)),
                 }
-                log::debug!("live: {addr} refused the connection, retrying");
-                thread::sleep(REFUSED_RETRY);
             }
             Err(e) => return Err(fail(e)),
         }
@@ -237,31 +188,12 @@ fn fill(shared: &Shared, conn: &mut TcpStream, buf: &mut [u8]) -> Result<bool, L
             Ok(0) => return Err(Lost::Eof { mid_frame: true }),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // Only with a read timeout (Windows): keep reading unless closing.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) && !shared.is_closing() => {}
+            // Only with the CLOSE_POLL read timeout: keep reading unless closing.
+            Err(e) if transport::is_poll_timeout(&e) && !shared.is_closing() => {}
             Err(e) => return Err(Lost::Io(e)),
         }
     }
     Ok(true)
-}
-
-/// [`LiveHeader::validate`], guarded against sizes whose byte count would
-/// overflow `u64` (`width * height * 2` with both near `u32::MAX`), which
-/// can never match a `u32` image size anyway.
-pub(crate) fn validate(header: &LiveHeader, limit: u32) -> Result<usize, LiveHeaderError> {
-    let pixels = u64::from(header.width) * u64::from(header.height);
-    if pixels > u64::from(u32::MAX) {
-        return Err(LiveHeaderError::Inconsistent {
-            image_size: header.image_size,
-            width: header.width,
-            height: header.height,
-        });
-    }
-    header.validate(limit)
 }
 
 /// Marks the stream ended even if the reader unwinds, so waiters get an
@@ -311,8 +243,10 @@ fn serve(
     tx: &Sender<Frame>,
     own_rx: &Receiver<Frame>,
 ) -> End {
-    // Consecutive connections that ended without delivering a frame.
-    let mut failures: u32 = 0;
+    // The pauses before the next reconnection attempts. `None`: the next
+    // attempt is immediate (the stream is new, or its last link delivered
+    // frames); the policy's pauses then grow while links keep failing.
+    let mut delays: Option<Delays> = None;
     loop {
         let mut delivered = false;
         let lost = read_frames(shared, &mut conn, tx, own_rx, &mut delivered);
@@ -322,7 +256,7 @@ fn serve(
             return End::Closed;
         }
         if delivered {
-            failures = 0;
+            delays = None;
         }
         let c = &shared.counters;
         c.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +271,7 @@ fn serve(
             return lost.into_end(shared.addr);
         }
         log::info!("live: reconnecting to {}", shared.addr);
-        match reconnect(shared, &mut failures, &what) {
+        match reconnect(shared, &mut delays, &what) {
             Ok(new) => conn = new,
             Err(end) => return end,
         }
@@ -362,7 +296,7 @@ fn read_frames(
             Err(lost) => return lost,
         }
         let header = LiveHeader::decode(&head);
-        let len = match validate(&header, limit) {
+        let len = match header.validate(limit) {
             Ok(len) => len,
             Err(e) => return Lost::BadHeader(e, head),
         };
@@ -407,17 +341,37 @@ fn deliver(mut frame: Frame, tx: &Sender<Frame>, own_rx: &Receiver<Frame>, dropp
     }
 }
 
-/// Reconnects to the same address, with a backoff that grows while
-/// connections keep failing. Gives up after `reconnect_timeout` without a
-/// connection, or when the stream is closed.
-fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream, End> {
+/// Reconnects to the same address, pausing between attempts as
+/// [`LiveConfig::reconnect_policy`] says (the first attempt after a link that
+/// delivered frames is immediate). Gives up after `reconnect_timeout`
+/// without a connection, when the policy's attempts run out, or when the
+/// stream is closed.
+fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<TcpStream, End> {
     let config = &shared.config;
     // None: a timeout too large to represent, i.e. never give up.
     let give_up = Instant::now().checked_add(config.reconnect_timeout);
     let mut last_error: Option<io::Error> = None;
+    let mut tried: u32 = 0;
+    let failed = |what: String, last_error: &Option<io::Error>| {
+        let detail = match last_error {
+            Some(e) => format!(": last attempt: {e}"),
+            None => String::new(),
+        };
+        Err(End::Disconnected(format!("{why}, and {what}{detail}")))
+    };
     loop {
-        let pause = backoff(*failures);
-        *failures = failures.saturating_add(1);
+        let pause = match delays {
+            None => {
+                *delays = Some(config.reconnect_policy.delays());
+                Duration::ZERO
+            }
+            Some(d) => match d.next() {
+                Some(pause) => pause,
+                None => {
+                    return failed(format!("{tried} reconnection attempts failed"), &last_error);
+                }
+            },
+        };
         if !pause.is_zero() {
             // Not polling: a pause between attempts that close() interrupts
             // (it disconnects `wake`).
@@ -426,23 +380,21 @@ fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream
         if shared.is_closing() {
             return Err(End::Closed);
         }
-        let left = give_up.map_or(config.connect_timeout, |g| {
-            g.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            let detail = match &last_error {
-                Some(e) => format!(": last attempt: {e}"),
-                None => String::new(),
-            };
-            return Err(End::Disconnected(format!(
-                "{why}, and reconnecting failed for {:.1} s{detail}",
-                config.reconnect_timeout.as_secs_f64()
-            )));
+        let now = Instant::now();
+        if give_up.is_some_and(|g| g <= now) {
+            let secs = config.reconnect_timeout.as_secs_f64();
+            return failed(format!("reconnecting failed for {secs:.1} s"), &last_error);
         }
-        let attempt = open(
+        // One attempt: at most connect_timeout, and never past give_up.
+        let attempt_deadline = match (now.checked_add(config.connect_timeout), give_up) {
+            (Some(a), Some(g)) => Some(a.min(g)),
+            (a, g) => a.or(g),
+        };
+        tried += 1;
+        let attempt = transport::open(
             shared.addr,
-            left.min(config.connect_timeout),
-            config.recv_buffer_bytes,
+            attempt_deadline,
+            SocketOptions::live(config.recv_buffer_bytes),
         )
         .and_then(|stream| Ok((shared.install(&stream)?, stream)));
         match attempt {
@@ -458,15 +410,6 @@ fn reconnect(shared: &Shared, failures: &mut u32, why: &str) -> Result<TcpStream
             }
         }
     }
-}
-
-fn backoff(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    BACKOFF_START
-        .saturating_mul(1 << (failures - 1).min(16))
-        .min(BACKOFF_MAX)
 }
 
 #[cfg(test)]
@@ -518,13 +461,5 @@ mod tests {
             fill(&shared, &mut conn, &mut buf),
             Err(Lost::Io(_))
         ));
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(1), BACKOFF_START);
-        assert_eq!(backoff(2), BACKOFF_START * 2);
-        assert_eq!(backoff(40), BACKOFF_MAX);
     }
 }

@@ -68,10 +68,12 @@ pub struct LiveStream {
 impl LiveStream {
     /// Connects to the live port at `addr` and starts the reader thread.
     ///
-    /// Refused connections are retried until `deadline`, because the
-    /// instrument may only start listening after `LIVE_VIEW_START`. The
-    /// socket gets `TCP_NODELAY` and a receive buffer of
-    /// [`LiveConfig::recv_buffer_bytes`].
+    /// Refused connections are retried until `deadline`, with the pauses of
+    /// [`LiveConfig::reconnect_policy`], because the instrument may only
+    /// start listening after `LIVE_VIEW_START`. The socket gets
+    /// `TCP_NODELAY`, TCP keepalive, a receive buffer of
+    /// [`LiveConfig::recv_buffer_bytes`] and an abortive close (a reset, so
+    /// the instrument's `send` never stalls on a closed live client).
     ///
     /// # Errors
     ///
@@ -90,7 +92,7 @@ impl LiveStream {
     /// ```
     pub fn connect(addr: SocketAddr, config: LiveConfig, deadline: Instant) -> Result<LiveStream> {
         config.check()?;
-        let conn = reader::connect_until(addr, deadline, config.recv_buffer_bytes)?;
+        let conn = reader::connect_until(addr, deadline, &config)?;
         let clone = conn.try_clone()?;
         let (tx, rx) = bounded(config.queue_depth);
         let (wake_tx, wake_rx) = bounded(0);

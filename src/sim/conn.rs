@@ -21,6 +21,7 @@ use super::handler;
 use super::shared::{ConnEntry, Shared};
 use super::Received;
 use crate::codec::{FrameError, FrameReader, Message, MESSAGE_LEN};
+use crate::transport;
 
 /// Whether a queued message answers a request or is unsolicited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,9 +114,9 @@ fn start_connection(sh: &Arc<Shared>, id: u64, stream: TcpStream) -> io::Result<
     Ok(())
 }
 
-/// Windows may not wake a blocked `recv` when the socket is shut down from
-/// another thread, so there the reader wakes every 250 ms to check whether
-/// the simulator is stopping. Elsewhere it blocks with no timeout.
+/// Retries the read timeouts of [`CLOSE_POLL`](crate::transport::CLOSE_POLL)
+/// (Windows only; see there) until the simulator is stopping. Elsewhere the
+/// reader blocks with no timeout and a shutdown wakes it.
 struct StopAware<'a> {
     stream: &'a TcpStream,
     sh: &'a Shared,
@@ -125,11 +126,7 @@ impl std::io::Read for StopAware<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             match (&mut &*self.stream).read(buf) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) && !self.sh.is_shutting_down() => {}
+                Err(e) if transport::is_poll_timeout(&e) && !self.sh.is_shutting_down() => {}
                 other => return other,
             }
         }
@@ -137,8 +134,8 @@ impl std::io::Read for StopAware<'_> {
 }
 
 fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel::Sender<Out>) {
-    if cfg!(windows) {
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(250)));
+    if transport::CLOSE_POLL.is_some() {
+        let _ = stream.set_read_timeout(transport::CLOSE_POLL);
     }
     let mut stream = StopAware {
         stream: &stream,
