@@ -149,13 +149,22 @@ impl Viewer {
     ) -> bool {
         let what = what.into();
         if self.model.conn != Some(ConnectionState::Connected) {
-            self.model.error(format!("not connected: {what} was not sent"));
+            self.model
+                .error(format!("not connected: {what} was not sent"));
             return false;
         }
         let Some(s) = self.session.as_mut() else {
             return false;
         };
         let client = &s.client;
+        // Again just before sending: the state seen at the start of the
+        // frame may be a frame old, and a send while the link is down waits
+        // for the reconnect.
+        if self.timer.time("client.state", || client.state()) != ConnectionState::Connected {
+            self.model
+                .error(format!("not connected: {what} was not sent"));
+            return false;
+        }
         match self.timer.time(name, || start(client)) {
             Ok(op) => {
                 let op = op.map(|v| Box::new(move |m: &mut Model| apply(m, v)) as Apply);
@@ -329,7 +338,11 @@ impl Viewer {
             "led.submit_set_percent",
             format!("LED {colour} at {percent:.0} %"),
             move |c| c.led().submit_set_percent(colour, percent),
-            move |m, ()| m.log(LineKind::Action, format!("LED {colour} at {percent:.0} %")),
+            move |m, ()| {
+                m.led_colour = colour;
+                m.led_percent = percent;
+                m.log(LineKind::Action, format!("LED {colour} at {percent:.0} %"));
+            },
         );
     }
 
@@ -365,7 +378,10 @@ impl Viewer {
                         .unwrap_or(path);
                     m.log(
                         LineKind::Action,
-                        format!("workflow {name} loaded ({} planes)", wf.planes().unwrap_or(1)),
+                        format!(
+                            "workflow {name} loaded ({} planes)",
+                            wf.planes().unwrap_or(1)
+                        ),
                     );
                     m.workflow.loaded = Some(name);
                     m.workflow.status = "ready".into();
@@ -386,7 +402,8 @@ impl Viewer {
             return;
         };
         if self.model.conn != Some(ConnectionState::Connected) {
-            self.model.error("not connected: the workflow was not started");
+            self.model
+                .error("not connected: the workflow was not started");
             return;
         }
         let Some(s) = self.session.as_mut() else {
@@ -397,10 +414,9 @@ impl Viewer {
             return;
         }
         let client = &s.client;
-        match self
-            .timer
-            .time("workflows.submit_start", || client.workflows().submit_start(&wf))
-        {
+        match self.timer.time("workflows.submit_start", || {
+            client.workflows().submit_start(&wf)
+        }) {
             Ok(run) => {
                 s.run = Some(Box::new(run));
                 s.stopping = false;
@@ -432,8 +448,9 @@ impl Viewer {
                 s.pending.push(Pend {
                     what: "stopping the workflow".into(),
                     op: op.map(|()| {
-                        Box::new(|m: &mut Model| m.log(LineKind::Action, "workflow stop acknowledged"))
-                            as Apply
+                        Box::new(|m: &mut Model| {
+                            m.log(LineKind::Action, "workflow stop acknowledged")
+                        }) as Apply
                     }),
                     since: Instant::now(),
                 });
@@ -482,9 +499,10 @@ impl Viewer {
         self.poll_run();
         self.poll_live();
         // Stage position while something moves.
-        let due = self.session.as_ref().is_some_and(|s| {
-            s.last_position_query.elapsed() >= POSITION_POLL
-        });
+        let due = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.last_position_query.elapsed() >= POSITION_POLL);
         if due && self.model.moving.iter().any(|&m| m) {
             self.query_positions();
         }
@@ -557,7 +575,8 @@ impl Viewer {
                     if let (Some(v), Ok(i @ 1..=4)) = (level_percent, usize::try_from(*laser)) {
                         m.lasers[i - 1].level = Some(*v);
                     }
-                    m.log(LineKind::Event, format!("laser {laser} level {level_percent:?}"));
+                    let level = level_percent.map_or("?".into(), |v| format!("{v:.2} %"));
+                    m.log(LineKind::Event, format!("laser {laser} level {level}"));
                 }
                 other => {
                     let name = other.name();
@@ -656,7 +675,10 @@ impl Viewer {
         match &mut self.texture {
             Some(t) => t.set(f.image, TextureOptions::NEAREST),
             None => {
-                self.texture = Some(self.ctx.load_texture("live", f.image, TextureOptions::NEAREST))
+                self.texture = Some(
+                    self.ctx
+                        .load_texture("live", f.image, TextureOptions::NEAREST),
+                )
             }
         }
         self.shown = Some(ShownFrame {
@@ -682,8 +704,10 @@ impl Viewer {
         let live = match LiveWorker::start(client.clone(), self.ctx.clone(), true) {
             Ok(l) => l,
             Err(e) => {
-                self.model.error(format!("cannot start the live thread: {e}"));
-                self.closing.push(std::thread::spawn(move || client.close()));
+                self.model
+                    .error(format!("cannot start the live thread: {e}"));
+                self.closing
+                    .push(std::thread::spawn(move || client.close()));
                 return;
             }
         };
@@ -701,7 +725,8 @@ impl Viewer {
             last_position_query: Instant::now(),
         });
         self.model.set_conn(ConnectionState::Connected);
-        self.model.log(LineKind::Connection, format!("connected to {addr}"));
+        self.model
+            .log(LineKind::Connection, format!("connected to {addr}"));
         self.initial_queries();
     }
 
@@ -713,32 +738,39 @@ impl Viewer {
             ui.separator();
             let (text, colour) = match &self.model.conn {
                 None | Some(ConnectionState::NotConnected) => {
-                    ("● not connected".to_string(), Color32::GRAY)
+                    ("not connected".to_string(), Color32::GRAY)
                 }
                 Some(ConnectionState::Connecting) => {
-                    ("● connecting…".to_string(), Color32::from_rgb(230, 180, 60))
+                    ("connecting…".to_string(), Color32::from_rgb(230, 180, 60))
                 }
                 Some(ConnectionState::Connected) => (
                     format!(
-                        "● connected {}",
+                        "connected {}",
                         self.session.as_ref().map_or("", |s| s.client.addr())
                     ),
                     Color32::from_rgb(80, 200, 100),
                 ),
                 Some(ConnectionState::Reconnecting { attempt }) => (
-                    format!("● reconnecting (attempt {attempt})"),
+                    format!("reconnecting (attempt {attempt})"),
                     Color32::from_rgb(240, 160, 40),
                 ),
-                Some(ConnectionState::Closed { reason }) => {
-                    (format!("● disconnected: {reason}"), Color32::from_rgb(230, 80, 80))
-                }
+                Some(ConnectionState::Closed { reason }) => (
+                    format!("disconnected: {reason}"),
+                    Color32::from_rgb(230, 80, 80),
+                ),
             };
+            // A lamp and the state, always visible.
+            let (r, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
+            ui.painter().circle_filled(r.center(), 6.0, colour);
             ui.label(RichText::new(text).color(colour).strong());
             ui.separator();
             ui.label("Address");
             ui.add(egui::TextEdit::singleline(&mut self.addr_input).desired_width(150.0));
             let busy = self.connecting.is_some();
-            if ui.add_enabled(!busy, egui::Button::new("Connect")).clicked() {
+            if ui
+                .add_enabled(!busy, egui::Button::new("Connect"))
+                .clicked()
+            {
                 let a = self.addr_input.trim().to_string();
                 self.connect(Some(a));
             }
@@ -830,10 +862,13 @@ impl Viewer {
                     if moving {
                         t = t.color(Color32::from_rgb(240, 200, 80));
                     }
-                    ui.label(t).on_hover_text(match self.model.soft_limits(axis) {
-                        Some((lo, hi)) => format!("soft limits {lo:.3} .. {hi:.3} {}", axis.unit()),
-                        None => "soft limits not known yet".into(),
-                    });
+                    ui.label(t)
+                        .on_hover_text(match self.model.soft_limits(axis) {
+                            Some((lo, hi)) => {
+                                format!("soft limits {lo:.3} .. {hi:.3} {}", axis.unit())
+                            }
+                            None => "soft limits not known yet".into(),
+                        });
                     ui.horizontal(|ui| {
                         if ui.small_button("◀").clicked() {
                             actions.push((axis, None, -1.0));
@@ -893,9 +928,7 @@ impl Viewer {
             if ui.button("Refresh").clicked() {
                 self.query_positions();
             }
-            ui.label(
-                RichText::new(format!("{} stop events", self.model.motion_stops)).weak(),
-            );
+            ui.label(RichText::new(format!("{} stop events", self.model.motion_stops)).weak());
         });
         for (axis, to, steps) in actions {
             match to {
@@ -903,6 +936,41 @@ impl Viewer {
                 None => self.jog(axis, steps),
             }
         }
+    }
+
+    fn timing_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("UI thread: library calls");
+        ui.label(
+            RichText::new(format!(
+                "{} frames, {} calls; goal: no frame with ≥ {} µs in library calls",
+                self.timer.frames,
+                self.timer.calls,
+                BUDGET.as_micros()
+            ))
+            .weak(),
+        );
+        let mut rows: Vec<_> = self.timer.per_call.iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
+        egui::Grid::new("timing")
+            .num_columns(3)
+            .striped(true)
+            .spacing([12.0, 2.0])
+            .show(ui, |ui| {
+                ui.label(RichText::new("call").weak());
+                ui.label(RichText::new("count").weak());
+                ui.label(RichText::new("longest").weak());
+                ui.end_row();
+                for (name, (n, worst)) in rows.into_iter().take(8) {
+                    ui.label(RichText::new(*name).monospace().small());
+                    ui.label(RichText::new(n.to_string()).monospace().small());
+                    ui.label(
+                        RichText::new(format!("{:.0} µs", us(*worst)))
+                            .monospace()
+                            .small(),
+                    );
+                    ui.end_row();
+                }
+            });
     }
 
     fn lasers_panel(&mut self, ui: &mut egui::Ui) {
@@ -1104,7 +1172,7 @@ impl Viewer {
             ui.label(
                 RichText::new(format!(
                     "· {:.1} fps received · {:.1} fps shown · {} frames · {} dropped",
-                    status.fps, shown_fps, status.stats.frames, status.stats.dropped
+                    status.fps, shown_fps, status.frames_total, status.dropped_total
                 ))
                 .monospace(),
             );
@@ -1145,10 +1213,7 @@ impl Viewer {
     fn log_panel(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.heading("Events");
-            let dropped = self
-                .session
-                .as_ref()
-                .map_or(0, |s| s.events.dropped());
+            let dropped = self.session.as_ref().map_or(0, |s| s.events.dropped());
             ui.label(
                 RichText::new(format!(
                     "{} received · {} dropped by the queue (flood)",
@@ -1234,7 +1299,7 @@ impl eframe::App for Viewer {
         });
         egui::TopBottomPanel::bottom("log")
             .resizable(true)
-            .default_height(190.0)
+            .default_height(170.0)
             .show(ctx, |ui| {
                 self.error_strip(ui);
                 self.log_panel(ui);
@@ -1247,6 +1312,8 @@ impl eframe::App for Viewer {
                     self.stage_panel(ui);
                     ui.separator();
                     self.lasers_panel(ui);
+                    ui.separator();
+                    self.timing_panel(ui);
                 });
             });
         egui::CentralPanel::default().show(ctx, |ui| {

@@ -18,7 +18,12 @@ struct Image {
 impl Image {
     fn px(&self, x: usize, y: usize) -> [u8; 4] {
         let i = (y * self.w + x) * 4;
-        [self.rgba[i], self.rgba[i + 1], self.rgba[i + 2], self.rgba[i + 3]]
+        [
+            self.rgba[i],
+            self.rgba[i + 1],
+            self.rgba[i + 2],
+            self.rgba[i + 3],
+        ]
     }
 }
 
@@ -27,7 +32,10 @@ fn load(path: &Path) -> Result<Image, String> {
     let mut dec = png::Decoder::new(std::io::BufReader::new(f));
     dec.set_transformations(png::Transformations::EXPAND);
     let mut r = dec.read_info().map_err(|e| e.to_string())?;
-    let mut buf = vec![0; r.output_buffer_size()];
+    let size = r
+        .output_buffer_size()
+        .ok_or("the PNG is too large to decode")?;
+    let mut buf = vec![0; size];
     let info = r.next_frame(&mut buf).map_err(|e| e.to_string())?;
     let (w, h) = (info.width as usize, info.height as usize);
     let rgba = match info.color_type {
@@ -73,8 +81,12 @@ fn num(json: &str, key: &str) -> f64 {
 fn region(img: &Image, r: [f64; 4], inset: usize) -> Vec<[u8; 4]> {
     let x0 = (r[0].max(0.0) as usize + inset).min(img.w);
     let y0 = (r[1].max(0.0) as usize + inset).min(img.h);
-    let x1 = ((r[0] + r[2]).max(0.0) as usize).saturating_sub(inset).min(img.w);
-    let y1 = ((r[1] + r[3]).max(0.0) as usize).saturating_sub(inset).min(img.h);
+    let x1 = ((r[0] + r[2]).max(0.0) as usize)
+        .saturating_sub(inset)
+        .min(img.w);
+    let y1 = ((r[1] + r[3]).max(0.0) as usize)
+        .saturating_sub(inset)
+        .min(img.h);
     let mut out = Vec::new();
     for y in y0..y1 {
         for x in x0..x1 {
@@ -87,6 +99,86 @@ fn region(img: &Image, r: [f64; 4], inset: usize) -> Vec<[u8; 4]> {
 fn is_fill(p: [u8; 4]) -> bool {
     let f = PROGRESS_FILL.to_array();
     (0..3).all(|i| (i32::from(p[i]) - i32::from(f[i])).abs() <= 24)
+}
+
+/// The live image area shows an image, not a uniform area.
+fn check_image(json: &str, img: &Image) -> Result<String, String> {
+    let r = field_rect(json, "image_rect").ok_or("no image_rect in the report")?;
+    let px = region(img, r, 2);
+    if px.len() < 64 * 64 {
+        return Err(format!("image area too small: {} pixels", px.len()));
+    }
+    let lum: Vec<f64> = px
+        .iter()
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
+    let mean = lum.iter().sum::<f64>() / lum.len() as f64;
+    let sd = (lum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / lum.len() as f64).sqrt();
+    let mut seen = [false; 256];
+    for v in &lum {
+        seen[*v as usize] = true;
+    }
+    let levels = seen.iter().filter(|&&s| s).count();
+    let d = format!(
+        "{} px, mean {mean:.1}, sd {sd:.1}, {levels} grey levels",
+        px.len()
+    );
+    if sd > 10.0 && levels >= 32 {
+        Ok(d)
+    } else {
+        Err(d)
+    }
+}
+
+/// The workflow progress bar is filled to its end, and the report agrees.
+fn check_progress(json: &str, img: &Image) -> Result<String, String> {
+    let r = field_rect(json, "progress_rect").ok_or("no progress_rect in the report")?;
+    let px = region(img, r, 3);
+    if px.is_empty() {
+        return Err("progress bar not on screen".into());
+    }
+    let filled = px.iter().filter(|p| is_fill(**p)).count() as f64 / px.len() as f64;
+    // The right end of the bar: its last 6 % columns.
+    let end = [r[0] + r[2] * 0.94, r[1], r[2] * 0.06, r[3]];
+    let epx = region(img, end, 3);
+    let end_filled = epx.iter().filter(|p| is_fill(**p)).count() as f64 / epx.len().max(1) as f64;
+    let d = format!(
+        "{:.0} % of the bar and {:.0} % of its right end in the fill colour; report says {} / {}",
+        filled * 100.0,
+        end_filled * 100.0,
+        num(json, "workflow_current"),
+        num(json, "workflow_total")
+    );
+    let total = num(json, "workflow_total");
+    if filled > 0.6 && end_filled > 0.6 && total > 0.0 && num(json, "workflow_current") == total {
+        Ok(d)
+    } else {
+        Err(d)
+    }
+}
+
+/// The run itself: success, live frames shown, the reconnect seen (with faults).
+fn check_run(json: &str) -> Result<String, String> {
+    let status = field(json, "viewer_self_test").unwrap_or_default();
+    let shown = num(json, "live_frames_shown");
+    let faults = field(json, "faults").unwrap_or_default() == "true";
+    let reconnected = json.contains("\"reconnecting\"");
+    let d = format!(
+        "status {status}, {shown} live frames shown, workflow {}, faults {faults}, reconnect seen {reconnected}, library time per frame max {} µs (p99 {} µs), {} frames ≥ 1 ms",
+        field(json, "workflow_status").unwrap_or_default(),
+        num(json, "max"),
+        num(json, "p99"),
+        num(json, "frames_over_1ms"),
+    );
+    if status == "ok"
+        && shown >= 20.0
+        && field(json, "workflow_status").as_deref() == Some("finished")
+        && (!faults || reconnected)
+    {
+        Ok(d)
+    } else {
+        Err(d)
+    }
 }
 
 /// Runs the checks; prints one line per check and a summary line.
@@ -117,91 +209,18 @@ pub fn run(png: &Path) -> ExitCode {
     };
 
     // 1. The live image area shows an image, not a uniform area.
-    report(
-        "live image area is not uniform",
-        (|| {
-            let r = field_rect(&json, "image_rect").ok_or("no image_rect in the report")?;
-            let px = region(&img, r, 2);
-            if px.len() < 64 * 64 {
-                return Err(format!("image area too small: {} pixels", px.len()));
-            }
-            let lum: Vec<f64> = px
-                .iter()
-                .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
-                .collect();
-            let mean = lum.iter().sum::<f64>() / lum.len() as f64;
-            let sd = (lum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / lum.len() as f64).sqrt();
-            let mut seen = [false; 256];
-            for v in &lum {
-                seen[*v as usize] = true;
-            }
-            let levels = seen.iter().filter(|&&s| s).count();
-            let d = format!("{} px, mean {mean:.1}, sd {sd:.1}, {levels} grey levels", px.len());
-            if sd > 10.0 && levels >= 32 {
-                Ok(d)
-            } else {
-                Err(d)
-            }
-        })(),
-    );
+    report("live image area is not uniform", check_image(&json, &img));
 
     // 2. The workflow progress bar reached the end.
     report(
         "workflow progress bar reached the end",
-        (|| {
-            let r = field_rect(&json, "progress_rect").ok_or("no progress_rect in the report")?;
-            let px = region(&img, r, 3);
-            if px.is_empty() {
-                return Err("progress bar not on screen".into());
-            }
-            let filled = px.iter().filter(|p| is_fill(**p)).count() as f64 / px.len() as f64;
-            // The right end of the bar: its last 6 % columns.
-            let end = [r[0] + r[2] * 0.94, r[1], r[2] * 0.06, r[3]];
-            let epx = region(&img, end, 3);
-            let end_filled =
-                epx.iter().filter(|p| is_fill(**p)).count() as f64 / epx.len().max(1) as f64;
-            let d = format!(
-                "{:.0} % of the bar and {:.0} % of its right end in the fill colour; report says {} / {}",
-                filled * 100.0,
-                end_filled * 100.0,
-                num(&json, "workflow_current"),
-                num(&json, "workflow_total")
-            );
-            let total = num(&json, "workflow_total");
-            if filled > 0.6 && end_filled > 0.6 && total > 0.0 && num(&json, "workflow_current") == total
-            {
-                Ok(d)
-            } else {
-                Err(d)
-            }
-        })(),
+        check_progress(&json, &img),
     );
 
     // 3. The run itself: success, live frames shown, faults survived.
     report(
         "self-test run (live frames, workflow, faults)",
-        (|| {
-            let status = field(&json, "viewer_self_test").unwrap_or_default();
-            let shown = num(&json, "live_frames_shown");
-            let faults = field(&json, "faults").unwrap_or_default() == "true";
-            let reconnected = json.contains("\"reconnecting\"");
-            let d = format!(
-                "status {status}, {shown} live frames shown, workflow {}, faults {faults}, reconnect seen {reconnected}, library time per frame max {} µs (p99 {} µs), {} frames ≥ 1 ms",
-                field(&json, "workflow_status").unwrap_or_default(),
-                num(&json, "max"),
-                num(&json, "p99"),
-                num(&json, "frames_over_1ms"),
-            );
-            if status == "ok"
-                && shown >= 20.0
-                && field(&json, "workflow_status").as_deref() == Some("finished")
-                && (!faults || reconnected)
-            {
-                Ok(d)
-            } else {
-                Err(d)
-            }
-        })(),
+        check_run(&json),
     );
 
     println!("viewer: {passed} passed, {failed} failed");

@@ -60,6 +60,10 @@ pub struct LiveStatus {
     pub opens: u64,
     /// Frames taken from the stream by the worker.
     pub frames_converted: u64,
+    /// Frames received over every stream opened (`stats` is the current one's).
+    pub frames_total: u64,
+    /// Frames dropped over every stream opened.
+    pub dropped_total: u64,
 }
 
 /// The handle the UI holds.
@@ -163,10 +167,14 @@ impl Worker {
 
     fn run(self) {
         let mut stream: Option<Arc<LiveStream>> = None;
+        // Counters of the streams closed so far (a re-opened live port
+        // counts from zero again).
+        let mut base = LiveStats::default();
         let mut started = false;
         let mut last_frame = Instant::now();
-        let mut fps = 0.0f64;
-        let mut last_at: Option<Instant> = None;
+        // (time, frames received by then) over the last two seconds: the
+        // frame rate counts every frame received, also those skipped here.
+        let mut arrivals: std::collections::VecDeque<(Instant, u64)> = Default::default();
         while !self.stop.load(Ordering::SeqCst) {
             let want = self.want.load(Ordering::SeqCst);
             if !want {
@@ -178,7 +186,7 @@ impl Worker {
                     started = false;
                 }
                 self.set_state("off");
-                stream = None;
+                retire(&mut stream, &mut base);
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -195,6 +203,7 @@ impl Worker {
                 // Opens the live port if needed and sends LIVE_VIEW_START.
                 match self.client.camera().live_start() {
                     Ok(s) => {
+                        retire(&mut stream, &mut base);
                         stream = Some(s);
                         started = true;
                         last_frame = Instant::now();
@@ -219,7 +228,7 @@ impl Worker {
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    stream = None;
+                    retire(&mut stream, &mut base);
                     continue;
                 }
             };
@@ -229,20 +238,27 @@ impl Worker {
                 frame = newer;
             }
             let now = Instant::now();
-            if let Some(prev) = last_at {
-                let dt = now.duration_since(prev).as_secs_f64().max(1e-6);
-                fps = if fps == 0.0 {
-                    1.0 / dt
-                } else {
-                    0.9 * fps + 0.1 / dt
-                };
+            let stats = s.stats();
+            arrivals.push_back((now, stats.frames));
+            while arrivals
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(2))
+            {
+                arrivals.pop_front();
             }
-            last_at = Some(now);
+            let fps = match arrivals.front() {
+                Some(&(t, n)) if stats.frames > n => {
+                    (stats.frames - n) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
+                }
+                _ => 0.0,
+            };
             last_frame = now;
             let display = to_display(&frame, *self.scaling.lock());
             {
                 let mut st = self.status.lock();
-                st.stats = s.stats();
+                st.stats = stats;
+                st.frames_total = base.frames + stats.frames;
+                st.dropped_total = base.dropped + stats.dropped;
                 st.fps = fps;
                 st.frames_converted += 1;
                 st.state = "on".into();
@@ -255,6 +271,15 @@ impl Worker {
         if started {
             let _ = self.client.camera().live_stop();
         }
+    }
+}
+
+/// Adds a stream's counters to `base` and forgets the stream.
+fn retire(stream: &mut Option<Arc<LiveStream>>, base: &mut LiveStats) {
+    if let Some(s) = stream.take() {
+        let st = s.stats();
+        base.frames += st.frames;
+        base.dropped += st.dropped;
     }
 }
 

@@ -150,5 +150,10 @@ fn main() -> ExitCode {
 
 /// The Z-stack workflow shipped with the repository.
 fn default_workflow() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/ZStack.txt"))
+    let viewer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    viewer
+        .parent()
+        .unwrap_or(viewer)
+        .join("fixtures")
+        .join("ZStack.txt")
 }

@@ -97,10 +97,7 @@ impl SelfTest {
     pub fn step(&mut self, v: &mut Viewer, ctx: &egui::Context) {
         // Keep frames coming: the test watches the UI, not a person.
         ctx.request_repaint_after(Duration::from_millis(16));
-        if matches!(
-            self.phase,
-            Phase::Reconnect | Phase::Stall | Phase::Flood
-        ) {
+        if matches!(self.phase, Phase::Reconnect | Phase::Stall | Phase::Flood) {
             self.fault_window.frames += v.timer.frames - self.last_frames;
             self.fault_window.worst = self.fault_window.worst.max(v.timer.last_frame);
         }
@@ -143,7 +140,8 @@ impl SelfTest {
     }
 
     fn idle(v: &Viewer) -> bool {
-        v.session.as_ref().is_some_and(|s| s.pending.is_empty()) && !v.model.moving.iter().any(|&m| m)
+        v.session.as_ref().is_some_and(|s| s.pending.is_empty())
+            && !v.model.moving.iter().any(|&m| m)
     }
 
     fn actions(&mut self, v: &mut Viewer) {
@@ -292,7 +290,10 @@ impl SelfTest {
                     self.mark = v.live_frames_shown;
                     self.go(Phase::AfterWorkflow);
                 } else if wf.status == "failed" {
-                    let why = format!("the workflow failed: {:?}", v.model.errors.back().map(|e| &e.text));
+                    let why = format!(
+                        "the workflow failed: {:?}",
+                        v.model.errors.back().map(|e| &e.text)
+                    );
                     self.finish(v, _ctx, Some(why), None);
                 }
             }
@@ -313,7 +314,9 @@ impl SelfTest {
         });
         if let Some(image) = image {
             let r = save_png(&self.screenshot, &image);
-            let why = r.err().map(|e| format!("cannot save {}: {e}", self.screenshot.display()));
+            let why = r
+                .err()
+                .map(|e| format!("cannot save {}: {e}", self.screenshot.display()));
             self.finish(v, ctx, why, Some(ctx.pixels_per_point()));
         } else if self.in_phase() > Duration::from_secs(10) {
             self.finish(v, ctx, Some("no screenshot came back".into()), None);
@@ -321,7 +324,13 @@ impl SelfTest {
     }
 
     /// Writes the report, sets the exit code and closes the window.
-    fn finish(&mut self, v: &mut Viewer, ctx: &egui::Context, failure: Option<String>, ppp: Option<f32>) {
+    fn finish(
+        &mut self,
+        v: &mut Viewer,
+        ctx: &egui::Context,
+        failure: Option<String>,
+        ppp: Option<f32>,
+    ) {
         self.phase = Phase::Done;
         let t = &v.timer;
         let live = v
@@ -368,8 +377,8 @@ impl SelfTest {
             j,
             "\"live_frames_shown\":{},\"live_frames_received\":{},\"live_dropped\":{},\"workflow_current\":{},\"workflow_total\":{},\"workflow_status\":{},\"events\":{},\"events_dropped\":{},\"errors_shown\":{},\"states_seen\":[{}],\"connection\":{},",
             v.live_frames_shown,
-            live.stats.frames,
-            live.stats.dropped,
+            live.frames_total,
+            live.dropped_total,
             cur,
             total,
             json_str(&v.model.workflow.status),
@@ -382,7 +391,11 @@ impl SelfTest {
         let _ = write!(
             j,
             "\"notes\":[{}],\"screenshot\":{},\"image_rect\":{},\"progress_rect\":{}}}",
-            self.notes.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(","),
+            self.notes
+                .iter()
+                .map(|s| json_str(s))
+                .collect::<Vec<_>>()
+                .join(","),
             json_str(&self.screenshot.display().to_string()),
             rect(v.layout.image),
             rect(v.layout.progress),
@@ -433,7 +446,7 @@ fn save_png(path: &Path, image: &egui::ColorImage) -> std::io::Result<()> {
     );
     enc.set_color(png::ColorType::Rgba);
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(png::Compression::Best);
+    enc.set_compression(png::Compression::High);
     let mut w = enc.write_header().map_err(std::io::Error::other)?;
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
     w.write_image_data(&bytes).map_err(std::io::Error::other)?;

@@ -1,5 +1,6 @@
 //! Timing of the library calls made on the UI thread.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The goal: no UI frame spends this long in library calls.
@@ -30,6 +31,8 @@ pub struct LibTimer {
     samples: Vec<Duration>,
     /// Longest whole UI frame (everything `update` does).
     pub worst_ui_frame: Duration,
+    /// Per call name: calls and the longest.
+    pub per_call: BTreeMap<&'static str, (u64, Duration)>,
 }
 
 impl LibTimer {
@@ -41,6 +44,9 @@ impl LibTimer {
         self.calls += 1;
         self.frame_total += d;
         self.frame_longest = self.frame_longest.max(d);
+        let e = self.per_call.entry(name).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(d);
         if d > self.worst_call {
             self.worst_call = d;
             self.worst_call_name = name;
