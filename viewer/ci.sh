@@ -40,7 +40,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- build ---------------------------------------------------------------
-cargo build --release --locked 2>&1 | tail -n 3
+cargo build --release 2>&1 | tail -n 3
 BIN=target/release/flamingo-viewer
 
 # --- windowed self-test --------------------------------------------------

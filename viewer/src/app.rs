@@ -23,9 +23,11 @@ use crate::Options;
 
 /// The progress bar's fill (the self-test's checker looks for it).
 pub const PROGRESS_FILL: Color32 = Color32::from_rgb(46, 160, 67);
-/// Events taken from the subscription per frame at most (a flood is spread
-/// over frames instead of stalling one).
+/// Events taken from the subscription per frame at most, and the time spent
+/// taking them: a flood is spread over frames instead of stalling one (the
+/// subscription's bounded queue drops the oldest meanwhile, and counts them).
 const EVENTS_PER_FRAME: usize = 2000;
+const EVENTS_TIME_PER_FRAME: Duration = Duration::from_micros(250);
 /// Stage position queries while an axis moves.
 const POSITION_POLL: Duration = Duration::from_millis(100);
 
@@ -527,7 +529,13 @@ impl Viewer {
     fn poll_events(&mut self) {
         let Some(s) = &self.session else { return };
         let mut n = 0;
-        while n < EVENTS_PER_FRAME {
+        let t0 = Instant::now();
+        loop {
+            if n >= EVENTS_PER_FRAME || t0.elapsed() >= EVENTS_TIME_PER_FRAME {
+                // More may be queued: take them in the next frame.
+                self.ctx.request_repaint();
+                break;
+            }
             let Ok(ev) = self.timer.time("events.try_recv", || s.events.try_recv()) else {
                 break;
             };
@@ -623,7 +631,12 @@ impl Viewer {
             return;
         };
         let Some(run) = s.run.as_mut() else { return };
-        for _ in 0..EVENTS_PER_FRAME {
+        let t0 = Instant::now();
+        for i in 0.. {
+            if i >= EVENTS_PER_FRAME || t0.elapsed() >= EVENTS_TIME_PER_FRAME {
+                self.ctx.request_repaint();
+                break;
+            }
             let Some(u) = self.timer.time("run.try_next", || run.try_next()) else {
                 break;
             };

@@ -270,8 +270,9 @@ impl SelfTest {
         }
     }
 
-    fn workflow(&mut self, v: &mut Viewer, _ctx: &egui::Context) {
+    fn workflow(&mut self, v: &mut Viewer, ctx: &egui::Context) {
         match self.step {
+            // A first run, stopped part-way with the Stop button's action.
             0 => {
                 if v.model.conn != Some(ConnectionState::Connected) {
                     return;
@@ -279,6 +280,40 @@ impl SelfTest {
                 self.mark = u64::from(v.model.workflow.finished_runs);
                 v.start_workflow();
                 self.step = 1;
+            }
+            1 => {
+                if v.model.workflow.progress.is_some_and(|(c, _)| c >= 50) {
+                    v.stop_workflow();
+                    self.step = 2;
+                } else if v.model.workflow.status == "failed" {
+                    let why = format!(
+                        "the workflow failed: {:?}",
+                        v.model.errors.back().map(|e| &e.text)
+                    );
+                    self.finish(v, ctx, Some(why), None);
+                }
+            }
+            2 => {
+                let wf = &v.model.workflow;
+                if u64::from(wf.finished_runs) > self.mark {
+                    if wf.status != "stopped" {
+                        let why = format!("the stopped run ended as {:?}", wf.status);
+                        self.finish(v, ctx, Some(why), None);
+                        return;
+                    }
+                    self.notes
+                        .push(format!("workflow stopped at {:?}", wf.progress));
+                    self.step = 3;
+                }
+            }
+            // Then a full run.
+            3 => {
+                if v.model.conn != Some(ConnectionState::Connected) {
+                    return;
+                }
+                self.mark = u64::from(v.model.workflow.finished_runs);
+                v.start_workflow();
+                self.step = 4;
             }
             _ => {
                 let wf = &v.model.workflow;
@@ -294,7 +329,7 @@ impl SelfTest {
                         "the workflow failed: {:?}",
                         v.model.errors.back().map(|e| &e.text)
                     );
-                    self.finish(v, _ctx, Some(why), None);
+                    self.finish(v, ctx, Some(why), None);
                 }
             }
         }
