@@ -962,6 +962,17 @@ impl Viewer {
             ))
             .weak(),
         );
+        let t = &self.timer;
+        let preempted = t.over.iter().filter(|o| o.runq + BUDGET > o.lib).count();
+        ui.label(
+            RichText::new(format!(
+                "frames ≥ 1 ms: {} ({} explained by waiting for a CPU) · worst net of that: {:.0} µs",
+                t.frames_over_budget,
+                preempted,
+                us(t.worst_net)
+            ))
+            .weak(),
+        );
         let mut rows: Vec<_> = self.timer.per_call.iter().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         egui::Grid::new("timing")
@@ -1301,6 +1312,7 @@ fn describe(k: &EventKind) -> String {
 impl eframe::App for Viewer {
     fn update(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         let t0 = Instant::now();
+        self.timer.begin_frame();
         self.poll();
         if let Some(mut st) = self.selftest.take() {
             st.step(self, ctx);

@@ -164,11 +164,12 @@ fn check_run(json: &str) -> Result<String, String> {
     let faults = field(json, "faults").unwrap_or_default() == "true";
     let reconnected = json.contains("\"reconnecting\"");
     let d = format!(
-        "status {status}, {shown} live frames shown, workflow {}, faults {faults}, reconnect seen {reconnected}, library time per frame max {} µs (p99 {} µs), {} frames ≥ 1 ms",
+        "status {status}, {shown} live frames shown, workflow {}, faults {faults}, reconnect seen {reconnected}, library time per frame max {} µs (p99 {} µs), {} frames ≥ 1 ms, max net of waiting for a CPU {} µs",
         field(json, "workflow_status").unwrap_or_default(),
         num(json, "max"),
         num(json, "p99"),
         num(json, "frames_over_1ms"),
+        num(json, "lib_us_net_of_preemption_max"),
     );
     if status == "ok"
         && shown >= 20.0

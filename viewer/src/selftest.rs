@@ -408,6 +408,27 @@ impl SelfTest {
             us(self.fault_window.worst),
             t.worst_ui_frame.as_secs_f64() * 1e3,
         );
+        let over: Vec<String> = t
+            .over
+            .iter()
+            .take(20)
+            .map(|o| {
+                format!(
+                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"blocked_us\":{:.1},\"call\":{}}}",
+                    us(o.lib),
+                    us(o.wall),
+                    us(o.runq),
+                    us(o.blocked),
+                    json_str(o.longest)
+                )
+            })
+            .collect();
+        let _ = write!(
+            j,
+            "\"lib_us_net_of_preemption_max\":{:.1},\"over_budget_frames\":[{}],",
+            us(t.worst_net),
+            over.join(",")
+        );
         let _ = write!(
             j,
             "\"live_frames_shown\":{},\"live_frames_received\":{},\"live_dropped\":{},\"workflow_current\":{},\"workflow_total\":{},\"workflow_status\":{},\"events\":{},\"events_dropped\":{},\"errors_shown\":{},\"states_seen\":[{}],\"connection\":{},",

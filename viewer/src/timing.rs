@@ -11,8 +11,9 @@ pub const BUDGET: Duration = Duration::from_millis(1);
 pub struct LibTimer {
     /// Library time of the frame being drawn (sum of its calls).
     frame_total: Duration,
-    /// Longest single call of the frame being drawn.
+    /// Longest single call of the frame being drawn, and its name.
     frame_longest: Duration,
+    frame_longest_name: &'static str,
     /// Library time of the last finished frame.
     pub last_frame: Duration,
     /// The largest per-frame library time so far.
@@ -33,6 +34,48 @@ pub struct LibTimer {
     pub worst_ui_frame: Duration,
     /// Per call name: calls and the longest.
     pub per_call: BTreeMap<&'static str, (u64, Duration)>,
+    /// Where the frame started: time, and the thread's CPU and run-queue
+    /// times then.
+    frame_start: Option<(Instant, Option<Sched>)>,
+    /// Frames whose library time reached [`BUDGET`], explained.
+    pub over: Vec<OverFrame>,
+    /// The largest per-frame library time minus the time the UI thread
+    /// spent waiting for a CPU in that frame (preempted by other threads).
+    pub worst_net: Duration,
+}
+
+/// The UI thread's scheduler times (Linux `/proc/thread-self/schedstat`).
+#[derive(Clone, Copy, Debug)]
+struct Sched {
+    cpu: Duration,
+    runq: Duration,
+}
+
+fn sched() -> Option<Sched> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut it = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some(Sched {
+        cpu: Duration::from_nanos(it.next()??),
+        runq: Duration::from_nanos(it.next()??),
+    })
+}
+
+/// A frame that spent [`BUDGET`] or more in library calls, and where its
+/// time went: a frame is either running, waiting for a CPU (runnable but
+/// preempted: the machine is busy) or blocked (sleeping on a lock, a socket,
+/// a channel).
+#[derive(Clone, Copy, Debug)]
+pub struct OverFrame {
+    /// Library time of the frame.
+    pub lib: Duration,
+    /// Whole frame.
+    pub wall: Duration,
+    /// Waiting for a CPU during the frame.
+    pub runq: Duration,
+    /// Blocked during the frame (neither running nor runnable).
+    pub blocked: Duration,
+    /// The frame's longest call.
+    pub longest: &'static str,
 }
 
 impl LibTimer {
@@ -43,7 +86,10 @@ impl LibTimer {
         let d = t0.elapsed();
         self.calls += 1;
         self.frame_total += d;
-        self.frame_longest = self.frame_longest.max(d);
+        if d > self.frame_longest {
+            self.frame_longest = d;
+            self.frame_longest_name = name;
+        }
         let e = self.per_call.entry(name).or_default();
         e.0 += 1;
         e.1 = e.1.max(d);
@@ -54,8 +100,31 @@ impl LibTimer {
         r
     }
 
+    /// Starts the accounting of one frame.
+    pub fn begin_frame(&mut self) {
+        self.frame_longest_name = "";
+        self.frame_start = Some((Instant::now(), sched()));
+    }
+
     /// Closes the accounting of one frame. `ui` is the whole frame's time.
     pub fn end_frame(&mut self, ui: Duration) {
+        if let Some((t0, Some(s0))) = self.frame_start.take() {
+            let wall = t0.elapsed();
+            if let Some(s1) = sched() {
+                let cpu = s1.cpu.saturating_sub(s0.cpu);
+                let runq = s1.runq.saturating_sub(s0.runq);
+                self.worst_net = self.worst_net.max(self.frame_total.saturating_sub(runq));
+                if self.frame_total >= BUDGET {
+                    self.over.push(OverFrame {
+                        lib: self.frame_total,
+                        wall,
+                        runq,
+                        blocked: wall.saturating_sub(cpu + runq),
+                        longest: self.frame_longest_name,
+                    });
+                }
+            }
+        }
         self.frames += 1;
         self.last_frame = self.frame_total;
         self.worst_frame = self.worst_frame.max(self.frame_total);
