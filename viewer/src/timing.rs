@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 /// The goal: no UI frame spends this long in library calls.
 pub const BUDGET: Duration = Duration::from_millis(1);
 
+const BUCKET_US: u128 = 10;
+const BUCKETS: usize = 2000;
+
 /// Times every library call made on the UI thread, per frame and overall.
 #[derive(Debug, Default)]
 pub struct LibTimer {
@@ -28,8 +31,9 @@ pub struct LibTimer {
     pub frames: u64,
     /// Library calls timed.
     pub calls: u64,
-    /// Per-frame library times, for percentiles (bounded).
-    samples: Vec<Duration>,
+    /// Histogram of per-frame library times, for percentiles: 10 µs buckets
+    /// up to 20 ms, the last bucket holding everything above.
+    hist: Vec<u64>,
     /// Longest whole UI frame (everything `update` does).
     pub worst_ui_frame: Duration,
     /// Per call name: calls and the longest.
@@ -42,6 +46,8 @@ pub struct LibTimer {
     /// The largest per-frame library time minus the time the UI thread
     /// spent waiting for a CPU in that frame (preempted by other threads).
     pub worst_net: Duration,
+    /// True once the scheduler times could be read (Linux).
+    pub has_sched: bool,
 }
 
 /// The UI thread's scheduler times (Linux `/proc/thread-self/schedstat`).
@@ -111,6 +117,7 @@ impl LibTimer {
         if let Some((t0, Some(s0))) = self.frame_start.take() {
             let wall = t0.elapsed();
             if let Some(s1) = sched() {
+                self.has_sched = true;
                 let cpu = s1.cpu.saturating_sub(s0.cpu);
                 let runq = s1.runq.saturating_sub(s0.runq);
                 self.worst_net = self.worst_net.max(self.frame_total.saturating_sub(runq));
@@ -129,23 +136,33 @@ impl LibTimer {
         self.last_frame = self.frame_total;
         self.worst_frame = self.worst_frame.max(self.frame_total);
         self.frames_over_budget += u64::from(self.frame_total >= BUDGET);
-        if self.samples.len() < 1_000_000 {
-            self.samples.push(self.frame_total);
+        if self.hist.is_empty() {
+            self.hist = vec![0; BUCKETS];
         }
+        let b = (self.frame_total.as_micros() / BUCKET_US) as usize;
+        self.hist[b.min(BUCKETS - 1)] += 1;
         self.worst_ui_frame = self.worst_ui_frame.max(ui);
         self.frame_total = Duration::ZERO;
         self.frame_longest = Duration::ZERO;
     }
 
-    /// The `q` quantile (0..=1) of per-frame library time.
+    /// The `q` quantile (0..=1) of per-frame library time, to 10 µs (the
+    /// upper edge of its bucket, capped by the worst frame).
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.samples.is_empty() {
+        let n: u64 = self.hist.iter().sum();
+        if n == 0 {
             return Duration::ZERO;
         }
-        let mut s = self.samples.clone();
-        s.sort_unstable();
-        let i = ((s.len() - 1) as f64 * q).round() as usize;
-        s[i.min(s.len() - 1)]
+        let rank = ((n - 1) as f64 * q).round() as u64;
+        let mut seen = 0;
+        for (i, c) in self.hist.iter().enumerate() {
+            seen += c;
+            if seen > rank {
+                let edge = Duration::from_micros((i as u64 + 1) * BUCKET_US as u64);
+                return edge.min(self.worst_frame);
+            }
+        }
+        self.worst_frame
     }
 }
 
