@@ -16,22 +16,22 @@ mkdir -p "$OUT"
 
 # --- system packages -----------------------------------------------------
 need=()
+# The shared-library cache, read once (grep -q on a pipe would end the
+# writer early, which pipefail reports as a failure).
+libs="$(ldconfig -p 2>/dev/null || true)"
+have_lib() { grep -qF "$1" <<<"$libs"; }
 command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb xauth)
-# Mesa's software rasteriser (llvmpipe/softpipe) and the GL/EGL loaders
-# that eframe's glow backend opens at run time.
-for lib in libGL.so.1 libEGL.so.1; do
-  ldconfig -p 2>/dev/null | grep -q "$lib" || need+=(libgl1 libegl1)
-done
-ls /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || ls /usr/lib/*/dri/kms_swrast_dri.so >/dev/null 2>&1 \
-  || need+=(libgl1-mesa-dri)
+# The GL/EGL loaders eframe's glow backend opens at run time, and Mesa's
+# software rasteriser behind them.
+have_lib libGL.so.1 || need+=(libgl1)
+have_lib libEGL.so.1 || need+=(libegl1)
+compgen -G "/usr/lib/*/dri/swrast_dri.so" >/dev/null || need+=(libgl1-mesa-dri)
 # The X11 client libraries winit opens at run time.
-ldconfig -p 2>/dev/null | grep -q libxkbcommon-x11.so || need+=(libxkbcommon-x11-0)
-ldconfig -p 2>/dev/null | grep -q libXcursor.so || need+=(libxcursor1)
-ldconfig -p 2>/dev/null | grep -q libXrandr.so || need+=(libxrandr2)
-ldconfig -p 2>/dev/null | grep -q libXi.so || need+=(libxi6)
+have_lib libxkbcommon-x11.so || need+=(libxkbcommon-x11-0)
+have_lib libXcursor.so || need+=(libxcursor1)
+have_lib libXrandr.so || need+=(libxrandr2)
+have_lib libXi.so || need+=(libxi6)
 if [ ${#need[@]} -gt 0 ]; then
-  # De-duplicate.
-  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "viewer: installing ${need[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
@@ -40,7 +40,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- build ---------------------------------------------------------------
-cargo build --release 2>&1 | tail -n 3
+cargo build --release
 BIN=target/release/flamingo-viewer
 
 # --- windowed self-test --------------------------------------------------

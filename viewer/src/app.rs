@@ -823,26 +823,23 @@ impl Viewer {
         ui.horizontal_wrapped(|ui| {
             ui.label(
                 RichText::new(format!(
-                    "library time per UI frame: now {:.0} µs · p99 {:.0} µs · worst {:.0} µs ({:.0} µs not counting CPU waits)",
+                    "library calls per UI frame: now {:.0} µs · p99 {:.0} µs · worst {:.0} µs{}",
                     us(t.last_frame),
                     us(t.quantile(0.99)),
                     us(t.worst_frame),
-                    us(t.worst_net),
+                    if t.has_sched {
+                        format!(" ({:.0} µs without CPU waits)", us(t.worst_net))
+                    } else {
+                        String::new()
+                    },
                 ))
                 .color(colour)
                 .monospace(),
             );
             ui.label(
                 RichText::new(format!(
-                    "· frames ≥ 1 ms: {} of {} · longest call {:.0} µs ({})",
-                    t.frames_over_budget,
-                    t.frames,
-                    us(t.worst_call),
-                    if t.worst_call_name.is_empty() {
-                        "-"
-                    } else {
-                        t.worst_call_name
-                    }
+                    "· ≥ 1 ms: {} of {} frames",
+                    t.frames_over_budget, t.frames,
                 ))
                 .monospace(),
             );

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 /// The goal: no UI frame spends this long in library calls.
 pub const BUDGET: Duration = Duration::from_millis(1);
 
-const BUCKET_US: u128 = 10;
-const BUCKETS: usize = 2000;
+const BUCKET_US: u128 = 2;
+const BUCKETS: usize = 5000;
 
 /// Times every library call made on the UI thread, per frame and overall.
 #[derive(Debug, Default)]
@@ -31,8 +31,8 @@ pub struct LibTimer {
     pub frames: u64,
     /// Library calls timed.
     pub calls: u64,
-    /// Histogram of per-frame library times, for percentiles: 10 µs buckets
-    /// up to 20 ms, the last bucket holding everything above.
+    /// Histogram of per-frame library times, for percentiles: 2 µs buckets
+    /// up to 10 ms, the last bucket holding everything above.
     hist: Vec<u64>,
     /// Longest whole UI frame (everything `update` does).
     pub worst_ui_frame: Duration,
@@ -146,7 +146,7 @@ impl LibTimer {
         self.frame_longest = Duration::ZERO;
     }
 
-    /// The `q` quantile (0..=1) of per-frame library time, to 10 µs (the
+    /// The `q` quantile (0..=1) of per-frame library time, to 2 µs (the
     /// upper edge of its bucket, capped by the worst frame).
     pub fn quantile(&self, q: f64) -> Duration {
         let n: u64 = self.hist.iter().sum();
