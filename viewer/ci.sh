@@ -41,7 +41,7 @@ fi
 
 # --- build ---------------------------------------------------------------
 cargo build --release
-BIN=target/release/flamingo-viewer
+BIN="${CARGO_TARGET_DIR:-target}/release/flamingo-viewer"
 
 # --- windowed self-test --------------------------------------------------
 PNG="$OUT/screenshot.png"
