@@ -57,6 +57,8 @@ pub struct Viewer {
     pub(crate) live_frames_shown: u64,
     shown_at: Vec<Instant>,
     positions_op: bool,
+    /// A stop event came: query the positions.
+    positions_stale: bool,
     pub(crate) layout: Layout,
     pub(crate) selftest: Option<SelfTest>,
     /// Sessions being closed on their own threads.
@@ -92,6 +94,7 @@ impl Viewer {
             live_frames_shown: 0,
             shown_at: Vec::new(),
             positions_op: false,
+            positions_stale: false,
             layout: Layout::default(),
             selftest: opts.self_test.then(|| SelfTest::new(&opts)),
             closing: Vec::new(),
@@ -174,6 +177,7 @@ impl Viewer {
                     what,
                     op,
                     since: Instant::now(),
+                    positions: false,
                 });
                 true
             }
@@ -189,18 +193,18 @@ impl Viewer {
         if self.positions_op {
             return;
         }
+        let stops_before = self.model.stop_count;
         let sent = self.submit(
             "stage.submit_positions",
             "the stage position query",
             |c| c.stage().submit_positions(),
-            |m, p| {
-                // A stop event may be newer than this query's answer for an
-                // axis that has stopped: keep the event's value then.
-                let old = m.position;
-                let mut p = p;
-                if let Some(old) = old {
+            move |m, mut p| {
+                // A stop event that arrived after the query went out is at
+                // least as new as its answer (the two agree once the axis
+                // has stopped): keep the event's position for that axis.
+                if let Some(old) = m.position {
                     for (i, a) in Axis::ALL.into_iter().enumerate() {
-                        if !m.moving[i] {
+                        if m.stop_count[i] != stops_before[i] {
                             p.set(a, old.get(a));
                         }
                     }
@@ -212,6 +216,9 @@ impl Viewer {
             self.positions_op = true;
             if let Some(s) = self.session.as_mut() {
                 s.last_position_query = Instant::now();
+                if let Some(p) = s.pending.last_mut() {
+                    p.positions = true;
+                }
             }
         }
     }
@@ -234,16 +241,9 @@ impl Viewer {
             |c| c.camera().submit_image_size(),
             |m, s| m.image_size = Some((s.width, s.height)),
         );
+        // A query still in flight went out on the old link: it fails.
         self.positions_op = false;
-        // All four positions, ignoring the "moving" filter (nothing moves yet).
-        if self.submit(
-            "stage.submit_positions",
-            "the stage position query",
-            |c| c.stage().submit_positions(),
-            |m, p| m.position = Some(p),
-        ) {
-            self.positions_op = true;
-        }
+        self.query_positions();
         for laser in 1..=4u8 {
             self.submit(
                 "lasers.submit_level_percent",
@@ -455,6 +455,7 @@ impl Viewer {
                         }) as Apply
                     }),
                     since: Instant::now(),
+                    positions: false,
                 });
                 self.model.workflow.status = "stopping".into();
             }
@@ -505,7 +506,8 @@ impl Viewer {
             .session
             .as_ref()
             .is_some_and(|s| s.last_position_query.elapsed() >= POSITION_POLL);
-        if due && self.model.moving.iter().any(|&m| m) {
+        let moving = self.model.moving.iter().any(|&m| m);
+        if (due && moving) || std::mem::take(&mut self.positions_stale) {
             self.query_positions();
         }
     }
@@ -551,9 +553,13 @@ impl Viewer {
                     m.motion_stops += 1;
                     let i = axis_index(*axis);
                     m.moving[i] = false;
+                    m.stop_count[i] += 1;
                     if let Some(p) = m.position.as_mut() {
                         p.set(*axis, *position);
                     }
+                    // The instrument may leave the position out of the
+                    // event (0.0): confirm with a query.
+                    self.positions_stale = true;
                     m.log(
                         LineKind::Event,
                         format!(
@@ -614,7 +620,7 @@ impl Viewer {
                 None => i += 1,
                 Some(r) => {
                     let p = s.pending.swap_remove(i);
-                    if p.what == "the stage position query" {
+                    if p.positions {
                         self.positions_op = false;
                     }
                     match r {

@@ -86,6 +86,8 @@ pub struct Model {
     pub position: Option<StagePosition>,
     /// Axes with a move in flight (ack sent, no stop event yet).
     pub moving: [bool; 4],
+    /// Stop events received per axis.
+    pub stop_count: [u64; 4],
     /// Move-to fields.
     pub move_to: [String; 4],
     /// Jog step per axis (mm, degrees for R).
@@ -126,6 +128,7 @@ impl Model {
             settings: None,
             position: None,
             moving: [false; 4],
+            stop_count: [0; 4],
             move_to: Default::default(),
             jog_step: [0.1, 0.1, 0.01, 5.0],
             lasers: Default::default(),

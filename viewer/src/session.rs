@@ -26,6 +26,8 @@ pub struct Pend {
     pub op: Op<Apply>,
     /// When it was submitted.
     pub since: Instant,
+    /// The stage position query (one is in flight at a time).
+    pub positions: bool,
 }
 
 /// While any operation is in flight, the UI looks at it this often even if
@@ -71,7 +73,7 @@ pub struct Session {
     pub waker: Waker,
     /// The embedded simulator, when the viewer started it.
     pub sim: Option<Arc<Simulator>>,
-    /// Moves that have been acknowledged: one stop event per axis is expected.
+    /// When the stage positions were last queried.
     pub last_position_query: Instant,
 }
 
