@@ -5,7 +5,8 @@
 #
 #   bash viewer/ci.sh            # from the repository root (CI calls this)
 #
-# Installs Xvfb and Mesa with apt-get when they are missing. Prints
+# Installs Xvfb and Mesa with apt-get when they are missing. Also checks the
+# formatting and runs the viewer's unit tests. Prints
 # "viewer: N passed, M failed" last; exits non-zero on any failure.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -40,7 +41,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- build ---------------------------------------------------------------
+cargo fmt --check
 cargo build --release
+# Unit tests of the display scaling, the timing and the screenshot checks.
+cargo test --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/flamingo-viewer"
 
 # --- windowed self-test --------------------------------------------------

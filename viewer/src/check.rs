@@ -231,3 +231,63 @@ pub fn run(png: &Path) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = r#"{"viewer_self_test":"ok","failure":null,"lib_us_per_frame":{"p50":8.0,"max":157.4},"workflow_current":476,"workflow_total":476,"workflow_status":"finished","image_rect":[653,218,404,404],"progress_rect":[438,121.5,834,22]}"#;
+
+    #[test]
+    fn reads_the_report_fields() {
+        assert_eq!(
+            field_rect(REPORT, "image_rect"),
+            Some([653.0, 218.0, 404.0, 404.0])
+        );
+        assert_eq!(
+            field_rect(REPORT, "progress_rect"),
+            Some([438.0, 121.5, 834.0, 22.0])
+        );
+        assert_eq!(field_rect(REPORT, "nothing"), None);
+        assert_eq!(field(REPORT, "viewer_self_test").as_deref(), Some("ok"));
+        assert_eq!(field(REPORT, "failure").as_deref(), Some("null"));
+        assert_eq!(num(REPORT, "max"), 157.4);
+        assert_eq!(num(REPORT, "workflow_total"), 476.0);
+    }
+
+    fn image(w: usize, h: usize, px: impl Fn(usize, usize) -> [u8; 4]) -> Image {
+        let mut rgba = Vec::with_capacity(w * h * 4);
+        for y in 0..h {
+            for x in 0..w {
+                rgba.extend_from_slice(&px(x, y));
+            }
+        }
+        Image { w, h, rgba }
+    }
+
+    #[test]
+    fn a_uniform_image_area_fails_and_a_textured_one_passes() {
+        let json = r#"{"image_rect":[10,10,100,100]}"#;
+        let flat = image(200, 200, |_, _| [40, 40, 40, 255]);
+        assert!(check_image(json, &flat).is_err());
+        let textured = image(200, 200, |x, y| {
+            let v = ((x * 7 + y * 3) % 256) as u8;
+            [v, v, v, 255]
+        });
+        assert!(check_image(json, &textured).is_ok());
+    }
+
+    #[test]
+    fn the_progress_bar_must_be_filled_to_its_end() {
+        let json = r#"{"workflow_current":10,"workflow_total":10,"progress_rect":[0,0,400,20]}"#;
+        let f = PROGRESS_FILL.to_array();
+        let full = image(400, 20, |_, _| f);
+        assert!(check_progress(json, &full).is_ok());
+        // Filled to 80 %: the right end is not.
+        let part = image(400, 20, |x, _| if x < 320 { f } else { [30, 30, 30, 255] });
+        assert!(check_progress(json, &part).is_err());
+        // A full bar but a report that disagrees.
+        let behind = r#"{"workflow_current":9,"workflow_total":10,"progress_rect":[0,0,400,20]}"#;
+        assert!(check_progress(behind, &full).is_err());
+    }
+}

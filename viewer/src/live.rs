@@ -319,3 +319,54 @@ pub fn to_display(frame: &Frame, scaling: Scaling) -> DisplayFrame {
         range: (lo, hi),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flamingo_client::codec::LiveHeader;
+
+    fn frame(w: u32, h: u32, range: (u32, u32), px: impl Fn(u32, u32) -> u16) -> Frame {
+        let mut header = LiveHeader::default();
+        header.width = w;
+        header.height = h;
+        header.image_size = w * h * 2;
+        header.scale_min = range.0;
+        header.scale_max = range.1;
+        let mut bytes = Vec::with_capacity((w * h * 2) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                bytes.extend_from_slice(&px(x, y).to_le_bytes());
+            }
+        }
+        Frame::from_header_and_bytes(header, bytes).unwrap()
+    }
+
+    #[test]
+    fn frame_scaling_uses_the_header_range_and_clamps() {
+        // 1000..=2000 is the display range: below is black, above white.
+        let f = frame(4, 1, (1000, 2000), |x, _| {
+            [500, 1000, 1500, 3000][x as usize]
+        });
+        let d = to_display(&f, Scaling::Frame);
+        let grey: Vec<u8> = d.image.pixels.iter().map(|c| c.r()).collect();
+        assert_eq!(grey, vec![0, 0, 128, 255]);
+        assert_eq!(d.range, (1000, 2000));
+    }
+
+    #[test]
+    fn auto_scaling_stretches_min_to_max() {
+        let f = frame(3, 1, (0, 65535), |x, _| [100, 150, 200][x as usize]);
+        let d = to_display(&f, Scaling::Auto);
+        let grey: Vec<u8> = d.image.pixels.iter().map(|c| c.r()).collect();
+        assert_eq!(grey, vec![0, 128, 255]);
+        assert_eq!(d.range, (100, 200));
+    }
+
+    #[test]
+    fn large_frames_are_subsampled_for_display() {
+        let f = frame(2048, 1030, (0, 65535), |x, y| (x + y) as u16);
+        let d = to_display(&f, Scaling::Frame);
+        assert_eq!(d.image.size, [1024, 515]);
+        assert_eq!((d.width, d.height), (2048, 1030));
+    }
+}

@@ -414,11 +414,10 @@ impl SelfTest {
             .take(20)
             .map(|o| {
                 format!(
-                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"blocked_us\":{:.1},\"call\":{}}}",
+                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"call\":{}}}",
                     us(o.lib),
                     us(o.wall),
                     us(o.runq),
-                    us(o.blocked),
                     json_str(o.longest)
                 )
             })
