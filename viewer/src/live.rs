@@ -326,12 +326,14 @@ mod tests {
     use flamingo_client::codec::LiveHeader;
 
     fn frame(w: u32, h: u32, range: (u32, u32), px: impl Fn(u32, u32) -> u16) -> Frame {
-        let mut header = LiveHeader::default();
-        header.width = w;
-        header.height = h;
-        header.image_size = w * h * 2;
-        header.scale_min = range.0;
-        header.scale_max = range.1;
+        let header = LiveHeader {
+            width: w,
+            height: h,
+            image_size: w * h * 2,
+            scale_min: range.0,
+            scale_max: range.1,
+            ..LiveHeader::default()
+        };
         let mut bytes = Vec::with_capacity((w * h * 2) as usize);
         for y in 0..h {
             for x in 0..w {
