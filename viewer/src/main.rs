@@ -1,0 +1,159 @@
+//! flamingo-viewer: a desktop GUI for the Flamingo light-sheet microscope,
+//! built on flamingo-client and egui/eframe.
+//!
+//! The UI thread never blocks on the instrument: every operation goes out
+//! through a facade's `submit_*` form and its `Op` is polled once per frame;
+//! events come from a subscription drained with `try_recv`; what can only be
+//! done blocking (connecting, opening the live port, closing) runs on worker
+//! threads. Every library call made on the UI thread is timed, and the
+//! longest per frame is shown in the window.
+//!
+//! ```text
+//! flamingo-viewer                         # empty window: type an address or start the simulator
+//! flamingo-viewer --sim                   # start the embedded simulator and connect to it
+//! flamingo-viewer --connect 10.0.0.2:53717
+//! flamingo-viewer --self-test --faults --screenshot out.png   # the windowed test (see ci.sh)
+//! flamingo-viewer --check-screenshot out.png                  # checks what the self-test saved
+//! ```
+
+mod app;
+mod check;
+mod live;
+mod model;
+mod selftest;
+mod session;
+mod timing;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+/// The exit code the self-test leaves for `main` (the window closes first).
+pub static EXIT_CODE: AtomicU8 = AtomicU8::new(0);
+
+/// Command-line options.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Connect to this address at start.
+    pub connect: Option<String>,
+    /// Start the embedded simulator at start and connect to it.
+    pub sim: bool,
+    /// Run the scripted self-test and exit.
+    pub self_test: bool,
+    /// Inject simulator faults during the self-test.
+    pub faults: bool,
+    /// Where the self-test saves its screenshot.
+    pub screenshot: Option<PathBuf>,
+    /// The self-test's overall limit.
+    pub time_limit: Duration,
+    /// The workflow file offered at start.
+    pub workflow: PathBuf,
+}
+
+const USAGE: &str = "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE]
+       flamingo-viewer --self-test [--faults] [--screenshot OUT.png] [--time-limit SECONDS]
+       flamingo-viewer --check-screenshot OUT.png";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = Options {
+        time_limit: Duration::from_secs(60),
+        workflow: default_workflow(),
+        ..Options::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| match it.next() {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("{name} needs a value")),
+        };
+        let r: Result<(), String> = match a.as_str() {
+            "--sim" => {
+                opts.sim = true;
+                Ok(())
+            }
+            "--connect" => value(a).map(|v| opts.connect = Some(v)),
+            "--self-test" => {
+                opts.self_test = true;
+                Ok(())
+            }
+            "--faults" => {
+                opts.faults = true;
+                Ok(())
+            }
+            "--screenshot" => value(a).map(|v| opts.screenshot = Some(v.into())),
+            "--workflow" => value(a).map(|v| opts.workflow = v.into()),
+            "--time-limit" => value(a).and_then(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(|s| opts.time_limit = Duration::from_secs_f64(s))
+                    .ok_or_else(|| format!("--time-limit: {v} is not a number of seconds"))
+            }),
+            "--check-screenshot" => {
+                return match value(a) {
+                    Ok(path) => check::run(&PathBuf::from(path)),
+                    Err(e) => {
+                        eprintln!("{e}\n{USAGE}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => Err(format!("unknown argument {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("{e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    if opts.self_test {
+        opts.sim = true;
+        // The self-test must end even if the window never draws (no display,
+        // a broken GL driver): a watchdog ends the process at the limit.
+        let limit = opts.time_limit + Duration::from_secs(15);
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!(
+                "viewer self-test: FAILED: no result after {} s (did the window ever draw?)",
+                limit.as_secs()
+            );
+            std::process::exit(3);
+        });
+    }
+    let native = eframe::NativeOptions {
+        viewport: eframe::egui::ViewportBuilder::default()
+            .with_title("Flamingo Viewer")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([900.0, 600.0]),
+        // Repaints are driven by input, by the library's wake-ups and by
+        // operations in flight, not by a fixed loop.
+        vsync: true,
+        ..Default::default()
+    };
+    let result = eframe::run_native(
+        "Flamingo Viewer",
+        native,
+        Box::new(move |cc| Ok(Box::new(app::Viewer::new(cc, opts)))),
+    );
+    if let Err(e) = result {
+        eprintln!("flamingo-viewer: cannot open the window: {e}");
+        return ExitCode::from(4);
+    }
+    ExitCode::from(EXIT_CODE.load(Ordering::SeqCst))
+}
+
+/// The Z-stack workflow shipped with the repository.
+fn default_workflow() -> PathBuf {
+    let viewer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    viewer
+        .parent()
+        .unwrap_or(viewer)
+        .join("fixtures")
+        .join("ZStack.txt")
+}

@@ -1,0 +1,509 @@
+//! The scripted self-test: what a person would do in the window, driven
+//! from the UI loop through the same actions as the buttons, with the
+//! simulator's faults injected on the way. At the end it saves a
+//! screenshot, writes a report (stdout and `<screenshot>.json`) and closes
+//! the window.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, ViewportCommand};
+use flamingo_client::codec::CommandCode;
+use flamingo_client::devices::LedColour;
+use flamingo_client::sim::Simulator;
+use flamingo_client::{Axis, ConnectionState};
+
+use crate::app::{conn_name, Viewer};
+use crate::timing::us;
+use crate::Options;
+
+/// Events in the injected flood.
+const FLOOD: u64 = 20_000;
+/// How long the instrument stops reading in the stall.
+const STALL: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Connect,
+    Actions,
+    Reconnect,
+    Stall,
+    Flood,
+    Workflow,
+    AfterWorkflow,
+    Screenshot,
+    Done,
+}
+
+/// Library time per frame while faults were active.
+#[derive(Debug, Default)]
+struct FaultWindow {
+    frames: u64,
+    worst: Duration,
+}
+
+/// The self-test's state.
+pub struct SelfTest {
+    faults: bool,
+    screenshot: PathBuf,
+    limit: Duration,
+    started: Instant,
+    phase: Phase,
+    since: Instant,
+    step: u32,
+    mark: u64,
+    notes: Vec<String>,
+    fault_window: FaultWindow,
+    last_frames: u64,
+    last_events: u64,
+}
+
+impl SelfTest {
+    /// A self-test with the command line's options.
+    pub fn new(opts: &Options) -> SelfTest {
+        SelfTest {
+            faults: opts.faults,
+            screenshot: opts
+                .screenshot
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("viewer-screenshot.png")),
+            limit: opts.time_limit,
+            started: Instant::now(),
+            phase: Phase::Connect,
+            since: Instant::now(),
+            step: 0,
+            mark: 0,
+            notes: Vec::new(),
+            fault_window: FaultWindow::default(),
+            last_frames: 0,
+            last_events: 0,
+        }
+    }
+
+    fn go(&mut self, p: Phase) {
+        log::info!("self-test: {:?} -> {:?}", self.phase, p);
+        self.phase = p;
+        self.since = Instant::now();
+        self.step = 0;
+    }
+
+    fn in_phase(&self) -> Duration {
+        self.since.elapsed()
+    }
+
+    /// One step, once per frame (before drawing).
+    pub fn step(&mut self, v: &mut Viewer, ctx: &egui::Context) {
+        // Keep frames coming: the test watches the UI, not a person.
+        ctx.request_repaint_after(Duration::from_millis(16));
+        if matches!(self.phase, Phase::Reconnect | Phase::Stall | Phase::Flood) {
+            self.fault_window.frames += v.timer.frames - self.last_frames;
+            self.fault_window.worst = self.fault_window.worst.max(v.timer.last_frame);
+        }
+        self.last_frames = v.timer.frames;
+        if self.phase != Phase::Done && self.started.elapsed() > self.limit {
+            let why = format!("timed out in phase {:?} after {:?}", self.phase, self.limit);
+            self.finish(v, ctx, Some(why), None);
+            return;
+        }
+        let connected = v.model.conn == Some(ConnectionState::Connected);
+        match self.phase {
+            Phase::Connect => {
+                let ready = connected
+                    && v.model.settings.is_some()
+                    && v.model.position.is_some()
+                    && v.model.workflow_file.is_some()
+                    && v.live_frames_shown >= 10;
+                if ready {
+                    self.go(Phase::Actions);
+                }
+            }
+            Phase::Actions => self.actions(v),
+            Phase::Reconnect => self.reconnect(v, connected),
+            Phase::Stall => self.stall(v, connected),
+            Phase::Flood => self.flood(v),
+            Phase::Workflow => self.workflow(v, ctx),
+            Phase::AfterWorkflow => {
+                if v.live_frames_shown >= self.mark + 10 && self.in_phase() > Duration::from_secs(1)
+                {
+                    self.go(Phase::Screenshot);
+                }
+            }
+            Phase::Screenshot => self.screenshot(v, ctx),
+            Phase::Done => {}
+        }
+    }
+
+    fn sim(v: &Viewer) -> Option<std::sync::Arc<Simulator>> {
+        v.session.as_ref().and_then(|s| s.sim.clone())
+    }
+
+    fn idle(v: &Viewer) -> bool {
+        v.session.as_ref().is_some_and(|s| s.pending.is_empty())
+            && !v.model.moving.iter().any(|&m| m)
+    }
+
+    fn actions(&mut self, v: &mut Viewer) {
+        match self.step {
+            0 => {
+                // What a person does first: jog, move, a refused move, lasers, LED.
+                v.model.jog_step[0] = 0.25;
+                v.jog(Axis::X, 2.0);
+                v.move_axis(Axis::Y, 20.0);
+                // Outside the soft limits: refused in the viewer, shown as an error.
+                v.move_axis(Axis::Z, 99.0);
+                v.set_laser(2, 12.5);
+                v.set_laser_preview(2, true);
+                v.set_led(LedColour::Green, 40.0);
+                v.set_led_preview(true);
+                self.step = 1;
+            }
+            _ => {
+                if Self::idle(v) && self.in_phase() > Duration::from_millis(300) {
+                    let p = v.model.position.unwrap_or_default();
+                    self.notes.push(format!(
+                        "moved to x {:.3}, y {:.3}; laser 2 at {:?} %",
+                        p.x_mm, p.y_mm, v.model.lasers[1].level
+                    ));
+                    self.go(if self.faults {
+                        Phase::Reconnect
+                    } else {
+                        Phase::Workflow
+                    });
+                }
+            }
+        }
+    }
+
+    fn reconnect(&mut self, v: &mut Viewer, connected: bool) {
+        let Some(sim) = Self::sim(v) else { return };
+        match self.step {
+            0 => {
+                // The instrument drops the link before its next message.
+                sim.update_faults(|f| f.close_after_messages = Some(0));
+                self.step = 1;
+            }
+            1 => {
+                // Ask something so the instrument writes (and drops the link).
+                if connected {
+                    v.query_positions();
+                }
+                if matches!(v.model.conn, Some(ConnectionState::Reconnecting { .. }))
+                    || v.model.states_seen.contains(&"reconnecting")
+                {
+                    self.step = 2;
+                }
+            }
+            _ => {
+                if connected && self.in_phase() > Duration::from_millis(500) {
+                    self.notes.push(format!(
+                        "link dropped and re-established in {:.2} s",
+                        self.in_phase().as_secs_f64()
+                    ));
+                    self.go(Phase::Stall);
+                }
+            }
+        }
+    }
+
+    fn stall(&mut self, v: &mut Viewer, connected: bool) {
+        let Some(sim) = Self::sim(v) else { return };
+        match self.step {
+            0 => {
+                if !connected {
+                    return;
+                }
+                // The instrument stops reading after the next message: the
+                // queries below wait, the window must not.
+                sim.update_faults(|f| f.stop_reading = Some(STALL));
+                v.query_positions();
+                v.set_laser(3, 7.5);
+                v.jog(Axis::X, -1.0);
+                self.mark = v.timer.frames;
+                self.step = 1;
+            }
+            _ => {
+                if self.in_phase() > STALL + Duration::from_millis(300) && Self::idle(v) {
+                    self.notes.push(format!(
+                        "stalled instrument ({} ms): {} UI frames drawn meanwhile",
+                        STALL.as_millis(),
+                        v.timer.frames - self.mark
+                    ));
+                    self.go(Phase::Flood);
+                }
+            }
+        }
+    }
+
+    fn flood(&mut self, v: &mut Viewer) {
+        let Some(sim) = Self::sim(v) else { return };
+        match self.step {
+            0 => {
+                self.mark = v.model.events_total;
+                sim.update_faults(|f| f.flood = Some((CommandCode::UI_SET_GAUGE_VALUE, FLOOD, 0)));
+                self.step = 1;
+            }
+            1 => {
+                let sent = sim.counters().flood_messages;
+                if sent >= FLOOD {
+                    self.step = 2;
+                    self.since = Instant::now();
+                    self.last_events = v.model.events_total;
+                }
+            }
+            _ => {
+                // Drained: nothing new for 300 ms.
+                if v.model.events_total != self.last_events {
+                    self.last_events = v.model.events_total;
+                    self.since = Instant::now();
+                } else if self.in_phase() > Duration::from_millis(300) {
+                    let dropped = v.session.as_ref().map_or(0, |s| s.events.dropped());
+                    self.notes.push(format!(
+                        "event flood: {} events received, {} dropped by the bounded queue",
+                        v.model.events_total - self.mark,
+                        dropped
+                    ));
+                    self.go(Phase::Workflow);
+                }
+            }
+        }
+    }
+
+    fn workflow(&mut self, v: &mut Viewer, ctx: &egui::Context) {
+        match self.step {
+            // A first run, stopped part-way with the Stop button's action.
+            0 => {
+                if v.model.conn != Some(ConnectionState::Connected) {
+                    return;
+                }
+                self.mark = u64::from(v.model.workflow.finished_runs);
+                v.start_workflow();
+                self.step = 1;
+            }
+            1 => {
+                if v.model.workflow.progress.is_some_and(|(c, _)| c >= 50) {
+                    v.stop_workflow();
+                    self.step = 2;
+                } else if v.model.workflow.status == "failed" {
+                    let why = format!(
+                        "the workflow failed: {:?}",
+                        v.model.errors.back().map(|e| &e.text)
+                    );
+                    self.finish(v, ctx, Some(why), None);
+                }
+            }
+            2 => {
+                let wf = &v.model.workflow;
+                if u64::from(wf.finished_runs) > self.mark {
+                    if wf.status != "stopped" {
+                        let why = format!("the stopped run ended as {:?}", wf.status);
+                        self.finish(v, ctx, Some(why), None);
+                        return;
+                    }
+                    self.notes
+                        .push(format!("workflow stopped at {:?}", wf.progress));
+                    self.step = 3;
+                }
+            }
+            // Then a full run.
+            3 => {
+                if v.model.conn != Some(ConnectionState::Connected) {
+                    return;
+                }
+                self.mark = u64::from(v.model.workflow.finished_runs);
+                v.start_workflow();
+                self.step = 4;
+            }
+            _ => {
+                let wf = &v.model.workflow;
+                if u64::from(wf.finished_runs) > self.mark {
+                    self.notes.push(format!(
+                        "workflow {}: progress {:?}",
+                        wf.status, wf.progress
+                    ));
+                    self.mark = v.live_frames_shown;
+                    self.go(Phase::AfterWorkflow);
+                } else if wf.status == "failed" {
+                    let why = format!(
+                        "the workflow failed: {:?}",
+                        v.model.errors.back().map(|e| &e.text)
+                    );
+                    self.finish(v, ctx, Some(why), None);
+                }
+            }
+        }
+    }
+
+    fn screenshot(&mut self, v: &mut Viewer, ctx: &egui::Context) {
+        if self.step == 0 {
+            ctx.send_viewport_cmd(ViewportCommand::Screenshot(egui::UserData::default()));
+            self.step = 1;
+            return;
+        }
+        let image = ctx.input(|i| {
+            i.raw.events.iter().find_map(|e| match e {
+                egui::Event::Screenshot { image, .. } => Some(image.clone()),
+                _ => None,
+            })
+        });
+        if let Some(image) = image {
+            let r = save_png(&self.screenshot, &image);
+            let why = r
+                .err()
+                .map(|e| format!("cannot save {}: {e}", self.screenshot.display()));
+            self.finish(v, ctx, why, Some(ctx.pixels_per_point()));
+        } else if self.in_phase() > Duration::from_secs(10) {
+            self.finish(v, ctx, Some("no screenshot came back".into()), None);
+        }
+    }
+
+    /// Writes the report, sets the exit code and closes the window.
+    fn finish(
+        &mut self,
+        v: &mut Viewer,
+        ctx: &egui::Context,
+        failure: Option<String>,
+        ppp: Option<f32>,
+    ) {
+        self.phase = Phase::Done;
+        let t = &v.timer;
+        let live = v
+            .session
+            .as_ref()
+            .map(|s| s.live.status.lock().clone())
+            .unwrap_or_default();
+        let (cur, total) = v.model.workflow.progress.unwrap_or((0, 0));
+        let dropped = v.session.as_ref().map_or(0, |s| s.events.dropped());
+        let rect = |r: Option<egui::Rect>| match (r, ppp) {
+            (Some(r), Some(p)) => format!(
+                "[{:.0},{:.0},{:.0},{:.0}]",
+                r.min.x * p,
+                r.min.y * p,
+                r.width() * p,
+                r.height() * p
+            ),
+            _ => "null".into(),
+        };
+        let mut j = String::from("{");
+        let _ = write!(
+            j,
+            "\"viewer_self_test\":\"{}\",\"failure\":{},\"faults\":{},\"elapsed_s\":{:.2},",
+            if failure.is_none() { "ok" } else { "failed" },
+            failure.as_deref().map_or("null".into(), json_str),
+            self.faults,
+            self.started.elapsed().as_secs_f64()
+        );
+        let _ = write!(
+            j,
+            "\"ui_frames\":{},\"lib_us_per_frame\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},\"frames_over_1ms\":{},\"longest_call_us\":{:.1},\"longest_call\":{},\"fault_frames\":{},\"fault_lib_us_max\":{:.1},\"worst_ui_frame_ms\":{:.2},",
+            t.frames,
+            us(t.quantile(0.5)),
+            us(t.quantile(0.99)),
+            us(t.worst_frame),
+            t.frames_over_budget,
+            us(t.worst_call),
+            json_str(t.worst_call_name),
+            self.fault_window.frames,
+            us(self.fault_window.worst),
+            t.worst_ui_frame.as_secs_f64() * 1e3,
+        );
+        let over: Vec<String> = t
+            .over
+            .iter()
+            .take(20)
+            .map(|o| {
+                format!(
+                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"call\":{}}}",
+                    us(o.lib),
+                    us(o.wall),
+                    us(o.runq),
+                    json_str(o.longest)
+                )
+            })
+            .collect();
+        let _ = write!(
+            j,
+            "\"lib_us_net_of_preemption_max\":{:.1},\"over_budget_frames\":[{}],",
+            us(t.worst_net),
+            over.join(",")
+        );
+        let _ = write!(
+            j,
+            "\"live_frames_shown\":{},\"live_frames_received\":{},\"live_dropped\":{},\"workflow_current\":{},\"workflow_total\":{},\"workflow_status\":{},\"events\":{},\"events_dropped\":{},\"errors_shown\":{},\"states_seen\":[{}],\"connection\":{},",
+            v.live_frames_shown,
+            live.frames_total,
+            live.dropped_total,
+            cur,
+            total,
+            json_str(&v.model.workflow.status),
+            v.model.events_total,
+            dropped,
+            v.model.errors_total,
+            v.model.states_seen.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(","),
+            json_str(conn_name(&v.model)),
+        );
+        let _ = write!(
+            j,
+            "\"notes\":[{}],\"screenshot\":{},\"image_rect\":{},\"progress_rect\":{}}}",
+            self.notes
+                .iter()
+                .map(|s| json_str(s))
+                .collect::<Vec<_>>()
+                .join(","),
+            json_str(&self.screenshot.display().to_string()),
+            rect(v.layout.image),
+            rect(v.layout.progress),
+        );
+        println!("{j}");
+        let side = sidecar(&self.screenshot);
+        if let Err(e) = std::fs::write(&side, format!("{j}\n")) {
+            eprintln!("viewer self-test: cannot write {}: {e}", side.display());
+        }
+        let code = if failure.is_none() { 0 } else { 1 };
+        if let Some(f) = &failure {
+            eprintln!("viewer self-test: FAILED: {f}");
+        }
+        crate::EXIT_CODE.store(code, Ordering::SeqCst);
+        ctx.send_viewport_cmd(ViewportCommand::Close);
+    }
+}
+
+/// The report written next to a screenshot.
+pub fn sidecar(png: &Path) -> PathBuf {
+    let mut s = png.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn save_png(path: &Path, image: &egui::ColorImage) -> std::io::Result<()> {
+    let f = std::fs::File::create(path)?;
+    let mut enc = png::Encoder::new(
+        std::io::BufWriter::new(f),
+        image.size[0] as u32,
+        image.size[1] as u32,
+    );
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::High);
+    let mut w = enc.write_header().map_err(std::io::Error::other)?;
+    let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+    w.write_image_data(&bytes).map_err(std::io::Error::other)?;
+    w.finish().map_err(std::io::Error::other)
+}
