@@ -31,25 +31,18 @@ pub struct Pend {
 }
 
 /// While any operation is in flight, the UI looks at it this often even if
-/// nothing wakes it.
-///
-/// The client's event callback wakes the UI for every event, but an
-/// operation's reply is not an event. Once the library calls a waker when an
-/// operation completes (`Client::set_waker`), this becomes unnecessary:
-/// set it to `None`.
-pub const POLL_WHILE_PENDING: Option<Duration> = Some(Duration::from_millis(4));
+/// nothing wakes it. `None`: the library's waker (`Client::set_waker`) wakes
+/// the UI whenever an operation completes or an event is queued, so no
+/// polling is needed.
+pub const POLL_WHILE_PENDING: Option<Duration> = None;
 
-/// Makes the library wake the UI: `ctx.request_repaint()` is cheap and
-/// callable from any thread.
-///
-/// The library calls the hook on its own thread whenever an event is queued.
-/// With the library's waker (`Client::set_waker`, also called when an
-/// operation completes) the body becomes the one line
-/// `client.set_waker(Some(Arc::new(move || ctx.request_repaint())));`.
+/// Makes the library wake the UI: the library calls the waker on its own
+/// thread whenever an operation completes or an event is queued, and
+/// `ctx.request_repaint()` is cheap and callable from any thread.
 pub fn install_waker(client: &Client, ctx: &egui::Context) -> flamingo_client::Result<Waker> {
     let ctx = ctx.clone();
-    let id = client.on_event(move |_| ctx.request_repaint())?;
-    Ok(Waker(Some(id)))
+    client.set_waker(Some(std::sync::Arc::new(move || ctx.request_repaint())));
+    Ok(Waker(None))
 }
 
 /// The installed wake-up hook (removed with the session).
