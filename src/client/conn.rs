@@ -76,6 +76,9 @@ struct Flight {
     /// `None` once the caller gave up: the reply is then discarded.
     waiter: Option<Waiter>,
     abandoned_at: Option<Instant>,
+    /// Its caller blocks on the reply and, once woken, writes what the
+    /// reply let go (see `Shared::hand_off`).
+    direct: bool,
 }
 
 /// A request or message waiting to be written.
@@ -94,6 +97,8 @@ pub(crate) struct Queued {
     pub waiter: Option<Waiter>,
     /// A write of this entry was tried and put nothing on the wire.
     pub write_attempted: bool,
+    /// Its caller blocks on the outcome (a blocking request).
+    pub direct: bool,
 }
 
 /// An entry being written: where its bytes are in the batch buffer.
@@ -104,8 +109,9 @@ struct Writing {
 
 /// Where a reply goes.
 pub(crate) enum Route {
-    /// To this waiter.
-    Deliver(Waiter),
+    /// To this waiter; `true` if its caller blocks on it (and will write
+    /// what the reply let go once woken).
+    Deliver(Waiter, bool),
     /// Its caller gave up: discard it.
     Late,
     /// No request of this key is on the wire: an event.
@@ -323,6 +329,7 @@ impl Conn {
                     sent: false,
                     waiter: q.waiter.take(),
                     abandoned_at: None,
+                    direct: q.direct,
                 });
             }
             self.writing.push(Writing {
@@ -478,7 +485,7 @@ impl Conn {
             self.gates.remove(&key);
         }
         match f.waiter {
-            Some(w) => Route::Deliver(w),
+            Some(w) => Route::Deliver(w, f.direct),
             None => {
                 self.abandoned -= 1;
                 Route::Late
@@ -611,13 +618,14 @@ mod tests {
             what: CommandCode(code),
             waiter: Some(tx),
             write_attempted: false,
+            direct: false,
         });
         (id, rx)
     }
 
     fn deliver(r: Route, v: u32) -> bool {
         match r {
-            Route::Deliver(w) => {
+            Route::Deliver(w, _) => {
                 w.send(Ok(Delivered::Reply(Reply {
                     message: crate::codec::Message::new(CommandCode(v)),
                     data: Vec::new(),

@@ -384,7 +384,7 @@ impl Client {
             format!("the reply to {}", msg.code),
             deadline,
             timeout,
-            ReplyStep::new(Pending::new(s.clone(), started)),
+            ReplyStep::new(Pending::new(s.clone(), started, direct.then_some(deadline))),
         ))
     }
 
@@ -430,7 +430,7 @@ impl Client {
             format!("sending {}", msg.code),
             deadline,
             timeout,
-            SentStep::new(Pending::new(s.clone(), started)),
+            SentStep::new(Pending::new(s.clone(), started, None)),
         )
         .wait()?;
         Ok(seq)

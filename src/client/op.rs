@@ -245,10 +245,17 @@ pub(crate) struct Pending {
     rx: slot::Receiver<Outcome>,
     start: Instant,
     done: bool,
+    /// For a blocking caller: its deadline, up to which it writes what its
+    /// reply let go (see `Shared::hand_off`).
+    hand_off: Option<Deadline>,
 }
 
 impl Pending {
-    pub(crate) fn new(shared: Arc<Shared>, started: super::send::Started) -> Pending {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        started: super::send::Started,
+        hand_off: Option<Deadline>,
+    ) -> Pending {
         Pending {
             shared,
             id: started.id,
@@ -256,6 +263,7 @@ impl Pending {
             rx: started.rx,
             start: Instant::now(),
             done: false,
+            hand_off,
         }
     }
 
@@ -268,6 +276,9 @@ impl Pending {
         self.done = true;
         if matches!(r, Ok(Delivered::Reply(_))) {
             self.shared.latency.record(self.start.elapsed());
+            if let Some(cap) = self.hand_off {
+                self.shared.hand_off(cap);
+            }
         }
         Some(r)
     }

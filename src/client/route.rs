@@ -30,8 +30,9 @@ impl Shared {
             let route = {
                 let mut c = self.conn.lock();
                 let r = c.route(key, msg.int32_data0);
-                // A freed reply key may let a queued request go out.
-                if matches!(r, Route::Deliver(_) | Route::Late)
+                // A freed reply key may let a queued request go out: its
+                // blocking caller writes it once woken, else the sender thread.
+                if matches!(r, Route::Deliver(_, false) | Route::Late)
                     && !c.writer_busy
                     && c.writable()
                     && c.has_eligible()
@@ -41,7 +42,7 @@ impl Shared {
                 r
             };
             match route {
-                Route::Deliver(w) => {
+                Route::Deliver(w, _) => {
                     // Counted before the hand-off, so a caller that reads
                     // stats() after its reply always finds it counted.
                     self.counters.replies_matched.fetch_add(1, Relaxed);

@@ -76,6 +76,7 @@ impl Shared {
                 what: msg.code,
                 waiter: Some(tx),
                 write_attempted: false,
+                direct,
             });
             let role = if direct { c.claim_writer() } else { None };
             if role.is_none() && !c.writer_busy && c.writable() {
@@ -180,6 +181,24 @@ impl Shared {
                     return;
                 }
             }
+        }
+    }
+
+    /// Called by a blocking caller woken with its reply: if the reply let a
+    /// queued request go (its key is free now), this thread writes it, as
+    /// it is awake anyway; the sender thread would cost another wake-up.
+    /// Never writes past `cap`, the caller's own deadline.
+    pub(crate) fn hand_off(&self, cap: Deadline) {
+        let role = {
+            let mut c = self.conn.lock();
+            if c.has_eligible() {
+                c.claim_writer()
+            } else {
+                None
+            }
+        };
+        if let Some(role) = role {
+            self.write_batches(role, cap, 1);
         }
     }
 

@@ -75,7 +75,7 @@ fn spin_budget() -> Duration {
     *BUDGET.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus > 1 {
-            Duration::from_micros(25)
+            Duration::from_micros(50)
         } else {
             Duration::ZERO
         }
