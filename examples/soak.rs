@@ -113,7 +113,7 @@ impl Report {
              links closed {}, stalls {}, trickled {})\n\
              fault schedule: {}\n\
              client: {} replies matched, {} late replies discarded, {} resyncs ({} bytes skipped), \
-             {} disconnects, {} reconnects, p50 {} us, p99 {} us\n\
+             {} link resets for unanswered requests, {} disconnects, {} reconnects, p50 {} us, p99 {} us\n\
              (threads, fds) before {:?}, after {:?}",
             self.requests,
             self.elapsed.as_secs_f64(),
@@ -142,6 +142,7 @@ impl Report {
             self.client.late_replies_discarded,
             self.client.resyncs,
             self.client.bytes_skipped,
+            self.client.link_resyncs,
             self.client.disconnects,
             self.client.reconnects,
             self.client.latency.p50_us,
@@ -334,7 +335,7 @@ fn fault_schedule(
     seed: u64,
     stop: crossbeam_channel::Receiver<()>,
 ) -> Vec<(&'static str, u64)> {
-    const KINDS: [&str; 9] = [
+    const KINDS: [&str; 10] = [
         "delay",
         "no delay",
         "late reply",
@@ -343,6 +344,7 @@ fn fault_schedule(
         "link drop",
         "stall",
         "trickle",
+        "lost reply",
         "calm",
     ];
     let mut rng = Rng::new(seed.wrapping_add(0xFA17));
@@ -355,7 +357,7 @@ fn fault_schedule(
         let mut k = rng.below(KINDS.len() as u64) as usize;
         // Link drops at most every half second: the soak is about requests.
         if k == 5 && last_drop.elapsed() < Duration::from_millis(500) {
-            k = 8;
+            k = 9;
         }
         counts[k] += 1;
         let code = codes[rng.below(3) as usize];
@@ -367,7 +369,10 @@ fn fault_schedule(
                     f.delay.insert(code, d);
                 });
             }
-            1 => sim.update_faults(|f| f.delay.clear()),
+            1 => sim.update_faults(|f| {
+                f.delay.clear();
+                f.never_answer.clear();
+            }),
             2 => {
                 let d = ms(150, 1200, &mut rng);
                 sim.update_faults(|f| f.answer_late = Some((code, d)));
@@ -397,6 +402,14 @@ fn fault_schedule(
                     f.trickle_additional = on.then_some((512, Duration::from_millis(1)))
                 });
             }
+            8 => {
+                // Requests of this code go unanswered until the next calm
+                // or "no delay": the client must block the key, then reset
+                // the link after the late-reply window, never misroute.
+                sim.update_faults(|f| {
+                    f.never_answer.insert(code);
+                });
+            }
             _ => sim.set_faults(Faults::none()),
         }
     }
@@ -419,9 +432,13 @@ pub fn run(opts: &Options) -> Report {
         .initial_delay(Duration::from_millis(5))
         .max_delay(Duration::from_millis(100))
         .jitter(0.0);
+    // A short late-reply window: a lost reply blocks its code for 1.5 s,
+    // then the link is reset (the soak counts those resets).
     let client = Client::connect(
         &sim.addr().to_string(),
-        ClientConfig::default().reconnect(policy),
+        ClientConfig::default()
+            .reconnect(policy)
+            .late_reply_window(Duration::from_millis(1500)),
     )
     .expect("connect to the simulator");
     let issued = Arc::new(AtomicU64::new(0));
