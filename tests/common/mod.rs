@@ -34,6 +34,14 @@ impl Conn {
     }
 }
 
+/// The code the tests' servers echo: unknown to the catalogue, so the
+/// client treats its replies as replies and the simulator echoes it.
+pub const ECHO: flamingo_client::codec::CommandCode = flamingo_client::codec::CommandCode(0x7777);
+
+/// The one generous timeout of the tests: long enough for a loaded CI
+/// machine, short enough that a hang fails the test instead of the run.
+pub const LONG: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the handler asks the server to do next.
 pub enum Next {
     Continue,

@@ -1,8 +1,7 @@
 //! Workflows against the simulator: start, progress, summary, stop, stale
 //! idle, and every error.
 
-#[path = "devices_util.rs"]
-mod util;
+use super::util;
 
 use std::time::Duration;
 
@@ -354,7 +353,7 @@ fn lost_idle_broadcast_is_noticed_by_a_state_poll() {
     let client =
         flamingo_client::Client::connect(&sim.addr().to_string(), Default::default()).unwrap();
     let wf = flamingo_client::devices::Workflow::from_bytes(
-        include_bytes!("../fixtures/Snapshot.txt").to_vec(),
+        include_bytes!("../../fixtures/Snapshot.txt").to_vec(),
     )
     .unwrap();
     let mut run = client.workflows().start(&wf).unwrap();

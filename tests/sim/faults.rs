@@ -1,8 +1,7 @@
 //! Every fault the simulator can inject, at least once.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
@@ -143,7 +142,7 @@ fn fragmented_writes_reassemble() {
     echo_round(&mut c, 30);
     c.send(flagged(C::COMMON_SCOPE_SETTINGS_LOAD));
     let (_, data) = c.recv_frame();
-    assert_eq!(data, include_bytes!("../fixtures/ScopeSettings.txt"));
+    assert_eq!(data, include_bytes!("../../fixtures/ScopeSettings.txt"));
     assert_eq!(sim.counters().fragmented_messages, 31);
     assert_eq!(c.reader.stats().resyncs, 0);
 }

@@ -1,8 +1,7 @@
 //! Workflow playback of the simulator.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use flamingo_client::codec::{CommandCode as C, Message};
 use flamingo_client::sim::{SimConfig, Simulator, STATE_BUSY, STATE_IDLE};
 use util::*;
 
-const ZSTACK: &[u8] = include_bytes!("../fixtures/ZStack.txt");
+const ZSTACK: &[u8] = include_bytes!("../../fixtures/ZStack.txt");
 
 fn fast() -> SimConfig {
     SimConfig::default().plane_interval(Duration::from_micros(200))

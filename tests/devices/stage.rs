@@ -1,7 +1,6 @@
 //! The stage facade against the simulator.
 
-#[path = "devices_util.rs"]
-mod util;
+use super::util;
 
 use std::time::Duration;
 

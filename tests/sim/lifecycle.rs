@@ -1,8 +1,7 @@
 //! Starting, stopping and running many simulators.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use std::net::TcpListener;
 

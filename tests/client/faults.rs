@@ -1,10 +1,11 @@
-//! Reliability rows 1, 2, 3, 7, 8, 9, 13 and 15 of issue 8 (see
-//! RELIABILITY.md): correlation, late replies, disconnect paths, callbacks,
+//! The client against the simulator's faults: single reader,
+//! correlation, late replies, disconnect paths, callbacks,
 //! status policy and stale events, against the simulator with its faults.
 //!
 //! Each test asserts the exact outcome (counts, values, error variants).
 
-mod common;
+use crate::common;
+use crate::common::{ECHO, LONG};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, OnceLock};
@@ -17,9 +18,7 @@ use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig, Error, Event, EventKind, ReconnectPolicy, Reply};
 
 /// A code outside the catalogue: matched by code alone, echoed by the simulator.
-const ECHO: C = C(0x7777);
 /// Failure bound for waits that normally end at once.
-const LONG: Duration = Duration::from_secs(20);
 const START: [f64; 4] = common::RELIABILITY_START;
 
 fn sim(cfg: SimConfig) -> Simulator {
@@ -42,12 +41,12 @@ fn has_tag(r: &Reply, code: C, tag: i32) -> bool {
         && r.message.double_data == f64::from(tag) * 0.5
 }
 
-/// Row 1. Only the reader thread reads the socket (structural: `request`
+/// Only the reader thread reads the socket (structural: `request`
 /// blocks on its own channel). Replies to 4 threads and a paced flood of
 /// 20,000 events interleave on the wire; every message the simulator wrote is
 /// accounted for exactly once, as a matched reply or as an event, in order.
 #[test]
-fn r01_single_reader_accounts_for_interleaved_replies_and_events() {
+fn single_reader_accounts_for_interleaved_replies_and_events() {
     const EVENTS: u64 = 20_000;
     let sim = sim(SimConfig::default());
     let c = connect(&sim, ClientConfig::default().event_queue_depth(1 << 16));
@@ -137,15 +136,15 @@ fn r01_single_reader_accounts_for_interleaved_replies_and_events() {
         replies + EVENTS,
         "no sequence number twice"
     );
-    eprintln!("r01: {replies} replies, {EVENTS} events, {inside} replies inside the flood's span");
+    eprintln!("{replies} replies, {EVENTS} events, {inside} replies inside the flood's span");
 }
 
-/// Row 2. 8 threads, one code, tagged replies, several requests in flight
+/// 8 threads, one code, tagged replies, several requests in flight
 /// per thread (submit), replies fragmented by the simulator: per-code FIFO
 /// gives zero misroutes. The same with an `int32Data0`-keyed code (stage
 /// position per axis, 2 threads per axis).
 #[test]
-fn r02_same_code_fifo_eight_threads_zero_misroutes() {
+fn same_code_fifo_eight_threads_zero_misroutes() {
     const PER_THREAD: i32 = 1500;
     const IN_FLIGHT: usize = 4;
     let sim = sim(SimConfig::default().seed(2));
@@ -207,13 +206,13 @@ fn r02_same_code_fifo_eight_threads_zero_misroutes() {
     );
     assert_eq!(s.unmatched_replies, 0);
     assert_eq!(sim.counters().fragmented_messages, total);
-    eprintln!("r02: {total} requests, 0 misroutes");
+    eprintln!("{total} requests, 0 misroutes");
 }
 
-/// Row 3. A reply that arrives after its caller timed out is discarded and
+/// A reply that arrives after its caller timed out is discarded and
 /// counted, even when the next caller of the same code is already waiting.
 #[test]
-fn r03_late_reply_is_discarded_and_counted_never_handed_on() {
+fn late_reply_is_discarded_and_counted_never_handed_on() {
     let sim = sim(SimConfig::default());
     let c = connect(&sim, ClientConfig::default());
     // A is answered 300 ms late; B is sent after A gave up and its reply is
@@ -278,15 +277,15 @@ fn r03_late_reply_is_discarded_and_counted_never_handed_on() {
         "every late reply discarded"
     );
     assert_eq!((s.tombstones, s.pending_requests), (0, 0));
-    eprintln!("r03: {} late replies discarded, 0 misroutes", 1 + n);
+    eprintln!("{} late replies discarded, 0 misroutes", 1 + n);
 }
 
-/// Row 7. Reader error (the instrument drops the link), user close from two
+/// Reader error (the instrument drops the link), user close from two
 /// threads, drops of clones and a failing send, all at once, 30 times (half
 /// with automatic reconnection): exactly one teardown, one Closed event (the
 /// last one), and every waiting request woken once with `Disconnected`.
 #[test]
-fn r07_every_disconnect_path_at_once_closes_exactly_once() {
+fn every_disconnect_path_at_once_closes_exactly_once() {
     const SILENT: C = C(0x7778);
     for round in 0..30 {
         let sim = sim(SimConfig::default());
@@ -395,10 +394,10 @@ fn r07_every_disconnect_path_at_once_closes_exactly_once() {
     }
 }
 
-/// Row 8. Every way of sending after the link died gives a typed
+/// Every way of sending after the link died gives a typed
 /// `Disconnected` that says why; nothing is written, nothing panics.
 #[test]
-fn r08_send_after_disconnect_is_a_typed_error() {
+fn send_after_disconnect_is_a_typed_error() {
     let sim = sim(SimConfig::default());
     let c = connect(&sim, ClientConfig::default());
     let events = c.subscribe();
@@ -497,11 +496,11 @@ fn r08_send_after_disconnect_is_a_typed_error() {
     c2.close();
 }
 
-/// Row 9. Callbacks that panic, remove themselves, are removed by another
+/// Callbacks that panic, remove themselves, are removed by another
 /// thread while running, block the dispatcher, or make a blocking request:
 /// replies keep flowing and every callback sees exactly what it should.
 #[test]
-fn r09_callbacks_cleared_panicking_blocking_or_requesting_never_stop_replies() {
+fn callbacks_cleared_panicking_blocking_or_requesting_never_stop_replies() {
     const EVENTS: i32 = 2000;
     let sim = sim(SimConfig::default());
     let c = connect(&sim, ClientConfig::default().event_queue_depth(1 << 14));
@@ -519,7 +518,7 @@ fn r09_callbacks_cleared_panicking_blocking_or_requesting_never_stop_replies() {
     // 1. Panics on every 100th event.
     c.on_event(move |e| {
         if gauge(e).is_some_and(|i| i % 100 == 0) {
-            panic!("callback bug (deliberate, row 9)")
+            panic!("callback bug (deliberate)")
         }
     })
     .unwrap();
@@ -602,12 +601,12 @@ fn r09_callbacks_cleared_panicking_blocking_or_requesting_never_stop_replies() {
     c.close();
 }
 
-/// Row 13. The per-command status policy: a busy status gives `Busy`, a
+/// The per-command status policy: a busy status gives `Busy`, a
 /// refusal `Refused`, only where the policy says so; the informational 1 of
 /// a stopped motion and of position replies is no error; a user policy
 /// overrides the catalogue. The connection stays healthy throughout.
 #[test]
-fn r13_status_policy_busy_refused_only_where_policy_says() {
+fn status_policy_busy_refused_only_where_policy_says() {
     let sim = sim(SimConfig::default().plane_interval(Duration::from_millis(20)));
     let cfg = ClientConfig::default().status_policy(C::LED_SET, StatusPolicy::new(&[0, 1], &[]));
     let c = connect(&sim, cfg);
@@ -689,12 +688,12 @@ fn r13_status_policy_busy_refused_only_where_policy_says() {
     assert!(has_tag(&r, ECHO, 13));
 }
 
-/// Row 15. Waits count only events after the command's acknowledgement: a
+/// Waits count only events after the command's acknowledgement: a
 /// MotionStopped from the previous move, an idle from before a workflow, and
 /// events still in the history never satisfy them; a wait that starts late
 /// still finds the right event.
 #[test]
-fn r15_waits_count_only_events_after_the_acknowledgement() {
+fn waits_count_only_events_after_the_acknowledgement() {
     let sim = sim(SimConfig::default().plane_interval(Duration::from_millis(2)));
     let c = connect(&sim, ClientConfig::default());
     let events = c.subscribe();
@@ -795,7 +794,7 @@ fn r15_waits_count_only_events_after_the_acknowledgement() {
     assert!(e.is_timeout(), "{e}");
 }
 
-/// Found while writing row 8: stopping the simulator while it accepts a
+/// stopping the simulator while it accepts a
 /// connection must not deadlock (it took its thread and connection locks in
 /// opposite orders).
 #[test]
@@ -813,12 +812,12 @@ fn sim_stop_racing_an_accept_does_not_deadlock() {
         .expect("300 start/connect/stop cycles finish (no deadlock)");
 }
 
-/// Row 7/8 with reconnection on: when the link drops, only the requests in
+/// With reconnection on: when the link drops, only the requests in
 /// flight fail (typed `Disconnected`); a request issued after a failure,
 /// however the loss was detected (reader or failed send), waits for the
 /// reconnect and succeeds. 30 drops, 4 threads sending as fast as they can.
 #[test]
-fn r07_with_reconnect_only_requests_in_flight_fail() {
+fn with_reconnect_only_requests_in_flight_fail() {
     let sim = sim(SimConfig::default());
     let policy = ReconnectPolicy::default()
         .initial_delay(Duration::from_millis(2))

@@ -1,19 +1,17 @@
-//! Reliability row 16 of issue 8 (see RELIABILITY.md): stopping and
+//! Live restarts under load: stopping and
 //! starting live view 200 times while frames stream surfaces no error,
 //! never shows a stale ("frozen") frame after a restart, and leaks nothing.
 //! The only test in this binary, so the process-wide thread and file
 //! descriptor counts are not disturbed by other tests.
 
 mod common;
-
-use std::time::Duration;
+use common::LONG;
 
 use common::{poll_until, proc_counts, thread_names, wait_for_counts};
 use flamingo_client::codec::{CommandCode as C, Message};
 use flamingo_client::sim::{verify_frame, SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig};
 
-const LONG: Duration = Duration::from_secs(20);
 const CYCLES: u32 = 200;
 /// Frame side: 2 MiB frames in release builds (a frame is usually in flight
 /// at teardown); smaller in debug builds, where rendering is slow.
@@ -26,14 +24,14 @@ fn live_threads() -> usize {
         .count()
 }
 
-/// Row 16. 200 cycles of `live()`, LIVE_VIEW_START, a frame, then either
+/// 200 cycles of `live()`, LIVE_VIEW_START, a frame, then either
 /// LIVE_VIEW_STOP and `close_live()` or `close_live()` with 2 MiB frames
 /// still streaming at 1000 fps (the socket torn down under the reader): every frame is
 /// pixel-exact and newer than the last cycle's, no call fails, no stream
 /// ends with an error, the command link never drops, and threads and file
 /// descriptors return to the baseline.
 #[test]
-fn r16_live_view_restarts_while_streaming_surface_no_error_and_leak_nothing() {
+fn live_view_restarts_while_streaming_surface_no_error_and_leak_nothing() {
     let base = proc_counts();
     let sim =
         Simulator::start(SimConfig::default().image_size(SIDE, SIDE).live_fps(1000.0)).unwrap();
@@ -87,7 +85,7 @@ fn r16_live_view_restarts_while_streaming_surface_no_error_and_leak_nothing() {
     drop(sim);
     wait_for_counts(base, "after 200 live cycles");
     eprintln!(
-        "r16: {CYCLES} live cycles, {frames} frames checked, {} frames sent and {} dropped by the simulator \
+        "{CYCLES} live cycles, {frames} frames checked, {} frames sent and {} dropped by the simulator \
          (written while or after the client tore the live socket down), no error, counts back to {base:?}",
         k.frames_sent, k.frames_dropped
     );

@@ -1,22 +1,20 @@
-//! Reliability row 14 of issue 8 (see RELIABILITY.md): lying length fields
+//! Memory bounds: lying length fields
 //! give typed size-limit errors and allocate nothing. The only test in this
 //! binary, so the process's peak memory figures (Linux: VmPeak, VmHWM in
 //! /proc/self/status) are not disturbed by other tests.
 
 mod common;
+use common::{ECHO, LONG};
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{poll_until, vm_kib, Conn, Next, TestServer};
 use flamingo_client::codec::{CommandCode as C, LiveHeader, Message};
 use flamingo_client::live::{LiveConfig, LiveStream};
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig, Error};
-
-const ECHO: C = C(0x7777);
-const LONG: Duration = Duration::from_secs(20);
 
 /// (VmPeak, VmHWM) in MiB, where the OS tells us.
 fn peaks() -> Option<(u64, u64)> {
@@ -46,14 +44,14 @@ fn header(width: u32, height: u32) -> LiveHeader {
     }
 }
 
-/// Row 14. additionalDataBytes of 2 GiB (simulator fault) and of 4 GiB - 1
+/// additionalDataBytes of 2 GiB (simulator fault) and of 4 GiB - 1
 /// (scripted server), a real 2 MiB payload over a 1 MiB limit, a live header
 /// claiming a consistent 4 GiB frame and one whose size disagrees with its
 /// dimensions: each gives its typed error, the connections recover, and the
 /// process's peak virtual memory (which any allocation of the claimed size
 /// would raise by gigabytes) and resident high-water mark barely move.
 #[test]
-fn r14_lying_lengths_give_typed_errors_and_allocate_nothing() {
+fn lying_lengths_give_typed_errors_and_allocate_nothing() {
     // Text with no start-marker byte (0x54), so skipping it is exact.
     let text: Vec<u8> = (0..2u32 << 20).map(|i| b'a' + (i % 26) as u8).collect();
     let sim = Simulator::start(
@@ -183,7 +181,7 @@ fn r14_lying_lengths_give_typed_errors_and_allocate_nothing() {
     assert_eq!(lc.stats().oversized, 1);
     if let (Some((peak0, hwm0)), Some((peak1, hwm1))) = (before, peaks()) {
         eprintln!(
-            "r14: VmPeak {peak0} -> {peak1} MiB, VmHWM {hwm0} -> {hwm1} MiB (claims: 2 GiB, 4 GiB - 1, 2 MiB over a 1 MiB limit, 4 GiB live)"
+            "VmPeak {peak0} -> {peak1} MiB, VmHWM {hwm0} -> {hwm1} MiB (claims: 2 GiB, 4 GiB - 1, 2 MiB over a 1 MiB limit, 4 GiB live)"
         );
         assert!(
             peak1 - peak0 < 1024,

@@ -1,5 +1,5 @@
 //! Property tests of the live reader (`LiveStream`) with valid and mutated
-//! valid input, through a real loopback socket (issue 8, fuzzing part; the
+//! valid input, through a real loopback socket (the
 //! codec, framing and header parser properties are in tests/codec_props.rs).
 //!
 //! A stream of valid frames is mutated (bit flips, header fields replaced,

@@ -12,10 +12,10 @@ use flamingo_client::codec::{
 };
 
 /// Upper bound for any single wait in these tests (a failure bound only).
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = crate::common::LONG;
 
 /// A code outside the catalogue: the simulator echoes it.
-pub const ECHO: CommandCode = CommandCode(0xBEEF);
+pub const ECHO: CommandCode = crate::common::ECHO;
 
 pub fn flagged(code: CommandCode) -> Message {
     Message::new(code).with_flags(Flags::TRIGGER_CALL_BACK)

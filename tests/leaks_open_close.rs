@@ -1,21 +1,20 @@
-//! Reliability row 6 of issue 8 (see RELIABILITY.md): concurrent open() and
+//! Open and close racing: concurrent open() and
 //! close() on one client make exactly one connection and one teardown, and
 //! leave nothing behind. The only test in this binary, so the process-wide
 //! thread and file-descriptor counts are not disturbed by other tests.
 
 mod common;
+use common::LONG;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
 use common::{poll_until, proc_counts, thread_names};
 use flamingo_client::codec::{CommandCode, Flags, Message, MESSAGE_LEN};
 use flamingo_client::sim::{SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig, ConnectionState, Error};
 
-const LONG: Duration = Duration::from_secs(20);
 const ROUNDS: usize = 200;
 
 /// A raw connection that makes one echo round trip: once it is answered,
@@ -101,14 +100,14 @@ fn round(
     (oks, made)
 }
 
-/// Row 6. 16 threads open and close the same client at once, 200 times:
+/// 16 threads open and close the same client at once, 200 times:
 /// exactly one connection reaches the simulator and one teardown happens
 /// each time; when the last close() returns, no client thread or socket is
 /// left. Then 200 rounds where half the threads only close (closes landing
 /// while the connection is being set up): at most one connection, exactly
 /// one when an open() succeeded, and nothing left behind.
 #[test]
-fn r06_concurrent_open_and_close_make_one_connection_and_one_teardown() {
+fn concurrent_open_and_close_make_one_connection_and_one_teardown() {
     let sim = Simulator::start(SimConfig::default()).unwrap();
     fence(&sim);
     poll_until("the fence to close", LONG, || sim.open_connections() == 0);
@@ -139,7 +138,7 @@ fn r06_concurrent_open_and_close_make_one_connection_and_one_teardown() {
     }
     common::wait_for_counts(base, "after 400 rounds");
     eprintln!(
-        "r06: {ROUNDS} rounds x 16 threads: {ROUNDS} connections, {ROUNDS} teardowns, {opened} successful open() calls; \
+        "{ROUNDS} rounds x 16 threads: {ROUNDS} connections, {ROUNDS} teardowns, {opened} successful open() calls; \
          {ROUNDS} rounds with 8 closers: {raced} connections undone because close() won"
     );
 }

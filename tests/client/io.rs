@@ -1,11 +1,12 @@
-//! Reliability rows 4, 5, 10, 11 and 17 of issue 8 (see RELIABILITY.md):
+//! I/O under stress:
 //! the reader never pauses or blocks, one overall deadline per request,
 //! timeouts never tear the stream, garbage is skipped and counted.
 //!
-//! Timing assertions (row 10) measure from just before the call to just
+//! Timing assertions measure from just before the call to just
 //! after it returns and allow 50 ms above the deadline.
 
-mod common;
+use crate::common;
+use crate::common::{ECHO, LONG};
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -20,8 +21,6 @@ use flamingo_client::codec::{CommandCode as C, Message};
 use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig, Error, EventKind, ReconnectPolicy, Reply};
 
-const ECHO: C = C(0x7777);
-const LONG: Duration = Duration::from_secs(20);
 /// The tolerance the issue allows above a deadline.
 const SLACK: Duration = Duration::from_millis(50);
 const START: [f64; 4] = common::RELIABILITY_START;
@@ -66,12 +65,12 @@ fn assert_at_deadline(what: &str, elapsed: Duration, deadline: Duration) {
     );
 }
 
-/// Row 4. There is no pause for synchronous operations: settings loads with
+/// There is no pause for synchronous operations: settings loads with
 /// 2 MiB of additional data (trickled in 64 KiB chunks) run concurrently
 /// with position queries on four axes and a paced event flood; nothing is
 /// lost, every value is right.
 #[test]
-fn r04_settings_load_concurrent_with_position_queries_loses_nothing() {
+fn settings_load_concurrent_with_position_queries_loses_nothing() {
     let text = payload(4, 2 << 20);
     let sim = sim(SimConfig::default().settings_text(text.clone()));
     sim.update_faults(|f| f.trickle_additional = Some((64 * 1024, Duration::from_millis(1))));
@@ -126,12 +125,12 @@ fn r04_settings_load_concurrent_with_position_queries_loses_nothing() {
     assert_eq!(sim.counters().trickled_payloads, 15);
 }
 
-/// Row 5. The reader never blocks: 50,000 unsolicited events while a
+/// The reader never blocks: 50,000 unsolicited events while a
 /// subscriber and a callback never read; the simulator's longest single
 /// write stays under 100 ms; requests keep completing; the idle subscriber
 /// keeps exactly its newest 1024 events and counts the rest as dropped.
 #[test]
-fn r05_flood_with_idle_consumers_never_blocks_the_instrument() {
+fn flood_with_idle_consumers_never_blocks_the_instrument() {
     const EVENTS: u64 = 50_000;
     let sim = sim(SimConfig::default());
     let c = connect(&sim, ClientConfig::default()); // queue depth 1024
@@ -193,7 +192,7 @@ fn r05_flood_with_idle_consumers_never_blocks_the_instrument() {
     assert!(c.is_connected());
     drop(release_tx); // the stuck callback returns, and returns at once from now on
     eprintln!(
-        "r05: {EVENTS} events, {} requests during the flood, longest simulator write {:?}, {} events dropped in all",
+        "{EVENTS} events, {} requests during the flood, longest simulator write {:?}, {} events dropped in all",
         requests.load(SeqCst),
         k.max_write_block,
         s.events_dropped
@@ -201,12 +200,12 @@ fn r05_flood_with_idle_consumers_never_blocks_the_instrument() {
     c.close();
 }
 
-/// Row 10. One overall deadline: a reply whose 1 MiB of additional data
+/// One overall deadline: a reply whose 1 MiB of additional data
 /// trickles in 4 KiB every 10 ms (2.6 s in all) fails with `Timeout` at the
 /// 1 s deadline (+ at most 50 ms), not per chunk. The late reply is then
 /// discarded and the next request gets its own.
 #[test]
-fn r10_trickled_reply_fails_at_the_overall_deadline() {
+fn trickled_reply_fails_at_the_overall_deadline() {
     let sim = sim(SimConfig::default());
     sim.update_faults(|f| f.trickle_additional = Some((4096, Duration::from_millis(10))));
     let c = connect(&sim, ClientConfig::default());
@@ -219,7 +218,7 @@ fn r10_trickled_reply_fails_at_the_overall_deadline() {
         Err(Error::Timeout { after, .. }) => assert_eq!(after, deadline),
         other => panic!("{other:?}"),
     }
-    assert_at_deadline("r10 trickled 1 MiB", took, deadline);
+    assert_at_deadline("trickled 1 MiB", took, deadline);
     // The stream is intact: the next request waits behind the trickle and
     // gets its own reply; the late one is discarded.
     let r = c.request(tagged(11), LONG).unwrap();
@@ -277,12 +276,12 @@ impl Drop for SlowReader {
     }
 }
 
-/// Row 10, write side. The instrument reads slowly (64 KiB every 20 ms):
+/// Write side. The instrument reads slowly (64 KiB every 20 ms):
 /// sending 32 MiB of additional data with a 1 s deadline gives up at the
 /// deadline, not after one write timeout per partial write. A partial
 /// message cannot be taken back, so the link is closed: `Disconnected`.
 #[test]
-fn r10_write_to_a_slow_reader_fails_at_the_overall_deadline() {
+fn write_to_a_slow_reader_fails_at_the_overall_deadline() {
     let server = SlowReader::start(64 * 1024, Duration::from_millis(20));
     let c = Client::connect(&server.addr, ClientConfig::default()).unwrap();
     let data = vec![0x5Au8; 32 << 20];
@@ -296,18 +295,18 @@ fn r10_write_to_a_slow_reader_fails_at_the_overall_deadline() {
         }
         other => panic!("{other:?}"),
     }
-    assert_at_deadline("r10 slow reader, 32 MiB", took, deadline);
+    assert_at_deadline("slow reader, 32 MiB", took, deadline);
     // The reader notices the shut-down socket and closes the client.
     poll_until("the client to close", LONG, || !c.is_connected());
     assert_eq!(c.stats().teardowns, 1);
 }
 
-/// Row 10, waiting to send. While another request's 32 MiB write is stuck
+/// Waiting to send. While another request's 32 MiB write is stuck
 /// (the instrument does not read), a small request with a 300 ms deadline
 /// fails with `Timeout` at its own deadline instead of queueing behind the
 /// stuck write; closing the client then ends the stuck write at once.
 #[test]
-fn r10_request_behind_a_stuck_write_fails_at_its_own_deadline() {
+fn request_behind_a_stuck_write_fails_at_its_own_deadline() {
     let server = SlowReader::start(0, Duration::from_millis(50));
     let c = Client::connect(&server.addr, ClientConfig::default()).unwrap();
     let big = {
@@ -324,7 +323,7 @@ fn r10_request_behind_a_stuck_write_fails_at_its_own_deadline() {
     let r = c.request(tagged(2), deadline);
     let took = t.elapsed();
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    assert_at_deadline("r10 behind a stuck write", took, deadline);
+    assert_at_deadline("behind a stuck write", took, deadline);
     assert!(
         c.is_connected(),
         "a small request's timeout leaves the link up"
@@ -336,13 +335,13 @@ fn r10_request_behind_a_stuck_write_fails_at_its_own_deadline() {
     assert!(at.duration_since(closed_at) < Duration::from_secs(5));
 }
 
-/// Row 11. A timeout in the middle of a reply never tears the stream: the
+/// A timeout in the middle of a reply never tears the stream: the
 /// reader keeps reading the abandoned reply to its end, so the next request
 /// reads exactly its own reply. A link cut in the middle of a reply fails
 /// the waiter with `Disconnected`; after the reconnect the next reply is
 /// intact.
 #[test]
-fn r11_timeout_mid_message_never_tears_the_next_reply() {
+fn timeout_mid_message_never_tears_the_next_reply() {
     let sim = sim(SimConfig::default());
     sim.update_faults(|f| f.trickle_additional = Some((1024, Duration::from_millis(5))));
     let policy = ReconnectPolicy::default()
@@ -391,11 +390,11 @@ fn r11_timeout_mid_message_never_tears_the_next_reply() {
     assert_eq!(sim.counters().closed_mid_message, 1);
 }
 
-/// Row 17. Garbage before every reply (1..=40 bytes), fragmented writes, 8
+/// Garbage before every reply (1..=40 bytes), fragmented writes, 8
 /// threads: every reply correct, one resync per garbage insertion and every
 /// garbage byte counted as skipped, exactly as the simulator reports.
 #[test]
-fn r17_garbage_resync_counted_and_replies_correct() {
+fn garbage_resync_counted_and_replies_correct() {
     let sim = sim(SimConfig::default().seed(17));
     sim.update_faults(|f| {
         f.garbage_between = Some(40);
@@ -433,17 +432,17 @@ fn r17_garbage_resync_counted_and_replies_correct() {
     );
     assert_eq!((s.timeouts, s.disconnects, s.unmatched_replies), (0, 0, 0));
     eprintln!(
-        "r17: {} replies, {} garbage insertions, {} bytes skipped",
+        "{} replies, {} garbage insertions, {} bytes skipped",
         s.replies_matched, k.garbage_insertions, s.bytes_skipped
     );
 }
 
-/// Row 10, live connect. While one thread's `live()` hangs for 3 s in a
+/// Live connect. While one thread's `live()` hangs for 3 s in a
 /// connect to a live port whose backlog is full, another thread's `live()`
 /// with a 300 ms deadline returns at its own deadline instead of queueing
 /// behind it.
 #[test]
-fn r10_live_connect_behind_another_fails_at_its_own_deadline() {
+fn live_connect_behind_another_fails_at_its_own_deadline() {
     use socket2::{Domain, Socket, Type};
     // A command port P, and on P + 1 a listener with a full backlog: new
     // connections neither succeed nor get refused (their SYNs are dropped).
@@ -481,6 +480,6 @@ fn r10_live_connect_behind_another_fails_at_its_own_deadline() {
         matches!(r, Err(Error::Timeout { .. }) | Err(Error::Connect { .. })),
         "{r:?}"
     );
-    assert_at_deadline("r10 live connect behind another", took, deadline);
+    assert_at_deadline("live connect behind another", took, deadline);
     assert!(matches!(slow.join().unwrap(), Err(Error::Connect { .. })));
 }

@@ -1,7 +1,6 @@
 //! The camera facade (image size, pixel size, exposure, ROI) against the simulator.
 
-#[path = "devices_util.rs"]
-mod util;
+use super::util;
 
 use flamingo_client::codec::CommandCode as C;
 use flamingo_client::devices::ImageSize;

@@ -1,6 +1,6 @@
 //! Saving frames: PNG through the examples' support module, TIFF through the library.
 
-#[path = "../examples/support/image_io.rs"]
+#[path = "../../examples/support/image_io.rs"]
 mod image_io;
 
 use std::fs;

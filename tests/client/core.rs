@@ -1,7 +1,8 @@
 //! Client core against a scripted loopback server: correlation, late replies,
 //! events, disconnects, teardown and callbacks.
 
-mod common;
+use crate::common;
+use crate::common::{ECHO, LONG};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -13,8 +14,6 @@ use flamingo_client::codec::{CommandCode, Flags, Message};
 use flamingo_client::{Client, ClientConfig, ConnectionState, Error, EventKind, TimeoutPhase};
 
 /// A code outside the catalogue: matched by code alone, answered by echo.
-const ECHO: CommandCode = CommandCode(0x7777);
-const LONG: Duration = Duration::from_secs(20);
 
 fn client(addr: &str) -> Client {
     Client::connect(addr, ClientConfig::default()).unwrap()

@@ -1,8 +1,7 @@
 //! Live port of the simulator: snapshot, live view, one client at a time.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use std::time::Duration;
 
@@ -130,7 +129,7 @@ fn workflow_with_live_view_sends_frames() {
     let mut c = Client::connect(sim.addr());
     c.send_with(
         flagged(C::CAMERA_WORK_FLOW_START),
-        include_bytes!("../fixtures/Snapshot.txt"),
+        include_bytes!("../../fixtures/Snapshot.txt"),
     );
     c.recv_until(C::SYSTEM_STATE_IDLE);
     let (h, px) = live.frame();

@@ -1,13 +1,11 @@
 //! The live stream through the client: snapshot, live view, close and
 //! reopen, and teardown with the client.
 
-use std::time::Duration;
-
 use flamingo_client::codec::{CommandCode, Message};
 use flamingo_client::sim::{pattern_pixel, SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig};
 
-const LONG: Duration = Duration::from_secs(20);
+use crate::common::LONG;
 
 fn setup() -> (Simulator, Client) {
     let sim = Simulator::start(SimConfig::default().image_size(64, 48).live_fps(200.0)).unwrap();

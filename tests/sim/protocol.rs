@@ -1,8 +1,7 @@
 //! The simulator's protocol behaviour, over a raw TcpStream + FrameReader.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use std::io::Write;
 
@@ -10,7 +9,7 @@ use flamingo_client::codec::{CommandCode as C, Flags, Message};
 use flamingo_client::sim::{SimConfig, Simulator, STATE_IDLE};
 use util::*;
 
-const SETTINGS: &[u8] = include_bytes!("../fixtures/ScopeSettings.txt");
+const SETTINGS: &[u8] = include_bytes!("../../fixtures/ScopeSettings.txt");
 
 fn sim() -> Simulator {
     Simulator::start(SimConfig::default().image_size(64, 48)).unwrap()

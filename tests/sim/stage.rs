@@ -1,8 +1,7 @@
 //! Stage behaviour of the simulator.
 #![cfg(feature = "sim")]
 
-#[path = "sim_util.rs"]
-mod util;
+use super::util;
 
 use flamingo_client::codec::{CommandCode as C, Message};
 use flamingo_client::sim::{SimConfig, Simulator, AXIS_R, AXIS_X, AXIS_Y, AXIS_Z};

@@ -1,7 +1,6 @@
 //! System state and scope settings against the simulator.
 
-#[path = "devices_util.rs"]
-mod util;
+use super::util;
 
 use std::time::Duration;
 

@@ -1,16 +1,14 @@
 //! Supervised reconnection: restarts, giving up by the policy, close during
 //! backoff, requests during a reconnect.
 
-mod common;
+use crate::common;
+use crate::common::{ECHO, LONG};
 
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 use flamingo_client::codec::{CommandCode, Message};
 use flamingo_client::{Client, ClientConfig, ConnectionState, Event, EventKind, ReconnectPolicy};
-
-const LONG: Duration = Duration::from_secs(20);
-const ECHO: CommandCode = CommandCode(0x7777);
 
 fn policy() -> ReconnectPolicy {
     ReconnectPolicy::default()

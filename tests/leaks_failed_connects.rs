@@ -1,5 +1,5 @@
-//! Reliability row 12 of issue 8 (see RELIABILITY.md): no socket or thread
-//! leaks on failed connects and failed "handshakes". Extends tests/leaks.rs
+//! Failed connects: no socket or thread
+//! leaks on failed connects and failed "handshakes". Extends tests/leaks_reconnect.rs
 //! (1000 refused `Client::connect`, 50 accept-and-close, 50 never-answer, 100
 //! reconnect cycles) with what it does not cover: 1000 `open()` retries on
 //! one client, 1000 accept-and-close and 1000 never-answer servers (close()
@@ -10,6 +10,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
+use common::ECHO;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -18,10 +19,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{proc_counts, wait_for_counts};
-use flamingo_client::codec::{CommandCode, Message};
+use flamingo_client::codec::Message;
 use flamingo_client::{Client, ClientConfig, Error, ReconnectPolicy};
 
-const ECHO: CommandCode = CommandCode(0x7777);
 const N: usize = 1000;
 
 /// A listener thread that accepts connections and either drops each at
@@ -77,12 +77,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Row 12. 1000 connect attempts each against a refused port, a server that
+/// 1000 connect attempts each against a refused port, a server that
 /// accepts and closes at once, and one that accepts and never answers, plus
 /// connect timeouts, supervised reconnects that give up and failing live
 /// connects: thread and file-descriptor counts return to the baseline.
 #[test]
-fn r12_failed_connects_and_handshakes_leak_nothing() {
+fn failed_connects_and_handshakes_leak_nothing() {
     let base = proc_counts();
 
     // 1. One client retrying open() against a refused port, as an
@@ -205,7 +205,7 @@ fn r12_failed_connects_and_handshakes_leak_nothing() {
     drop((queued, full));
     wait_for_counts(base, "after 100 connect timeouts");
     eprintln!(
-        "r12: {N} refused open() calls, {N} accept-and-close ({disconnected} requests Disconnected, \
+        "{N} refused open() calls, {N} accept-and-close ({disconnected} requests Disconnected, \
          {accepted} accepts including reconnects), {N} never-answer, 100 live failures, \
          {timed_out}/100 connect timeouts: threads and fds back to {base:?}"
     );

@@ -1,7 +1,6 @@
 //! Lasers, LED and filter wheel against the simulator.
 
-#[path = "devices_util.rs"]
-mod util;
+use super::util;
 
 use flamingo_client::codec::CommandCode as C;
 use flamingo_client::devices::{LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN};

@@ -1,6 +1,7 @@
 //! Helpers shared by the `devices_*` tests (included with `#[path]`).
 #![allow(dead_code)]
 
+pub use crate::common::LONG;
 use std::time::Duration;
 
 use flamingo_client::codec::CommandCode;
@@ -8,7 +9,6 @@ use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Client, ClientConfig, Error, EventKind};
 
 /// Upper bound for any wait in these tests (a failure bound only).
-pub const LONG: Duration = Duration::from_secs(20);
 /// Deadline for operations that are expected to time out.
 pub const SHORT: Duration = Duration::from_millis(250);
 
