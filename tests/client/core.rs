@@ -13,8 +13,6 @@ use crossbeam_channel::bounded;
 use flamingo_client::codec::{CommandCode, Flags, Message};
 use flamingo_client::{Client, ClientConfig, ConnectionState, Error, EventKind, TimeoutPhase};
 
-/// A code outside the catalogue: matched by code alone, answered by echo.
-
 fn client(addr: &str) -> Client {
     Client::connect(addr, ClientConfig::default()).unwrap()
 }

@@ -1,7 +1,7 @@
 //! Saving frames: PNG through the examples' support module, TIFF through the library.
 
 #[path = "../../examples/support/image_io.rs"]
-mod image_io;
+mod support;
 
 use std::fs;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ fn temp_path(name: &str) -> PathBuf {
 fn png_round_trips_16_bit_grayscale() {
     let frame = test_frame();
     let path = temp_path("frame.png");
-    image_io::save_image(&frame, &path).unwrap();
+    support::save_image(&frame, &path).unwrap();
     let decoder = png::Decoder::new(fs::File::open(&path).unwrap());
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
@@ -45,7 +45,7 @@ fn tiff_file_holds_header_and_exact_pixels() {
     let frame = test_frame();
     for name in ["frame.tif", "frame.TIFF"] {
         let path = temp_path(name);
-        image_io::save_image(&frame, &path).unwrap();
+        support::save_image(&frame, &path).unwrap();
         let file = fs::read(&path).unwrap();
         fs::remove_file(&path).unwrap();
         assert_eq!(&file[..4], b"II*\0");
@@ -59,7 +59,7 @@ fn tiff_file_holds_header_and_exact_pixels() {
 #[test]
 fn unknown_extension_is_a_clear_error() {
     let frame = test_frame();
-    let err = image_io::save_image(&frame, &temp_path("frame.jpg")).unwrap_err();
+    let err = support::save_image(&frame, &temp_path("frame.jpg")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains(".png"), "{err}");
 }
@@ -70,6 +70,6 @@ fn unwritable_path_names_the_file() {
     let path = temp_path("no-such-dir").join("frame.tif");
     let err = frame.save_tiff(&path).unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
-    let err = image_io::save_png(&frame, &path.with_extension("png")).unwrap_err();
+    let err = support::save_png(&frame, &path.with_extension("png")).unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
 }
