@@ -218,6 +218,17 @@ impl Shared {
 /// themselves, and resets a link whose replies can no longer be matched.
 /// Waits on the connection's condition variable; uses no CPU when idle.
 pub(crate) fn sender_loop(shared: Arc<Shared>) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send_queued(&shared)));
+    if run.is_err() {
+        log::error!("the sender thread panicked; the client is closed");
+        shared.shut(
+            DisconnectReason::Internal,
+            "the client's sender thread failed unexpectedly (a bug: please report it)".into(),
+        );
+    }
+}
+
+fn send_queued(shared: &Arc<Shared>) {
     let window = shared.config.late_reply_window;
     let max_unanswered = shared.config.max_unanswered;
     loop {
@@ -229,7 +240,7 @@ pub(crate) fn sender_loop(shared: Arc<Shared>) {
                 }
                 let resync_at = c.resync_due(window, max_unanswered);
                 if resync_at.is_some_and(|t| t <= Instant::now()) {
-                    resync(&shared, &mut c);
+                    resync(shared, &mut c);
                     continue;
                 }
                 if c.has_eligible() {

@@ -410,3 +410,39 @@ fn waiting_on_a_finished_op_is_an_error_not_a_spin() {
     let e = within(LONG, move || op.wait()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
+
+#[test]
+fn subscribers_hear_of_a_lost_link_before_any_caller() {
+    let server = tagging_server(|t| t == 1, |_| None);
+    let c = Client::connect(&server.addr(), ClientConfig::default()).unwrap();
+    c.request(tagged(0), LONG).unwrap(); // the server has registered the link
+    let events = c.subscribe();
+    let waiter = {
+        let c = c.clone();
+        std::thread::spawn(move || c.request(tagged(1), LONG))
+    };
+    while c.stats().messages_sent < 2 {
+        std::thread::yield_now();
+    }
+    server.drop_connections();
+    let e = waiter.join().unwrap().unwrap_err();
+    assert!(e.is_disconnected(), "{e}");
+    // By the time the caller had its error, the event was already queued.
+    let first = events.try_recv().expect("Disconnected was published first");
+    assert!(
+        matches!(first.kind, flamingo_client::EventKind::Disconnected { .. }),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn the_live_port_is_next_to_the_address_actually_connected() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    let port = sim.addr().port();
+    // "localhost" may resolve to ::1 first, where nothing listens.
+    let c = Client::connect(&format!("localhost:{port}"), ClientConfig::default()).unwrap();
+    let live = c.live_addr().unwrap();
+    assert_eq!(live.ip(), sim.addr().ip());
+    assert_eq!(live.port(), port + 1);
+    c.live(LONG).unwrap();
+}

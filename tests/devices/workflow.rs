@@ -362,3 +362,25 @@ fn lost_idle_broadcast_is_noticed_by_a_state_poll() {
     assert!(!summary.stopped);
     assert!(sim.counters().faults_injected >= 1);
 }
+
+#[test]
+fn a_run_whose_queue_overflowed_is_not_reported_complete() {
+    let sim = sim();
+    // A run's own queue holds 2 events; nobody drains it while the
+    // instrument plays 30 planes, so progress reports are lost.
+    let c = Client::connect(
+        &sim.addr().to_string(),
+        ClientConfig::default()
+            .request_timeout(LONG)
+            .event_queue_depth(2),
+    )
+    .unwrap();
+    let idle = c.subscribe_to(&[C::SYSTEM_STATE_IDLE]);
+    let mut run = c.workflows().start(&z_stack(30)).unwrap();
+    // Wait for the end without touching the run.
+    idle.wait_for(|e| e.code() == Some(C::SYSTEM_STATE_IDLE), 0, LONG)
+        .unwrap();
+    let summary = run.wait(LONG).unwrap();
+    assert!(summary.events_lost > 0, "{summary:?}");
+    assert!(!summary.is_complete(), "{summary:?}");
+}
