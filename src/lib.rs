@@ -14,15 +14,13 @@ pub mod sim;
 mod client;
 mod config;
 mod error;
-mod reconnect;
 mod transport;
 
 pub(crate) use client::events;
 pub use client::{
-    CallbackId, Client, ConnectionState, Deadline, Event, EventKind, LatencySummary, Op, Reply,
-    Stats, SubscriberStats, Subscription, Waker,
+    CallbackId, Client, ConnectionState, Deadline, Delays, Event, EventKind, LatencySummary, Op,
+    ReconnectPolicy, Reply, Stats, SubscriberStats, Subscription, Waker,
 };
 pub use codec::Axis;
 pub use config::ClientConfig;
 pub use error::{DisconnectReason, Error, ErrorKind, Result, TimeoutPhase};
-pub use reconnect::{Delays, ReconnectPolicy};

@@ -9,8 +9,10 @@
 //! [`Op`] ([`op`]) receives it through a one-shot slot ([`slot`]).
 //! Requests go out through [`send`]: queued under the lock, written by
 //! whichever thread holds the writer role, several per write call.
-//! [`connect`] opens sockets so that `close()` can interrupt it.
+//! [`connect`] opens sockets so that `close()` can interrupt it; [`backoff`]
+//! holds the reconnection policy the connection thread follows.
 
+mod backoff;
 mod conn;
 mod connect;
 mod deadline;
@@ -35,6 +37,7 @@ use crate::{transport, ClientConfig, DisconnectReason, Error, Result, TimeoutPha
 use conn::Phase;
 use shared::Shared;
 
+pub use backoff::{Delays, ReconnectPolicy};
 pub use deadline::Deadline;
 pub use events::{CallbackId, Event, EventKind, SubscriberStats, Subscription};
 pub use op::Op;

@@ -17,8 +17,8 @@ use super::config::LiveConfig;
 use super::frame::Frame;
 use super::pool::Pools;
 use crate::codec::{LiveHeader, LiveHeaderError, LIVE_HEADER_LEN};
-use crate::reconnect::Delays;
 use crate::transport::{self, SocketOptions};
+use crate::Delays;
 use crate::Error;
 
 /// Counters shared by the reader and the handle.
