@@ -252,6 +252,35 @@ impl Error {
             _ => None,
         }
     }
+    /// A copy of this error, for an outcome reported more than once or to
+    /// several waiters (`Error` is not `Clone`: it may hold an
+    /// `io::Error`, which is rebuilt from its kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Timeout { phase, what, after } => Error::timeout(*phase, what.clone(), *after),
+            Error::Disconnected { reason, detail } => Error::disconnected(*reason, detail.clone()),
+            Error::Refused { code, status } => Error::Refused {
+                code: *code,
+                status: *status,
+            },
+            Error::Busy { code, status } => Error::Busy {
+                code: *code,
+                status: *status,
+            },
+            Error::Protocol { detail } => Error::protocol(detail.clone()),
+            Error::TooLarge { what, size, limit } => Error::TooLarge {
+                what,
+                size: *size,
+                limit: *limit,
+            },
+            Error::InvalidArgument { what } => Error::invalid(what.clone()),
+            Error::Connect { addr, source } => Error::Connect {
+                addr: addr.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
     /// Shorthand constructor for [`Error::InvalidArgument`].
     pub fn invalid(what: impl Into<String>) -> Error {
         Error::InvalidArgument { what: what.into() }

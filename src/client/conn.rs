@@ -556,33 +556,9 @@ pub(crate) fn timeout_error(phase: TimeoutPhase, q: &Queued) -> Error {
     Error::timeout(phase, what, q.timeout)
 }
 
-/// Errors are not `Clone` (they may hold an `io::Error`); the ones a
-/// transition hands to several waiters are rebuilt from their parts.
+/// A copy of an error handed to several waiters.
 pub(crate) fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Timeout { phase, what, after } => Error::timeout(*phase, what.clone(), *after),
-        Error::Disconnected { reason, detail } => Error::disconnected(*reason, detail.clone()),
-        Error::Refused { code, status } => Error::Refused {
-            code: *code,
-            status: *status,
-        },
-        Error::Busy { code, status } => Error::Busy {
-            code: *code,
-            status: *status,
-        },
-        Error::Protocol { detail } => Error::protocol(detail.clone()),
-        Error::TooLarge { what, size, limit } => Error::TooLarge {
-            what,
-            size: *size,
-            limit: *limit,
-        },
-        Error::InvalidArgument { what } => Error::invalid(what.clone()),
-        Error::Connect { addr, source } => Error::Connect {
-            addr: addr.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
-    }
+    e.duplicate()
 }
 
 #[cfg(test)]

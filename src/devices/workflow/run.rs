@@ -608,18 +608,5 @@ pub const STATE_POLL: Duration = Duration::from_secs(5);
 
 /// A copy of an error, for outcomes reported more than once.
 fn dup(e: &Error) -> Error {
-    match e {
-        Error::Timeout { phase, what, after } => Error::timeout(*phase, what.clone(), *after),
-        Error::Disconnected { reason, detail } => Error::disconnected(*reason, detail.clone()),
-        Error::Refused { code, status } => Error::Refused {
-            code: *code,
-            status: *status,
-        },
-        Error::Busy { code, status } => Error::Busy {
-            code: *code,
-            status: *status,
-        },
-        Error::InvalidArgument { what } => Error::invalid(what.clone()),
-        other => Error::protocol(other.to_string()),
-    }
+    e.duplicate()
 }
