@@ -60,6 +60,7 @@ pub use sections::{Entry, Section, MAX_SECTION_DEPTH};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};
 pub use system::{System, SystemState};
+#[cfg(feature = "sim")]
 pub(crate) use workflow::check_syntax;
 pub use workflow::{
     StackResult, Workflow, WorkflowBuilder, WorkflowRun, WorkflowSummary, WorkflowUpdate,
