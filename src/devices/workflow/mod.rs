@@ -12,6 +12,7 @@ mod file;
 mod run;
 
 pub use builder::WorkflowBuilder;
+#[cfg(feature = "sim")]
 pub(crate) use file::check_syntax;
 pub use file::{Workflow, MAX_PLANES};
 pub use run::{StackResult, WorkflowRun, WorkflowSummary, WorkflowUpdate};
