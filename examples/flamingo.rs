@@ -218,7 +218,9 @@ fn run_command(
         }
         (Command::Halt { axis }, _) => out.result(&halt(client, t, axis)?),
         (Command::Settings { out: path }, _) => out.result(&save_settings(client, t, &path)?),
-        (Command::Snapshot { out: path }, _) => out.result(&snapshot(client, t, &path)?),
+        (Command::Snapshot { out: path, count }, _) => {
+            out.result(&snapshot(client, t, &path, count)?)
+        }
         (Command::Live { frames, duration }, _) => {
             let until = match (frames, duration) {
                 (_, Some(d)) => LiveUntil::Duration(d),
@@ -675,6 +677,8 @@ pub fn save_settings(client: &Client, t: Duration, path: &Path) -> Result<Settin
 
 /// `snapshot`.
 pub struct SnapshotReport {
+    /// Images taken (several: one TIFF stack).
+    pub images: u32,
     /// Pixels.
     pub width: u32,
     /// Pixels.
@@ -693,8 +697,20 @@ impl Report for SnapshotReport {
             .int("width", self.width)
             .int("height", self.height)
             .str("path", &self.path.to_string_lossy())
+            .int("images", self.images)
     }
     fn human(&self) -> String {
+        if self.images > 1 {
+            return format!(
+                "Saved a stack of {} {} x {} 16-bit images to {} (mean value of the last {:.1}, taken in {} ms)",
+                self.images,
+                self.width,
+                self.height,
+                self.path.display(),
+                self.mean,
+                self.elapsed.as_millis()
+            );
+        }
         format!(
             "Saved a {} x {} 16-bit snapshot to {} (mean value {:.1}, taken in {} ms)",
             self.width,
@@ -715,35 +731,75 @@ impl Drop for CloseLive<'_> {
     }
 }
 
-/// Takes one image and saves it (format by extension).
-pub fn snapshot(client: &Client, t: Duration, path: &Path) -> Result<SnapshotReport> {
+/// Takes `count` images and saves them (format by extension; several
+/// images as one TIFF stack). TIFF files carry the camera's pixel size.
+pub fn snapshot(client: &Client, t: Duration, path: &Path, count: u32) -> Result<SnapshotReport> {
     cli_args::check_image_extension(path)?;
+    cli_args::check_stack_extension(path, count)?;
     let t0 = Instant::now();
     let _close = CloseLive(client);
-    let frame = {
-        let _guard = cli_interrupt::Guard::new();
-        let mut op = client.camera().timeout(t).submit_snapshot()?;
-        loop {
-            if let Some(r) = op.wait_timeout(POLL) {
-                break r.map_err(|e| on_live_timeout(e, "the snapshot image", client))?;
-            }
-            if cli_interrupt::interrupted() {
-                client.close_live();
-                return Err(cli_interrupt::error(
-                    "abandoned the snapshot and closed the live image connection",
-                ));
-            }
-        }
+    let tiff = !path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    // The pixel size makes Fiji show microns; an instrument that does not
+    // report it gives a file without it.
+    let meta = if tiff {
+        let fov = client.camera().timeout(t).pixel_fov_mm().unwrap_or(0.0);
+        flamingo_client::live::TiffMetadata::from_pixel_fov_mm(fov)
+    } else {
+        Default::default()
     };
+    let mut stack = None;
+    let mut last = None;
+    for _ in 0..count {
+        let frame = take_snapshot(client, t)?;
+        if count > 1 {
+            let writer = match stack.as_mut() {
+                Some(w) => w,
+                None => stack.insert(
+                    flamingo_client::live::TiffStackWriter::create(path, meta)
+                        .map_err(Error::Io)?,
+                ),
+            };
+            writer.push(&frame).map_err(Error::Io)?;
+        }
+        last = Some(frame);
+    }
+    let frame = last.expect("count is at least 1");
     let elapsed = t0.elapsed();
-    image_io::save_image(&frame, path).map_err(Error::Io)?;
+    match stack {
+        Some(w) => {
+            w.finish().map_err(Error::Io)?;
+        }
+        None if tiff => frame.save_tiff_with(path, &meta).map_err(Error::Io)?,
+        None => image_io::save_image(&frame, path).map_err(Error::Io)?,
+    }
     Ok(SnapshotReport {
         width: frame.width(),
         height: frame.height(),
         path: path.to_path_buf(),
         mean: mean(&frame),
         elapsed,
+        images: count,
     })
+}
+
+/// One snapshot, abandoned (and the live connection closed) on Ctrl-C.
+fn take_snapshot(client: &Client, t: Duration) -> Result<flamingo_client::live::Frame> {
+    let _guard = cli_interrupt::Guard::new();
+    let mut op = client.camera().timeout(t).submit_snapshot()?;
+    loop {
+        if let Some(r) = op.wait_timeout(POLL) {
+            return r.map_err(|e| on_live_timeout(e, "the snapshot image", client));
+        }
+        if cli_interrupt::interrupted() {
+            client.close_live();
+            return Err(cli_interrupt::error(
+                "abandoned the snapshot and closed the live image connection",
+            ));
+        }
+    }
 }
 
 /// Says where a missing image was expected, and the usual cause.

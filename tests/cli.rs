@@ -399,6 +399,52 @@ fn snapshot_as_tiff() {
 }
 
 #[test]
+fn snapshot_count_saves_a_tiff_stack_with_the_pixel_size() {
+    let s = sim(small());
+    let dir = TempDir::new("stack");
+    let file = dir.path("stack.tif");
+    let line = run_json(
+        &s,
+        &["snapshot", "--count", "3", "--out", file.to_str().unwrap()],
+    );
+    assert_eq!(json_f64(&line, "images"), 3.0);
+    // Read back with an independent decoder: three pages, the simulator's
+    // frames, and a resolution in pixels per micron.
+    let mut d = tiff::decoder::Decoder::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut pages = 0;
+    loop {
+        assert_eq!(d.dimensions().unwrap(), (64, 48));
+        let res = d.find_tag(tiff::tags::Tag::XResolution).unwrap();
+        assert!(res.is_some(), "every page has a resolution");
+        if pages == 0 {
+            // ImageJ reads its description (units, slices) from page one.
+            let desc = d.get_tag_ascii_string(tiff::tags::Tag::ImageDescription);
+            assert!(
+                desc.as_ref().is_ok_and(|t| t.contains("unit=micron")),
+                "{desc:?}"
+            );
+        }
+        pages += 1;
+        if !d.more_images() {
+            break;
+        }
+        d.next_image().unwrap();
+    }
+    assert_eq!(pages, 3);
+    // A stack needs a TIFF file: refused before connecting.
+    let out = run(&[
+        "--addr",
+        "127.0.0.1:9",
+        "snapshot",
+        "--count",
+        "2",
+        "--out",
+        "x.png",
+    ]);
+    expect_error(&out, 2, "error: invalid argument: ");
+}
+
+#[test]
 fn snapshot_as_png() {
     let s = sim(small());
     let dir = TempDir::new("png");

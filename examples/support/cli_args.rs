@@ -164,6 +164,9 @@ Example:  flamingo snapshot --out C:\\Data\\snap.tif"
         /// Where to save the image: .tif, .tiff or .png (replaced if it exists)
         #[arg(long, value_name = "FILE", value_parser = parse_image_path)]
         out: PathBuf,
+        /// Take N images and save them as one multi-page TIFF stack (needs a .tif file)
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=511))]
+        count: u32,
     },
     /// Receive live-view frames and report the frame rate (--frames N or --for SECS)
     #[command(
@@ -428,8 +431,9 @@ where
     let result = matches.and_then(|m| Cli::from_arg_matches(&m));
     match result {
         Ok(cli) => {
-            if let Command::Snapshot { out } = &cli.command {
+            if let Command::Snapshot { out, count } = &cli.command {
                 check_image_extension(out)?;
+                check_stack_extension(out, *count)?;
             }
             Ok(Parsed::Run(cli.global, cli.command))
         }
@@ -755,6 +759,21 @@ pub fn check_image_extension(path: &std::path::Path) -> Result<(), Error> {
             path.display().to_string()
         ))),
     }
+}
+
+/// A stack of several images is only possible in a TIFF file.
+pub fn check_stack_extension(path: &std::path::Path, count: u32) -> Result<(), Error> {
+    let tiff = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+    if count > 1 && !tiff {
+        return Err(Error::invalid(format!(
+            "--count {count} saves a multi-page stack, which needs a .tif file, not {}",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------ sim faults
@@ -1104,7 +1123,8 @@ mod tests {
         assert_eq!(
             run(&["snapshot", "--out", "a.TIF"]).unwrap().1,
             Command::Snapshot {
-                out: "a.TIF".into()
+                out: "a.TIF".into(),
+                count: 1
             }
         );
         assert_eq!(

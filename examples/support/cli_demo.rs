@@ -165,7 +165,7 @@ fn session(
 
     steps.begin("Snapshot: one image, saved as 16-bit TIFF");
     let path = std::env::temp_dir().join("flamingo-demo-snapshot.tif");
-    let snap = crate::snapshot(client, t, &path)?;
+    let snap = crate::snapshot(client, t, &path, 1)?;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     steps.end(
         "snapshot",
