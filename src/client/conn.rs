@@ -477,7 +477,10 @@ impl Conn {
         let Some(front) = g.front() else {
             return Route::Event;
         };
-        if front.check_echo && int0 != 0 && int0 != front.int0 {
+        // An echo is "there" when the reply carries an index of the same
+        // kind (1 to 4: the lasers); anything else in the field (0, a tag)
+        // says nothing about whose reply it is.
+        if front.check_echo && (1..=4).contains(&int0) && int0 != front.int0 {
             return Route::EchoMismatch;
         }
         let f = g.pop_front().expect("front exists");
@@ -684,6 +687,10 @@ mod tests {
         assert!(matches!(c.route(key(0x6008), 3), Route::EchoMismatch));
         assert!(deliver(c.route(key(0x6008), 0), 1), "no echo: still ours");
         assert!(ra.try_recv().is_ok());
+        let (_b, rb) = req(&mut c, 0x6008, 2);
+        c.take_batch(&mut buf, 1 << 20);
+        assert!(deliver(c.route(key(0x6008), 7777), 1), "a tag is no echo");
+        assert!(rb.try_recv().is_ok());
     }
 
     #[test]

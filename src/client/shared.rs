@@ -99,9 +99,14 @@ impl Shared {
         }
     }
 
-    /// Whether a reply's `int32Data0` is checked against the request's.
+    /// Whether a reply's `int32Data0` is checked against the request's: only
+    /// for codes the instrument also broadcasts (a broadcast about another
+    /// laser must not answer this laser's request). For codes that are never
+    /// unsolicited the one request on the wire is the only possible owner of
+    /// the reply, whatever `int32Data0` carries (the echo is not confirmed).
     pub fn checks_echo(&self, msg: &Message) -> bool {
         self.config.key_for(msg.code) == MatchKey::Int0
+            && msg.code.info().is_some_and(|i| i.unsolicited.possible())
     }
 
     pub fn set_waker(&self, w: Option<Waker>) {

@@ -446,3 +446,61 @@ fn the_live_port_is_next_to_the_address_actually_connected() {
     assert_eq!(live.port(), port + 1);
     c.live(LONG).unwrap();
 }
+
+#[test]
+fn replies_that_carry_a_tag_instead_of_the_axis_still_reach_their_callers() {
+    // The instrument writes its own sequence number into int32Data0 of
+    // every position reply (no axis echo) and the position into doubleData.
+    let server = TestServer::start(|| {
+        let mut n = 100;
+        move |m: Message, _d: Vec<u8>, c: &mut Conn| {
+            n += 1;
+            let pos = f64::from(m.int32_data0) * 10.0;
+            c.send(&m.with_int32_data0(n).with_double_data(pos));
+            Next::Continue
+        }
+    });
+    let c = Client::connect(&server.addr(), ClientConfig::default()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let axis = [Axis::X, Axis::Y, Axis::Z, Axis::R][i % 4];
+                for _ in 0..50 {
+                    let p = c.stage().timeout(LONG).position(axis).unwrap();
+                    assert_eq!(p, f64::from(axis.wire()) * 10.0, "axis {axis}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_broadcast_about_another_laser_never_answers_a_request() {
+    // While a level query for laser 3 is on the wire, the instrument
+    // broadcasts laser 2's level first, then answers.
+    let server = TestServer::start(|| {
+        move |m: Message, _d: Vec<u8>, c: &mut Conn| {
+            if m.code == CommandCode::LASER_LEVEL_GET {
+                let other = Message::new(CommandCode::LASER_LEVEL_GET)
+                    .with_int32_data0(2)
+                    .with_text("22.00")
+                    .unwrap();
+                c.send(&other);
+                c.send(&m.with_text("33.00").unwrap());
+            } else {
+                c.send(&m);
+            }
+            Next::Continue
+        }
+    });
+    let c = Client::connect(&server.addr(), ClientConfig::default()).unwrap();
+    for _ in 0..20 {
+        let level = c.lasers().timeout(LONG).level_percent(3).unwrap();
+        assert_eq!(level, 33.0);
+    }
+    assert!(c.stats().echo_mismatches >= 20);
+}
