@@ -65,7 +65,7 @@ impl Camera {
     /// The image size. The instrument may report 0 x 0 while it is not
     /// streaming; the size is then in each live frame's header.
     pub fn image_size(&self) -> Result<ImageSize> {
-        run(self.submit_image_size())
+        run(|| self.submit_image_size())
     }
 
     /// Non-blocking form of [`image_size`](Camera::image_size).
@@ -87,7 +87,7 @@ impl Camera {
 
     /// The pixel field of view: millimetres of sample per pixel.
     pub fn pixel_fov_mm(&self) -> Result<f64> {
-        run(self.submit_pixel_fov_mm())
+        run(|| self.submit_pixel_fov_mm())
     }
 
     /// Non-blocking form of [`pixel_fov_mm`](Camera::pixel_fov_mm).
@@ -110,7 +110,7 @@ impl Camera {
 
     /// The exposure time in microseconds.
     pub fn exposure_us(&self) -> Result<u32> {
-        run(self.submit_exposure_us())
+        run(|| self.submit_exposure_us())
     }
 
     /// Non-blocking form of [`exposure_us`](Camera::exposure_us).
@@ -124,7 +124,7 @@ impl Camera {
 
     /// Sets the exposure time in microseconds (1 ..= 2^31 - 1).
     pub fn set_exposure_us(&self, us: u32) -> Result<()> {
-        run(self.submit_set_exposure_us(us))
+        run(|| self.submit_set_exposure_us(us))
     }
 
     /// Non-blocking form of [`set_exposure_us`](Camera::set_exposure_us).
@@ -138,11 +138,12 @@ impl Camera {
 
     /// The left edge of the region of interest (1-based pixel column).
     pub fn roi_left(&self) -> Result<u32> {
-        run(self
-            .base
-            .query("the ROI left edge", msg0(C::CAMERA_ROI_LEFT_GET, 0), |r| {
-                non_negative("ROI left edge", &r)
-            }))
+        run(|| {
+            self.base
+                .query("the ROI left edge", msg0(C::CAMERA_ROI_LEFT_GET, 0), |r| {
+                    non_negative("ROI left edge", &r)
+                })
+        })
     }
 
     /// Sets the left edge of the region of interest (1-based; the sensor
@@ -150,19 +151,22 @@ impl Camera {
     /// live view first.
     pub fn set_roi_left(&self, left: u32) -> Result<()> {
         let v = positive_i32("the ROI left edge", left)?;
-        run(self.base.command(
-            format!("the acknowledgement of ROI left edge {left}"),
-            msg0(C::CAMERA_ROI_LEFT_SET, v),
-        ))
+        run(|| {
+            self.base.command(
+                format!("the acknowledgement of ROI left edge {left}"),
+                msg0(C::CAMERA_ROI_LEFT_SET, v),
+            )
+        })
     }
 
     /// The top edge of the region of interest (1-based pixel row).
     pub fn roi_top(&self) -> Result<u32> {
-        run(self
-            .base
-            .query("the ROI top edge", msg0(C::CAMERA_ROI_TOP_GET, 0), |r| {
-                non_negative("ROI top edge", &r)
-            }))
+        run(|| {
+            self.base
+                .query("the ROI top edge", msg0(C::CAMERA_ROI_TOP_GET, 0), |r| {
+                    non_negative("ROI top edge", &r)
+                })
+        })
     }
 
     /// Sets the top edge of the region of interest (1-based). **Sent without
@@ -190,7 +194,7 @@ impl Camera {
     /// port cannot be reached), `InvalidArgument` (the live port is disabled
     /// in the client's configuration; nothing is sent).
     pub fn snapshot(&self) -> Result<Frame> {
-        run(self.submit_snapshot())
+        run(|| self.submit_snapshot())
     }
 
     /// Non-blocking form of [`snapshot`](Camera::snapshot), except that it

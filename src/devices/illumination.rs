@@ -94,7 +94,7 @@ impl Led {
 
     /// Selects `colour` at DAC `level` ([`LED_LEVEL_MIN`]..=[`LED_LEVEL_MAX`]).
     pub fn set(&self, colour: LedColour, level: u32) -> Result<()> {
-        run(self.submit_set(colour, level))
+        run(|| self.submit_set(colour, level))
     }
 
     /// Non-blocking form of [`set`](Led::set).
@@ -112,7 +112,7 @@ impl Led {
 
     /// Selects `colour` at `percent` (0 to 100) of the LED's range.
     pub fn set_percent(&self, colour: LedColour, percent: f64) -> Result<()> {
-        run(self.submit_set_percent(colour, percent))
+        run(|| self.submit_set_percent(colour, percent))
     }
 
     /// Non-blocking form of [`set_percent`](Led::set_percent).
@@ -122,12 +122,12 @@ impl Led {
 
     /// Turns the LED preview on.
     pub fn preview_enable(&self) -> Result<()> {
-        run(self.submit_preview(true))
+        run(|| self.submit_preview(true))
     }
 
     /// Turns the LED preview off.
     pub fn preview_disable(&self) -> Result<()> {
-        run(self.submit_preview(false))
+        run(|| self.submit_preview(false))
     }
 
     /// Non-blocking form of [`preview_enable`](Led::preview_enable) (`on`)
@@ -199,7 +199,7 @@ impl FilterWheel {
 
     /// The current position (1 to 8).
     pub fn position(&self) -> Result<u8> {
-        run(self.submit_position())
+        run(|| self.submit_position())
     }
 
     /// Non-blocking form of [`position`](FilterWheel::position).
@@ -223,7 +223,7 @@ impl FilterWheel {
 
     /// Moves the wheel to `position` (1 to 8).
     pub fn set_position(&self, position: u8) -> Result<()> {
-        run(self.submit_set_position(position))
+        run(|| self.submit_set_position(position))
     }
 
     /// Non-blocking form of [`set_position`](FilterWheel::set_position).

@@ -51,7 +51,7 @@ impl Lasers {
     /// error text (such as `getLevel error`) and a non-zero status,
     /// `Protocol` if it answers with text that is not a number.
     pub fn level_percent(&self, laser: u8) -> Result<f64> {
-        run(self.submit_level_percent(laser))
+        run(|| self.submit_level_percent(laser))
     }
 
     /// Non-blocking form of [`level_percent`](Lasers::level_percent).
@@ -74,7 +74,7 @@ impl Lasers {
     /// (`Busy`, `Refused`). A level read back that differs from the one asked
     /// for means the instrument did not apply it: compare if it matters.
     pub fn set_level_percent(&self, laser: u8, percent: f64) -> Result<f64> {
-        run(self.submit_set_level_percent(laser, percent))
+        run(|| self.submit_set_level_percent(laser, percent))
     }
 
     /// Non-blocking form of [`set_level_percent`](Lasers::set_level_percent).
@@ -106,12 +106,12 @@ impl Lasers {
     /// Turns the preview of `laser` on (the instrument then selects its
     /// filter and enables the line).
     pub fn preview_enable(&self, laser: u8) -> Result<()> {
-        run(self.submit_preview(laser, true))
+        run(|| self.submit_preview(laser, true))
     }
 
     /// Turns the preview of `laser` off.
     pub fn preview_disable(&self, laser: u8) -> Result<()> {
-        run(self.submit_preview(laser, false))
+        run(|| self.submit_preview(laser, false))
     }
 
     /// Non-blocking form of [`preview_enable`](Lasers::preview_enable) (`on`)
@@ -135,7 +135,7 @@ impl Lasers {
     /// answered after them; an acknowledgement with a busy or refusing
     /// status is the error.
     pub fn all_off(&self) -> Result<()> {
-        run(self.submit_all_off())
+        run(|| self.submit_all_off())
     }
 
     /// Non-blocking form of [`all_off`](Lasers::all_off).

@@ -131,7 +131,7 @@ impl Base {
     /// operation's), without writing on the calling thread.
     pub fn submit_at(&self, msg: Message, deadline: Deadline) -> Result<Op<Reply>> {
         self.client
-            .request_until(msg, &[], deadline, self.timeout, false)
+            .request_until(msg, &[], deadline, self.timeout, blocking_call())
     }
 
     /// Starts a request with its own timeout `timeout` (for steps, such as
@@ -247,9 +247,31 @@ pub(crate) fn msg0(code: CommandCode, i0: i32) -> Message {
     Message::new(code).with_int32_data0(i0)
 }
 
-/// Blocks on an op built by `submit`.
-pub(crate) fn run<T: 'static>(op: Result<Op<T>>) -> Result<T> {
+thread_local! {
+    /// Set while a blocking facade call builds its operation: its requests
+    /// are then written on the calling thread (which blocks anyway), saving
+    /// the hand-off to the sender thread that `submit_*` forms need.
+    static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Builds an operation with `submit` and blocks on it: the blocking form of
+/// every facade operation.
+pub(crate) fn run<T: 'static>(submit: impl FnOnce() -> Result<Op<T>>) -> Result<T> {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BLOCKING.with(|b| b.set(self.0));
+        }
+    }
+    let restore = Restore(BLOCKING.with(|b| b.replace(true)));
+    let op = submit();
+    drop(restore);
     op?.wait()
+}
+
+/// True inside [`run`]: requests may be written on the calling thread.
+fn blocking_call() -> bool {
+    BLOCKING.with(std::cell::Cell::get)
 }
 
 /// Keeps `Step` nameable from sibling modules.

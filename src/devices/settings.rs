@@ -156,7 +156,7 @@ impl Settings {
     /// Errors besides the usual: `Protocol` if the reply carries no text or
     /// its sections nest deeper than [`MAX_SECTION_DEPTH`](super::MAX_SECTION_DEPTH).
     pub fn load(&self) -> Result<ScopeSettings> {
-        run(self.submit_load())
+        run(|| self.submit_load())
     }
 
     /// Non-blocking form of [`load`](Settings::load).

@@ -156,7 +156,7 @@ impl Stage {
 
     /// The position of one axis (mm, or degrees for R).
     pub fn position(&self, axis: Axis) -> Result<f64> {
-        run(self.submit_position(axis))
+        run(|| self.submit_position(axis))
     }
 
     /// Non-blocking form of [`position`](Stage::position).
@@ -171,7 +171,7 @@ impl Stage {
     /// The position of all four axes. The four queries are sent back to back
     /// and answered within one deadline.
     pub fn positions(&self) -> Result<StagePosition> {
-        run(self.submit_positions())
+        run(|| self.submit_positions())
     }
 
     /// Non-blocking form of [`positions`](Stage::positions).
@@ -206,7 +206,7 @@ impl Stage {
     /// `Refused` (outside the soft limits), `Busy` (for example during a
     /// workflow), `Timeout`, `Disconnected`.
     pub fn move_to(&self, axis: Axis, target: f64) -> Result<()> {
-        run(self.submit_move_to(axis, target))
+        run(|| self.submit_move_to(axis, target))
     }
 
     /// Non-blocking form of [`move_to`](Stage::move_to).
@@ -226,7 +226,7 @@ impl Stage {
     /// the stop event. One deadline, [`motion_timeout`](Stage::motion_timeout),
     /// covers the acknowledgement and the motion.
     pub fn move_and_wait(&self, axis: Axis, target: f64) -> Result<MotionStop> {
-        run(self.submit_move_and_wait(axis, target))
+        run(|| self.submit_move_and_wait(axis, target))
     }
 
     /// Non-blocking form of [`move_and_wait`](Stage::move_and_wait).
@@ -243,7 +243,7 @@ impl Stage {
     /// one, the error is returned and the moves it accepted carry on (call
     /// [`halt`](Stage::halt) to stop them). An empty list sends nothing.
     pub fn move_all_and_wait(&self, targets: &[(Axis, f64)]) -> Result<Vec<MotionStop>> {
-        run(self.submit_move_all_and_wait(targets))
+        run(|| self.submit_move_all_and_wait(targets))
     }
 
     /// Non-blocking form of [`move_all_and_wait`](Stage::move_all_and_wait).
@@ -287,7 +287,7 @@ impl Stage {
 
     /// Stops every axis at once (emergency stop). Returns once acknowledged.
     pub fn halt(&self) -> Result<()> {
-        run(self.submit_halt())
+        run(|| self.submit_halt())
     }
 
     /// Non-blocking form of [`halt`](Stage::halt).
@@ -298,7 +298,7 @@ impl Stage {
 
     /// Starts homing every axis; returns once the instrument has accepted it.
     pub fn home(&self) -> Result<()> {
-        run(self.submit_home())
+        run(|| self.submit_home())
     }
 
     /// Non-blocking form of [`home`](Stage::home).
@@ -311,7 +311,7 @@ impl Stage {
     /// (stop events after the acknowledgement only). Returns the stop events
     /// in the order X, Y, Z, R. Deadline: [`motion_timeout`](Stage::motion_timeout).
     pub fn home_and_wait(&self) -> Result<Vec<MotionStop>> {
-        run(self.submit_home_and_wait())
+        run(|| self.submit_home_and_wait())
     }
 
     /// Non-blocking form of [`home_and_wait`](Stage::home_and_wait).
@@ -334,7 +334,7 @@ impl Stage {
     /// Sets the velocity of one axis, in mm/s (degrees/s for R). It must be
     /// a finite number above zero.
     pub fn set_velocity(&self, axis: Axis, per_second: f64) -> Result<()> {
-        run(self.submit_set_velocity(axis, per_second))
+        run(|| self.submit_set_velocity(axis, per_second))
     }
 
     /// Non-blocking form of [`set_velocity`](Stage::set_velocity).

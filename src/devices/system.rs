@@ -95,7 +95,7 @@ impl System {
 
     /// The current state.
     pub fn state(&self) -> Result<SystemState> {
-        run(self.submit_state())
+        run(|| self.submit_state())
     }
 
     /// Non-blocking form of [`state`](System::state).
@@ -110,7 +110,7 @@ impl System {
     /// does not answer) and waits until it is: an idle broadcast after the
     /// request, or a state query answered after it that reports idle.
     pub fn set_idle(&self) -> Result<()> {
-        run(self.submit_set_idle())
+        run(|| self.submit_set_idle())
     }
 
     /// Non-blocking form of [`set_idle`](System::set_idle).
@@ -134,7 +134,7 @@ impl System {
     /// a state query reports idle, else at the next idle broadcast (the state
     /// is also asked again every 0.5 s, in case a broadcast is lost).
     pub fn wait_until_idle(&self, timeout: Duration) -> Result<()> {
-        run(self.submit_wait_until_idle(timeout))
+        run(|| self.submit_wait_until_idle(timeout))
     }
 
     /// Non-blocking form of [`wait_until_idle`](System::wait_until_idle).

@@ -99,7 +99,7 @@ impl Workflows {
     /// acknowledged. With a [`WorkflowRun`] at hand, prefer
     /// [`WorkflowRun::stop`], which also lets the run end as stopped.
     pub fn stop(&self) -> Result<()> {
-        run_op(self.submit_stop())
+        run_op(|| self.submit_stop())
     }
 
     /// Non-blocking form of [`stop`](Workflows::stop).
