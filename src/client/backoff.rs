@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Exponential backoff with jitter for the reconnection supervisor.
+/// Exponential backoff with jitter for reconnecting (followed by the
+/// client's connection thread, and by the live reader).
 ///
 /// Attempt `n` (0-based) waits `min(initial_delay * multiplier^n, max_delay)`,
 /// scaled by a random factor in `[1 - jitter, 1 + jitter]`, before

@@ -77,13 +77,13 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
-    /// The supervisor is about to make reconnection attempt `attempt`
-    /// (after the policy's delay).
+    /// Reconnection attempt `attempt` starts (after the policy's delay).
     Reconnecting {
         /// The attempt (1-based).
         attempt: u32,
     },
-    /// The connection was re-established by the supervisor.
+    /// The connection was re-established (published before any event of
+    /// the new link).
     Reconnected {
         /// Which attempt succeeded (1-based).
         attempt: u32,

@@ -145,7 +145,7 @@ pub struct Stats {
     pub timeouts: u64,
     /// Times the connection broke or was closed.
     pub disconnects: u64,
-    /// Reconnection attempts made by the supervisor.
+    /// Reconnection attempts made by the connection thread.
     pub reconnect_attempts: u64,
     /// Successful reconnections.
     pub reconnects: u64,
