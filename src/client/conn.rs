@@ -86,7 +86,9 @@ pub(crate) struct Queued {
     pub id: u64,
     pub key: Key,
     pub bytes: [u8; MESSAGE_LEN],
-    pub data: Vec<u8>,
+    /// Additional data, shared so that a large payload is written without
+    /// being copied under the lock.
+    pub data: Option<Arc<[u8]>>,
     /// True for a request (a reply will come); false for a plain send.
     pub expects_reply: bool,
     pub int0: i32,
@@ -101,11 +103,15 @@ pub(crate) struct Queued {
     pub direct: bool,
 }
 
-/// An entry being written: where its bytes are in the batch buffer.
+/// An entry being written.
 struct Writing {
     entry: Queued,
-    span: std::ops::Range<usize>,
 }
+
+/// Additional data up to this size is copied into the batch buffer; a
+/// larger payload ends the batch and is written from its own buffer, so
+/// the lock is never held while megabytes are copied.
+const INLINE_DATA: usize = 16 * 1024;
 
 /// Where a reply goes.
 pub(crate) enum Route {
@@ -284,15 +290,21 @@ impl Conn {
     /// Takes every entry that may be written now, in queue order, into
     /// `buf` (about `max_bytes` at most, but at least one entry), and
     /// registers each request on its gate before its bytes leave, so the
-    /// order of a gate's flights is the order on the wire. Entries whose
-    /// deadline has passed are failed instead of written. Returns the
-    /// latest deadline in the batch (the write's deadline) and the
-    /// expired entries to tell.
-    pub fn take_batch(&mut self, buf: &mut Vec<u8>, max_bytes: usize) -> (Deadline, Failed) {
+    /// order of a gate's flights is the order on the wire. A large payload
+    /// is not copied: it ends the batch and is returned as the tail to
+    /// write after `buf`. Entries whose deadline has passed are failed
+    /// instead of written. Returns the latest deadline in the batch (the
+    /// write's deadline), the tail, and the expired entries to tell.
+    pub fn take_batch(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> (Deadline, Option<Arc<[u8]>>, Failed) {
         buf.clear();
         self.writing.clear();
         let mut failed = Vec::new();
         let mut latest: Option<Deadline> = None;
+        let mut tail = None;
         let mut i = 0;
         while i < self.queue.len() {
             let q = &self.queue[i];
@@ -309,17 +321,21 @@ impl Conn {
                 i += 1;
                 continue;
             }
-            let size = MESSAGE_LEN + q.data.len();
+            let data_len = q.data.as_ref().map_or(0, |d| d.len());
+            let inline = data_len <= INLINE_DATA;
+            let size = MESSAGE_LEN + if inline { data_len } else { 0 };
             if !buf.is_empty() && buf.len() + size > max_bytes {
                 break;
             }
             let Some(mut q) = self.queue.remove(i) else {
                 break;
             };
-            let start = buf.len();
             buf.extend_from_slice(&q.bytes);
-            buf.extend_from_slice(&q.data);
-            q.data = Vec::new();
+            match &q.data {
+                Some(d) if inline => buf.extend_from_slice(d),
+                Some(d) => tail = Some(d.clone()),
+                None => {}
+            }
             latest = Some(latest.map_or(q.deadline, |d| d.max(q.deadline)));
             if q.expects_reply {
                 self.gates.entry(q.key).or_default().push_back(Flight {
@@ -332,12 +348,12 @@ impl Conn {
                     direct: q.direct,
                 });
             }
-            self.writing.push(Writing {
-                entry: q,
-                span: start..buf.len(),
-            });
+            self.writing.push(Writing { entry: q });
+            if tail.is_some() {
+                break;
+            }
         }
-        (latest.unwrap_or(Deadline::NEVER), failed)
+        (latest.unwrap_or(Deadline::NEVER), tail, failed)
     }
 
     /// Number of entries in the batch being written.
@@ -372,11 +388,10 @@ impl Conn {
     /// The batch's write timed out before any byte left: nothing of it is
     /// on the wire, so its entries go back to the front of the queue, in
     /// order (those whose callers have given up are dropped).
-    pub fn batch_unsent(&mut self, buf: &[u8]) {
+    pub fn batch_unsent(&mut self) {
         let mut back = Vec::new();
         for w in self.writing.drain(..) {
             let mut e = w.entry;
-            let data_span = (w.span.start + MESSAGE_LEN)..w.span.end;
             if e.expects_reply {
                 let Some(g) = self.gates.get_mut(&e.key) else {
                     continue; // the link was reset: already failed
@@ -396,7 +411,6 @@ impl Conn {
             } else if e.waiter.is_none() {
                 continue;
             }
-            e.data = buf.get(data_span).map(<[u8]>::to_vec).unwrap_or_default();
             e.write_attempted = true;
             back.push(e);
         }
@@ -588,7 +602,7 @@ mod tests {
             id,
             key: key(code),
             bytes: [0; MESSAGE_LEN],
-            data: Vec::new(),
+            data: None,
             expects_reply: true,
             int0,
             check_echo: true,
@@ -702,7 +716,7 @@ mod tests {
         let (b, _rb) = req(&mut c, 2, 0);
         c.take_batch(&mut buf, 1 << 20);
         c.give_up(b, key(2), Instant::now());
-        c.batch_unsent(&buf);
+        c.batch_unsent();
         assert_eq!(c.abandoned(), 0, "nothing was on the wire");
         c.take_batch(&mut buf, 1 << 20);
         assert_eq!(c.batch_len(), 1);

@@ -67,7 +67,7 @@ impl Shared {
                 id,
                 key,
                 bytes,
-                data: data.to_vec(),
+                data: (!data.is_empty()).then(|| Arc::<[u8]>::from(data)),
                 expects_reply,
                 int0: msg.int32_data0,
                 check_echo: self.checks_echo(msg),
@@ -111,7 +111,7 @@ impl Shared {
         let mut buf = std::mem::take(&mut self.conn.lock().batch_buf);
         let mut sndtimeo = None;
         for round in 0.. {
-            let (deadline, n, expired) = {
+            let (deadline, n, tail, expired) = {
                 let mut c = self.conn.lock();
                 if round == 0 {
                     sndtimeo = c.write_timeout.take().flatten();
@@ -120,7 +120,7 @@ impl Shared {
                     self.release(&mut c, buf, sndtimeo);
                     return;
                 }
-                let (deadline, expired) = c.take_batch(&mut buf, BATCH_BYTES);
+                let (deadline, tail, expired) = c.take_batch(&mut buf, BATCH_BYTES);
                 let n = c.batch_len();
                 if n == 0 {
                     self.release(&mut c, buf, sndtimeo);
@@ -128,17 +128,18 @@ impl Shared {
                     self.tell(expired);
                     return;
                 }
-                (deadline, n, expired)
+                (deadline, n, tail, expired)
             };
             self.tell(expired);
             let mut written = 0;
-            let res = write_by(
-                &role.stream,
-                &buf,
-                &mut written,
-                deadline.min(cap),
-                &mut sndtimeo,
-            );
+            let until = deadline.min(cap);
+            let res =
+                write_by(&role.stream, &buf, &mut written, until, &mut sndtimeo).and_then(|()| {
+                    match &tail {
+                        Some(t) => write_by(&role.stream, t, &mut written, until, &mut sndtimeo),
+                        None => Ok(()),
+                    }
+                });
             let mut c = self.conn.lock();
             match res {
                 Ok(()) => {
@@ -154,12 +155,12 @@ impl Shared {
                 }
                 Err(e) if written == 0 && is_timeout(&e) => {
                     // Nothing left: the entries wait for a later write.
-                    c.batch_unsent(&buf);
+                    c.batch_unsent();
                     self.release(&mut c, buf, sndtimeo);
                     return;
                 }
                 Err(e) => {
-                    let total = buf.len();
+                    let total = buf.len() + tail.as_ref().map_or(0, |t| t.len());
                     let detail = if is_timeout(&e) {
                         format!(
                             "a write timed out with {written} of {total} bytes sent (the instrument is not reading); the connection is reset because a partly sent message cannot be taken back"
