@@ -504,3 +504,50 @@ fn a_broadcast_about_another_laser_never_answers_a_request() {
     }
     assert!(c.stats().echo_mismatches >= 20);
 }
+
+#[test]
+fn close_returns_promptly_in_every_state() {
+    let sim = Simulator::start(SimConfig::default()).unwrap();
+    let mut longest = Duration::ZERO;
+    for state in 0..4 {
+        let policy = ReconnectPolicy::default()
+            .initial_delay(Duration::from_secs(60))
+            .jitter(0.0);
+        let c = common::connect_registered(&sim, ClientConfig::default().reconnect(policy));
+        let _sub = c.subscribe();
+        c.on_event(|_| {}).unwrap();
+        c.live(LONG).unwrap();
+        match state {
+            // Idle, with a subscriber, a callback and the live stream.
+            0 => {}
+            // A request waiting for a reply that never comes.
+            1 => {
+                sim.update_faults(|f| {
+                    f.never_answer.insert(CommandCode::SYSTEM_STATE_GET);
+                });
+                drop(
+                    c.submit(Message::new(CommandCode::SYSTEM_STATE_GET), LONG)
+                        .unwrap(),
+                );
+            }
+            // The instrument stopped reading while a large write is under way.
+            2 => {
+                sim.update_faults(|f| f.stop_reading = Some(Duration::from_secs(5)));
+                let big = vec![0u8; 8 << 20];
+                drop(c.submit_with_data(tagged(1), &big, LONG).unwrap());
+            }
+            // Waiting out a reconnect delay.
+            _ => {
+                sim.update_faults(|f| f.close_after_messages = Some(0));
+                let _ = c.request(tagged(2), Duration::from_millis(200));
+            }
+        }
+        let t = Instant::now();
+        c.close();
+        longest = longest.max(t.elapsed());
+        sim.set_faults(flamingo_client::sim::Faults::none());
+    }
+    eprintln!("longest close(): {longest:?}");
+    // Generous for a loaded CI machine; the design target is 50 ms.
+    assert!(longest < Duration::from_millis(500), "{longest:?}");
+}
