@@ -1,4 +1,4 @@
-//! Soak: 8 threads issue 100,000 mixed requests (or
+//! Soak: 8 threads send 100,000 mixed requests (or
 //! `FLAMINGO_SOAK_REQUESTS`) while the simulator injects random faults
 //! (delays, late replies, garbage, fragmented writes, stalls, trickled data,
 //! dropped links repaired by the client's reconnection policy); every

@@ -420,23 +420,12 @@ impl Client {
     /// Sends without a reply, written by `deadline`; blocks until written.
     pub(crate) fn send_until(
         &self,
-        mut msg: Message,
+        msg: Message,
         data: &[u8],
         deadline: Deadline,
         timeout: Duration,
     ) -> Result<u64> {
-        msg.additional_data_len = self.check_data(data)?;
-        let s = self.shared();
-        let seq = s.last_seq();
-        let started = s.start(&msg, data, deadline, timeout, false, true)?;
-        Op::new(
-            format!("sending {}", msg.code),
-            deadline,
-            timeout,
-            SentStep::new(Pending::new(s.clone(), started, None)),
-        )
-        .wait()?;
-        Ok(seq)
+        self.send_queued(msg, data, deadline, timeout, true)
     }
 
     /// Queues a message without a reply for the sender thread and returns
@@ -445,16 +434,37 @@ impl Client {
     /// sequence number before the send.
     pub(crate) fn send_detached(
         &self,
-        mut msg: Message,
+        msg: Message,
         data: &[u8],
         deadline: Deadline,
         timeout: Duration,
     ) -> Result<u64> {
+        self.send_queued(msg, data, deadline, timeout, false)
+    }
+
+    /// A message without a reply: written on the calling thread and waited
+    /// for (`blocking`), or handed to the sender thread.
+    fn send_queued(
+        &self,
+        mut msg: Message,
+        data: &[u8],
+        deadline: Deadline,
+        timeout: Duration,
+        blocking: bool,
+    ) -> Result<u64> {
         msg.additional_data_len = self.check_data(data)?;
         let s = self.shared();
         let seq = s.last_seq();
-        let started = s.start(&msg, data, deadline, timeout, false, false)?;
-        drop(started.rx);
+        let started = s.start(&msg, data, deadline, timeout, false, blocking)?;
+        if blocking {
+            Op::new(
+                format!("sending {}", msg.code),
+                deadline,
+                timeout,
+                SentStep::new(Pending::new(s.clone(), started, None)),
+            )
+            .wait()?;
+        }
         Ok(seq)
     }
 
