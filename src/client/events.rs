@@ -210,6 +210,9 @@ impl Event {
 struct SubShared {
     dropped: AtomicU64,
     delivered: AtomicU64,
+    /// Why recent links ended, and why the client closed, by the sequence
+    /// number of their connection event: a wait ended by one reports it.
+    reasons: Mutex<VecDeque<(u64, DisconnectReason)>>,
 }
 
 struct Sub {
@@ -219,10 +222,40 @@ struct Sub {
     /// Our own handle on the queue, used to drop the oldest event when full.
     rx: Receiver<Event>,
     depth: usize,
+    /// Bytes of additional data its queue may hold.
+    max_bytes: usize,
+    /// Sizes of the events sent to its queue, oldest first, as long as they
+    /// may still be queued: the receiver takes from the front, so the last
+    /// `rx.len()` of them are the ones still there.
+    sizes: VecDeque<usize>,
+    /// The sum of `sizes`.
+    bytes: usize,
     shared: Arc<SubShared>,
 }
 
 impl Sub {
+    /// Forgets the sizes of events the subscriber has taken.
+    fn trim(&mut self) {
+        let queued = self.rx.len();
+        while self.sizes.len() > queued {
+            if let Some(n) = self.sizes.pop_front() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    /// Drops the oldest queued event (counted). False if none was left.
+    fn drop_oldest(&mut self) -> bool {
+        if self.rx.try_recv().is_err() {
+            return false;
+        }
+        if let Some(n) = self.sizes.pop_front() {
+            self.bytes -= n;
+        }
+        self.shared.dropped.fetch_add(1, Relaxed);
+        true
+    }
+
     fn wants(&self, ev: &Event) -> bool {
         match (&self.codes, ev.code()) {
             (None, _) | (_, None) => true,
@@ -303,10 +336,7 @@ impl Subscription {
                     if let EventKind::Disconnected { reason } | EventKind::Closed { reason } =
                         &ev.kind
                     {
-                        return Err(Error::disconnected(
-                            DisconnectReason::ClosedByPeer,
-                            reason.clone(),
-                        ));
+                        return Err(Error::disconnected(self.reason_for(ev.seq), reason.clone()));
                     }
                     if ev.seq > after && pred(&ev) {
                         return Ok(ev);
@@ -328,6 +358,18 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+impl Subscription {
+    /// Why the link or the client ended, for its connection event `seq`.
+    fn reason_for(&self, seq: u64) -> DisconnectReason {
+        self.shared
+            .reasons
+            .lock()
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map_or(DisconnectReason::ClosedByPeer, |(_, r)| *r)
     }
 }
 
@@ -361,6 +403,12 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// What a closed hub lets go of, dropped outside every lock.
+pub(crate) struct Closing {
+    _subs: Vec<Sub>,
+    _history: VecDeque<Event>,
+}
+
 /// Per-subscriber counters, in [`Stats`](crate::Stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -385,12 +433,13 @@ pub(crate) struct Hub {
     inner: Arc<Mutex<HubInner>>,
     history_cap: usize,
     history_bytes_cap: usize,
+    queue_bytes_cap: usize,
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(history_cap: usize, history_bytes_cap: usize) -> Hub {
+    pub fn new(history_cap: usize, history_bytes_cap: usize, queue_bytes_cap: usize) -> Hub {
         Hub {
             inner: Arc::new(Mutex::new(HubInner {
                 subs: Vec::new(),
@@ -401,6 +450,7 @@ impl Hub {
             })),
             history_cap,
             history_bytes_cap,
+            queue_bytes_cap,
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -419,6 +469,7 @@ impl Hub {
         let shared = Arc::new(SubShared {
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            reasons: Mutex::new(VecDeque::new()),
         });
         let id = inner.next_id;
         inner.next_id += 1;
@@ -429,6 +480,9 @@ impl Hub {
                 tx,
                 rx: rx.clone(),
                 depth: depth.max(1),
+                max_bytes: self.queue_bytes_cap,
+                sizes: VecDeque::new(),
+                bytes: 0,
                 shared: shared.clone(),
             });
         } // else: tx is dropped here, so the receiver reports disconnection at once.
@@ -470,11 +524,29 @@ impl Hub {
         self.publish_locked(&mut inner, ev);
     }
 
+    fn note_reason(inner: &HubInner, seq: u64, reason: DisconnectReason) {
+        for sub in &inner.subs {
+            let mut r = sub.shared.reasons.lock();
+            r.push_back((seq, reason));
+            while r.len() > 16 {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// Publishes a link's `Disconnected` event and remembers why it ended.
+    pub fn publish_disconnect(&self, ev: Event, reason: DisconnectReason) {
+        let mut inner = self.inner.lock();
+        Hub::note_reason(&inner, ev.seq, reason);
+        self.publish_locked(&mut inner, ev);
+    }
+
     fn publish_locked(&self, inner: &mut HubInner, ev: Event) {
         if inner.closed {
             return;
         }
-        for sub in &inner.subs {
+        let size = ev.data.as_ref().map_or(0, |d| d.len());
+        for sub in &mut inner.subs {
             if !sub.wants(&ev) {
                 continue;
             }
@@ -482,16 +554,19 @@ impl Hub {
             // stats after receiving an event always finds it counted.
             sub.shared.delivered.fetch_add(1, Relaxed);
             self.delivered.fetch_add(1, Relaxed);
-            // Only the hub sends, under its lock, so the length cannot grow
-            // between the check and the send.
-            while sub.tx.len() >= sub.depth {
-                if sub.rx.try_recv().is_ok() {
-                    sub.shared.dropped.fetch_add(1, Relaxed);
-                    self.dropped.fetch_add(1, Relaxed);
-                } else {
+            // Only the hub sends, under its lock, so the queue cannot grow
+            // between the checks and the send.
+            sub.trim();
+            while sub.rx.len() >= sub.depth
+                || (sub.bytes > 0 && sub.bytes + size > sub.max_bytes)
+            {
+                if !sub.drop_oldest() {
                     break;
                 }
+                self.dropped.fetch_add(1, Relaxed);
             }
+            sub.sizes.push_back(size);
+            sub.bytes += size;
             let _ = sub.tx.send(ev.clone());
         }
         if self.history_cap > 0 && !ev.kind.is_connection() {
@@ -514,25 +589,23 @@ impl Hub {
         }
     }
 
-    /// Publishes the final event and drops every queue's sender, so each
-    /// subscriber drains what is queued and then sees disconnection.
-    /// Returns false if the hub was already closed.
-    pub fn close(&self, last: Event) -> bool {
-        let (subs, history) = {
-            let mut inner = self.inner.lock();
-            if inner.closed {
-                return false;
-            }
-            self.publish_locked(&mut inner, last);
-            inner.closed = true;
-            inner.history_bytes = 0;
-            (
-                std::mem::take(&mut inner.subs),
-                std::mem::take(&mut inner.history),
-            )
-        };
-        drop((subs, history));
-        true
+    /// Publishes the final event and lets go of every queue's sender, so
+    /// each subscriber drains what is queued and then sees disconnection.
+    /// Returns what the caller drops once it has released its locks (`None`
+    /// if the hub was already closed).
+    pub fn close(&self, last: Event, reason: DisconnectReason) -> Option<Closing> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return None;
+        }
+        Hub::note_reason(&inner, last.seq, reason);
+        self.publish_locked(&mut inner, last);
+        inner.closed = true;
+        inner.history_bytes = 0;
+        Some(Closing {
+            _subs: std::mem::take(&mut inner.subs),
+            _history: std::mem::take(&mut inner.history),
+        })
     }
 
     pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
@@ -569,6 +642,8 @@ pub struct CallbackId(u64);
 /// event and runs the callbacks with no lock held, so a callback may add or
 /// remove callbacks (itself included), close the client or make requests.
 pub(crate) struct Dispatcher {
+    /// The client it belongs to (see `shared::mark_thread`).
+    owner: u64,
     callbacks: CallbackList,
     next: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -576,8 +651,9 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new() -> Dispatcher {
+    pub fn new(owner: u64) -> Dispatcher {
         Dispatcher {
+            owner,
             callbacks: Arc::new(Mutex::new(Arc::new(Vec::new()))),
             next: AtomicU64::new(1),
             thread: Mutex::new(None),
@@ -609,9 +685,13 @@ impl Dispatcher {
             let sub = hub.subscribe(None, depth);
             let list = self.callbacks.clone();
             let panics = self.panics.clone();
+            let owner = self.owner;
             let handle = std::thread::Builder::new()
                 .name("flamingo-dispatch".into())
-                .spawn(move || dispatch_loop(sub, list, panics))
+                .spawn(move || {
+                    super::shared::mark_thread(owner);
+                    dispatch_loop(sub, list, panics)
+                })
                 .map_err(Error::Io)?;
             *thread = Some(handle);
         }
@@ -683,7 +763,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_per_subscriber() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         let slow = hub.subscribe(None, 2);
         let fast = hub.subscribe(None, 100);
         for i in 1..=5 {
@@ -698,7 +778,7 @@ mod tests {
 
     #[test]
     fn code_filter_passes_connection_events() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         let s = hub.subscribe(Some(&[CommandCode::SYSTEM_STATE_IDLE]), 10);
         hub.publish(ev(1, CommandCode::UI_SET_GAUGE_VALUE));
         hub.publish(ev(2, CommandCode::SYSTEM_STATE_IDLE));
@@ -709,7 +789,7 @@ mod tests {
 
     #[test]
     fn dropped_subscription_is_removed_at_once() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         for _ in 0..500 {
             let s = hub.subscribe(None, 1024);
             drop(s);
@@ -719,7 +799,7 @@ mod tests {
 
     #[test]
     fn history_keeps_payloads_within_its_byte_budget() {
-        let hub = Hub::new(256, 1000);
+        let hub = Hub::new(256, 1000, 1 << 30);
         for i in 1..=32 {
             let mut e = ev(i, CommandCode::UI_SET_GAUGE_VALUE);
             e.data = Some(Arc::from(vec![0u8; 400]));
@@ -740,7 +820,7 @@ mod tests {
 
     #[test]
     fn history_scan_and_close() {
-        let hub = Hub::new(4, 1 << 20);
+        let hub = Hub::new(4, 1 << 20, 1 << 30);
         for i in 1..=6 {
             hub.publish(ev(i, CommandCode::SYSTEM_STATE_IDLE));
         }
@@ -749,18 +829,28 @@ mod tests {
         let (_s, found) = hub.subscribe_with_history(4, 6);
         assert!(found.is_empty());
         let s = hub.subscribe(None, 4);
-        assert!(hub.close(Event::connection(
-            7,
-            EventKind::Closed {
-                reason: "bye".into()
-            }
-        )));
-        assert!(!hub.close(Event::connection(
-            8,
-            EventKind::Closed {
-                reason: "again".into()
-            }
-        )));
+        assert!(hub
+            .close(
+                Event::connection(
+                    7,
+                    EventKind::Closed {
+                        reason: "bye".into()
+                    }
+                ),
+                DisconnectReason::ClosedByUser
+            )
+            .is_some());
+        assert!(hub
+            .close(
+                Event::connection(
+                    8,
+                    EventKind::Closed {
+                        reason: "again".into()
+                    }
+                ),
+                DisconnectReason::ClosedByUser
+            )
+            .is_none());
         assert!(matches!(s.recv().unwrap().kind, EventKind::Closed { .. }));
         assert!(s.recv().is_err());
         // Subscribing after close gives a receiver that is already disconnected.
@@ -769,7 +859,7 @@ mod tests {
 
     #[test]
     fn wait_for_skips_older_and_ends_on_disconnect() {
-        let hub = Hub::new(0, 1 << 20);
+        let hub = Hub::new(0, 1 << 20, 1 << 30);
         let s = hub.subscribe(None, 16);
         hub.publish(ev(1, CommandCode::SYSTEM_STATE_IDLE));
         hub.publish(ev(2, CommandCode::UI_SET_GAUGE_VALUE));

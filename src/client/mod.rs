@@ -24,6 +24,7 @@ mod shared;
 mod slot;
 mod stats;
 mod thread;
+mod wire;
 
 use std::io;
 use std::net::SocketAddr;
@@ -217,11 +218,12 @@ impl Client {
                 {
                     Ok(h) => t.sender = Some(h),
                     Err(e) => {
-                        let (_, sock) = c.end_link();
-                        if let Some(sock) = sock {
-                            shared::shutdown(&sock);
+                        // The connection thread sees its link end; the
+                        // teardown joins it (never under this lock).
+                        if let Some(w) = c.request_resync(e.to_string()) {
+                            w.shutdown();
                         }
-                        let _ = conn.join();
+                        t.conn = Some(conn);
                         return Err(e);
                     }
                 }
@@ -234,10 +236,10 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                let (_, sock) = c.end_link();
-                if let Some(sock) = sock {
-                    shared::shutdown(&sock);
+                if let Some(w) = c.request_resync(e.to_string()) {
+                    w.shutdown();
                 }
+                c.link_end = None;
                 Err(fail(e))
             }
         }
@@ -382,12 +384,12 @@ impl Client {
         }
         msg.additional_data_len = self.check_data(data)?;
         msg.flags |= Flags::TRIGGER_CALL_BACK;
-        let started = s.start(&msg, data, deadline, timeout, true, direct)?;
+        let started = s.start(&msg, data, deadline, timeout, conn::Kind::Request, direct)?;
         Ok(Op::new(
             format!("the reply to {}", msg.code),
             deadline,
             timeout,
-            ReplyStep::new(Pending::new(s.clone(), started, direct.then_some(deadline))),
+            ReplyStep::new(Pending::new(s.clone(), started)),
         ))
     }
 
@@ -455,13 +457,18 @@ impl Client {
         msg.additional_data_len = self.check_data(data)?;
         let s = self.shared();
         let seq = s.last_seq();
-        let started = s.start(&msg, data, deadline, timeout, false, blocking)?;
+        // A message carrying TRIGGER_CALL_BACK may be answered: its key
+        // stays closed to requests until the answer (an event) came, so
+        // the answer can never be taken for a request's reply.
+        let flagged = msg.flags.contains(Flags::TRIGGER_CALL_BACK)
+            && !msg.code.info().is_some_and(|i| i.unsolicited.always());
+        let started = s.start(&msg, data, deadline, timeout, conn::Kind::Send { flagged }, blocking)?;
         if blocking {
             Op::new(
                 format!("sending {}", msg.code),
                 deadline,
                 timeout,
-                SentStep::new(Pending::new(s.clone(), started, None)),
+                SentStep::new(Pending::new(s.clone(), started)),
             )
             .wait()?;
         }
@@ -671,9 +678,14 @@ impl Client {
         use std::sync::atomic::Ordering::Relaxed;
         let s = self.shared();
         let c = &s.counters;
-        let (pending, tombstones, last_error) = {
+        let (pending, tombstones, last_error, (queued_messages, queued_bytes)) = {
             let conn = s.conn.lock();
-            (conn.waiting(), conn.abandoned(), conn.last_error.clone())
+            (
+                conn.waiting(),
+                conn.abandoned(),
+                conn.last_error.clone(),
+                conn.queued(),
+            )
         };
         Stats {
             messages_sent: c.messages_sent.load(Relaxed),
@@ -694,6 +706,10 @@ impl Client {
             link_resyncs: c.link_resyncs.load(Relaxed),
             echo_mismatches: c.echo_mismatches.load(Relaxed),
             callback_panics: s.dispatcher.panics.load(Relaxed),
+            fences: c.fences.load(Relaxed),
+            sends_expired: c.sends_expired.load(Relaxed),
+            queued_messages,
+            queued_bytes,
             pending_requests: pending,
             tombstones,
             last_error,
