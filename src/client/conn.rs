@@ -483,9 +483,7 @@ impl Conn {
             Kind::Request => {
                 let room = if q.broadcast { 1 } else { self.max_in_flight };
                 g.is_none_or(|g| {
-                    g.flights.len() < room
-                        && g.raw == 0
-                        && g.settle.is_none_or(|s| self.fenced > s)
+                    g.flights.len() < room && g.raw == 0 && g.settle.is_none_or(|s| self.fenced > s)
                 }) && (!q.broadcast || self.fenced > q.mark)
             }
         }
@@ -532,7 +530,7 @@ impl Conn {
     /// waiting, when nothing is queued before it, nobody is writing, and
     /// its key lets it go. Takes the role, registers the entry and returns
     /// its bytes; otherwise gives the entry back.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub fn begin_direct(
         &mut self,
         q: Queued,
@@ -921,7 +919,11 @@ impl Conn {
     fn fence_answered(&mut self, wseq: u64) {
         self.fenced = self.fenced.max(wseq);
         self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence)
-            || self.gates.values().flat_map(|g| &g.flights).any(|f| f.fence);
+            || self
+                .gates
+                .values()
+                .flat_map(|g| &g.flights)
+                .any(|f| f.fence);
         let fenced = self.fenced;
         self.gates.retain(|key, g| {
             if g.settle.is_some_and(|s| s < fenced) {

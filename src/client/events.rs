@@ -557,9 +557,7 @@ impl Hub {
             // Only the hub sends, under its lock, so the queue cannot grow
             // between the checks and the send.
             sub.trim();
-            while sub.rx.len() >= sub.depth
-                || (sub.bytes > 0 && sub.bytes + size > sub.max_bytes)
-            {
+            while sub.rx.len() >= sub.depth || (sub.bytes > 0 && sub.bytes + size > sub.max_bytes) {
                 if !sub.drop_oldest() {
                     break;
                 }

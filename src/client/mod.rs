@@ -462,7 +462,14 @@ impl Client {
         // the answer can never be taken for a request's reply.
         let flagged = msg.flags.contains(Flags::TRIGGER_CALL_BACK)
             && !msg.code.info().is_some_and(|i| i.unsolicited.always());
-        let started = s.start(&msg, data, deadline, timeout, conn::Kind::Send { flagged }, blocking)?;
+        let started = s.start(
+            &msg,
+            data,
+            deadline,
+            timeout,
+            conn::Kind::Send { flagged },
+            blocking,
+        )?;
         if blocking {
             Op::new(
                 format!("sending {}", msg.code),

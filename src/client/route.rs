@@ -87,7 +87,14 @@ impl Shared {
                     }
                 }
             }
-            return self.publish_message(msg, data.unwrap_or_default(), seq, received_at, failure, answered);
+            return self.publish_message(
+                msg,
+                data.unwrap_or_default(),
+                seq,
+                received_at,
+                failure,
+                answered,
+            );
         }
         self.publish_message(msg, data, seq, received_at, failure, answered);
     }

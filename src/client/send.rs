@@ -319,13 +319,13 @@ fn send_queued(shared: &Arc<Shared>) {
             } => {
                 let total = buf.len() + tail.as_ref().map_or(0, |t| t.len());
                 let mut written = 0;
-                let res = role
-                    .wire
-                    .write_by(&buf, &mut written, deadline)
-                    .and_then(|()| match &tail {
-                        Some(t) => role.wire.write_by(t, &mut written, deadline),
-                        None => Ok(()),
-                    });
+                let res =
+                    role.wire
+                        .write_by(&buf, &mut written, deadline)
+                        .and_then(|()| match &tail {
+                            Some(t) => role.wire.write_by(t, &mut written, deadline),
+                            None => Ok(()),
+                        });
                 shared.conn.lock().batch_buf = buf;
                 shared.finish_write(role, res, written, total);
             }

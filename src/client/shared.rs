@@ -176,12 +176,15 @@ impl Shared {
             if c.is_closed() {
                 return false;
             }
-            let dropped = self.hub.close(Event::connection(
-                self.next_seq(),
-                EventKind::Closed {
-                    reason: detail.clone(),
-                },
-            ), reason);
+            let dropped = self.hub.close(
+                Event::connection(
+                    self.next_seq(),
+                    EventKind::Closed {
+                        reason: detail.clone(),
+                    },
+                ),
+                reason,
+            );
             let (first, wire) = c.close(reason, detail, &mut wakes);
             self.cv.notify_all();
             (first, wire, dropped)
@@ -235,4 +238,3 @@ impl Shared {
         self.joined.notify_all();
     }
 }
-

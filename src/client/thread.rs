@@ -18,9 +18,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Phase};
-use super::wire::TcpWire;
 use super::events::{Event, EventKind};
 use super::shared::Shared;
+use super::wire::TcpWire;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::{transport, DisconnectReason, Error, ReconnectPolicy};
 
@@ -72,67 +72,7 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
         drop(stream);
         let stillborn = messages == 0 && started.elapsed() < STILLBORN;
 
-        // The link is down: end it under the lock. Subscribers hear of it
-        // first, then every request and message on it fails, in the same
-        // critical section (a caller at its deadline finds its request
-        // here or its outcome in its slot, never neither).
-        // The live stream ends with the command link, before anyone hears
-        // of the loss (never under the connection lock: it joins a thread).
-        shared.close_live();
-        let mut wakes = Vec::new();
-        let (wire, detail, policy, dropped) = {
-            let mut c = shared.conn.lock();
-            if c.is_closed() {
-                return; // close() failed everything already
-            }
-            let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
-            let policy = shared
-                .config
-                .reconnect
-                .clone()
-                .or_else(|| (reason == DisconnectReason::Resynchronised).then(resync_policy));
-            let detail = format!("connection to {} lost: {detail}", shared.addr);
-            c.last_error = Some(detail.clone());
-            shared.hub.publish_disconnect(Event::connection(
-                shared.next_seq(),
-                EventKind::Disconnected {
-                    reason: detail.clone(),
-                },
-            ), reason);
-            let mut dropped = None;
-            let wire = if policy.is_some() {
-                let err = Error::disconnected(reason, detail.clone());
-                let w = c.end_link(&err, &mut wakes);
-                c.phase = Phase::Down {
-                    attempt: 0,
-                    retry_at: Instant::now(),
-                };
-                w
-            } else {
-                dropped = Some(shared.hub.close(
-                    Event::connection(
-                        shared.next_seq(),
-                        EventKind::Closed {
-                            reason: detail.clone(),
-                        },
-                    ),
-                    reason,
-                ));
-                c.close(reason, detail.clone(), &mut wakes).1
-            };
-            shared.cv.notify_all();
-            (wire, detail, policy, dropped)
-        };
-        drop(dropped);
-        if let Some(w) = wire {
-            w.shutdown();
-        }
-        log::warn!("{detail}");
-        shared.counters.disconnects.fetch_add(1, Relaxed);
-        shared.wake_all(wakes);
-        shared.wake();
-        let Some(policy) = policy else {
-            shared.counters.teardowns.fetch_add(1, Relaxed);
+        let Some(policy) = link_ended(shared, reason, detail) else {
             return;
         };
         if !stillborn || delays.is_none() {
@@ -145,6 +85,80 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
             None => return,
         }
     }
+}
+
+/// The reader saw link's end (`reason`, `detail`): ends it under the lock.
+/// Subscribers hear of it first, then every request and message on it
+/// fails, in the same critical section (a caller at its deadline finds its
+/// request there or its outcome in its slot, never neither). Returns the
+/// reconnection policy to follow, or `None` when the client is closed.
+pub(crate) fn link_ended(
+    shared: &Shared,
+    reason: DisconnectReason,
+    detail: String,
+) -> Option<ReconnectPolicy> {
+    // The live stream ends with the command link, before anyone hears
+    // of the loss (never under the connection lock: it joins a thread).
+    shared.close_live();
+    let mut wakes = Vec::new();
+    let (wire, detail, policy, dropped) = {
+        let mut c = shared.conn.lock();
+        if c.is_closed() {
+            return None; // close() failed everything already
+        }
+        let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
+        let policy = shared
+            .config
+            .reconnect
+            .clone()
+            .or_else(|| (reason == DisconnectReason::Resynchronised).then(resync_policy));
+        let detail = format!("connection to {} lost: {detail}", shared.addr);
+        c.last_error = Some(detail.clone());
+        shared.hub.publish_disconnect(
+            Event::connection(
+                shared.next_seq(),
+                EventKind::Disconnected {
+                    reason: detail.clone(),
+                },
+            ),
+            reason,
+        );
+        let mut dropped = None;
+        let wire = if policy.is_some() {
+            let err = Error::disconnected(reason, detail.clone());
+            let w = c.end_link(&err, &mut wakes);
+            c.phase = Phase::Down {
+                attempt: 0,
+                retry_at: Instant::now(),
+            };
+            w
+        } else {
+            dropped = Some(shared.hub.close(
+                Event::connection(
+                    shared.next_seq(),
+                    EventKind::Closed {
+                        reason: detail.clone(),
+                    },
+                ),
+                reason,
+            ));
+            c.close(reason, detail.clone(), &mut wakes).1
+        };
+        shared.cv.notify_all();
+        (wire, detail, policy, dropped)
+    };
+    drop(dropped);
+    if let Some(w) = wire {
+        w.shutdown();
+    }
+    log::warn!("{detail}");
+    shared.counters.disconnects.fetch_add(1, Relaxed);
+    shared.wake_all(wakes);
+    shared.wake();
+    if policy.is_none() {
+        shared.counters.teardowns.fetch_add(1, Relaxed);
+    }
+    policy
 }
 
 /// A resynchronisation reconnects even without a configured policy: a few

@@ -47,7 +47,12 @@ fn up(c: &mut Conn) -> Arc<NullWire> {
     w
 }
 
-fn entry(c: &mut Conn, msg: Message, kind: Kind, deadline: Deadline) -> (u64, slot::Receiver<Outcome>) {
+fn entry(
+    c: &mut Conn,
+    msg: Message,
+    kind: Kind,
+    deadline: Deadline,
+) -> (u64, slot::Receiver<Outcome>) {
     let (tx, rx) = slot::channel();
     let id = c.next_id();
     let check = kind == Kind::Request && msg.code == CommandCode::LASER_LEVEL_GET;
@@ -146,7 +151,11 @@ fn abandoned_request_blocks_its_key_until_the_late_reply() {
         GiveUp::TimedOut(TimeoutPhase::Reply)
     );
     let (b, _rb) = req(&mut c, 7, 0);
-    assert_eq!(write_batch(&mut c), 0, "key 7 is blocked by the unanswered request");
+    assert_eq!(
+        write_batch(&mut c),
+        0,
+        "key 7 is blocked by the unanswered request"
+    );
     assert!(c.resync_due(Duration::from_secs(10), 64).is_some());
     assert!(matches!(c.route(key(7), 0, || reply(7)), Route::Late));
     assert_eq!(c.abandoned(), 0);
@@ -165,7 +174,10 @@ fn delivery_and_removal_are_one_step() {
     let wake = c.route(key(7), 0, || reply(7));
     // The caller reaches its deadline before it is woken: its outcome is
     // already in the slot.
-    assert_eq!(c.give_up(a, key(7), Instant::now()), GiveUp::AlreadyDelivered);
+    assert_eq!(
+        c.give_up(a, key(7), Instant::now()),
+        GiveUp::AlreadyDelivered
+    );
     assert_eq!(got(&ra), Some(7));
     drop(wake);
 }
@@ -185,7 +197,10 @@ fn echo_is_checked_when_present() {
     let mut c = conn();
     let (_a, ra) = req(&mut c, 0x6008, 2);
     write_batch(&mut c);
-    assert!(delivered(c.route(key(0x6008), 3, || reply(1))), "no echo check: never broadcast");
+    assert!(
+        delivered(c.route(key(0x6008), 3, || reply(1))),
+        "no echo check: never broadcast"
+    );
     assert!(got(&ra).is_some());
 }
 
@@ -250,7 +265,10 @@ fn queued_phases() {
         c.give_up(b, key(1), Instant::now()),
         GiveUp::TimedOut(TimeoutPhase::SendLock)
     );
-    assert_eq!(c.give_up(b, key(1), Instant::now()), GiveUp::AlreadyDelivered);
+    assert_eq!(
+        c.give_up(b, key(1), Instant::now()),
+        GiveUp::AlreadyDelivered
+    );
 }
 
 #[test]
@@ -260,11 +278,17 @@ fn close_fails_every_waiter_once() {
     write_batch(&mut c);
     let (_b, rb) = req(&mut c, 1, 0);
     let mut wakes = Vec::new();
-    assert!(c.close(DisconnectReason::ClosedByUser, "bye".into(), &mut wakes).0);
+    assert!(
+        c.close(DisconnectReason::ClosedByUser, "bye".into(), &mut wakes)
+            .0
+    );
     assert_eq!(wakes.len(), 2);
     assert!(matches!(ra.try_recv(), Ok(Err(e)) if e.is_disconnected()));
     assert!(matches!(rb.try_recv(), Ok(Err(e)) if e.is_disconnected()));
-    assert!(!c.close(DisconnectReason::ClosedByUser, "again".into(), &mut wakes).0);
+    assert!(
+        !c.close(DisconnectReason::ClosedByUser, "again".into(), &mut wakes)
+            .0
+    );
 }
 
 #[test]
@@ -281,7 +305,10 @@ fn queue_is_bounded_and_detached_sends_expire() {
     let (_a, ra) = entry(&mut c, msg, Kind::Send { flagged: true }, past);
     drop(ra); // detached: nobody waits
     let (_b, _rb) = entry(&mut c, msg, Kind::Send { flagged: true }, past);
-    assert!(c.check_room(MESSAGE_LEN).is_err(), "two messages is the limit");
+    assert!(
+        c.check_room(MESSAGE_LEN).is_err(),
+        "two messages is the limit"
+    );
     let mut wakes = Vec::new();
     assert_eq!(c.expire_queued(&mut wakes), 2);
     assert_eq!(c.queued(), (0, 0));
@@ -300,7 +327,11 @@ fn a_flagged_send_keeps_its_key_from_requests_until_answered() {
     );
     assert_eq!(write_batch(&mut c), 1);
     let (_r, rr) = req(&mut c, code.0, 0);
-    assert_eq!(write_batch(&mut c), 0, "the send's answer could be taken for the request's");
+    assert_eq!(
+        write_batch(&mut c),
+        0,
+        "the send's answer could be taken for the request's"
+    );
     assert!(matches!(
         c.route(key(code.0), 0, || reply(1)),
         Route::Event { answered: true }
@@ -319,7 +350,10 @@ fn broadcast_codes_are_fenced_on_both_sides() {
     // First the fence alone: the request waits for its answer.
     assert_eq!(write_batch(&mut c), 1);
     // A broadcast about laser 2 from before the fence: an event.
-    assert!(matches!(c.route(key(laser), 2, || reply(10)), Route::Event { .. }));
+    assert!(matches!(
+        c.route(key(laser), 2, || reply(10)),
+        Route::Event { .. }
+    ));
     assert!(matches!(c.route(fence, 0, || reply(0)), Route::Fence));
     // Now the request, and a fence after it, in one batch.
     assert_eq!(write_batch(&mut c), 2);
@@ -329,7 +363,10 @@ fn broadcast_codes_are_fenced_on_both_sides() {
     // a message of the code arriving meanwhile is an event.
     let (_b, rb) = req(&mut c, laser, 2);
     assert_eq!(write_batch(&mut c), 0);
-    assert!(matches!(c.route(key(laser), 2, || reply(99)), Route::Event { .. }));
+    assert!(matches!(
+        c.route(key(laser), 2, || reply(99)),
+        Route::Event { .. }
+    ));
     assert!(matches!(c.route(fence, 0, || reply(0)), Route::Fence));
     // Its own fence first: written after it was queued (after whatever its
     // caller sent before it, such as a set).
@@ -346,16 +383,39 @@ fn the_fast_path_writes_only_when_nothing_waits_before_it() {
     let (tx, _rx) = slot::channel();
     let id = c.next_id();
     let msg = Message::new(CommandCode(7));
-    let q = Queued::new(id, key(7), &msg, None, Kind::Request, false, Deadline::NEVER, Duration::MAX, Some(tx));
+    let q = Queued::new(
+        id,
+        key(7),
+        &msg,
+        None,
+        Kind::Request,
+        false,
+        Deadline::NEVER,
+        Duration::MAX,
+        Some(tx),
+    );
     let (role, _, _) = c.begin_direct(q).ok().expect("fast path");
     // Another caller meanwhile: the role is taken, so it queues.
     let (tx2, _rx2) = slot::channel();
     let id2 = c.next_id();
-    let q2 = Queued::new(id2, key(8), &msg, None, Kind::Request, false, Deadline::NEVER, Duration::MAX, Some(tx2));
+    let q2 = Queued::new(
+        id2,
+        key(8),
+        &msg,
+        None,
+        Kind::Request,
+        false,
+        Deadline::NEVER,
+        Duration::MAX,
+        Some(tx2),
+    );
     let q2 = c.begin_direct(q2).err().expect("queued");
     c.enqueue(q2);
     let mut wakes = Vec::new();
     c.batch_written(role.link, &mut wakes);
     c.release(role.link);
-    assert!(c.needs_sender(), "the sender thread writes the other caller's message");
+    assert!(
+        c.needs_sender(),
+        "the sender thread writes the other caller's message"
+    );
 }
