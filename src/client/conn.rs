@@ -221,8 +221,10 @@ struct Writing {
 /// the sender thread writes it before anything else on that link.
 pub(crate) struct Handover {
     pub link: u64,
+    /// What is left of the batch buffer.
     pub head: Vec<u8>,
-    pub tail: Option<Arc<[u8]>>,
+    /// A large payload after it, and how much of it was already written.
+    pub tail: Option<(Arc<[u8]>, usize)>,
     pub deadline: Deadline,
 }
 
@@ -589,6 +591,11 @@ impl Conn {
         if self.writer == Some(h.link) && self.link == h.link {
             self.handover = Some(h);
         }
+    }
+
+    /// The current link's wire, if a write that never waits is possible on it.
+    pub fn can_try_write(&self) -> bool {
+        self.wire.as_ref().is_some_and(|w| w.can_try_write())
     }
 
     /// A handed-over write for the current link, if any.

@@ -47,7 +47,9 @@ impl Shared {
                 (r, c.needs_sender())
             };
             if sender {
-                self.cv.notify_all();
+                // Written now without waiting (the reader never blocks on
+                // a write), or by the sender thread.
+                self.flush();
             }
             match route {
                 Route::Delivered(wake) => {

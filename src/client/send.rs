@@ -28,6 +28,10 @@ use crate::{DisconnectReason, Result};
 /// Bytes written per batch, about (a single larger message goes alone).
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// Batches a thread other than the sender's writes (without waiting) before
+/// it leaves the rest to the sender thread.
+const FLUSH_BATCHES: usize = 2;
+
 /// A request or message handed to the send path.
 pub(crate) struct Started {
     pub id: u64,
@@ -105,6 +109,9 @@ impl Shared {
         }
         if let Some((role, bytes, data)) = fast {
             self.write_own(role, &bytes, data, deadline);
+            // Others queued while this thread wrote: written now without
+            // waiting, or by the sender thread.
+            self.flush();
         }
         Ok(Started { id, key, rx })
     }
@@ -118,33 +125,101 @@ impl Shared {
         data: Option<Arc<[u8]>>,
         deadline: Deadline,
     ) {
-        let total = MESSAGE_LEN + data.as_ref().map_or(0, |d| d.len());
+        let tail = data.map(|d| (d, 0));
+        self.try_write_out(role, bytes, tail, deadline);
+    }
+
+    /// Writes what is queued without waiting, from any thread but the
+    /// sender's (a caller after its own write, the reader after a reply
+    /// freed a key): at most a few batches, each a write that never
+    /// blocks. What the socket does not take at once goes to the sender
+    /// thread, so this never waits for the instrument.
+    pub(crate) fn flush(&self) {
+        for _ in 0..FLUSH_BATCHES {
+            let mut wakes = Vec::new();
+            let work = {
+                let mut c = self.conn.lock();
+                if !c.can_try_write() {
+                    if c.needs_sender() {
+                        self.cv.notify_all();
+                    }
+                    None
+                } else if !c.has_eligible() {
+                    None
+                } else if let Some(role) = c.claim_writer() {
+                    let mut buf = std::mem::take(&mut c.batch_buf);
+                    let (deadline, tail) =
+                        c.take_batch(role.link, &mut buf, BATCH_BYTES, &mut wakes);
+                    if c.batch_len(role.link) == 0 {
+                        c.batch_buf = buf;
+                        c.release(role.link);
+                        None
+                    } else {
+                        Some((role, buf, tail, deadline))
+                    }
+                } else {
+                    None
+                }
+            };
+            self.wake_all(wakes);
+            let Some((role, buf, tail, deadline)) = work else {
+                return;
+            };
+            let done = self.try_write_out(role, &buf, tail.map(|t| (t, 0)), deadline);
+            let mut c = self.conn.lock();
+            if c.batch_buf.capacity() < buf.capacity() {
+                c.batch_buf = buf;
+            }
+            if !done {
+                return;
+            }
+        }
+        // More is left: the sender thread goes on.
+        let c = self.conn.lock();
+        if c.needs_sender() {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Writes `head` and `tail` (from its offset) without waiting and
+    /// reports the outcome; a partial write is handed to the sender thread.
+    /// True if everything was written.
+    fn try_write_out(
+        &self,
+        role: WriterRole,
+        head: &[u8],
+        tail: Option<(Arc<[u8]>, usize)>,
+        deadline: Deadline,
+    ) -> bool {
+        let total = head.len() + tail.as_ref().map_or(0, |(t, from)| t.len() - from);
         let mut written = 0;
-        let res = role.wire.try_write(bytes).and_then(|n| {
+        let res = role.wire.try_write(head).and_then(|n| {
             written = n;
-            match &data {
-                Some(d) if n == MESSAGE_LEN => {
-                    let m = role.wire.try_write(d)?;
-                    written += m;
+            match &tail {
+                Some((t, from)) if n == head.len() => {
+                    written += role.wire.try_write(&t[*from..])?;
                     Ok(())
                 }
                 _ => Ok(()),
             }
         });
         match res {
-            Ok(()) if written == total => self.finish_write(role, Ok(()), written, total),
+            Ok(()) if written == total => {
+                self.finish_write(role, Ok(()), written, total);
+                true
+            }
             Ok(()) => {
                 let mut c = self.conn.lock();
                 if written == 0 {
-                    // Nothing left: the entry waits for the sender thread.
+                    // Nothing left: the entries wait for the sender thread.
                     c.batch_unsent(role.link);
                     c.release(role.link);
                 } else {
-                    let (head, tail) = if written < MESSAGE_LEN {
-                        (bytes[written..].to_vec(), data)
+                    let (head, tail) = if written < head.len() {
+                        (head[written..].to_vec(), tail)
                     } else {
-                        let d = data.expect("more than the header was written");
-                        (d[written - MESSAGE_LEN..].to_vec(), None)
+                        let (t, from) = tail.expect("more than the head was written");
+                        (Vec::new(), Some((t, from + written - head.len())))
                     };
                     c.hand_over(Handover {
                         link: role.link,
@@ -156,8 +231,12 @@ impl Shared {
                 if c.needs_sender() {
                     self.cv.notify_all();
                 }
+                false
             }
-            Err(e) => self.finish_write(role, Err(e), written, total),
+            Err(e) => {
+                self.finish_write(role, Err(e), written, total);
+                false
+            }
         }
     }
 
@@ -192,7 +271,7 @@ impl Shared {
                     c.write_failed(role.link, detail)
                 }
             };
-            if c.needs_sender() {
+            if c.needs_sender() && !c.can_try_write() {
                 self.cv.notify_all();
             }
             shut
@@ -330,13 +409,15 @@ fn send_queued(shared: &Arc<Shared>) {
                 shared.finish_write(role, res, written, total);
             }
             Work::Finish(role, h) => {
-                let total = h.head.len() + h.tail.as_ref().map_or(0, |t| t.len());
+                let total = h.head.len() + h.tail.as_ref().map_or(0, |(t, from)| t.len() - from);
                 let mut written = 0;
                 let res = role
                     .wire
                     .write_by(&h.head, &mut written, h.deadline)
                     .and_then(|()| match &h.tail {
-                        Some(t) => role.wire.write_by(t, &mut written, h.deadline),
+                        Some((t, from)) => {
+                            role.wire.write_by(&t[*from..], &mut written, h.deadline)
+                        }
                         None => Ok(()),
                     });
                 // Part of the message is on the wire already: a timeout now
