@@ -7,8 +7,9 @@
 //! ([`conn`], one lock, one condition variable, changed only by methods
 //! that do no I/O) or publishes an event ([`events`]); the request's
 //! [`Op`] ([`op`]) receives it through a one-shot slot ([`slot`]).
-//! Requests go out through [`send`]: queued under the lock, written by
-//! whichever thread holds the writer role, several per write call.
+//! Requests go out through [`send`]: queued under the lock; the sender
+//! thread owns every blocking write (several messages per write call), and
+//! other threads only try writes that never wait ([`wire`]).
 //! [`connect`] opens sockets so that `close()` can interrupt it; [`backoff`]
 //! holds the reconnection policy the connection thread follows.
 
