@@ -46,6 +46,7 @@
 //! ```
 
 mod config;
+mod connect;
 mod display;
 mod frame;
 mod pool;

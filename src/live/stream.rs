@@ -61,7 +61,7 @@ pub struct LiveStream {
     /// The reader's handle; taken (and joined) once by `close()`. The lock
     /// also makes concurrent `close()` calls wait for the join.
     reader: Mutex<Option<JoinHandle<()>>>,
-    /// Dropped by `close()` to wake the reader from a reconnection pause.
+    /// Dropped by `close()` to wake the reader from a reconnection pause or attempt.
     wake: Mutex<Option<Sender<()>>>,
 }
 
@@ -288,12 +288,14 @@ impl LiveStream {
 
     /// Closes the live socket and joins the reader thread.
     ///
-    /// Idempotent and callable from any thread; a concurrent call returns
-    /// once the reader has been joined. Returns promptly: a read in progress
-    /// is interrupted by shutting the socket down (on Windows, where shutdown
-    /// does not wake a blocked read, within a quarter of a second); at worst
-    /// it waits for one reconnection attempt in progress
-    /// ([`LiveConfig::connect_timeout`]). The socket is closed abortively
+    /// Idempotent and callable from any thread; every call, concurrent ones
+    /// included, returns only once the reader thread has ended. Returns
+    /// promptly in every state: a read in progress is interrupted by
+    /// shutting the socket down (on Windows, where shutdown does not wake a
+    /// blocked read, within 20 ms), and
+    /// a reconnection attempt or the pause before it ends at once (the
+    /// reader connects without blocking and checks for the close between
+    /// short waits). The socket is closed abortively
     /// (TCP reset), so an instrument still sending into it fails at once
     /// instead of stalling.
     /// Frames still in the queue can be taken afterwards; then
