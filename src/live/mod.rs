@@ -53,9 +53,11 @@ mod pool;
 mod reader;
 mod stream;
 mod tiff;
+mod turn;
 
 pub use config::LiveConfig;
 pub use display::DisplayLut;
 pub use frame::Frame;
 pub use stream::{LiveStats, LiveStream};
 pub use tiff::{TiffMetadata, TiffStackWriter};
+pub(crate) use turn::{Owed, Turn};

@@ -14,6 +14,7 @@ use super::config::LiveConfig;
 use super::frame::Frame;
 use super::pool::Pools;
 use super::reader::{self, Counters, End, Shared};
+use super::turn::Turns;
 use crate::{Error, Result};
 
 /// Counters of a [`LiveStream`], from [`LiveStream::stats`].
@@ -63,6 +64,8 @@ pub struct LiveStream {
     reader: Mutex<Option<JoinHandle<()>>>,
     /// Dropped by `close()` to wake the reader from a reconnection pause or attempt.
     wake: Mutex<Option<Sender<()>>>,
+    /// One triggered frame (snapshot) at a time.
+    pub(crate) turns: Turns,
 }
 
 impl LiveStream {
@@ -126,6 +129,7 @@ impl LiveStream {
             frames: rx,
             reader: Mutex::new(Some(handle)),
             wake: Mutex::new(Some(wake_tx)),
+            turns: Turns::default(),
         })
     }
 
