@@ -10,11 +10,11 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::deadline::Deadline;
 use crate::codec::{Axis, CommandCode, Message};
@@ -639,13 +639,40 @@ pub struct CallbackId(u64);
 /// The callback list is copy-on-write: the thread takes a snapshot for each
 /// event and runs the callbacks with no lock held, so a callback may add or
 /// remove callbacks (itself included), close the client or make requests.
+///
+/// The thread's life is tied to the teardown: [`join`](Dispatcher::join)
+/// closes the dispatcher under the same lock that starting the thread
+/// takes, so a thread is either started before (and then joined) or refused.
 pub(crate) struct Dispatcher {
     /// The client it belongs to (see `shared::mark_thread`).
     owner: u64,
     callbacks: CallbackList,
     next: AtomicU64,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    worker: Mutex<Worker>,
+    /// Signalled when a join has finished, for concurrent joins.
+    joined: Condvar,
     pub panics: Arc<AtomicU64>,
+}
+
+/// The dispatcher thread's state, under the dispatcher's lock.
+#[derive(Default)]
+struct Worker {
+    /// The thread, until a join takes it.
+    handle: Option<JoinHandle<()>>,
+    /// The thread's id once started: a join from the thread itself (a
+    /// callback closing the client) must not wait for itself.
+    id: Option<ThreadId>,
+    /// Set by the first join: no thread is started after it.
+    closed: bool,
+    /// A join is waiting for the thread (outside the lock).
+    joining: bool,
+}
+
+fn closed_error() -> Error {
+    Error::disconnected(
+        DisconnectReason::ClosedByUser,
+        "the client is closed: no event will come",
+    )
 }
 
 impl Dispatcher {
@@ -654,44 +681,63 @@ impl Dispatcher {
             owner,
             callbacks: Arc::new(Mutex::new(Arc::new(Vec::new()))),
             next: AtomicU64::new(1),
-            thread: Mutex::new(None),
+            worker: Mutex::new(Worker::default()),
+            joined: Condvar::new(),
             panics: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Registers a callback, starting the dispatcher thread on first use.
-    /// Fails once the hub is closed (nothing would ever call it).
+    /// Fails once the hub is closed or the dispatcher joined (nothing would
+    /// ever call it); the refused callback is dropped outside every lock.
     pub fn add(&self, hub: &Hub, depth: usize, cb: Callback) -> Result<CallbackId> {
         let id = self.next.fetch_add(1, Relaxed);
-        {
-            // Checked under the list's lock: the dispatcher thread empties
-            // the list only after the hub closed, so a callback added here
-            // is either refused or dropped by that thread.
+        let mut worker = self.worker.lock();
+        if worker.closed {
+            drop(worker);
+            drop(cb);
+            return Err(closed_error());
+        }
+        // Checked under the list's lock: the dispatcher thread empties
+        // the list only after the hub closed, so a callback added here
+        // is either refused or dropped by that thread.
+        let old = {
             let mut cbs = self.callbacks.lock();
             if hub.is_closed() {
-                return Err(Error::disconnected(
-                    DisconnectReason::ClosedByUser,
-                    "the client is closed: no event will come",
-                ));
+                drop(cbs);
+                drop(worker);
+                drop(cb);
+                return Err(closed_error());
             }
             let mut v: Vec<_> = cbs.as_ref().clone();
             v.push((id, cb));
-            *cbs = Arc::new(v);
-        }
-        let mut thread = self.thread.lock();
-        if thread.is_none() {
+            std::mem::replace(&mut *cbs, Arc::new(v))
+        };
+        drop(old); // holds only clones of what the new list holds
+        if worker.id.is_none() {
+            // Started under the worker lock: a join either comes after
+            // this and joins the thread, or came before and refused us.
             let sub = hub.subscribe(None, depth);
             let list = self.callbacks.clone();
             let panics = self.panics.clone();
             let owner = self.owner;
-            let handle = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("flamingo-dispatch".into())
                 .spawn(move || {
                     super::shared::mark_thread(owner);
                     dispatch_loop(sub, list, panics)
-                })
-                .map_err(Error::Io)?;
-            *thread = Some(handle);
+                });
+            match spawned {
+                Ok(handle) => {
+                    worker.id = Some(handle.thread().id());
+                    worker.handle = Some(handle);
+                }
+                Err(e) => {
+                    drop(worker);
+                    self.remove(CallbackId(id));
+                    return Err(Error::Io(e));
+                }
+            }
         }
         Ok(CallbackId(id))
     }
@@ -711,15 +757,34 @@ impl Dispatcher {
         true
     }
 
-    /// Joins the dispatcher thread (after the hub was closed), unless called
-    /// from the dispatcher thread itself (a callback closing the client):
-    /// that thread then ends by itself once the callback returns.
+    /// Closes the dispatcher (no thread starts after this) and joins its
+    /// thread, after the hub was closed. Every call returns only once the
+    /// thread has ended, and with it every callback and what it captured:
+    /// a concurrent call waits for the join in progress. The exception is
+    /// a call from the dispatcher thread itself (a callback closing the
+    /// client): it cannot wait for itself, and its thread ends by itself
+    /// once the callback returns.
     pub fn join(&self) {
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
+        let me = std::thread::current().id();
+        let mut worker = self.worker.lock();
+        worker.closed = true;
+        if worker.id == Some(me) {
+            return;
+        }
+        loop {
+            if let Some(handle) = worker.handle.take() {
+                worker.joining = true;
+                drop(worker);
+                // The thread drops the callbacks when it ends, under no lock.
+                let _ = handle.join();
+                self.worker.lock().joining = false;
+                self.joined.notify_all();
+                return;
             }
+            if !worker.joining {
+                return;
+            }
+            self.joined.wait(&mut worker);
         }
     }
 }
@@ -878,5 +943,153 @@ mod tests {
             .wait_for(|_| true, 3, Duration::from_secs(5))
             .unwrap_err()
             .is_disconnected());
+    }
+
+    /// Runs `f` on its own thread; panics if it does not return in time
+    /// (a deadlock, for example a drop under a lock it takes again).
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("returned in time")
+    }
+
+    /// Calls `on_drop` when dropped: what a callback captured.
+    struct OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+
+    fn closed_event() -> Event {
+        Event::connection(
+            99,
+            EventKind::Closed {
+                reason: "bye".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_joined_dispatcher_refuses_callbacks_and_drops_them_outside_its_locks() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Arc::new(Dispatcher::new(0));
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        d.join();
+        // The captured value re-enters the dispatcher when dropped: under
+        // one of its locks that would deadlock.
+        let reentered = within({
+            let (hub, d) = (hub.clone(), d.clone());
+            move || {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let captured = {
+                    let (hub, d) = (hub.clone(), d.clone());
+                    OnDrop(Some(Box::new(move || {
+                        let again = d.add(&hub, 4, Arc::new(|_| {}));
+                        let _ = tx.send(again.is_err());
+                    })))
+                };
+                let r = d.add(
+                    &hub,
+                    4,
+                    Arc::new(move |_| {
+                        let _ = &captured;
+                    }),
+                );
+                (r.is_err(), rx.try_recv())
+            }
+        });
+        assert_eq!(reentered, (true, Ok(true)));
+        assert!(d.worker.lock().id.is_none(), "no thread was started");
+    }
+
+    #[test]
+    fn an_add_racing_the_teardown_is_refused_or_joined() {
+        for hub_closed_first in [false, true] {
+            let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+            let d = Arc::new(Dispatcher::new(0));
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Both threads queue on the dispatcher's lock, then race for it.
+            let held = d.worker.lock();
+            let flag = dropped.clone();
+            let captured = OnDrop(Some(Box::new(move || flag.store(true, Relaxed))));
+            let adder = {
+                let (hub, d) = (hub.clone(), d.clone());
+                std::thread::spawn(move || {
+                    d.add(
+                        &hub,
+                        4,
+                        Arc::new(move |_| {
+                            let _ = &captured;
+                        }),
+                    )
+                    .is_ok()
+                })
+            };
+            if hub_closed_first {
+                let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+            }
+            let closer = {
+                let (hub, d) = (hub.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+                    d.join();
+                })
+            };
+            drop(held);
+            let added = adder.join().unwrap();
+            closer.join().unwrap();
+            assert!(
+                dropped.load(Relaxed),
+                "added: {added}: the callback outlived the teardown"
+            );
+            let w = d.worker.lock();
+            assert!(w.handle.is_none() && w.closed && !w.joining);
+        }
+    }
+
+    #[test]
+    fn a_second_join_waits_for_the_first() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Arc::new(Dispatcher::new(0));
+        let (inside_tx, inside_rx) = crossbeam_channel::bounded(1);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        d.add(
+            &hub,
+            4,
+            Arc::new(move |_| {
+                let _ = inside_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            }),
+        )
+        .unwrap();
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        inside_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(2);
+        let joiners: Vec<_> = (0..2)
+            .map(|_| {
+                let (d, done_tx) = (d.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    d.join();
+                    done_tx.send(()).unwrap();
+                })
+            })
+            .collect();
+        // Both are waiting: the first on the thread, the second on the first.
+        while !d.worker.lock().joining {
+            std::thread::yield_now();
+        }
+        assert!(done_rx.try_recv().is_err(), "a join returned early");
+        release_tx.send(()).unwrap();
+        for j in joiners {
+            j.join().unwrap();
+        }
+        assert_eq!(done_rx.try_iter().count(), 2);
     }
 }

@@ -8,6 +8,7 @@ mod common;
 mod camera;
 mod illumination;
 mod sections;
+mod snapshot;
 mod stage;
 mod system;
 mod util;
