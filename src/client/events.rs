@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -518,6 +518,18 @@ impl Hub {
         self.inner.lock().closed
     }
 
+    /// Removes subscription `id` (its receiver then reports disconnection
+    /// once drained). False if it was not there. Its queue is dropped
+    /// outside the lock.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        let removed = {
+            let mut inner = self.inner.lock();
+            let pos = inner.subs.iter().position(|s| s.id == id);
+            pos.map(|p| inner.subs.swap_remove(p))
+        };
+        removed.is_some()
+    }
+
     /// Fans an event out. Never blocks: a full queue loses its oldest event.
     pub fn publish(&self, ev: Event) {
         let mut inner = self.inner.lock();
@@ -628,44 +640,52 @@ impl Hub {
 }
 
 type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
-type CallbackList = Arc<Mutex<Arc<Vec<(u64, Callback)>>>>;
 
 /// Identifies a callback registered with [`Client::on_event`](crate::Client::on_event).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallbackId(u64);
 
-/// Runs user callbacks on one dispatcher thread, never on the reader.
+/// Runs user callbacks, never on the reader: each callback has its own
+/// subscription (a bounded, drop-oldest queue) and its own thread, so an
+/// event reaches a callback with one hand-off, and a slow callback costs
+/// only its own queue (its drops are counted in its subscriber statistics),
+/// never another callback's latency or the reader's time.
 ///
-/// The callback list is copy-on-write: the thread takes a snapshot for each
-/// event and runs the callbacks with no lock held, so a callback may add or
-/// remove callbacks (itself included), close the client or make requests.
-///
-/// The thread's life is tied to the teardown: [`join`](Dispatcher::join)
-/// closes the dispatcher under the same lock that starting the thread
-/// takes, so a thread is either started before (and then joined) or refused.
+/// The threads' lives are tied to the teardown: [`join`](Dispatcher::join)
+/// closes the dispatcher under the same lock that starting a thread takes,
+/// so a thread is either started before (and then joined) or refused.
 pub(crate) struct Dispatcher {
     /// The client it belongs to (see `shared::mark_thread`).
     owner: u64,
-    callbacks: CallbackList,
     next: AtomicU64,
-    worker: Mutex<Worker>,
+    workers: Mutex<Workers>,
     /// Signalled when a join has finished, for concurrent joins.
     joined: Condvar,
     pub panics: Arc<AtomicU64>,
 }
 
-/// The dispatcher thread's state, under the dispatcher's lock.
+/// The callback threads, under the dispatcher's lock.
 #[derive(Default)]
-struct Worker {
-    /// The thread, until a join takes it.
-    handle: Option<JoinHandle<()>>,
-    /// The thread's id once started: a join from the thread itself (a
-    /// callback closing the client) must not wait for itself.
-    id: Option<ThreadId>,
+struct Workers {
+    threads: Vec<Worker>,
     /// Set by the first join: no thread is started after it.
     closed: bool,
-    /// A join is waiting for the thread (outside the lock).
+    /// A join is waiting for the threads (outside the lock).
     joining: bool,
+}
+
+struct Worker {
+    id: u64,
+    /// The subscription feeding it (removed to stop it).
+    sub: u64,
+    /// Set when the callback is removed: no later event reaches it, even
+    /// one already in its queue.
+    stop: Arc<AtomicBool>,
+    /// Until a join takes it.
+    handle: Option<JoinHandle<()>>,
+    /// A join from this thread (a callback closing the client) must not
+    /// wait for itself.
+    thread: ThreadId,
 }
 
 fn closed_error() -> Error {
@@ -679,135 +699,141 @@ impl Dispatcher {
     pub fn new(owner: u64) -> Dispatcher {
         Dispatcher {
             owner,
-            callbacks: Arc::new(Mutex::new(Arc::new(Vec::new()))),
             next: AtomicU64::new(1),
-            worker: Mutex::new(Worker::default()),
+            workers: Mutex::new(Workers::default()),
             joined: Condvar::new(),
             panics: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Registers a callback, starting the dispatcher thread on first use.
-    /// Fails once the hub is closed or the dispatcher joined (nothing would
-    /// ever call it); the refused callback is dropped outside every lock.
+    /// Registers a callback on a thread of its own. Fails once the hub is
+    /// closed or the dispatcher joined (nothing would ever call it); the
+    /// refused callback is dropped outside every lock.
     pub fn add(&self, hub: &Hub, depth: usize, cb: Callback) -> Result<CallbackId> {
         let id = self.next.fetch_add(1, Relaxed);
-        let mut worker = self.worker.lock();
-        if worker.closed {
-            drop(worker);
+        let mut workers = self.workers.lock();
+        if workers.closed || hub.is_closed() {
+            drop(workers);
             drop(cb);
             return Err(closed_error());
         }
-        // Checked under the list's lock: the dispatcher thread empties
-        // the list only after the hub closed, so a callback added here
-        // is either refused or dropped by that thread.
-        let old = {
-            let mut cbs = self.callbacks.lock();
-            if hub.is_closed() {
-                drop(cbs);
-                drop(worker);
-                drop(cb);
-                return Err(closed_error());
-            }
-            let mut v: Vec<_> = cbs.as_ref().clone();
-            v.push((id, cb));
-            std::mem::replace(&mut *cbs, Arc::new(v))
-        };
-        drop(old); // holds only clones of what the new list holds
-        if worker.id.is_none() {
-            // Started under the worker lock: a join either comes after
-            // this and joins the thread, or came before and refused us.
-            let sub = hub.subscribe(None, depth);
-            let list = self.callbacks.clone();
-            let panics = self.panics.clone();
-            let owner = self.owner;
-            let spawned = std::thread::Builder::new()
-                .name("flamingo-dispatch".into())
-                .spawn(move || {
-                    super::shared::mark_thread(owner);
-                    dispatch_loop(sub, list, panics)
+        // Started under the lock: a join either comes after this and joins
+        // the thread, or came before and refused it.
+        let sub = hub.subscribe(None, depth);
+        let sub_id = sub.id();
+        let panics = self.panics.clone();
+        let owner = self.owner;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("flamingo-callback-{id}"))
+            .spawn(move || {
+                super::shared::mark_thread(owner);
+                callback_loop(sub, cb, panics, &stopped)
+            });
+        match spawned {
+            Ok(handle) => {
+                workers.threads.push(Worker {
+                    id,
+                    sub: sub_id,
+                    stop,
+                    thread: handle.thread().id(),
+                    handle: Some(handle),
                 });
-            match spawned {
-                Ok(handle) => {
-                    worker.id = Some(handle.thread().id());
-                    worker.handle = Some(handle);
-                }
-                Err(e) => {
-                    drop(worker);
-                    self.remove(CallbackId(id));
-                    return Err(Error::Io(e));
-                }
+                Ok(CallbackId(id))
             }
+            Err(e) => Err(Error::Io(e)),
         }
-        Ok(CallbackId(id))
     }
 
     /// Removes a callback. Returns false if it was not registered. A call
-    /// already running finishes; no later event reaches it.
-    pub fn remove(&self, id: CallbackId) -> bool {
-        let old = {
-            let mut cbs = self.callbacks.lock();
-            let v: Vec<_> = cbs.iter().filter(|(i, _)| *i != id.0).cloned().collect();
-            if v.len() == cbs.len() {
-                return false;
+    /// already running finishes; no later event reaches it. Never waits
+    /// (a callback may remove itself): its thread ends by itself and drops
+    /// the callback, outside every lock.
+    pub fn remove(&self, hub: &Hub, id: CallbackId) -> bool {
+        let sub = {
+            let w = self.workers.lock();
+            match w
+                .threads
+                .iter()
+                .find(|t| t.id == id.0 && t.handle.is_some())
+            {
+                Some(t) if !t.stop.swap(true, Relaxed) => t.sub,
+                _ => return false,
             }
-            std::mem::replace(&mut *cbs, Arc::new(v))
         };
-        drop(old); // what the callback captured is dropped outside the lock
+        hub.unsubscribe(sub);
         true
     }
 
     /// Closes the dispatcher (no thread starts after this) and joins its
-    /// thread, after the hub was closed. Every call returns only once the
-    /// thread has ended, and with it every callback and what it captured:
-    /// a concurrent call waits for the join in progress. The exception is
-    /// a call from the dispatcher thread itself (a callback closing the
-    /// client): it cannot wait for itself, and its thread ends by itself
-    /// once the callback returns.
+    /// threads, after the hub was closed. Every call returns only once the
+    /// threads have ended, and with them every callback and what it
+    /// captured: a concurrent call waits for the join in progress. The
+    /// exception is a call from a callback thread itself (a callback
+    /// closing the client): it cannot wait for itself, and its thread ends
+    /// by itself once the callback returns.
     pub fn join(&self) {
         let me = std::thread::current().id();
-        let mut worker = self.worker.lock();
-        worker.closed = true;
-        if worker.id == Some(me) {
+        let mut w = self.workers.lock();
+        w.closed = true;
+        if w.threads.iter().any(|t| t.thread == me) {
+            // Join the others, not this one.
+            let others: Vec<_> = w
+                .threads
+                .iter_mut()
+                .filter(|t| t.thread != me)
+                .filter_map(|t| t.handle.take())
+                .collect();
+            drop(w);
+            for h in others {
+                let _ = h.join();
+            }
             return;
         }
         loop {
-            if let Some(handle) = worker.handle.take() {
-                worker.joining = true;
-                drop(worker);
-                // The thread drops the callbacks when it ends, under no lock.
-                let _ = handle.join();
-                self.worker.lock().joining = false;
+            let handles: Vec<_> = w
+                .threads
+                .iter_mut()
+                .filter_map(|t| t.handle.take())
+                .collect();
+            if !handles.is_empty() {
+                w.joining = true;
+                drop(w);
+                // The threads drop their callbacks when they end, under no lock.
+                for h in handles {
+                    let _ = h.join();
+                }
+                self.workers.lock().joining = false;
                 self.joined.notify_all();
                 return;
             }
-            if !worker.joining {
+            if !w.joining {
                 return;
             }
-            self.joined.wait(&mut worker);
+            self.joined.wait(&mut w);
         }
     }
 }
 
-fn dispatch_loop(sub: Subscription, list: CallbackList, panics: Arc<AtomicU64>) {
+fn callback_loop(sub: Subscription, cb: Callback, panics: Arc<AtomicU64>, stop: &AtomicBool) {
     while let Ok(ev) = sub.recv() {
-        let snapshot = list.lock().clone();
-        for (_, cb) in snapshot.iter() {
-            if catch_unwind(AssertUnwindSafe(|| cb(&ev))).is_err() {
-                panics.fetch_add(1, Relaxed);
-                log::error!(
-                    "an event callback panicked on event #{} ({}); it stays registered",
-                    ev.seq,
-                    ev.kind.name()
-                );
-            }
+        if stop.load(Relaxed) {
+            break;
+        }
+        if catch_unwind(AssertUnwindSafe(|| cb(&ev))).is_err() {
+            panics.fetch_add(1, Relaxed);
+            log::error!(
+                "an event callback panicked on event #{} ({}); it stays registered",
+                ev.seq,
+                ev.kind.name()
+            );
         }
     }
-    // The hub is closed and every event was delivered: the callbacks (and
-    // what they captured) go, outside the lock.
-    let cbs = std::mem::take(&mut *list.lock());
-    drop(cbs);
-    log::debug!("dispatcher thread exits");
+    // Closed, or the callback was removed, and every event was delivered:
+    // the callback (and what it captured) goes here, outside every lock.
+    drop(cb);
+    log::debug!("callback thread exits");
 }
 
 #[cfg(test)]
@@ -1006,7 +1032,7 @@ mod tests {
             }
         });
         assert_eq!(reentered, (true, Ok(true)));
-        assert!(d.worker.lock().id.is_none(), "no thread was started");
+        assert!(d.workers.lock().threads.is_empty(), "no thread was started");
     }
 
     #[test]
@@ -1016,7 +1042,7 @@ mod tests {
             let d = Arc::new(Dispatcher::new(0));
             let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             // Both threads queue on the dispatcher's lock, then race for it.
-            let held = d.worker.lock();
+            let held = d.workers.lock();
             let flag = dropped.clone();
             let captured = OnDrop(Some(Box::new(move || flag.store(true, Relaxed))));
             let adder = {
@@ -1049,9 +1075,49 @@ mod tests {
                 dropped.load(Relaxed),
                 "added: {added}: the callback outlived the teardown"
             );
-            let w = d.worker.lock();
-            assert!(w.handle.is_none() && w.closed && !w.joining);
+            let w = d.workers.lock();
+            assert!(w.threads.iter().all(|t| t.handle.is_none()) && w.closed && !w.joining);
         }
+    }
+
+    #[test]
+    fn a_slow_callback_costs_only_its_own_queue() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Dispatcher::new(0);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        let (fast_tx, fast_rx) = crossbeam_channel::unbounded();
+        d.add(
+            &hub,
+            2,
+            Arc::new(move |_| {
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            }),
+        )
+        .unwrap();
+        d.add(
+            &hub,
+            100,
+            Arc::new(move |e: &Event| {
+                let _ = fast_tx.send(e.seq);
+            }),
+        )
+        .unwrap();
+        for i in 1..=10 {
+            hub.publish(ev(i, CommandCode::UI_SET_GAUGE_VALUE));
+        }
+        // The fast callback sees every event while the slow one is stuck.
+        let seen: Vec<u64> = (0..10)
+            .map(|_| fast_rx.recv_timeout(Duration::from_secs(20)).unwrap())
+            .collect();
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        let dropped: u64 = hub.subscriber_stats().iter().map(|s| s.dropped).sum();
+        assert!(
+            dropped >= 7,
+            "the slow callback's queue dropped its oldest: {dropped}"
+        );
+        drop(release_tx);
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        d.join();
     }
 
     #[test]
@@ -1082,7 +1148,7 @@ mod tests {
             })
             .collect();
         // Both are waiting: the first on the thread, the second on the first.
-        while !d.worker.lock().joining {
+        while !d.workers.lock().joining {
             std::thread::yield_now();
         }
         assert!(done_rx.try_recv().is_err(), "a join returned early");

@@ -538,10 +538,13 @@ impl Client {
         sub.wait_for_until(filter, after, deadline, timeout)
     }
 
-    /// Runs `callback` for every event on the client's dispatcher thread
-    /// (started on first use; never the reader thread), with no lock held.
-    /// A panicking callback is caught and logged; a slow one delays only
-    /// other callbacks; a callback may call [`request`](Client::request)
+    /// Runs `callback` for every event on a thread of its own (never the
+    /// reader thread), with no lock held, fed by its own queue of
+    /// [`event_queue_depth`](ClientConfig::event_queue_depth) events. A
+    /// panicking callback is caught and logged; a slow one costs only its
+    /// own queue (its oldest events are dropped and counted in
+    /// [`Stats::subscribers`]), never another callback's time; a callback
+    /// may call [`request`](Client::request)
     /// or [`close`](Client::close). A callback that captures a `Client`
     /// keeps the connection alive until [`close`](Client::close) is called,
     /// which drops every callback. Fails with `Disconnected` after close.
@@ -556,7 +559,8 @@ impl Client {
 
     /// Removes a callback; returns false if it was not registered.
     pub fn remove_callback(&self, id: CallbackId) -> bool {
-        self.shared().dispatcher.remove(id)
+        let s = self.shared();
+        s.dispatcher.remove(&s.hub, id)
     }
 
     /// Closes the connection: idempotent, callable from any thread at any
