@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub live: Mutex<Option<Arc<LiveStream>>>,
     /// Serialises live connects without holding `live` while connecting.
     pub live_connect: Mutex<()>,
+    /// The addresses `addr` resolved to at the first connect.
+    pub resolved: Mutex<Option<Vec<std::net::SocketAddr>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -107,6 +109,7 @@ impl Shared {
             waker: RwLock::new(None),
             live: Mutex::new(None),
             live_connect: Mutex::new(()),
+            resolved: Mutex::new(None),
             config,
         }
     }
