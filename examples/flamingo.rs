@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
-use flamingo_client::devices::{Camera, ImageSize, SystemState, Workflow, WorkflowUpdate};
+use flamingo_client::devices::{
+    Camera, ImageSize, SoftLimits, SystemState, Workflow, WorkflowUpdate,
+};
 use flamingo_client::live::{Frame, LiveStream};
 use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
@@ -509,9 +511,9 @@ impl Report for MoveReport {
 }
 
 /// Refuses a target outside the stage's soft limits (read from the
-/// microscope's settings) before anything is sent. Settings that cannot be
-/// read or give no limits for the axis: a warning, and the move is sent
-/// unchecked (the microscope still enforces its limits).
+/// microscope's settings; the library's check) before anything is sent.
+/// Settings that cannot be read or give no limits for the axis: a warning,
+/// and the move is sent unchecked (the microscope still enforces its limits).
 pub fn check_soft_limits(
     client: &Client,
     t: Duration,
@@ -519,29 +521,44 @@ pub fn check_soft_limits(
     target: f64,
     out: &Out,
 ) -> Result<()> {
-    let settings = match client.settings().timeout(t).load() {
-        Ok(s) => s,
-        Err(e) if e.is_disconnected() => return Err(e),
+    let Some(limits) = soft_limits(client, t, out, "the move is sent unchecked")? else {
+        return Ok(());
+    };
+    if limits.get(axis).is_none() {
+        out.warn(&format!(
+            "the microscope's settings give no soft limits for {axis}; the move is sent unchecked"
+        ));
+        return Ok(());
+    }
+    limits.check(axis, target).map_err(nothing_sent)
+}
+
+/// The soft limits from the microscope's settings; `None` (after a warning
+/// ending in `unchecked`) if they cannot be read. A lost connection is an
+/// error.
+pub fn soft_limits(
+    client: &Client,
+    t: Duration,
+    out: &Out,
+    unchecked: &str,
+) -> Result<Option<SoftLimits>> {
+    match client.settings().timeout(t).soft_limits() {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.is_disconnected() => Err(e),
         Err(e) => {
             out.warn(&format!(
-                "cannot read the soft limits from the microscope's settings ({e}); the move is sent unchecked"
+                "cannot read the soft limits from the microscope's settings ({e}); {unchecked}"
             ));
-            return Ok(());
+            Ok(None)
         }
-    };
-    let unit = axis.unit();
-    match settings.soft_limits(axis) {
-        Some((lo, hi)) if !(lo..=hi).contains(&target) => Err(Error::invalid(format!(
-            "{axis} target {target} {unit} is outside the stage's soft limits for {axis}, \
-             {lo} to {hi} {unit} (from the microscope's settings); nothing was sent"
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            out.warn(&format!(
-                "the microscope's settings give no soft limits for {axis}; the move is sent unchecked"
-            ));
-            Ok(())
-        }
+    }
+}
+
+/// An invalid argument found before sending says so.
+fn nothing_sent(e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { what } => Error::invalid(format!("{what}; nothing was sent")),
+        e => e,
     }
 }
 

@@ -956,12 +956,25 @@ fn a_garbage_workflow_is_refused_before_anything_is_sent() {
     expect_error(&out, 2, "error: invalid argument: workflow file ");
     assert!(out.stderr.contains("line 1: \"garbage\""), "{out:?}");
     assert!(s.workflows().is_empty());
-    // The simulator itself refuses it too, as the instrument does.
+    // The library refuses it too, and so does the simulator, as the
+    // instrument does, when it is sent all the same.
     let c = client(&s);
     let wf = flamingo_client::devices::Workflow::from_text("garbage\n").unwrap();
     match c.workflows().start(&wf) {
-        Err(flamingo_client::Error::Refused { .. }) => {}
+        Err(flamingo_client::Error::InvalidArgument { .. }) => {}
         other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(s.workflows().is_empty());
+    let reply = c
+        .request_with_data(
+            flamingo_client::codec::Message::new(CommandCode::CAMERA_WORK_FLOW_START),
+            wf.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    match c.check_status(&reply) {
+        Err(flamingo_client::Error::Refused { .. }) => {}
+        other => panic!("{other:?}"),
     }
     assert_eq!(s.system_state(), 0);
     c.close();
