@@ -30,7 +30,7 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
     loop {
         let stream = match listener.accept() {
             Ok((s, peer)) => {
-                log::debug!("sim: live connection from {peer}");
+                log::info!("sim: live image client connected from {peer}");
                 s
             }
             Err(e) => {
@@ -224,7 +224,7 @@ impl Camera {
         };
         let _ = c.set_nonblocking(false);
         if closed {
-            log::debug!("sim: the live client has closed its connection");
+            log::info!("sim: the live image client disconnected");
             if let Some(c) = self.client.take() {
                 let _ = c.shutdown(Shutdown::Both);
             }
