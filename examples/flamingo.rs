@@ -120,6 +120,8 @@ fn colour(stream: &impl IsTerminal) -> bool {
 
 /// The address connected to, for hints.
 static CONNECTED_TO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Set when a command timed out without a single message from the peer.
+static NOTHING_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A request that got no answer at all may have gone to the live image
 /// port (PORT+1) by mistake: it accepts connections but answers nothing.
@@ -127,7 +129,9 @@ fn port_hint(e: &Error) -> Option<String> {
     let Error::Timeout { phase, .. } = e else {
         return None;
     };
-    if *phase != flamingo_client::TimeoutPhase::Reply {
+    if *phase != flamingo_client::TimeoutPhase::Reply
+        || !NOTHING_ANSWERED.load(std::sync::atomic::Ordering::SeqCst)
+    {
         return None;
     }
     let addr = CONNECTED_TO.get()?;
@@ -232,6 +236,11 @@ fn real_main() -> Result<()> {
             let _ = CONNECTED_TO.set(global.addr.clone());
             let client = connect(&global)?;
             let result = run_command(&client, &global, &out, command, workflow_file);
+            if result.as_ref().is_err_and(Error::is_timeout)
+                && client.stats().messages_received == 0
+            {
+                NOTHING_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             client.close();
             result
         }

@@ -27,6 +27,11 @@ pub const MAX_SECS: f64 = 86_400.0;
 /// The most frames `live --frames` accepts.
 pub const MAX_FRAMES: u64 = 1_000_000;
 
+/// `home` without `--axis` or `--yes`.
+pub const HOME_NEEDS_YES: &str =
+    "`home` moves every axis of the stage at once; add --yes to confirm, \
+     or home one axis with --axis x|y|z|r";
+
 /// Exit code of a usage mistake or invalid argument.
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code after Ctrl-C (128 + SIGINT, the shell convention).
@@ -692,6 +697,13 @@ where
             if let Command::Snapshot { out, count } = &cli.command {
                 check_image_extension(out)?;
                 check_stack_extension(out, *count)?;
+            }
+            if let Command::Home {
+                axis: None,
+                yes: false,
+            } = &cli.command
+            {
+                return Err(invalid(HOME_NEEDS_YES));
             }
             Ok(Parsed::Run(cli.global, cli.command))
         }
@@ -1542,6 +1554,63 @@ mod tests {
             }
         );
         assert_eq!(run(&["idle"]).unwrap().1, Command::Idle);
+        assert_eq!(
+            run(&["lasers", "set", "2", "10.5"]).unwrap().1,
+            Command::Lasers {
+                action: LasersAction::Set {
+                    line: 2,
+                    percent: 10.5
+                }
+            }
+        );
+        assert_eq!(
+            run(&["lasers", "level"]).unwrap().1,
+            Command::Lasers {
+                action: LasersAction::Level { line: None }
+            }
+        );
+        assert_eq!(
+            run(&["led", "white", "5"]).unwrap().1,
+            Command::Led {
+                action: LedAction::White(LedPower { percent: 5.0 })
+            }
+        );
+        assert_eq!(
+            run(&["filter", "8"]).unwrap().1,
+            Command::Filter { position: Some(8) }
+        );
+        assert_eq!(
+            run(&["exposure", "9002us"]).unwrap().1,
+            Command::Exposure { time: Some(9002) }
+        );
+        assert_eq!(
+            run(&["exposure", "0.5s"]).unwrap().1,
+            Command::Exposure {
+                time: Some(500_000)
+            }
+        );
+        assert_eq!(
+            run(&["home", "--axis", "z"]).unwrap().1,
+            Command::Home {
+                axis: Some(Axis::Z),
+                yes: false
+            }
+        );
+        assert_eq!(run(&["info"]).unwrap().1, Command::Status);
+        assert_eq!(
+            run(&["config", "save"]).unwrap().1,
+            Command::Config {
+                action: Some(ConfigAction::Save)
+            }
+        );
+        // Where the address came from.
+        let (g, _) = run(&["state"]).unwrap();
+        assert_eq!(g.addr_from, Source::Default);
+        let (g, _) = run(&["state", "--addr", "10.0.0.2:6000"]).unwrap();
+        assert_eq!(g.addr_from, Source::CommandLine);
+        assert_eq!(g.timeout_from, Source::Default);
+        let (g, _) = run(&["--timeout", "1", "lasers", "off"]).unwrap();
+        assert_eq!(g.timeout_from, Source::CommandLine);
         let Command::Sim(s) = run(&["sim"]).unwrap().1 else {
             panic!()
         };
@@ -1645,6 +1714,8 @@ mod tests {
                 assert!(h.contains(&format!(" {name}")), "{h}");
             }
         }
+        assert!(help(&["-h", "move"]).contains("Usage: flamingo move"));
+        assert!(help(&["--json", "--help", "lasers", "set"]).contains("Usage: flamingo lasers set"));
         let h = help(&["help", "workflow", "check"]);
         assert!(h.contains("without sending"), "{h}");
         // Help wins over missing required options.
@@ -1685,7 +1756,11 @@ mod tests {
         assert!(err(&["snapshot"]).contains("needs --out"));
         assert!(err(&["workflow"]).contains("FILE"));
         assert!(err(&["workflow", "check"]).contains("FILE"));
-        assert!(err(&["lasers"]).contains("needs a command"));
+        assert!(err(&["lasers"]).contains("needs a command: off, on, set or level"));
+        assert!(err(&["lasers", "foo"]).contains("`lasers` has: off, on, set, level"));
+        assert!(err(&["home"]).contains("add --yes"));
+        assert!(err(&["exposure", "5"]).contains("no unit"));
+        assert!(err(&["lasers", "on"]).contains("LINE"));
         assert!(err(&["sim", "--port", "65535"]).contains("--port"));
         assert!(err(&["sim", "--image-size", "0x5"]).contains("--image-size"));
         assert!(err(&["sim", "--fault", "nope"]).contains("unknown fault"));

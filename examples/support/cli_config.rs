@@ -56,6 +56,14 @@ pub struct FileSettings {
     pub timeout: Option<(Duration, usize)>,
 }
 
+/// An invalid argument's words, without the "invalid argument: " prefix.
+fn what(e: Error) -> String {
+    match e {
+        Error::InvalidArgument { what } => what,
+        e => e.to_string(),
+    }
+}
+
 /// Parses a config file's text; `path` names it in errors.
 pub fn parse_file(text: &str, path: &Path) -> Result<FileSettings, Error> {
     let mut out = FileSettings::default();
@@ -73,11 +81,11 @@ pub fn parse_file(text: &str, path: &Path) -> Result<FileSettings, Error> {
         let value = value.trim();
         match key.trim().to_ascii_lowercase().as_str() {
             "addr" => {
-                let a = parse_addr(value).map_err(|e| bad(e.to_string()))?;
+                let a = parse_addr(value).map_err(|e| bad(what(e)))?;
                 out.addr = Some((a, n));
             }
             "timeout" => {
-                let t = parse_secs("timeout", value, false).map_err(|e| bad(e.to_string()))?;
+                let t = parse_secs("timeout", value, false).map_err(|e| bad(what(e)))?;
                 out.timeout = Some((t, n));
             }
             other => {
@@ -109,8 +117,9 @@ pub fn apply(g: &mut Global, env: &dyn Fn(&str) -> Option<OsString>) -> Result<(
     if g.addr_from == Source::Default {
         if let Some(v) = env(ADDR_ENV).filter(|v| !v.is_empty()) {
             let v = v.to_string_lossy();
-            g.addr = parse_addr(v.trim())
-                .map_err(|e| Error::invalid(format!("the environment variable {ADDR_ENV}: {e}")))?;
+            g.addr = parse_addr(v.trim()).map_err(|e| {
+                Error::invalid(format!("the environment variable {ADDR_ENV}: {}", what(e)))
+            })?;
             g.addr_from = Source::Env(ADDR_ENV);
         }
     }

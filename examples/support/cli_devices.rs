@@ -243,10 +243,7 @@ impl Report for HomeReport {
 /// the stage has stopped. Ctrl-C halts the stage.
 pub fn home(client: &Client, t: Duration, axis: Option<Axis>, yes: bool) -> Result<HomeReport> {
     if axis.is_none() && !yes {
-        return Err(Error::invalid(
-            "`home` moves every axis of the stage at once; add --yes to confirm, \
-             or home one axis with --axis x|y|z|r",
-        ));
+        return Err(Error::invalid(crate::cli_args::HOME_NEEDS_YES));
     }
     let t0 = Instant::now();
     let stage = client.stage().timeout(t).motion_timeout(MOTION_TIMEOUT);

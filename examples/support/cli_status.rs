@@ -78,7 +78,7 @@ impl Report for StatusReport {
         for (i, l) in self.lasers.iter().enumerate() {
             o = o.opt_num(&format!("laser{}", i + 1), *l);
         }
-        let (colour, on) = self.led.clone().unwrap_or((None, None));
+        let (colour, on) = self.led.unwrap_or((None, None));
         o = opt_str(o, "led", colour.map(|c| c.to_string()).as_deref());
         o = match on {
             Some(b) => o.bool("led_on", b),
