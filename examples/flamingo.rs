@@ -6,7 +6,8 @@
 //! cargo run --release --example flamingo -- demo
 //! ```
 //!
-//! Install it with `cargo install --locked --path . --example flamingo`.
+//! Install it with `cargo install --locked --path . --example flamingo --profile dist`
+//! (the release build without debug information).
 //!
 //! Commands: status (info), state, image-size, position, move, home, halt,
 //! settings, snapshot, live, workflow (FILE, check, stop), lasers (set,
