@@ -203,6 +203,10 @@ fn run(inner: Arc<Inner>, sub: Subscription, stop: Receiver<()>) {
     let mut st = inner.lock();
     st.core_dropped = sub.dropped();
     st.ended = true;
+    // The raw socket then reads what was written, then end of file, as a
+    // closed connection does.
+    st.raw.expect = None;
+    st.raw.pair = None;
     drop(st);
     inner.ready.notify_all();
 }
