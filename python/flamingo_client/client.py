@@ -333,8 +333,12 @@ class Client:
     def close(self) -> None:
         """Closes the connection: idempotent. Waiting calls fail with
         :class:`DisconnectedError`; subscriptions end after a last ``closed``
-        event; every library thread is joined before this returns."""
+        event; every library thread, and the callback thread, is joined
+        before this returns (except when called from a callback)."""
         self._native.close()
+        t = self._callback_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(5.0)
 
     def __enter__(self) -> "Client":
         return self

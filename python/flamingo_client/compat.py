@@ -532,8 +532,10 @@ class SocketReader:
             if self._client is not None:
                 return
             host, port = self._address
+            # The router drains the core's queue at once; a deep one absorbs
+            # a burst while the router thread waits for a core.
             client = Client(f"{host}:{port}", timeout=self._timeout,
-                            event_queue_depth=max(self._depth, 1024))
+                            event_queue_depth=max(self._depth, 16_384))
             try:
                 router = _Router(client._native.router(self._depth), self._address)
                 handle = router.native.raw_open()

@@ -19,6 +19,9 @@
 //!   any time), and every connection event, go to a bounded queue of
 //!   `depth` events. When it is full the oldest message event is dropped and
 //!   counted; Python logs the count. Other events are counted as filtered.
+//!   Should this thread ever fall behind the core's queue (the client's
+//!   `event_queue_depth`), the core drops the oldest there: those are
+//!   counted in the same total.
 //!
 //! The thread never calls Python, so no thread of this crate ever takes the
 //! GIL on its own: callbacks run on a Python thread that waits in `recv`.
@@ -191,7 +194,14 @@ fn run(inner: Arc<Inner>, sub: Subscription, stop: Receiver<()>) {
         select! {
             recv(sub.receiver()) -> ev => match ev {
                 Ok(ev) => {
-                    inner.lock().route(ev);
+                    // Everything already queued is routed under one lock.
+                    let mut st = inner.lock();
+                    st.route(ev);
+                    while let Ok(ev) = sub.try_recv() {
+                        st.route(ev);
+                    }
+                    st.core_dropped = sub.dropped();
+                    drop(st);
                     inner.ready.notify_all();
                 }
                 Err(_) => break,
@@ -308,7 +318,8 @@ impl Drop for NativeRouter {
 
 #[pymethods]
 impl NativeRouter {
-    /// The next event for Python: (status, event, dropped so far); status 0
+    /// The next event for Python: (status, event, events dropped so far,
+    /// here or in the core's queue before this router took them); status 0
     /// event, 1 timeout, 2 ended (the client or the router closed and every
     /// queued event was taken).
     #[pyo3(signature = (timeout))]
@@ -318,16 +329,17 @@ impl NativeRouter {
             let deadline = Instant::now() + t;
             let mut st = self.inner.lock();
             loop {
+                let dropped = st.dropped + st.core_dropped;
                 if let Some(ev) = st.queue.pop_front() {
                     st.delivered += 1;
-                    return (0, Some(ev), st.dropped);
+                    return (0, Some(ev), dropped);
                 }
                 if st.ended {
-                    return (2, None, st.dropped);
+                    return (2, None, dropped);
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return (1, None, st.dropped);
+                    return (1, None, dropped);
                 }
                 st = self
                     .inner
@@ -351,7 +363,7 @@ impl NativeRouter {
         let st = self.inner.lock();
         let d = PyDict::new(py);
         d.set_item("events_delivered", st.delivered)?;
-        d.set_item("events_dropped", st.dropped)?;
+        d.set_item("events_dropped", st.dropped + st.core_dropped)?;
         d.set_item("events_filtered", st.filtered)?;
         d.set_item("events_queued", st.queue.len())?;
         d.set_item("queue_depth", st.depth)?;
