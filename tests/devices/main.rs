@@ -7,6 +7,7 @@ mod common;
 
 mod camera;
 mod illumination;
+mod limits;
 mod sections;
 mod stage;
 mod system;
