@@ -24,6 +24,7 @@ from .client import (
     Section,
     StagePosition,
     Subscription,
+    SoftLimits,
     SystemState,
     WorkflowRun,
     WorkflowSummary,
@@ -54,5 +55,5 @@ __all__ = [
     "WorkflowUpdate", "BusyError", "ConnectError", "DisconnectedError", "FlamingoError",
     "FlamingoIOError", "FlamingoTimeoutError", "InvalidArgumentError", "ProtocolError",
     "RefusedError", "TooLargeError", "TRIGGER_CALL_BACK", "Code", "Message", "Reply",
-    "Simulator", "pattern", "check_workflow", "save_tiff_stack",
+    "Simulator", "pattern", "check_workflow", "save_tiff_stack", "SoftLimits",
 ]

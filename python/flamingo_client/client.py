@@ -42,6 +42,7 @@ __all__ = [
     "WorkflowUpdate",
     "WorkflowSummary",
     "WorkflowRun",
+    "SoftLimits",
     "check_workflow",
     "save_tiff_stack",
 ]
@@ -161,6 +162,32 @@ class StagePosition:
 
     def __getitem__(self, axis: AxisLike) -> float:
         return (self.x, self.y, self.z, self.r)[_axis(axis) - 1]
+
+
+@dataclass(frozen=True)
+class SoftLimits:
+    """The range each stage axis must stay within (mm; degrees for R), and
+    the camera's field of view on the sample in mm (it places the tiles of a
+    tiled workflow). An axis without limits is not checked. Read them from
+    the instrument with ``scope.settings.soft_limits()``; checking them is
+    opt-in (:meth:`Client.enable_soft_limits`, :func:`check_workflow`)."""
+
+    axes: Dict[str, Tuple[float, float]]
+    field_of_view_mm: Optional[Tuple[float, float]] = None
+
+    def get(self, axis: AxisLike) -> Optional[Tuple[float, float]]:
+        """``(min, max)`` of an axis, if known."""
+        return self.axes.get("xyzr"[_axis(axis) - 1])
+
+    def _to_native(self) -> Tuple[List[Tuple[int, float, float]], Optional[Tuple[float, float]]]:
+        axes = [(_axis(a), float(lo), float(hi)) for a, (lo, hi) in self.axes.items()]
+        fov = self.field_of_view_mm
+        return axes, None if fov is None else (float(fov[0]), float(fov[1]))
+
+    @staticmethod
+    def _from_native(t: Any) -> "SoftLimits":
+        axes, fov = t
+        return SoftLimits({a: (lo, hi) for a, lo, hi in axes}, None if fov is None else tuple(fov))
 
 
 @dataclass(frozen=True)
@@ -363,6 +390,34 @@ class Client:
                     d["callback_" + k] = v
             d["callback_queue_depth"] = self._callback_queue_depth
         return d
+
+    # ---- safety
+
+    @property
+    def soft_limits(self) -> Optional[SoftLimits]:
+        """The soft limits moves and workflow starts are checked against, or
+        None when the checks are off (the default)."""
+        t = self._native.soft_limits()
+        return SoftLimits._from_native(t) if t is not None else None
+
+    def enable_soft_limits(
+        self, limits: Optional[SoftLimits] = None, *, timeout: Timeout = None
+    ) -> SoftLimits:
+        """Opt-in safety, as the CLI's: from now on every stage move and
+        every workflow start (start, end, angles, every tile) is checked
+        against ``limits`` (default: read now from the instrument's settings,
+        with the camera's field of view) before anything is sent; a target
+        outside them raises :class:`InvalidArgumentError` naming the axis,
+        the value and the limits. Returns the limits in force."""
+        if limits is None:
+            limits = self.settings.soft_limits(timeout=timeout)
+        self._native.set_soft_limits(limits._to_native())
+        return limits
+
+    def disable_soft_limits(self) -> None:
+        """Turns the soft-limit checks off (the instrument still refuses
+        moves outside its limits)."""
+        self._native.set_soft_limits(None)
 
     # ---- raw requests
 
@@ -940,6 +995,11 @@ class Settings(_Facade):
             dict(limits), dict(home), name,
         )
 
+    def soft_limits(self, *, timeout: Timeout = None) -> SoftLimits:
+        """The stage's soft limits from the instrument's settings, with the
+        camera's field of view when it reports it."""
+        return SoftLimits._from_native(self._n.settings_soft_limits(timeout))
+
 
 # ------------------------------------------------------------------ workflows
 
@@ -1061,13 +1121,20 @@ def _workflow_bytes(path: Optional[str], text: Optional[str], data: Optional[byt
 
 
 def check_workflow(
-    path: Optional[str] = None, *, text: Optional[str] = None, data: Optional[bytes] = None
+    path: Optional[str] = None,
+    *,
+    text: Optional[str] = None,
+    data: Optional[bytes] = None,
+    limits: Optional[SoftLimits] = None,
 ) -> None:
     """Checks a workflow file with the rules of the CLI's ``workflow check``
-    (structure, sections, numbers, laser levels 0 to 100...). Raises
-    :class:`InvalidArgumentError` naming the line and what to fix; nothing
-    is sent anywhere."""
-    _native.workflow_check(_workflow_bytes(path, text, data))
+    (structure, sections, numbers, laser levels 0 to 100...) and, with
+    ``limits``, every position it takes the stage to. Raises
+    :class:`InvalidArgumentError` naming the line (or the axis, value and
+    limits) and what to fix; nothing is sent anywhere."""
+    _native.workflow_check(
+        _workflow_bytes(path, text, data), None if limits is None else limits._to_native()
+    )
 
 
 class Workflows(_Facade):
@@ -1075,10 +1142,13 @@ class Workflows(_Facade):
 
     def check(
         self, path: Optional[str] = None, *, text: Optional[str] = None,
-        data: Optional[bytes] = None,
-    ) -> None:
-        """:func:`check_workflow`: the checks :meth:`start` makes before sending."""
-        check_workflow(path, text=text, data=data)
+        data: Optional[bytes] = None, timeout: Timeout = None,
+    ) -> SoftLimits:
+        """Checks a workflow as the CLI's ``workflow check`` does, against the
+        instrument's own soft limits (read now), without starting it.
+        Returns those limits; raises :class:`InvalidArgumentError`."""
+        raw = _workflow_bytes(path, text, data)
+        return SoftLimits._from_native(self._n.workflow_check(raw, timeout))
 
     def start(
         self,
@@ -1087,16 +1157,16 @@ class Workflows(_Facade):
         text: Optional[str] = None,
         data: Optional[bytes] = None,
         timeout: Timeout = None,
-        check: bool = True,
     ) -> WorkflowRun:
         """Starts a workflow from a file (``path``), its ``text`` or raw
         ``data`` (bytes sent unchanged, CRLF preserved) and returns the run.
 
-        The file is first checked as the CLI's ``workflow check`` does;
-        a file that fails is not sent and raises :class:`InvalidArgumentError`
-        naming the line (``check=False`` sends it unchecked)."""
+        The file is first checked as the CLI's ``workflow check`` does (and
+        against the soft limits once :meth:`Client.enable_soft_limits` turned
+        them on); a file that fails is not sent and raises
+        :class:`InvalidArgumentError` naming the line or the axis."""
         raw = _workflow_bytes(path, text, data)
-        return WorkflowRun(self._n.workflow_start(raw, timeout, bool(check)))
+        return WorkflowRun(self._n.workflow_start(raw, timeout))
 
     def stop(self, *, timeout: Timeout = None) -> None:
         """Stops the running workflow."""

@@ -57,9 +57,11 @@ fill, the oldest event is dropped, counted in ``get_stats()`` and logged.
 import contextlib
 import errno
 import logging
+import math
 import os
 import queue
 import socket
+import struct
 import sys
 import threading
 import time
@@ -100,19 +102,65 @@ END_MARKER = 0xFEDC4321
 #: Largest additional data a raw write may announce (the library's limit).
 RAW_DATA_LIMIT = 64 * 1024 * 1024
 
-_defaults: Dict[str, Any] = {"event_queue_depth": 10_000, "timeout": 3.0}
+_defaults: Dict[str, Any] = {
+    "event_queue_depth": 10_000, "timeout": 3.0, "check_workflows": True, "soft_limits": False,
+}
+
+_WORKFLOW_START = 0x3004
+_MOVES = (0x6004, 0x6005)  # STAGE_POSITION_SET and the vendor GUI's slider variant
 
 
-def configure(*, event_queue_depth: Optional[int] = None, timeout: Optional[float] = None) -> None:
-    """Defaults for readers created from now on: the depth of the queue of
-    events waiting for callbacks, and the library connection's request
-    timeout in seconds (raw writes wait at most that long to go out)."""
+def configure(
+    *,
+    event_queue_depth: Optional[int] = None,
+    timeout: Optional[float] = None,
+    check_workflows: Optional[bool] = None,
+    soft_limits: Optional[bool] = None,
+) -> None:
+    """Defaults for readers started from now on.
+
+    ``event_queue_depth``: the queue of events waiting for callbacks
+    (10,000). ``timeout``: the library connection's request timeout in
+    seconds (raw writes wait at most that long to go out; 3). The safety
+    checks of the CLI, on what the GUI sends (raw or through
+    ``send_command``), refused with :class:`InvalidArgumentError` (a
+    ``ValueError``) before anything is sent: ``check_workflows`` (on by
+    default) checks every workflow start with the rules of ``workflow
+    check``, naming the line; ``soft_limits`` (off by default) reads the
+    stage's soft limits from the instrument when the reader starts and
+    checks every move and workflow start against them."""
     if event_queue_depth is not None:
         if int(event_queue_depth) < 1:
             raise InvalidArgumentError("the event queue depth must be at least 1")
         _defaults["event_queue_depth"] = int(event_queue_depth)
     if timeout is not None:
         _defaults["timeout"] = float(timeout)
+    if check_workflows is not None:
+        _defaults["check_workflows"] = bool(check_workflows)
+    if soft_limits is not None:
+        _defaults["soft_limits"] = bool(soft_limits)
+
+
+def _check_outgoing(client: Client, checks: bool, header: bytes, data: bytes) -> None:
+    """The CLI's checks on a message about to be sent (see :func:`configure`)."""
+    code = int.from_bytes(header[4:8], "little")
+    limits = client.soft_limits
+    if code == _WORKFLOW_START and (checks or limits is not None):
+        from . import _native
+
+        _native.workflow_check(data, None if limits is None else limits._to_native())
+    elif code in _MOVES and limits is not None:
+        axis = int.from_bytes(header[24:28], "little", signed=True)
+        target = struct.unpack_from("<d", header, 40)[0]
+        if 1 <= axis <= 4:
+            name = "xyzr"[axis - 1]
+            lim = limits.get(name)
+            unit = "degrees" if name == "r" else "mm"
+            if lim is not None and not (math.isfinite(target) and lim[0] <= target <= lim[1]):
+                raise InvalidArgumentError(
+                    f"{name} target {target:g} {unit} is outside the stage's soft limits for "
+                    f"{name}, {lim[0]:g} to {lim[1]:g} {unit}; nothing was sent"
+                )
 
 
 class ProtocolCommands(IntEnum):
@@ -335,9 +383,13 @@ class MessageDispatcher:
 class _Router:
     """The native router of one reader, and what its raw socket needs."""
 
-    def __init__(self, native: Any, peer: Tuple[str, int]) -> None:
+    def __init__(self, native: Any, peer: Tuple[str, int], client: Client, checks: bool) -> None:
         self.native = native
         self.peer = peer
+        # Weak: the reader thread holds this router, and must not keep a
+        # client nobody else holds from being collected (and closed).
+        self.client = weakref.ref(client)
+        self.checks = checks
         self.consumed = 0  # bytes read from the raw socket so far
         self.lock = threading.Lock()  # one raw write at a time
         self.partial = bytearray()  # a message (and its data) not complete yet
@@ -369,6 +421,10 @@ class _Router:
                 header = bytes(self.partial[:MESSAGE_LEN])
                 extra = bytes(self.partial[MESSAGE_LEN:MESSAGE_LEN + n])
                 del self.partial[:MESSAGE_LEN + n]
+                client = self.client()
+                if client is None:
+                    raise DisconnectedError("the command connection is closed")
+                _check_outgoing(client, self.checks, header, extra)
                 self._discard(sock)
                 self.native.raw_send(header, extra)
 
@@ -537,7 +593,10 @@ class SocketReader:
             client = Client(f"{host}:{port}", timeout=self._timeout,
                             event_queue_depth=max(self._depth, 16_384))
             try:
-                router = _Router(client._native.router(self._depth), self._address)
+                if _defaults["soft_limits"]:
+                    client.enable_soft_limits()
+                router = _Router(client._native.router(self._depth), self._address, client,
+                                 bool(_defaults["check_workflows"]))
                 handle = router.native.raw_open()
                 if self._socket is not None and not isinstance(self._socket, CoreSocket):
                     _adopt(self._socket, handle, router)
@@ -723,6 +782,7 @@ class CommandClient:
             )
         raw = bytes(command_bytes[:MESSAGE_LEN])
         data = bytes(command_bytes[MESSAGE_LEN:])
+        _check_outgoing(client, bool(_defaults["check_workflows"]), raw, data)
         code = int.from_bytes(raw[4:8], "little")
         expected = int(expected_response_code)
         native = client._native
@@ -791,14 +851,14 @@ _install_lock = threading.Lock()
 _saved: Optional[Tuple[Any, List[Tuple[Any, str, Any]]]] = None
 
 
-def install(*, event_queue_depth: Optional[int] = None, timeout: Optional[float] = None) -> None:
+def install(**settings: Any) -> None:
     """Makes py2flamingo use this module as ``py2flamingo.core.socket_reader``,
     without editing it: imports made from now on get this module, and names
     already imported from the GUI's own module (in any loaded ``py2flamingo``
     module) are rebound to this module's. Idempotent; :func:`uninstall`
     undoes it. Keywords as :func:`configure`."""
     global _saved
-    configure(event_queue_depth=event_queue_depth, timeout=timeout)
+    configure(**settings)
     this = sys.modules[__name__]
     with _install_lock:
         if _saved is not None:

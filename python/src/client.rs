@@ -2,10 +2,11 @@
 //! (`flamingo_client.Client` wraps it).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use flamingo_client::codec::{Axis, CommandCode};
-use flamingo_client::devices::{LedColour, Workflow};
+use flamingo_client::devices::{LedColour, SoftLimits, Stage, Workflow, Workflows};
 use flamingo_client::{Client, ClientConfig, ConnectionState, ReconnectPolicy};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -36,20 +37,76 @@ fn colour(py: Python<'_>, wire: i32) -> PyResult<LedColour> {
 }
 
 /// Parses and checks a workflow file with the rules of the CLI's
-/// `workflow check` (the error names the line).
-pub fn checked_workflow(file: &[u8]) -> flamingo_client::Result<Workflow> {
+/// `workflow check` (the error names the line), and against `limits`.
+pub fn checked_workflow(
+    file: &[u8],
+    limits: Option<SoftLimits>,
+) -> flamingo_client::Result<Workflow> {
     let wf = Workflow::from_bytes(file.to_vec())?;
-    wf.validate()?;
+    match limits {
+        Some(l) => l.check_workflow(&wf)?,
+        None => wf.validate()?,
+    }
     Ok(wf)
+}
+
+/// Soft limits as Python gets them: ([(axis name, min, max)], field of view (w, h) mm).
+pub type LimitsTuple = (Vec<(&'static str, f64, f64)>, Option<(f64, f64)>);
+/// Soft limits as Python gives them: ([(axis 1-4, min, max)], field of view).
+pub type LimitsArg = (Vec<(i32, f64, f64)>, Option<(f64, f64)>);
+
+pub fn limits_tuple(l: &SoftLimits) -> LimitsTuple {
+    let axes = Axis::ALL
+        .iter()
+        .filter_map(|&a| l.get(a).map(|(lo, hi)| (a.name(), lo, hi)))
+        .collect();
+    (axes, l.field_of_view())
+}
+
+pub fn limits_from(py: Python<'_>, arg: LimitsArg) -> PyResult<SoftLimits> {
+    let (axes, fov) = arg;
+    let mut l = SoftLimits::none();
+    let err = |e| crate::util::to_py(py, e);
+    for (a, lo, hi) in axes {
+        l = l.axis(axis(py, a)?, lo, hi).map_err(err)?;
+    }
+    if let Some((w, h)) = fov {
+        l = l.field_of_view_mm(w, h).map_err(err)?;
+    }
+    Ok(l)
 }
 
 /// One connection (`flamingo_client.Client` wraps it).
 #[pyclass(module = "flamingo_client._native", frozen)]
 pub struct NativeClient {
     pub client: Client,
+    /// Soft limits every move and workflow start is checked against (opt-in).
+    limits: Mutex<Option<SoftLimits>>,
 }
 
 impl NativeClient {
+    fn limits(&self) -> Option<SoftLimits> {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stage facade, with the soft limits if they are on.
+    fn stage(&self, t: Duration) -> Stage {
+        let s = self.client.stage().timeout(t);
+        match self.limits() {
+            Some(l) => s.soft_limits(l),
+            None => s,
+        }
+    }
+
+    /// The workflows facade, with the soft limits if they are on.
+    fn workflows(&self, t: Duration) -> Workflows {
+        let w = self.client.workflows().timeout(t);
+        match self.limits() {
+            Some(l) => w.soft_limits(l),
+            None => w,
+        }
+    }
+
     /// A facade's timeout: `None` is the client's request timeout.
     fn t(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Duration> {
         match timeout {
@@ -103,7 +160,10 @@ impl NativeClient {
             );
         }
         let client = block(py, move || Client::connect(&addr, cfg))?;
-        Ok(NativeClient { client })
+        Ok(NativeClient {
+            client,
+            limits: Mutex::new(None),
+        })
     }
 
     #[getter]
@@ -241,13 +301,13 @@ impl NativeClient {
     #[pyo3(signature = (axis_, timeout))]
     fn stage_position(&self, py: Python<'_>, axis_: i32, timeout: Option<f64>) -> PyResult<f64> {
         let (a, t) = (axis(py, axis_)?, self.t(py, timeout)?);
-        block(py, || self.client.stage().timeout(t).position(a))
+        block(py, || self.stage(t).position(a))
     }
 
     #[pyo3(signature = (timeout))]
     fn stage_positions(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<[f64; 4]> {
         let t = self.t(py, timeout)?;
-        let p = block(py, || self.client.stage().timeout(t).positions())?;
+        let p = block(py, || self.stage(t).positions())?;
         Ok([p.x_mm, p.y_mm, p.z_mm, p.r_deg])
     }
 
@@ -260,7 +320,7 @@ impl NativeClient {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let (a, t) = (axis(py, axis_)?, self.t(py, timeout)?);
-        block(py, || self.client.stage().timeout(t).move_to(a, target))
+        block(py, || self.stage(t).move_to(a, target))
     }
 
     #[pyo3(signature = (axis_, target, timeout, motion_timeout))]
@@ -277,7 +337,7 @@ impl NativeClient {
             self.t(py, timeout)?,
             secs(py, motion_timeout)?,
         );
-        let stage = self.client.stage().timeout(t).motion_timeout(mt);
+        let stage = self.stage(t).motion_timeout(mt);
         let s = block(py, || stage.move_and_wait(a, target))?;
         Ok(stop_tuple(&s))
     }
@@ -295,7 +355,7 @@ impl NativeClient {
             ts.push((axis(py, a)?, v));
         }
         let (t, mt) = (self.t(py, timeout)?, secs(py, motion_timeout)?);
-        let stage = self.client.stage().timeout(t).motion_timeout(mt);
+        let stage = self.stage(t).motion_timeout(mt);
         let stops = block(py, || stage.move_all_and_wait(&ts))?;
         Ok(stops.iter().map(stop_tuple).collect())
     }
@@ -303,7 +363,7 @@ impl NativeClient {
     #[pyo3(signature = (timeout))]
     fn stage_halt(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let t = self.t(py, timeout)?;
-        block(py, || self.client.stage().timeout(t).halt())
+        block(py, || self.stage(t).halt())
     }
 
     #[pyo3(signature = (timeout, motion_timeout))]
@@ -314,7 +374,7 @@ impl NativeClient {
         motion_timeout: Option<f64>,
     ) -> PyResult<Vec<StopTuple>> {
         let (t, mt) = (self.t(py, timeout)?, secs(py, motion_timeout)?);
-        let stage = self.client.stage().timeout(t).motion_timeout(mt);
+        let stage = self.stage(t).motion_timeout(mt);
         let stops = block(py, || stage.home_and_wait())?;
         Ok(stops.iter().map(stop_tuple).collect())
     }
@@ -328,9 +388,7 @@ impl NativeClient {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let (a, t) = (axis(py, axis_)?, self.t(py, timeout)?);
-        block(py, || {
-            self.client.stage().timeout(t).set_velocity(a, per_second)
-        })
+        block(py, || self.stage(t).set_velocity(a, per_second))
     }
 
     // ---- camera
@@ -560,26 +618,61 @@ impl NativeClient {
         ))
     }
 
-    /// Starts a workflow; with `check`, the file is first checked with the
-    /// rules of `workflow check` and nothing is sent if it fails.
-    #[pyo3(signature = (file, timeout, check))]
+    /// Starts a workflow. The library checks the file first (the rules of
+    /// `workflow check`, and the soft limits if they are on); nothing is sent
+    /// if it fails.
+    #[pyo3(signature = (file, timeout))]
     fn workflow_start(
         &self,
         py: Python<'_>,
         file: &[u8],
         timeout: Option<f64>,
-        check: bool,
     ) -> PyResult<NativeRun> {
         let t = self.t(py, timeout)?;
         let run = block(py, || {
-            let wf = if check {
-                checked_workflow(file)?
-            } else {
-                Workflow::from_bytes(file.to_vec())?
-            };
-            self.client.workflows().timeout(t).start(&wf)
+            let wf = Workflow::from_bytes(file.to_vec())?;
+            self.workflows(t).start(&wf)
         })?;
         Ok(NativeRun::new(run))
+    }
+
+    /// Checks a workflow as a start would, against the instrument's own soft
+    /// limits (read now); returns them.
+    #[pyo3(signature = (file, timeout))]
+    fn workflow_check(
+        &self,
+        py: Python<'_>,
+        file: &[u8],
+        timeout: Option<f64>,
+    ) -> PyResult<LimitsTuple> {
+        let t = self.t(py, timeout)?;
+        let l = block(py, || {
+            let wf = Workflow::from_bytes(file.to_vec())?;
+            self.client.workflows().timeout(t).check(&wf)
+        })?;
+        Ok(limits_tuple(&l))
+    }
+
+    /// The stage's soft limits from the instrument's settings, with the
+    /// camera's field of view.
+    #[pyo3(signature = (timeout))]
+    fn settings_soft_limits(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<LimitsTuple> {
+        let t = self.t(py, timeout)?;
+        let l = block(py, || self.client.settings().timeout(t).soft_limits())?;
+        Ok(limits_tuple(&l))
+    }
+
+    /// Turns the soft-limit checks of moves and workflow starts on (with
+    /// these limits) or off (None).
+    #[pyo3(signature = (limits))]
+    fn set_soft_limits(&self, py: Python<'_>, limits: Option<LimitsArg>) -> PyResult<()> {
+        let l = limits.map(|a| limits_from(py, a)).transpose()?;
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = l;
+        Ok(())
+    }
+
+    fn soft_limits(&self) -> Option<LimitsTuple> {
+        self.limits().map(|l| limits_tuple(&l))
     }
 
     #[pyo3(signature = (timeout))]

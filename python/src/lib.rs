@@ -37,11 +37,14 @@ fn command_codes() -> Vec<(&'static str, u32)> {
     CATALOGUE.iter().map(|i| (i.name, i.code.0)).collect()
 }
 
-/// Checks a workflow file with the rules of the CLI's `workflow check`;
-/// raises `InvalidArgumentError` naming the line and what to fix.
+/// Checks a workflow file with the rules of the CLI's `workflow check`,
+/// and against soft limits if given; raises `InvalidArgumentError` naming
+/// the line (or the axis, value and limits) and what to fix.
 #[pyfunction]
-fn workflow_check(py: Python<'_>, file: &[u8]) -> PyResult<()> {
-    client::checked_workflow(file)
+#[pyo3(signature = (file, limits=None))]
+fn workflow_check(py: Python<'_>, file: &[u8], limits: Option<client::LimitsArg>) -> PyResult<()> {
+    let limits = limits.map(|l| client::limits_from(py, l)).transpose()?;
+    client::checked_workflow(file, limits)
         .map(|_| ())
         .map_err(|e| util::to_py(py, e))
 }
