@@ -102,7 +102,8 @@ class NativeSimulator:
     live_addr: str
     def __init__(self, width: int, height: int, live_fps: float, plane_interval: float,
                  stage_velocity: Tuple[float, float], laser_set_acks: bool, port: int,
-                 settings_text: Optional[bytes]) -> None: ...
+                 settings_text: Optional[bytes],
+                 answer_without_flag: Optional[List[int]] = None) -> None: ...
     def set_faults(self, delay: Dict[int, float], never_answer: List[int], status_override: Dict[int, int],
                    error_state: bool, close_after_messages: Optional[int], drop_events: List[int],
                    stop_reading: Optional[float], answer_late: Optional[Tuple[int, float]]) -> None: ...
