@@ -367,8 +367,11 @@ def test_events_without_a_handler_never_reach_python(gui, sim):
     _burst(sim, 200)
     sim.broadcast(Message(Code.STAGE_MOTION_STOPPED, int32_data0=1, status=1))
     assert wait_until(lambda: len(got) == 1)
-    reader = conn._command_client.get_stats()["reader"]
-    assert reader["events_filtered"] == 200 and reader["events_delivered"] == 1
+    stats = conn._command_client.get_stats()
+    reader = stats["reader"]
+    # Every other message the client received was filtered natively.
+    assert reader["events_delivered"] == 1
+    assert reader["events_filtered"] == stats["client"]["messages_received"] - 1 > 0
 
 
 # ------------------------------------------------------------------ link loss
