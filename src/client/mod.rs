@@ -47,6 +47,16 @@ pub(crate) use op::{Pending, ReplyStep, SentStep, Step};
 pub use shared::Waker;
 pub use stats::{LatencySummary, Stats};
 
+/// Codes the instrument answers even when TRIGGER_CALL_BACK is not set
+/// (protocol.md, known unknowns 4; the settings save is acknowledged the
+/// same way).
+const ANSWERED_WITHOUT_FLAG: [CommandCode; 4] = [
+    CommandCode::COMMON_SCOPE_SETTINGS_SAVE,
+    CommandCode::COMMON_SCOPE_SETTINGS_LOAD,
+    CommandCode::CAMERA_WORK_FLOW_STOP,
+    CommandCode::SYSTEM_STATE_GET,
+];
+
 /// A reply to a request, with its status untouched.
 #[derive(Clone, Debug)]
 pub struct Reply {
@@ -458,10 +468,12 @@ impl Client {
         msg.additional_data_len = self.check_data(data)?;
         let s = self.shared();
         let seq = s.last_seq();
-        // A message carrying TRIGGER_CALL_BACK may be answered: its key
+        // A message carrying TRIGGER_CALL_BACK, or of a code the
+        // instrument answers even without it, may be answered: its key
         // stays closed to requests until the answer (an event) came, so
         // the answer can never be taken for a request's reply.
-        let flagged = msg.flags.contains(Flags::TRIGGER_CALL_BACK)
+        let flagged = (msg.flags.contains(Flags::TRIGGER_CALL_BACK)
+            || ANSWERED_WITHOUT_FLAG.contains(&msg.code))
             && !msg.code.info().is_some_and(|i| i.unsolicited.always());
         let started = s.start(
             &msg,
@@ -498,6 +510,29 @@ impl Client {
     pub fn subscribe_to(&self, codes: &[CommandCode]) -> Subscription {
         let s = self.shared();
         s.hub.subscribe(Some(codes), s.config.event_queue_depth)
+    }
+
+    /// Subscribes with a queue of its own depth (at least 1) instead of the
+    /// client's [`event_queue_depth`](ClientConfig::event_queue_depth): to
+    /// every event (`codes` is `None`) or to the given codes (connection
+    /// events always pass). Its additional data is still bounded by
+    /// [`event_queue_bytes`](ClientConfig::event_queue_bytes).
+    ///
+    /// ```
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+    /// use flamingo_client::codec::CommandCode;
+    /// let client = flamingo_client::Client::connect(&sim.addr().to_string(), Default::default())?;
+    /// let progress = client.subscribe_with_depth(Some(&[CommandCode::UI_SET_GAUGE_VALUE]), 16_384);
+    /// assert_eq!(progress.dropped(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe_with_depth(
+        &self,
+        codes: Option<&[CommandCode]>,
+        depth: usize,
+    ) -> Subscription {
+        self.shared().hub.subscribe(codes, depth.max(1))
     }
 
     /// Waits for the first event with sequence number above `after` that
