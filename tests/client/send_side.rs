@@ -1,0 +1,174 @@
+//! The send side of the connection, issue 21: each test states one contract
+//! the connection core must keep and drives a scripted loopback instrument
+//! ([`Instrument`]) into the situation where the core once broke it. Only
+//! the public API is used.
+//!
+//! Some tests hold one client thread at a chosen point through the waker
+//! ([`Client::set_waker`]): the waker, when it runs on that thread, parks it
+//! until the test releases it. A waker must return quickly, but a thread
+//! can always be preempted there by the OS; parking it makes that schedule
+//! certain instead of rare.
+
+use crate::common::{echo_headers, Instrument, LONG};
+
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use flamingo_client::codec::{CommandCode, Message};
+use flamingo_client::{
+    Client, ClientConfig, DisconnectReason, Error, EventKind, ReconnectPolicy, Subscription,
+};
+use parking_lot::Mutex;
+
+/// Codes unknown to the catalogue: replies to them are matched by code
+/// alone and never taken for broadcasts.
+const K1: CommandCode = CommandCode(0x7771);
+const K2: CommandCode = CommandCode(0x7772);
+const K3: CommandCode = CommandCode(0x7773);
+
+fn tagged(code: CommandCode, tag: i32) -> Message {
+    Message::new(code).with_int32_data2(tag)
+}
+
+/// Reconnects at once after a lost link.
+fn reconnecting() -> ClientConfig {
+    ClientConfig::default().reconnect(
+        ReconnectPolicy::default()
+            .initial_delay(Duration::ZERO)
+            .jitter(0.0),
+    )
+}
+
+/// Waits (bounded) for the next connection event of `kind`'s name on `events`.
+fn wait_for_connection_event(events: &Subscription, name: &str) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ev) if ev.kind.name() == name => return,
+            Ok(_) => {}
+            Err(e) => panic!("no {name} event within {LONG:?}: {e}"),
+        }
+    }
+}
+
+/// Runs `f` on a thread; the receiver gets its result.
+fn spawn_call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx
+}
+
+/// A waker that parks one chosen thread, once, until released.
+struct Gate {
+    target: Mutex<Option<Box<dyn Fn() -> bool + Send>>>,
+    parked: (Sender<()>, Receiver<()>),
+    release: (Sender<()>, Receiver<()>),
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            target: Mutex::new(None),
+            parked: unbounded(),
+            release: unbounded(),
+        })
+    }
+
+    fn waker(self: &Arc<Gate>) -> flamingo_client::Waker {
+        let g = self.clone();
+        Arc::new(move || g.maybe_park())
+    }
+
+    /// The next wake-up for which `when` holds parks its thread.
+    fn arm(&self, when: impl Fn() -> bool + Send + 'static) {
+        *self.target.lock() = Some(Box::new(when));
+    }
+
+    /// The next wake-up on the calling thread parks it.
+    fn arm_here(&self) {
+        let me: ThreadId = std::thread::current().id();
+        self.arm(move || std::thread::current().id() == me);
+    }
+
+    fn maybe_park(&self) {
+        let hit = {
+            let mut t = self.target.lock();
+            match &*t {
+                Some(when) if when() => {
+                    *t = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if hit {
+            let _ = self.parked.0.send(());
+            let _ = self.release.1.recv_timeout(LONG);
+        }
+    }
+
+    fn release(&self) {
+        let _ = self.release.0.send(());
+    }
+}
+
+/// Issue 21 defect 1: a write outcome belongs to the link it was made on.
+/// A thread writing on link 1 that fails after the client has already
+/// brought up link 2 changes nothing on link 2: requests on link 2 are
+/// written and answered.
+#[test]
+fn a_write_that_fails_on_a_replaced_link_never_stops_writes_on_the_new_link() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), reconnecting()).unwrap();
+    let mut link1 = inst.accept();
+    let gate = Gate::new();
+    client.set_waker(Some(gate.waker()));
+    let events = client.subscribe();
+
+    // A is on the wire and stays unanswered; B waits behind it (same code)
+    // until its deadline has passed, so the next writer finds it expired.
+    let _a = client.submit(tagged(K1, 1), LONG).unwrap();
+    assert_eq!(link1.read().unwrap().0.int32_data2, 1);
+    let b = client
+        .submit(tagged(K1, 2), Duration::from_millis(1))
+        .unwrap();
+    while !b.deadline().expired() {
+        std::thread::yield_now();
+    }
+    // C's caller takes its request in hand on link 1 and is held there.
+    let c = {
+        let (client, gate) = (client.clone(), gate.clone());
+        spawn_call(move || {
+            gate.arm_here();
+            client.request(tagged(K2, 3), LONG)
+        })
+    };
+    let c_result = select! {
+        recv(gate.parked.1) -> _ => None,
+        recv(c) -> r => Some(r.unwrap()),
+        default(LONG) => panic!("C's caller neither returned nor woke"),
+    };
+    // Link 1 ends; the client brings up link 2 while C's caller is held.
+    link1.close();
+    let link2 = inst.accept();
+    wait_for_connection_event(&events, "reconnected");
+    std::thread::spawn(move || echo_headers(link2));
+    gate.release();
+    let _ = c_result.unwrap_or_else(|| c.recv_timeout(LONG).expect("C's caller returns"));
+    drop(b);
+
+    let t = Instant::now();
+    let d = client.request(tagged(K3, 4), Duration::from_secs(2));
+    assert!(
+        matches!(&d, Ok(r) if r.message.int32_data2 == 4),
+        "a request on the new link must be answered; got {d:?} after {:?} (state {:?})",
+        t.elapsed(),
+        client.state()
+    );
+    client.close();
+}
