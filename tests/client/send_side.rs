@@ -172,3 +172,61 @@ fn a_write_that_fails_on_a_replaced_link_never_stops_writes_on_the_new_link() {
     );
     client.close();
 }
+
+/// Issue 21 defect 1, socket options: a link's send timeout is set for that
+/// link. After a link on which a send timeout was in force is replaced, a
+/// request whose write stalls on the new link (the instrument stopped
+/// reading) still returns by its caller's deadline.
+#[test]
+fn a_write_that_stalls_on_a_new_link_still_ends_at_its_callers_deadline() {
+    let inst = Instrument::new();
+    let client = Client::connect(
+        &inst.addr(),
+        reconnecting().request_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let link1 = inst.accept();
+    let gate = Gate::new();
+    client.set_waker(Some(gate.waker()));
+    let events = client.subscribe();
+
+    // S's caller writes S on link 1, under a 2 s deadline, and is held
+    // right after the write.
+    let s = {
+        let (client, gate) = (client.clone(), gate.clone());
+        spawn_call(move || {
+            gate.arm_here();
+            client.send(tagged(K1, 1))
+        })
+    };
+    let s_result = select! {
+        recv(gate.parked.1) -> _ => None,
+        recv(s) -> r => Some(r.unwrap()),
+        default(LONG) => panic!("S's caller neither returned nor woke"),
+    };
+    link1.close();
+    let link2 = inst.accept();
+    wait_for_connection_event(&events, "reconnected");
+    gate.release();
+    let _ = s_result.unwrap_or_else(|| s.recv_timeout(LONG).expect("S's caller returns"));
+
+    // Link 2's instrument does not read: R's 8 MiB cannot all be written.
+    // (A deadline a little longer than S's makes the schedule that once
+    // carried S's send timeout over to link 2 a certain one.)
+    let timeout = Duration::from_millis(2060);
+    let t = Instant::now();
+    let r = {
+        let client = client.clone();
+        spawn_call(move || client.request_with_data(tagged(K2, 2), &vec![0u8; 8 << 20], timeout))
+    };
+    let got = r.recv_timeout(timeout + Duration::from_secs(1));
+    let took = t.elapsed();
+    link2.close(); // lets a write blocked without a send timeout fail
+    client.close();
+    match got {
+        Ok(r) => assert!(r.is_err(), "the stalled request cannot succeed: {r:?}"),
+        Err(_) => panic!(
+            "a request with a {timeout:?} deadline whose write stalled had not returned after {took:?}"
+        ),
+    }
+}
