@@ -230,3 +230,135 @@ fn a_write_that_stalls_on_a_new_link_still_ends_at_its_callers_deadline() {
         ),
     }
 }
+
+/// An instrument on `link` for the tests of defect 2: reads request A and
+/// tells `a_read`, answers it when `go` says so (telling `answered` when),
+/// then reads nothing until `resume` says so (or `stall` passed), then
+/// answers every further message.
+fn answer_first_then_stall(
+    mut link: crate::common::Link,
+    stall: Duration,
+) -> (Receiver<()>, Sender<()>, Receiver<Instant>, Sender<()>) {
+    let (a_read_tx, a_read) = crossbeam_channel::bounded(1);
+    let (go, go_rx) = crossbeam_channel::bounded(1);
+    let (answered_tx, answered) = crossbeam_channel::bounded(1);
+    let (resume, resume_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let (a, _) = link.read().expect("request A");
+        let _ = a_read_tx.send(());
+        go_rx.recv_timeout(LONG).expect("go");
+        link.send(&a);
+        let _ = answered_tx.send(Instant::now());
+        let _ = resume_rx.recv_timeout(stall);
+        echo_headers(link);
+    });
+    (a_read, go, answered, resume)
+}
+
+/// Queues request B (code K1, 32 MiB, 10 s deadline) behind A, which is on
+/// the wire. B's caller does so while another caller (a plain send of
+/// another code) holds the send side, so that B's caller goes straight to
+/// waiting for its reply, as it does whenever someone else is writing.
+fn queue_b_behind_a(client: &Client) -> Receiver<flamingo_client::Result<flamingo_client::Reply>> {
+    let gate = Gate::new();
+    client.set_waker(Some(gate.waker()));
+    let d = {
+        let (client, gate) = (client.clone(), gate.clone());
+        spawn_call(move || {
+            gate.arm_here();
+            client.send(tagged(K2, 9))
+        })
+    };
+    let d_result = select! {
+        recv(gate.parked.1) -> _ => None,
+        recv(d) -> r => Some(r.unwrap()),
+        default(LONG) => panic!("D's caller neither returned nor woke"),
+    };
+    let b = {
+        let client = client.clone();
+        spawn_call(move || {
+            client.request_with_data(tagged(K1, 2), &vec![0u8; 32 << 20], Duration::from_secs(10))
+        })
+    };
+    crate::common::poll_until("B to wait behind A", LONG, || {
+        client.stats().pending_requests == 2
+    });
+    gate.release();
+    let d = d_result.unwrap_or_else(|| d.recv_timeout(LONG).expect("D's caller returns"));
+    assert!(d.is_ok(), "D: {d:?}");
+    client.set_waker(None);
+    b
+}
+
+/// Issue 21 defect 2: a caller never fails because of another call's
+/// deadline. B (32 MiB, 10 s deadline) waits behind A (same code, 1 s
+/// deadline); A's reply frees the code while the instrument stops reading
+/// for 2 s. B is written and answered within its own deadline.
+#[test]
+fn a_caller_never_fails_because_of_another_calls_deadline() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let (a_read, go, _answered, resume) =
+        answer_first_then_stall(inst.accept(), Duration::from_secs(2));
+    let a = {
+        let client = client.clone();
+        spawn_call(move || client.request(tagged(K1, 1), Duration::from_secs(1)))
+    };
+    a_read.recv_timeout(LONG).unwrap();
+    let b = queue_b_behind_a(&client);
+    go.send(()).unwrap();
+    let a = a.recv_timeout(LONG).unwrap();
+    let t = Instant::now();
+    let b = b.recv_timeout(LONG).unwrap();
+    let _ = resume.send(());
+    client.close();
+    assert!(
+        matches!(&a, Ok(r) if r.message.int32_data2 == 1),
+        "A: {a:?}"
+    );
+    assert!(
+        matches!(&b, Ok(r) if r.message.int32_data2 == 2),
+        "B (10 s deadline) must get its reply, whatever A's deadline; got {b:?} {:?} after A returned",
+        t.elapsed()
+    );
+}
+
+/// Issue 21 defect 2, variant: a caller returns once its reply is in; it
+/// never waits while another call's payload is written. A's reply arrives
+/// while B's 32 MiB wait behind A and the instrument then stops reading
+/// for 2 s: A returns within a second of its reply.
+#[test]
+fn a_caller_returns_once_its_reply_is_in_not_after_another_calls_payload() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let (a_read, go, answered, resume) =
+        answer_first_then_stall(inst.accept(), Duration::from_secs(2));
+    let a = {
+        let client = client.clone();
+        spawn_call(move || {
+            let r = client.request(tagged(K1, 1), Duration::from_secs(10));
+            (r, Instant::now())
+        })
+    };
+    a_read.recv_timeout(LONG).unwrap();
+    let b = queue_b_behind_a(&client);
+    go.send(()).unwrap();
+    let (a, returned) = a.recv_timeout(LONG).unwrap();
+    let _ = resume.send(());
+    let replied = answered.recv_timeout(LONG).unwrap();
+    let b = b.recv_timeout(LONG).unwrap();
+    client.close();
+    assert!(
+        matches!(&a, Ok(r) if r.message.int32_data2 == 1),
+        "A: {a:?}"
+    );
+    let waited = returned.saturating_duration_since(replied);
+    assert!(
+        waited < Duration::from_secs(1),
+        "A returned {waited:?} after its reply had been sent"
+    );
+    assert!(
+        matches!(&b, Ok(r) if r.message.int32_data2 == 2),
+        "B: {b:?}"
+    );
+}
