@@ -255,11 +255,17 @@ fn answer_first_then_stall(
     (a_read, go, answered, resume)
 }
 
-/// Queues request B (code K1, 32 MiB, 10 s deadline) behind A, which is on
-/// the wire. B's caller does so while another caller (a plain send of
-/// another code) holds the send side, so that B's caller goes straight to
-/// waiting for its reply, as it does whenever someone else is writing.
-fn queue_b_behind_a(client: &Client) -> Receiver<flamingo_client::Result<flamingo_client::Reply>> {
+/// Starts `call` on a thread once request A (code K1) is on the wire, so
+/// that its request waits behind A, and returns its result. Its caller
+/// queues it while another caller (a plain send of another code) holds the
+/// send side, so that it goes straight to waiting for its reply, as it does
+/// whenever someone else is writing. `waiting`: the requests then waiting
+/// (A's and the call's).
+fn queue_behind_a<T: Send + 'static>(
+    client: &Client,
+    waiting: usize,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Receiver<T> {
     let gate = Gate::new();
     client.set_waker(Some(gate.waker()));
     let d = {
@@ -274,20 +280,23 @@ fn queue_b_behind_a(client: &Client) -> Receiver<flamingo_client::Result<flaming
         recv(d) -> r => Some(r.unwrap()),
         default(LONG) => panic!("D's caller neither returned nor woke"),
     };
-    let b = {
-        let client = client.clone();
-        spawn_call(move || {
-            client.request_with_data(tagged(K1, 2), &vec![0u8; 32 << 20], Duration::from_secs(10))
-        })
-    };
-    crate::common::poll_until("B to wait behind A", LONG, || {
-        client.stats().pending_requests == 2
+    let b = spawn_call(call);
+    crate::common::poll_until("the call to wait behind A", LONG, || {
+        client.stats().pending_requests == waiting
     });
     gate.release();
     let d = d_result.unwrap_or_else(|| d.recv_timeout(LONG).expect("D's caller returns"));
     assert!(d.is_ok(), "D: {d:?}");
     client.set_waker(None);
     b
+}
+
+/// Queues request B (code K1, 32 MiB, 10 s deadline) behind A.
+fn queue_b_behind_a(client: &Client) -> Receiver<flamingo_client::Result<flamingo_client::Reply>> {
+    let c = client.clone();
+    queue_behind_a(client, 2, move || {
+        c.request_with_data(tagged(K1, 2), &vec![0u8; 32 << 20], Duration::from_secs(10))
+    })
 }
 
 /// Issue 21 defect 2: a caller never fails because of another call's
@@ -360,5 +369,49 @@ fn a_caller_returns_once_its_reply_is_in_not_after_another_calls_payload() {
     assert!(
         matches!(&b, Ok(r) if r.message.int32_data2 == 2),
         "B: {b:?}"
+    );
+}
+
+/// Issue 21 defect 4: when a reply key frees, whatever the outcome, the
+/// next request of that key is written. A's reply carries more additional
+/// data than the client accepts (A fails with `TooLarge`); B, waiting
+/// behind A, is then written and answered.
+#[test]
+fn when_a_reply_frees_its_key_with_an_error_the_next_request_of_that_key_goes_out() {
+    let inst = Instrument::new();
+    let client = Client::connect(
+        &inst.addr(),
+        ClientConfig::default().additional_data_limit(1024),
+    )
+    .unwrap();
+    let mut link = inst.accept();
+    let (a_read_tx, a_read) = crossbeam_channel::bounded(1);
+    let (go, go_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let (a, _) = link.read().expect("request A");
+        let _ = a_read_tx.send(());
+        go_rx.recv_timeout(LONG).expect("go");
+        link.send_with_data(&a, &[7u8; 4096]);
+        echo_headers(link);
+    });
+    let a = {
+        let client = client.clone();
+        spawn_call(move || client.request(tagged(K1, 1), LONG))
+    };
+    a_read.recv_timeout(LONG).unwrap();
+    let b = {
+        let c = client.clone();
+        queue_behind_a(&client, 2, move || {
+            c.request(tagged(K1, 2), Duration::from_secs(2))
+        })
+    };
+    go.send(()).unwrap();
+    let a = a.recv_timeout(LONG).unwrap();
+    let b = b.recv_timeout(LONG).unwrap();
+    client.close();
+    assert!(matches!(a, Err(Error::TooLarge { .. })), "A: {a:?}");
+    assert!(
+        matches!(&b, Ok(r) if r.message.int32_data2 == 2),
+        "B must be written once A's error freed the code; got {b:?}"
     );
 }
