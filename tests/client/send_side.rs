@@ -415,3 +415,80 @@ fn when_a_reply_frees_its_key_with_an_error_the_next_request_of_that_key_goes_ou
         "B must be written once A's error freed the code; got {b:?}"
     );
 }
+
+/// Issue 21 defect 5: a facade that sets and reads back returns what the
+/// instrument answered to its own request, never a broadcast of the same
+/// code. The instrument broadcasts the laser's level as it was earlier
+/// (10 %) just before it answers each level query.
+#[test]
+fn set_level_percent_returns_the_instruments_answer_to_its_own_request() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    std::thread::spawn(move || {
+        let mut levels = vec![String::from("0.00"); 5];
+        while let Some((m, _)) = link.read() {
+            let laser = m.int32_data0.clamp(0, 4) as usize;
+            match m.code {
+                CommandCode::LASER_LEVEL_SET => levels[laser] = m.text().value.to_string(),
+                CommandCode::LASER_LEVEL_GET => {
+                    let earlier = Message::new(CommandCode::LASER_LEVEL_GET)
+                        .with_int32_data0(m.int32_data0)
+                        .with_text("10.00")
+                        .unwrap();
+                    link.send(&earlier);
+                    link.send(&m.with_text(&levels[laser]).unwrap());
+                }
+                _ => link.send(&m),
+            }
+        }
+    });
+    let lasers = client.lasers().timeout(Duration::from_secs(5));
+    let first = lasers.set_level_percent(2, 50.0);
+    let second = lasers.set_level_percent(2, 60.0);
+    client.close();
+    assert!(
+        matches!(first, Ok(v) if v == 50.0),
+        "set_level_percent(2, 50) returned {first:?}"
+    );
+    assert!(
+        matches!(second, Ok(v) if v == 60.0),
+        "set_level_percent(2, 60) returned {second:?}"
+    );
+}
+
+/// Issue 21 defect 5, the LED: an acknowledged command whose code the
+/// instrument also broadcasts reports the instrument's own answer. The
+/// instrument broadcasts LED_PREVIEW_DISABLE (status 0, as during
+/// workflows) just before it refuses the request (status 2).
+#[test]
+fn led_preview_disable_reports_the_instruments_own_answer_not_a_broadcast() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while let Some((m, _)) = link.read() {
+            if m.code == CommandCode::LED_PREVIEW_DISABLE {
+                n += 1;
+                link.send(&Message::new(CommandCode::LED_PREVIEW_DISABLE));
+                // The first is refused, the second accepted.
+                link.send(&m.with_status(if n == 1 { 2 } else { 0 }));
+            } else {
+                link.send(&m);
+            }
+        }
+    });
+    let led = client.led().timeout(Duration::from_secs(5));
+    let first = led.preview_disable();
+    let second = led.preview_disable();
+    client.close();
+    assert!(
+        matches!(first, Err(Error::Refused { status: 2, .. })),
+        "the instrument refused the first LED_PREVIEW_DISABLE; preview_disable returned {first:?}"
+    );
+    assert!(
+        second.is_ok(),
+        "the instrument accepted the second; preview_disable returned {second:?}"
+    );
+}
