@@ -492,3 +492,114 @@ fn led_preview_disable_reports_the_instruments_own_answer_not_a_broadcast() {
         "the instrument accepted the second; preview_disable returned {second:?}"
     );
 }
+
+/// A client whose live stream is reconnecting, inside a connect attempt
+/// that will hang for its whole connect timeout (2 s): the live port's
+/// backlog is full, so the attempt's SYNs are dropped. `link`: the command
+/// link's instrument side.
+#[cfg(target_os = "linux")]
+struct LiveReconnecting {
+    client: Client,
+    link: crate::common::Link,
+    _live_port: socket2::Socket,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+#[cfg(target_os = "linux")]
+fn live_reconnecting() -> LiveReconnecting {
+    use socket2::{Domain, Socket, Type};
+    let (cmd, live_port) = loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port == u16::MAX {
+            continue;
+        }
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let at: std::net::SocketAddr = ([127, 0, 0, 1], port + 1).into();
+        if s.bind(&at.into()).is_ok() && s.listen(0).is_ok() {
+            break (l, s);
+        }
+    };
+    let live_addr = live_port.local_addr().unwrap().as_socket().unwrap();
+    let inst = Instrument::on(cmd);
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let link = inst.accept();
+    let _live = client.live(LONG).unwrap();
+    let (first, _) = live_port.accept().unwrap();
+    let fillers: Vec<_> = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&live_addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    // The instrument drops the live link; the reader reconnects.
+    let _ = first.shutdown(std::net::Shutdown::Both);
+    drop(first);
+    crate::common::poll_until("the live reader's reconnect attempt", LONG, || {
+        crate::common::connecting_to(live_addr.port())
+    });
+    LiveReconnecting {
+        client,
+        link,
+        _live_port: live_port,
+        _fillers: fillers,
+    }
+}
+
+/// Issue 21 defect 6: `close()` returns within 50 ms in every state,
+/// including while the live stream is inside a reconnect attempt.
+/// (Asserted with room for a loaded machine: under 500 ms.)
+#[cfg(target_os = "linux")]
+#[test]
+fn close_returns_promptly_while_the_live_stream_is_reconnecting() {
+    let h = live_reconnecting();
+    let t = Instant::now();
+    h.client.close();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "close() took {took:?} while the live stream was reconnecting"
+    );
+}
+
+/// Issue 21 defect 6: `close()` fails every waiting request at once, with
+/// `ClosedByUser`, even while the live stream is inside a reconnect
+/// attempt. (Asserted with room for a loaded machine: under 500 ms.)
+#[cfg(target_os = "linux")]
+#[test]
+fn close_fails_waiting_requests_at_once_while_the_live_stream_is_reconnecting() {
+    let mut h = live_reconnecting();
+    let waiting = {
+        let client = h.client.clone();
+        spawn_call(move || {
+            let r = client.request(tagged(K1, 1), LONG);
+            (r, Instant::now())
+        })
+    };
+    assert_eq!(
+        h.link.read().unwrap().0.int32_data2,
+        1,
+        "the request is on the wire"
+    );
+    let started = Instant::now();
+    let closer = {
+        let client = h.client.clone();
+        spawn_call(move || client.close())
+    };
+    let (r, failed_at) = waiting.recv_timeout(LONG).unwrap();
+    let _ = closer.recv_timeout(LONG);
+    let after = failed_at.saturating_duration_since(started);
+    assert!(
+        matches!(
+            r,
+            Err(Error::Disconnected {
+                reason: DisconnectReason::ClosedByUser,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(
+        after < Duration::from_millis(500),
+        "the waiting request failed {after:?} after close() was called"
+    );
+}

@@ -382,3 +382,17 @@ pub fn echo_headers(mut link: Link) {
         link.send(&m.with_additional_data_len(0));
     }
 }
+
+/// True while some socket of this machine is trying to connect (SYN sent,
+/// no answer yet) to 127.0.0.1:`port` (Linux: /proc/net/tcp).
+#[cfg(target_os = "linux")]
+pub fn connecting_to(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[2] == remote && f[3] == "02"
+    })
+}
