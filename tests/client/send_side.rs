@@ -603,3 +603,61 @@ fn close_fails_waiting_requests_at_once_while_the_live_stream_is_reconnecting() 
         "the waiting request failed {after:?} after close() was called"
     );
 }
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 21 defect 6: every `close()` returns only once teardown is
+/// complete, also when two run at once: when either returns, the client's
+/// callbacks have been dropped. (A callback is busy with an event when the
+/// two `close()` calls come; it finishes within a second.)
+#[test]
+fn every_close_returns_only_after_teardown_is_complete() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let flag = DropFlag(dropped.clone());
+    client
+        .on_event(move |ev| {
+            let _keep = &flag;
+            if ev.code() == Some(K1) {
+                let _ = entered_tx.try_send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(1));
+            }
+        })
+        .unwrap();
+    link.send(&tagged(K1, 1));
+    entered.recv_timeout(LONG).expect("the callback runs");
+
+    let first = {
+        let (client, dropped) = (client.clone(), dropped.clone());
+        spawn_call(move || {
+            client.close();
+            dropped.load(SeqCst)
+        })
+    };
+    crate::common::poll_until("the first close() to start", LONG, || {
+        matches!(
+            client.state(),
+            flamingo_client::ConnectionState::Closed { .. }
+        )
+    });
+    client.close();
+    let second_saw_dropped = dropped.load(SeqCst);
+    let first_saw_dropped = first.recv_timeout(LONG).unwrap();
+    let _ = release.send(());
+    assert!(
+        first_saw_dropped && second_saw_dropped,
+        "a close() returned while a callback was still registered (first close: dropped {first_saw_dropped}, second: {second_saw_dropped})"
+    );
+}
