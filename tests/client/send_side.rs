@@ -751,3 +751,50 @@ fn submit_never_waits_for_another_threads_payload() {
         "in every round a small submit waited most of the time another thread's 64 MiB submit took (longest wait, large submit): {rounds:?}"
     );
 }
+
+/// Issue 21 defect 8: a message queued without a waiter (laser level set,
+/// lasers all off, set idle) expires at its operation's deadline even while
+/// the link is down: a second after the deadlines passed, the client holds
+/// none of them.
+#[test]
+fn detached_sends_expire_at_their_deadline_while_the_link_is_down() {
+    let inst = Instrument::new();
+    let client = Client::connect(
+        &inst.addr(),
+        ClientConfig::default().reconnect(
+            ReconnectPolicy::default()
+                .initial_delay(Duration::from_secs(60))
+                .jitter(0.0),
+        ),
+    )
+    .unwrap();
+    inst.accept().close();
+    crate::common::poll_until("the link to be down", LONG, || {
+        matches!(
+            client.state(),
+            flamingo_client::ConnectionState::Reconnecting { .. }
+        )
+    });
+    let timeout = Duration::from_millis(20);
+    let lasers = client.lasers().timeout(timeout);
+    let system = client.system().timeout(timeout);
+    for _ in 0..300 {
+        drop(lasers.submit_all_off().unwrap());
+        drop(lasers.submit_set_level_percent(2, 10.0).unwrap());
+        drop(system.submit_set_idle().unwrap());
+    }
+    let deadlines_passed = Instant::now() + timeout;
+    let limit = deadlines_passed + Duration::from_secs(1);
+    let held = loop {
+        let held = client.stats().pending_requests;
+        if held == 0 || Instant::now() > limit {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    client.close();
+    assert_eq!(
+        held, 0,
+        "1800 messages sent without a waiter (20 ms deadlines) while the link was down: {held} still held a second after their deadlines"
+    );
+}
