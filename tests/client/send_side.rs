@@ -798,3 +798,48 @@ fn detached_sends_expire_at_their_deadline_while_the_link_is_down() {
         "1800 messages sent without a waiter (20 ms deadlines) while the link was down: {held} still held a second after their deadlines"
     );
 }
+
+/// Issue 21 defect 8, subscribers: a subscriber's queue is bounded in bytes
+/// by configuration, not only in events. A subscriber that reads nothing
+/// while the instrument sends 160 events with 1 MiB of data each holds at
+/// most 64 MiB of them with the default configuration (the test's
+/// assumption about the default byte bound); the others are dropped and
+/// counted.
+#[test]
+fn a_subscribers_queue_is_bounded_in_bytes() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    let idle = client.subscribe();
+    let end = client.subscribe_to(&[K2]);
+    let sent = 160u64;
+    let payload = vec![3u8; 1 << 20];
+    for i in 0..sent {
+        link.send_with_data(&tagged(K1, i as i32), &payload);
+    }
+    link.send(&tagged(K2, 0));
+    let deadline = Instant::now() + LONG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match end.recv_timeout(left) {
+            Ok(ev) if ev.code() == Some(K2) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the last event did not arrive: {e}"),
+        }
+    }
+    let (mut held, mut held_bytes) = (0u64, 0usize);
+    for ev in idle.try_iter() {
+        if ev.code() == Some(K1) {
+            held += 1;
+            held_bytes += ev.data.as_ref().map_or(0, |d| d.len());
+        }
+    }
+    let dropped = idle.dropped();
+    client.close();
+    assert!(
+        held_bytes <= 64 << 20,
+        "a subscriber that read nothing held {held} events with {} MiB of data ({dropped} dropped)",
+        held_bytes >> 20
+    );
+    assert!(held + dropped >= sent, "events lost without being counted");
+}
