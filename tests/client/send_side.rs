@@ -112,6 +112,10 @@ impl Gate {
         }
     }
 
+    fn disarm(&self) {
+        *self.target.lock() = None;
+    }
+
     fn release(&self) {
         let _ = self.release.0.send(());
     }
@@ -842,4 +846,70 @@ fn a_subscribers_queue_is_bounded_in_bytes() {
         held_bytes >> 20
     );
     assert!(held + dropped >= sent, "events lost without being counted");
+}
+
+/// Issue 21 defect 9: subscribers hear that the link was lost before any
+/// caller learns of it, also when the loss is found by a write. The
+/// instrument resets the link while a request's 32 MiB are being written;
+/// when its caller gets the error, `Disconnected` is already queued for
+/// subscribers. (The thread that publishes events is held once, after an
+/// unrelated event, so the write's failure is found first.)
+#[test]
+fn subscribers_hear_of_a_failed_write_before_its_caller() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    let gate = Gate::new();
+    client.set_waker(Some(gate.waker()));
+    let events = client.subscribe();
+    let probe = client.subscribe_to(&[K3]);
+    let main = std::thread::current().id();
+    gate.arm(move || std::thread::current().id() != main && !probe.is_empty());
+    link.send(&tagged(K3, 0));
+    let held = gate.parked.1.recv_timeout(Duration::from_secs(2)).is_ok();
+    if !held {
+        gate.disarm();
+    }
+    let caller = {
+        let client = client.clone();
+        spawn_call(move || {
+            let r = client.request_with_data(tagged(K1, 1), &vec![0u8; 32 << 20], LONG);
+            let announced = events
+                .try_iter()
+                .any(|ev| matches!(ev.kind, EventKind::Disconnected { .. }));
+            (r, announced)
+        })
+    };
+    // The request's first bytes have arrived: its write is under way.
+    let mut head = [0u8; 128];
+    let arrived = |link: &crate::common::Link, head: &mut [u8; 128]| matches!(link.stream().peek(head), Ok(n) if n == head.len());
+    let t = Instant::now();
+    while !arrived(&link, &mut head) && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !arrived(&link, &mut head) {
+        gate.release(); // the held thread was needed for the write
+        crate::common::poll_until("the request's first bytes", LONG, || {
+            arrived(&link, &mut head)
+        });
+    }
+    // Closed with unread data: the instrument resets the link.
+    drop(link);
+    let (r, announced) = match caller.recv_timeout(Duration::from_secs(2)) {
+        Ok(v) => v,
+        Err(_) => {
+            gate.release();
+            caller.recv_timeout(LONG).expect("the caller returns")
+        }
+    };
+    gate.release();
+    client.close();
+    assert!(
+        r.is_err(),
+        "the request cannot succeed on a reset link: {r:?}"
+    );
+    assert!(
+        announced,
+        "the caller got {r:?} before subscribers were told the link was lost (held: {held})"
+    );
 }
