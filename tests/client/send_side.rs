@@ -913,3 +913,86 @@ fn subscribers_hear_of_a_failed_write_before_its_caller() {
         "the caller got {r:?} before subscribers were told the link was lost (held: {held})"
     );
 }
+
+/// Issue 21 defect 9, reasons: a wait that `close()` ends reports
+/// `Disconnected` with reason `ClosedByUser`, whatever it waited for: an
+/// event (`wait_for_event`, `Subscription::wait_for`), a motion
+/// (`move_and_wait`), the idle state (`wait_until_idle`) or a workflow run.
+#[test]
+fn waits_ended_by_close_report_closed_by_user() {
+    use flamingo_client::devices::Workflow;
+    type Waiting = Receiver<flamingo_client::Result<()>>;
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    // Accepts everything, reports itself busy, and never sends an event.
+    std::thread::spawn(move || {
+        while let Some((m, _)) = link.read() {
+            let m = if m.code == CommandCode::SYSTEM_STATE_GET {
+                m.with_int32_data0(1)
+            } else {
+                m
+            };
+            link.send(&m.with_status(0).with_additional_data_len(0));
+        }
+    });
+    let workflow = Workflow::from_text(
+        "<Workflow Settings>\n  <Stack Settings>\n    Number of planes = 5\n  </Stack Settings>\n</Workflow Settings>\n",
+    )
+    .unwrap();
+    let sub = client.subscribe();
+    let c = || client.clone();
+    let waits: Vec<(&str, Waiting)> = vec![
+        ("wait_for_event", {
+            let c = c();
+            spawn_call(move || c.wait_for_event(|_| false, c.last_seq(), LONG).map(drop))
+        }),
+        (
+            "Subscription::wait_for",
+            spawn_call(move || sub.wait_for(|_| false, 0, LONG).map(drop)),
+        ),
+        ("move_and_wait", {
+            let c = c();
+            spawn_call(move || {
+                c.stage()
+                    .motion_timeout(LONG)
+                    .move_and_wait(flamingo_client::Axis::X, 1.0)
+                    .map(drop)
+            })
+        }),
+        ("wait_until_idle", {
+            let c = c();
+            spawn_call(move || c.system().wait_until_idle(LONG))
+        }),
+        ("WorkflowRun::wait", {
+            let c = c();
+            spawn_call(move || {
+                let mut run = c.workflows().timeout(LONG).start(&workflow)?;
+                run.wait(LONG).map(drop)
+            })
+        }),
+    ];
+    crate::common::poll_until("every wait to be waiting for its event", LONG, || {
+        let s = client.stats();
+        s.subscribers.len() == waits.len() && s.pending_requests == 0
+    });
+    client.close();
+    let wrong: Vec<String> = waits
+        .into_iter()
+        .filter_map(|(what, rx)| {
+            let r = rx.recv_timeout(LONG).expect("the wait ends");
+            match r {
+                Err(Error::Disconnected {
+                    reason: DisconnectReason::ClosedByUser,
+                    ..
+                }) => None,
+                other => Some(format!("{what}: {other:?}")),
+            }
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "waits ended by close() that did not report ClosedByUser:\n{}",
+        wrong.join("\n")
+    );
+}
