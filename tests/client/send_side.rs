@@ -996,3 +996,35 @@ fn waits_ended_by_close_report_closed_by_user() {
         wrong.join("\n")
     );
 }
+
+/// Sets the client's waker when dropped.
+struct SetsWakerOnDrop(Client);
+
+impl Drop for SetsWakerOnDrop {
+    fn drop(&mut self) {
+        self.0.set_waker(None);
+    }
+}
+
+/// Issue 21 defect 10: no user value is dropped under a lock of the
+/// client's. Replacing a waker whose captured state sets the waker when it
+/// is dropped returns (it does not deadlock).
+#[test]
+fn replacing_a_waker_whose_drop_sets_the_waker_does_not_deadlock() {
+    let server = crate::common::TestServer::echo();
+    let client = Client::connect(&server.addr(), ClientConfig::default()).unwrap();
+    let guard = SetsWakerOnDrop(client.clone());
+    client.set_waker(Some(Arc::new(move || {
+        let _keep = &guard;
+    })));
+    let replaced = {
+        let client = client.clone();
+        spawn_call(move || client.set_waker(Some(Arc::new(|| {}))))
+    };
+    // On failure the blocked thread is left behind (and the client with it):
+    // closing would block on the same lock.
+    replaced
+        .recv_timeout(Duration::from_secs(2))
+        .expect("set_waker deadlocked: the old waker was dropped under the waker's lock");
+    client.close();
+}
