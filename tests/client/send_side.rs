@@ -1028,3 +1028,108 @@ fn replacing_a_waker_whose_drop_sets_the_waker_does_not_deadlock() {
         .expect("set_waker deadlocked: the old waker was dropped under the waker's lock");
     client.close();
 }
+
+/// Issue 21 defect 11: the answer to a message sent with `send` and
+/// TRIGGER_CALL_BACK set never answers a request of the same code. The
+/// instrument answers both, in order, once it has read both.
+#[test]
+fn the_answer_to_a_flagged_send_never_answers_a_request_of_its_code() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    std::thread::spawn(move || {
+        let Some((sent, _)) = link.read() else { return };
+        let Some((request, _)) = link.read() else {
+            return;
+        };
+        link.send(&sent);
+        link.send(&request);
+        echo_headers(link);
+    });
+    let flagged = tagged(K1, 1).with_flags(flamingo_client::codec::Flags::TRIGGER_CALL_BACK);
+    client.send(flagged).unwrap();
+    let r = client.request(tagged(K1, 2), Duration::from_secs(5));
+    client.close();
+    assert!(
+        matches!(&r, Ok(reply) if reply.message.int32_data2 == 2),
+        "the request got the answer to the flagged send: {r:?}"
+    );
+}
+
+/// Issue 21 defect 11, snapshots: two snapshots in flight at once each get
+/// the frame their own trigger produced (the instrument sends one frame per
+/// trigger, numbered in trigger order). A's trigger goes first; B, a
+/// blocking `snapshot()`, starts before A's frame arrives and is waiting
+/// for frames while A is not yet being polled.
+#[test]
+fn concurrent_snapshots_each_get_the_frame_of_their_own_trigger() {
+    use std::io::Write;
+    let (cmd, live_port) = loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(live) = std::net::TcpListener::bind(("127.0.0.1", port + 1)) {
+            break (l, live);
+        }
+    };
+    let inst = Instrument::on(cmd);
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    let _live = client.live(LONG).unwrap();
+    let (mut frames, _) = live_port.accept().unwrap();
+    let (first_read_tx, first_read) = crossbeam_channel::bounded(1);
+    let (go, go_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let mut triggers = 0u32;
+        while let Some((m, _)) = link.read() {
+            if m.code == CommandCode::CAMERA_SNAPSHOT_GET {
+                triggers += 1;
+                if triggers == 1 {
+                    let _ = first_read_tx.send(());
+                    let _ = go_rx.recv_timeout(LONG);
+                }
+                link.send(&m.with_status(0));
+                let header = flamingo_client::codec::LiveHeader {
+                    image_size: 16,
+                    width: 4,
+                    height: 2,
+                    frame_number: triggers,
+                    ..Default::default()
+                };
+                let mut frame = header.to_bytes().to_vec();
+                frame.extend_from_slice(&[0u8; 16]);
+                let _ = frames.write_all(&frame);
+            } else {
+                link.send(&m.with_status(0));
+            }
+        }
+    });
+    let camera = client.camera().timeout(Duration::from_secs(5));
+    let a = camera.submit_snapshot().unwrap();
+    first_read.recv_timeout(LONG).unwrap();
+    let b = {
+        let camera = camera.clone();
+        spawn_call(move || camera.snapshot())
+    };
+    let t = Instant::now();
+    while client.stats().pending_requests < 2 && t.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    go.send(()).unwrap();
+    // B may return by itself; if it is waiting for A, A is polled first.
+    let (a, b) = match b.recv_timeout(Duration::from_secs(1)) {
+        Ok(b) => (a.wait(), b),
+        Err(_) => (a.wait(), b.recv_timeout(LONG).unwrap()),
+    };
+    client.close();
+    let number = |r: &flamingo_client::Result<flamingo_client::live::Frame>| {
+        r.as_ref().map(|f| f.frame_number()).ok()
+    };
+    assert_eq!(
+        (number(&a), number(&b)),
+        (Some(1), Some(2)),
+        "frames of (A, B): A's trigger produced frame 1, B's frame 2; got A {a:?}, B {b:?}"
+    );
+}
