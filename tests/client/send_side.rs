@@ -565,6 +565,29 @@ fn close_returns_promptly_while_the_live_stream_is_reconnecting() {
     );
 }
 
+/// Issue 21 defect 6: dropping the last client handle returns within 50 ms
+/// in every state, including while the live stream is inside a reconnect
+/// attempt. (Asserted with room for a loaded machine: under 500 ms.)
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_the_last_handle_returns_promptly_while_the_live_stream_is_reconnecting() {
+    let h = live_reconnecting();
+    let LiveReconnecting {
+        client,
+        link,
+        _live_port,
+        _fillers,
+    } = h;
+    let t = Instant::now();
+    drop(client);
+    let took = t.elapsed();
+    drop(link);
+    assert!(
+        took < Duration::from_millis(500),
+        "dropping the last handle took {took:?} while the live stream was reconnecting"
+    );
+}
+
 /// Issue 21 defect 6: `close()` fails every waiting request at once, with
 /// `ClosedByUser`, even while the live stream is inside a reconnect
 /// attempt. (Asserted with room for a loaded machine: under 500 ms.)
