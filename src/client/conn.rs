@@ -118,6 +118,12 @@ struct Flight {
     /// starts the late-reply window.
     abandoned_at: Option<Instant>,
     fence: bool,
+    /// A request of a code the instrument also broadcasts: the message of
+    /// its key that came last before the fence after it was answered is its
+    /// reply (an earlier one was a broadcast the reply superseded).
+    broadcast: bool,
+    /// The latest such message so far.
+    candidate: Option<Outcome>,
 }
 
 /// A reply key's state on the current link.
@@ -237,6 +243,10 @@ const INLINE_DATA: usize = 16 * 1024;
 pub(crate) enum Route {
     /// Its outcome was put in its caller's slot: wake it.
     Delivered(Wake),
+    /// Kept as the reply of a broadcast code's request until the fence
+    /// after it is answered; the message it replaces (a broadcast) is
+    /// handed back, to be published as an event.
+    Held(Option<Outcome>),
     /// Its caller gave up: discard it.
     Late,
     /// No request of this key is on the wire: an event. `answered`: the
@@ -245,8 +255,9 @@ pub(crate) enum Route {
     /// A request of this key is on the wire, but the reply echoes a
     /// different `int32Data0`: not its reply (an event).
     EchoMismatch,
-    /// The answer to one of the client's fences.
-    Fence,
+    /// The answer to one of the client's fences: the requests it settled
+    /// have their replies in their slots now.
+    Fence(Vec<Wake>),
 }
 
 /// What a caller who gave up at its deadline learns.
@@ -292,6 +303,9 @@ pub(crate) struct Conn {
     pub link_end: Option<(DisconnectReason, String)>,
     /// The writers' reusable batch buffer (taken by the writer role).
     pub batch_buf: Vec<u8>,
+    /// When the sender thread looks at the queue again by itself: an entry
+    /// that expires sooner wakes it.
+    pub sender_until: Deadline,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     writing: Vec<Writing>,
@@ -324,6 +338,7 @@ impl Conn {
             last_error: None,
             link_end: None,
             batch_buf: Vec::new(),
+            sender_until: Deadline::NEVER,
             queue: VecDeque::new(),
             queued_bytes: 0,
             writing: Vec::new(),
@@ -573,6 +588,8 @@ impl Conn {
                     waiter: q.waiter.take(),
                     abandoned_at: fence.then(Instant::now),
                     fence,
+                    broadcast: q.broadcast,
+                    candidate: None,
                 });
             }
             Kind::Send { flagged: true } => {
@@ -652,6 +669,16 @@ impl Conn {
             i += 1;
         }
         dropped
+    }
+
+    /// True if an entry with `deadline` expires before the sender thread
+    /// looks at the queue again by itself.
+    pub fn expires_unseen(&self, deadline: Deadline) -> bool {
+        match (deadline.instant(), self.sender_until.instant()) {
+            (Some(d), Some(u)) => d < u,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// The earliest deadline of a queued entry (when the sender thread
@@ -870,6 +897,7 @@ impl Conn {
         {
             if f.waiter.take().is_some() {
                 f.abandoned_at = Some(now);
+                f.candidate = None;
                 self.abandoned += 1;
                 return GiveUp::TimedOut(if f.sent {
                     TimeoutPhase::Reply
@@ -904,13 +932,23 @@ impl Conn {
         if front.check_echo && (1..=4).contains(&int0) && int0 != front.int0 {
             return Route::EchoMismatch;
         }
+        if front.broadcast && self.fenced <= front.wseq {
+            // Not settled yet: a later message of the key may still come
+            // (the reply after a broadcast).
+            let front = g.flights.front_mut().expect("front exists");
+            if front.waiter.is_none() {
+                return Route::Event { answered: false };
+            }
+            return Route::Held(front.candidate.replace(outcome()));
+        }
         let f = g.flights.pop_front().expect("front exists");
         if g.is_empty() {
             self.gates.remove(&key);
         }
         if f.fence {
-            self.fence_answered(f.wseq);
-            return Route::Fence;
+            let mut wakes = Vec::new();
+            self.fence_answered(f.wseq, &mut wakes);
+            return Route::Fence(wakes);
         }
         match f.waiter {
             Some(w) => Route::Delivered(w.fill(outcome())),
@@ -921,9 +959,10 @@ impl Conn {
         }
     }
 
-    /// Everything written before fence `wseq` has been answered: broadcast
-    /// keys waiting for that open again.
-    fn fence_answered(&mut self, wseq: u64) {
+    /// Everything written before fence `wseq` has been answered: a
+    /// broadcast code's request written before it takes the last message of
+    /// its key as its reply, and keys waiting for that open again.
+    fn fence_answered(&mut self, wseq: u64, wakes: &mut Vec<Wake>) {
         self.fenced = self.fenced.max(wseq);
         self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence)
             || self
@@ -932,7 +971,18 @@ impl Conn {
                 .flat_map(|g| &g.flights)
                 .any(|f| f.fence);
         let fenced = self.fenced;
+        let mut abandoned = 0;
         self.gates.retain(|key, g| {
+            while g.flights.front().is_some_and(|f| {
+                f.broadcast && f.wseq < fenced && (f.candidate.is_some() || f.waiter.is_none())
+            }) {
+                let f = g.flights.pop_front().expect("front exists");
+                match (f.waiter, f.candidate) {
+                    (Some(w), Some(o)) => wakes.push(w.fill(o)),
+                    (None, _) => abandoned += 1,
+                    _ => {}
+                }
+            }
             if g.settle.is_some_and(|s| s < fenced) {
                 g.settle = None;
             }
@@ -944,6 +994,7 @@ impl Conn {
             }
             !g.is_empty()
         });
+        self.abandoned -= abandoned;
     }
 
     /// When the link must be reset: a request stayed unanswered after its

@@ -66,8 +66,20 @@ impl Shared {
                     );
                     return;
                 }
-                Route::Fence => {
+                Route::Fence(wakes) => {
                     self.counters.fences.fetch_add(1, Relaxed);
+                    self.counters
+                        .replies_matched
+                        .fetch_add(wakes.len() as u64, Relaxed);
+                    self.wake_all(wakes);
+                    return;
+                }
+                Route::Held(displaced) => {
+                    // A message of the key came after it: the one kept
+                    // before was a broadcast, published now as an event.
+                    if let Some(Ok(Delivered::Reply(r))) = displaced {
+                        self.publish_message(r.message, r.data, r.seq, r.received_at, None, false);
+                    }
                     return;
                 }
                 Route::EchoMismatch => {

@@ -84,7 +84,7 @@ impl Shared {
                 Ok(fast) => (id, Some(fast)),
                 Err(q) => {
                     c.enqueue(q);
-                    if c.needs_sender() {
+                    if c.needs_sender() || c.expires_unseen(deadline) {
                         self.cv.notify_all();
                     }
                     (id, None)
@@ -381,7 +381,9 @@ fn send_queued(shared: &Arc<Shared>) {
                 let until = resync_at
                     .map_or(Deadline::NEVER, Deadline::at)
                     .min(c.next_expiry());
+                c.sender_until = until;
                 shared.cv.wait_until(&mut c, until.wait_slice());
+                c.sender_until = Deadline::after(Duration::ZERO);
             }
         };
         if let Some(w) = shut {
