@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adversary;
 mod contract;
 mod core;
 mod faults;
