@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adversary;
 mod contract;
 mod core;
 mod faults;
