@@ -303,6 +303,9 @@ pub(crate) struct Conn {
     pub link_end: Option<(DisconnectReason, String)>,
     /// The writers' reusable batch buffer (taken by the writer role).
     pub batch_buf: Vec<u8>,
+    /// Entries expired in `take_batch`, and requests among them, not yet
+    /// counted in the statistics (taken by `take_expired`).
+    expired: (usize, usize),
     /// When the sender thread looks at the queue again by itself: an entry
     /// that expires sooner wakes it.
     pub sender_until: Deadline,
@@ -339,6 +342,7 @@ impl Conn {
             link_end: None,
             batch_buf: Vec::new(),
             sender_until: Deadline::NEVER,
+            expired: (0, 0),
             queue: VecDeque::new(),
             queued_bytes: 0,
             writing: Vec::new(),
@@ -428,9 +432,12 @@ impl Conn {
         (self.queue.len(), self.queued_bytes)
     }
 
-    /// Checks that `size` more bytes fit in the queue.
-    pub fn check_room(&self, size: usize) -> Result<()> {
-        if self.queue.len() >= self.limits.messages {
+    /// Checks that `size` more bytes fit in the queue (and a fence before
+    /// the entry, for a request of a broadcast code).
+    pub fn check_room(&self, size: usize, broadcast: bool) -> Result<()> {
+        let fence = broadcast && !self.queue.iter().any(|e| e.kind == Kind::Fence);
+        let size = size + if fence { MESSAGE_LEN } else { 0 };
+        if self.queue.len() + usize::from(fence) >= self.limits.messages {
             return Err(Error::TooLarge {
                 what: "the write queue (messages waiting to be written; the instrument is not reading or the link is down)",
                 size: self.queue.len() as u64 + 1,
@@ -646,29 +653,33 @@ impl Conn {
 
     /// Fails the queued entries whose deadline has passed (their callers
     /// may not be polling: a detached send must not wait forever). Returns
-    /// how many were dropped without anyone waiting, and the wakes.
-    pub fn expire_queued(&mut self, wakes: &mut Vec<Wake>) -> usize {
-        let mut dropped = 0;
+    /// how many were dropped, and how many of them were requests.
+    pub fn expire_queued(&mut self, wakes: &mut Vec<Wake>) -> (usize, usize) {
+        let (mut dropped, mut requests) = (0, 0);
         let mut i = 0;
         while i < self.queue.len() {
             if self.queue[i].kind != Kind::Fence && self.queue[i].deadline.expired() {
                 let phase = self.queued_phase(&self.queue[i]);
                 if let Some(mut q) = self.remove_queued(i) {
-                    match q.waiter.take() {
-                        Some(w) => {
-                            if q.kind != Kind::Request {
-                                dropped += 1;
-                            }
-                            wakes.push(w.fill(Err(timeout_error(phase, &q))));
-                        }
-                        None => dropped += 1,
+                    dropped += 1;
+                    if q.kind == Kind::Request {
+                        requests += 1;
+                    }
+                    if let Some(w) = q.waiter.take() {
+                        wakes.push(w.fill(Err(timeout_error(phase, &q))));
                     }
                 }
                 continue;
             }
             i += 1;
         }
-        dropped
+        (dropped, requests)
+    }
+
+    /// Entries expired by `take_batch` since the last call, and requests
+    /// among them.
+    pub fn take_expired(&mut self) -> (usize, usize) {
+        std::mem::take(&mut self.expired)
     }
 
     /// True if an entry with `deadline` expires before the sender thread
@@ -705,7 +716,9 @@ impl Conn {
         wakes: &mut Vec<Wake>,
     ) -> (Deadline, Option<Arc<[u8]>>) {
         buf.clear();
-        self.expire_queued(wakes);
+        let expired = self.expire_queued(wakes);
+        self.expired.0 += expired.0;
+        self.expired.1 += expired.1;
         let mut latest: Option<Deadline> = None;
         let mut tail = None;
         let mut i = 0;
@@ -909,10 +922,22 @@ impl Conn {
         GiveUp::AlreadyDelivered
     }
 
-    /// Routes a message of `key` echoing `int0`: if it is a request's
-    /// reply, `outcome()` is put in its caller's slot here, in the same
-    /// step that takes the request off the wire.
-    pub fn route(&mut self, key: Key, int0: i32, outcome: impl FnOnce() -> Outcome) -> Route {
+    /// Messages handed to the wire so far.
+    pub fn wire_seq(&self) -> u64 {
+        self.wseq
+    }
+
+    /// Routes a message of `key` echoing `int0`, received before the
+    /// message `written_before + 1` was handed to the wire: if it is a
+    /// request's reply, `outcome()` is put in its caller's slot here, in
+    /// the same step that takes the request off the wire.
+    pub fn route(
+        &mut self,
+        key: Key,
+        int0: i32,
+        written_before: u64,
+        outcome: impl FnOnce() -> Outcome,
+    ) -> Route {
         let Some(g) = self.gates.get_mut(&key) else {
             return Route::Event { answered: false };
         };
@@ -931,6 +956,11 @@ impl Conn {
         // says nothing about whose reply it is.
         if front.check_echo && (1..=4).contains(&int0) && int0 != front.int0 {
             return Route::EchoMismatch;
+        }
+        if front.wseq > written_before {
+            // It arrived before this request was written: a copy of an
+            // earlier answer, or a broadcast; never this request's reply.
+            return Route::Event { answered: false };
         }
         if front.broadcast && self.fenced <= front.wseq {
             // Not settled yet: a later message of the key may still come
@@ -1020,7 +1050,7 @@ impl Conn {
                 && self
                     .queue
                     .iter()
-                    .any(|q| q.kind == Kind::Request && q.key == *k))
+                    .any(|q| matches!(q.kind, Kind::Request | Kind::Fence) && q.key == *k))
             .then(|| at.checked_add(window))
             .flatten()
         });

@@ -24,6 +24,7 @@ impl Shared {
         seq: u64,
         received_at: Instant,
         failure: Option<Error>,
+        written_before: u64,
     ) {
         let info = msg.code.info();
         let mut answered = false;
@@ -33,14 +34,16 @@ impl Shared {
             let mut fail_copy = failure.as_ref().map(Error::duplicate);
             let (route, sender) = {
                 let mut c = self.conn.lock();
-                let r = c.route(key, msg.int32_data0, || match fail_copy.take() {
-                    Some(e) => Err(e),
-                    None => Ok(Delivered::Reply(Reply {
-                        message: msg,
-                        data: data.take().unwrap_or_default(),
-                        seq,
-                        received_at,
-                    })),
+                let r = c.route(key, msg.int32_data0, written_before, || {
+                    match fail_copy.take() {
+                        Some(e) => Err(e),
+                        None => Ok(Delivered::Reply(Reply {
+                            message: msg,
+                            data: data.take().unwrap_or_default(),
+                            seq,
+                            received_at,
+                        })),
+                    }
                 });
                 // A freed key may let a queued message go: the sender
                 // thread writes it, whichever outcome freed the key.

@@ -949,7 +949,6 @@ fn subscribers_hear_of_a_failed_write_before_its_caller() {
 /// (`move_and_wait`), the idle state (`wait_until_idle`) or a workflow run.
 #[test]
 fn waits_ended_by_close_report_closed_by_user() {
-    use flamingo_client::devices::Workflow;
     type Waiting = Receiver<flamingo_client::Result<()>>;
     let inst = Instrument::new();
     let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
@@ -965,10 +964,15 @@ fn waits_ended_by_close_report_closed_by_user() {
             link.send(&m.with_status(0).with_additional_data_len(0));
         }
     });
-    let workflow = Workflow::from_text(
-        "<Workflow Settings>\n  <Stack Settings>\n    Number of planes = 5\n  </Stack Settings>\n</Workflow Settings>\n",
-    )
-    .unwrap();
+    let at = flamingo_client::devices::StagePosition {
+        x_mm: 8.0,
+        y_mm: 20.0,
+        z_mm: 15.0,
+        r_deg: 0.0,
+    };
+    let workflow = flamingo_client::devices::WorkflowBuilder::z_stack(at, 5, 2.5)
+        .build()
+        .unwrap();
     let sub = client.subscribe();
     let c = || client.clone();
     let waits: Vec<(&str, Waiting)> = vec![
