@@ -8,6 +8,8 @@
 pub mod codec;
 pub mod devices;
 pub mod live;
+#[cfg(feature = "record")]
+pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
 
