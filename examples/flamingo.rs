@@ -9,7 +9,8 @@
 //! Install it with `cargo install --locked --path . --example flamingo`.
 //!
 //! Commands: state, image-size, position, move, halt, settings, snapshot,
-//! live, workflow (FILE, check, stop), lasers off, idle, watch, sim, demo.
+//! live, workflow (FILE, check, stop), lasers off, idle, watch, sim, demo,
+//! record, replay, facts.
 //! Global options go before or after the command. `--json` prints each
 //! result as one JSON object per line; errors are one `error: ...` line on
 //! stderr (one JSON object with `--json`) and a non-zero exit code that
@@ -20,12 +21,16 @@
 mod cli_args;
 #[path = "support/cli_demo.rs"]
 mod cli_demo;
+#[path = "support/cli_facts.rs"]
+mod cli_facts;
 #[path = "support/cli_interrupt.rs"]
 mod cli_interrupt;
 #[path = "support/cli_json.rs"]
 mod cli_json;
 #[path = "support/cli_progress.rs"]
 mod cli_progress;
+#[path = "support/cli_record.rs"]
+mod cli_record;
 #[path = "support/image_io.rs"]
 mod image_io;
 
@@ -150,6 +155,9 @@ fn real_main() -> Result<()> {
     match command {
         Command::Sim(args) => run_sim(&args, &out),
         Command::Demo => cli_demo::run(&out, global.timeout),
+        Command::Record(args) => cli_record::record(&args, &global, &out),
+        Command::Replay(args) => cli_record::replay(&args, &out),
+        Command::Facts(args) => cli_facts::run(&args, &out),
         Command::Workflow {
             action: Some(WorkflowAction::Check { file }),
             ..
