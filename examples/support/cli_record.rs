@@ -238,7 +238,11 @@ pub fn replay(args: &ReplayArgs, out: &Out) -> Result<()> {
                 report.unanswerable_total,
                 report.events_sent,
                 report.frames_sent,
-                if report.finished { "; recording played to its end" } else { "" }
+                if report.finished {
+                    "; recording played to its end"
+                } else {
+                    ""
+                }
             ));
         }
         let open = sim.open_connections();

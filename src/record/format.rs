@@ -668,7 +668,10 @@ pub(crate) fn record_header(
     h[4] = kind;
     h[5] = detail;
     LE::write_u32(&mut h[8..], conn);
-    LE::write_u64(&mut h[12..], u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
+    LE::write_u64(
+        &mut h[12..],
+        u64::try_from(time.as_nanos()).unwrap_or(u64::MAX),
+    );
     h
 }
 

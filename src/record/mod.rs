@@ -31,8 +31,8 @@ mod writer;
 
 pub use facts::{CodeFacts, Facts, Latency};
 pub use format::{
-    subsampled_len, Direction, EndCause, Entry, Port, Record, FILE_HEADER_LEN, MAGIC,
-    MAX_BODY_LEN, RECORD_HEADER_LEN, RECORD_TRAILER_LEN, VERSION,
+    subsampled_len, Direction, EndCause, Entry, Port, Record, FILE_HEADER_LEN, MAGIC, MAX_BODY_LEN,
+    RECORD_HEADER_LEN, RECORD_TRAILER_LEN, VERSION,
 };
 pub(crate) use pairing::{match_key, Pairing};
 pub use proxy::{Proxy, ProxyConfig, ProxyStats};

@@ -25,10 +25,7 @@ pub(crate) const MAX_WAITING: usize = 256;
 /// The key replay matches requests by: the code, and `int32Data0` for
 /// codes matched by it.
 pub(crate) fn match_key(m: &Message) -> (CommandCode, Option<i32>) {
-    let int0 = m
-        .code
-        .info()
-        .is_some_and(|i| i.match_key == MatchKey::Int0);
+    let int0 = m.code.info().is_some_and(|i| i.match_key == MatchKey::Int0);
     (m.code, int0.then_some(m.int32_data0))
 }
 
@@ -177,7 +174,10 @@ mod tests {
         p.request(1, &req(C::SYSTEM_STATE_GET, 0, false), 1, &mut gone);
         p.request(1, &req(C::SYSTEM_STATE_GET, 0, true), 2, &mut gone);
         assert_eq!(gone, vec![(1, false, GaveUp::Superseded)]);
-        assert_eq!(p.reply(1, &req(C::SYSTEM_STATE_GET, 0, true)), Some((2, true)));
+        assert_eq!(
+            p.reply(1, &req(C::SYSTEM_STATE_GET, 0, true)),
+            Some((2, true))
+        );
         p.request(1, &req(C::CAMERA_WORK_FLOW_STOP, 0, false), 3, &mut gone);
         assert_eq!(
             p.reply(1, &req(C::CAMERA_WORK_FLOW_STOP, 0, false)),

@@ -196,7 +196,9 @@ impl Shared {
             };
         if !sent {
             self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
-            self.counters.dropped_records.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_records
+                .fetch_add(1, Ordering::Relaxed);
             self.counters
                 .dropped_bytes
                 .fetch_add(size as u64, Ordering::Relaxed);
@@ -349,7 +351,10 @@ impl Proxy {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let meta: Vec<(&str, String)> = vec![
-            ("tool", format!("flamingo-client {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "tool",
+                format!("flamingo-client {}", env!("CARGO_PKG_VERSION")),
+            ),
             ("started_unix_ms", started_ms.to_string()),
             ("listen", addr.to_string()),
             ("listen_live", live_addr.to_string()),
@@ -579,14 +584,25 @@ fn accept_loop(sh: Arc<Shared>, listener: TcpListener, port: Port) {
         let id = sh.next_conn.fetch_add(1, Ordering::Relaxed);
         sh.counters.connections.fetch_add(1, Ordering::Relaxed);
         log::debug!("recorder: connection {id} ({}) from {peer}", port.name());
+        // Recorded as the client sees it: connected now, even though the
+        // connection to the instrument is still to be made.
+        sh.push(
+            Instant::now(),
+            id,
+            Entry::Open {
+                port,
+                peer: peer.to_string(),
+            },
+        );
         let s2 = sh.clone();
-        sh.spawn(format!("{id}-up"), move || serve(s2, id, port, stream, peer));
+        sh.spawn(format!("{id}-up"), move || {
+            serve(s2, id, port, stream, peer)
+        });
     }
 }
 
-/// Connects to the instrument for one client connection, records the
-/// opening and forwards both ways (the other direction on a thread of its
-/// own).
+/// Connects to the instrument for one client connection and forwards both
+/// ways (the other direction on a thread of its own).
 fn serve(sh: Arc<Shared>, id: u32, port: Port, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     let (target, options) = match port {
@@ -601,14 +617,27 @@ fn serve(sh: Arc<Shared>, id: u32, port: Port, client: TcpStream, peer: SocketAd
                 .upstream_failures
                 .fetch_add(1, Ordering::Relaxed);
             log::warn!("recorder: cannot connect to the instrument at {target}: {e}");
+            let now = Instant::now();
             sh.push(
-                Instant::now(),
+                now,
                 id,
                 Entry::Note(format!(
                     "{} connection from {peer}: cannot connect to the instrument at {target}: {e}; the client's connection was closed",
                     port.name()
                 )),
             );
+            for direction in [Direction::ToClient, Direction::ToInstrument] {
+                sh.push(
+                    now,
+                    id,
+                    Entry::StreamEnd {
+                        direction,
+                        cause: EndCause::Failed,
+                        bytes: 0,
+                        detail: format!("cannot connect to the instrument at {target}: {e}"),
+                    },
+                );
+            }
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
@@ -635,14 +664,6 @@ fn serve(sh: Arc<Shared>, id: u32, port: Port, client: TcpStream, peer: SocketAd
         };
         conns.insert(id, vec![a, b]);
     }
-    sh.push(
-        Instant::now(),
-        id,
-        Entry::Open {
-            port,
-            peer: peer.to_string(),
-        },
-    );
     let remaining = Arc::new(AtomicU32::new(2));
     let (s2, r2) = (sh.clone(), remaining.clone());
     let started = sh.spawn(format!("{id}-down"), move || {
@@ -670,14 +691,7 @@ fn finish_conn(sh: &Shared, id: u32, remaining: &AtomicU32) {
 
 /// Forwards one direction until it ends, recording what it carries, then
 /// records how it ended and passes the end on.
-fn forward(
-    sh: &Shared,
-    id: u32,
-    port: Port,
-    dir: Direction,
-    src: &TcpStream,
-    dst: &TcpStream,
-) {
+fn forward(sh: &Shared, id: u32, port: Port, dir: Direction, src: &TcpStream, dst: &TcpStream) {
     let counter = match dir {
         Direction::ToInstrument => &sh.counters.to_instrument,
         Direction::ToClient => &sh.counters.to_client,
@@ -697,7 +711,10 @@ fn forward(
             Direction::ToInstrument => "instrument",
             Direction::ToClient => "client",
         };
-        (EndCause::Failed, format!("forwarding to the {to} failed: {e}"))
+        (
+            EndCause::Failed,
+            format!("forwarding to the {to} failed: {e}"),
+        )
     } else {
         match result {
             Ok(note) => (EndCause::Closed, note.unwrap_or_default()),
@@ -839,7 +856,9 @@ fn record_frames(sh: &Shared, id: u32, tee: &mut Tee<'_>) -> io::Result<Option<S
         let want = subsampled_len(header.width, header.height, s) as usize;
         if s > 0 && sh.crowded(want) {
             s = 0;
-            sh.counters.dropped_bytes.fetch_add(want as u64, Ordering::Relaxed);
+            sh.counters
+                .dropped_bytes
+                .fetch_add(want as u64, Ordering::Relaxed);
         }
         let mut sub = (s > 0).then(|| Subsampler::new(header.width, s, want));
         let seen = tee.consume(n as u64, |chunk| {
@@ -903,9 +922,8 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     // in TIME_WAIT (on Windows this option would allow stealing a port).
     #[cfg(not(windows))]
     s.set_reuse_address(true)?;
-    s.bind(&addr.into()).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })?;
+    s.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     s.listen(128)?;
     Ok(s.into())
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::format::{
-    decode_body, kind, Crc, Record, FILE_HEADER_LEN, MAGIC, MAX_BODY_LEN,
-    RECORD_HEADER_LEN, RECORD_TRAILER_LEN, VERSION,
+    decode_body, kind, Crc, Record, FILE_HEADER_LEN, MAGIC, MAX_BODY_LEN, RECORD_HEADER_LEN,
+    RECORD_TRAILER_LEN, VERSION,
 };
 
 /// Why a recording cannot be read any further, and where.
@@ -201,6 +201,12 @@ impl<R: Read> RecordingReader<R> {
         if version == 0 || version > VERSION {
             return Err(r.error(0, RecordErrorKind::UnsupportedVersion(version)));
         }
+        if LE::read_u32(&h[12..]) != 0 {
+            return Err(r.error(
+                0,
+                RecordErrorKind::Corrupt("the file header's reserved flags are not zero".into()),
+            ));
+        }
         let header_len = u64::from(LE::read_u16(&h[10..]));
         if header_len < FILE_HEADER_LEN as u64 {
             return Err(r.error(
@@ -385,7 +391,6 @@ impl<R: Read> RecordingReader<R> {
         self.last_time = self.last_time.max(time);
         Ok(Some(Record { time, conn, entry }))
     }
-
 }
 
 impl<R: Read> Iterator for RecordingReader<R> {

@@ -180,7 +180,9 @@ impl Subsampler {
             return;
         }
         if self.s == 1 {
-            let a = usize::try_from(start).unwrap_or(usize::MAX).min(self.out.len());
+            let a = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(self.out.len());
             let b = (a + chunk.len()).min(self.out.len());
             self.out[a..b].copy_from_slice(&chunk[..b - a]);
             return;

@@ -186,13 +186,11 @@ impl Simulator {
         config: ReplayConfig,
     ) -> io::Result<Simulator> {
         let (player, rx) = replay::Player::new();
-        let sim = Simulator::launch(
-            SimConfig::default().port(config.port),
-            Some(player.clone()),
-        )?;
+        let sim = Simulator::launch(SimConfig::default().port(config.port), Some(player.clone()))?;
         let sh = sim.shared.clone();
-        sim.shared
-            .spawn("replay", move || replay::run(sh, player, rx, recording, config))?;
+        sim.shared.spawn("replay", move || {
+            replay::run(sh, player, rx, recording, config)
+        })?;
         Ok(sim)
     }
 

@@ -140,8 +140,9 @@ pub struct ReplayReport {
     pub unanswerable_total: u64,
     /// The first 1000 of them.
     pub unanswerable: Vec<Unanswerable>,
-    /// Recorded requests the replay's clients never sent, given up to let
-    /// the replay move on (what they caused was not sent).
+    /// Recorded requests the replay's clients never sent: their connection
+    /// closed first, or they were given up to let the replay read on (what
+    /// they caused was not sent).
     pub skipped_requests: u64,
     /// Recorded replies sent.
     pub replies_sent: u64,

@@ -14,7 +14,9 @@ use super::replay::{
     Input, LiveOut, Player, ReplayConfig, ReplayPace, ReplayReport, Unanswerable, MAX_LISTED,
 };
 use crate::codec::{CommandCode, LiveHeader, Message};
-use crate::record::{match_key, Direction, Entry, Pairing, Port, Record, RecordingReader};
+use crate::record::{
+    match_key, Direction, EndCause, Entry, Pairing, Port, Record, RecordingReader,
+};
 
 /// Messages queued on one command connection's writer, at most.
 const COMMAND_QUEUE: usize = 1024;
@@ -99,16 +101,16 @@ enum Dest {
     Live(u64),
 }
 
+/// An open replay connection (removed when it closes, which drops the
+/// sender its writer waits on).
 struct CommandDest {
     tx: Sender<Out>,
     opened: Instant,
-    closed: bool,
 }
 
 struct LiveDest {
     tx: Sender<LiveOut>,
     opened: Instant,
-    closed: bool,
 }
 
 struct Deferred {
@@ -132,6 +134,10 @@ pub(crate) struct Engine<R> {
     last_client: Option<(u64, Duration)>,
     /// Per recorded connection: its port and the (seq, time) of its opening.
     rec_conns: HashMap<u32, (Port, u64, Duration)>,
+    /// Recorded connections whose client had closed its side.
+    client_ended: HashSet<u32>,
+    /// Recorded connections whose replay connection has closed.
+    closed_rec: HashSet<u32>,
     /// Times of records by seq, for anchors (request and open records).
     anchor_times: HashMap<u64, Duration>,
     rec_to_dest: HashMap<u32, Dest>,
@@ -180,6 +186,8 @@ impl<R: Read> Engine<R> {
             pairing: Pairing::new(),
             last_client: None,
             rec_conns: HashMap::new(),
+            client_ended: HashSet::new(),
+            closed_rec: HashSet::new(),
             anchor_times: HashMap::new(),
             rec_to_dest: HashMap::new(),
             command_to_rec: HashMap::new(),
@@ -274,7 +282,13 @@ impl<R: Read> Engine<R> {
                 }
                 ItemKind::Request {
                     key: match_key(&message),
-                    state: ReqState::Pending,
+                    // Its connection's client is gone: it will never come.
+                    state: if self.closed_rec.contains(&rec_conn) {
+                        self.report.skipped_requests += 1;
+                        ReqState::Skipped
+                    } else {
+                        ReqState::Pending
+                    },
                 }
             }
             Entry::Message {
@@ -339,13 +353,28 @@ impl<R: Read> Engine<R> {
                 self.emit(anchor, r.time, Emission::Raw(bytes))
             }
             Entry::StreamEnd {
+                direction: Direction::ToInstrument,
+                ..
+            } => {
+                self.client_ended.insert(rec_conn);
+                ItemKind::Done
+            }
+            Entry::StreamEnd {
                 direction: Direction::ToClient,
+                cause,
                 ..
             } => {
                 let mut gone = Vec::new();
                 self.pairing.close(rec_conn, &mut gone);
-                let anchor = self.event_anchor(rec_conn).0;
-                let kind = self.emit(anchor, r.time, Emission::Close);
+                // Only the instrument's own closes are played: not one that
+                // answered the client's close, nor the recorder's stop.
+                let own = !self.client_ended.remove(&rec_conn) && cause != EndCause::Stopped;
+                let kind = if own {
+                    let anchor = self.event_anchor(rec_conn).0;
+                    self.emit(anchor, r.time, Emission::Close)
+                } else {
+                    ItemKind::Done
+                };
                 if let Some((_, open, _)) = self.rec_conns.remove(&rec_conn) {
                     self.release(open);
                 }
@@ -419,39 +448,37 @@ impl<R: Read> Engine<R> {
         let now = Instant::now();
         match input {
             Input::CommandOpened(id, tx, at) => {
-                self.commands.insert(
-                    id,
-                    CommandDest {
-                        tx,
-                        opened: at,
-                        closed: false,
-                    },
-                );
+                self.commands.insert(id, CommandDest { tx, opened: at });
                 self.unmapped_command.push_back(id);
                 self.map_connections(now);
             }
             Input::LiveOpened(id, tx, at) => {
-                self.lives.insert(
-                    id,
-                    LiveDest {
-                        tx,
-                        opened: at,
-                        closed: false,
-                    },
-                );
+                self.lives.insert(id, LiveDest { tx, opened: at });
                 self.unmapped_live.push_back(id);
                 self.map_connections(now);
             }
             Input::CommandClosed(id) => {
-                if let Some(c) = self.commands.get_mut(&id) {
-                    c.closed = true;
-                }
+                self.commands.remove(&id);
                 self.unmapped_command.retain(|&c| c != id);
+                // What its recorded connection still had to send will not
+                // come: those requests are given up, with what they caused.
+                if let Some(&rec) = self.command_to_rec.get(&id) {
+                    self.closed_rec.insert(rec);
+                    for item in self.window.iter_mut().filter(|i| i.rec_conn == rec) {
+                        if let ItemKind::Request { state, .. } = &mut item.kind {
+                            if matches!(state, ReqState::Pending) {
+                                *state = ReqState::Skipped;
+                                self.report.skipped_requests += 1;
+                                if let Some(a) = self.anchors.get_mut(&item.seq) {
+                                    a.never = true;
+                                }
+                            }
+                        }
+                    }
+                }
             }
             Input::LiveClosed(id) => {
-                if let Some(c) = self.lives.get_mut(&id) {
-                    c.closed = true;
-                }
+                self.lives.remove(&id);
                 self.unmapped_live.retain(|&c| c != id);
             }
             Input::Request(id, msg, at) => {
@@ -632,16 +659,12 @@ impl<R: Read> Engine<R> {
             let Some(dest) = self.rec_to_dest.get(&item.rec_conn).copied() else {
                 continue;
             };
-            let (closed, opened) = match dest {
-                Dest::Command(id) => self
-                    .commands
-                    .get(&id)
-                    .map_or((true, now), |c| (c.closed, c.opened)),
-                Dest::Live(id) => self
-                    .lives
-                    .get(&id)
-                    .map_or((true, now), |c| (c.closed, c.opened)),
+            let opened = match dest {
+                Dest::Command(id) => self.commands.get(&id).map(|c| c.opened),
+                Dest::Live(id) => self.lives.get(&id).map(|c| c.opened),
             };
+            let closed = opened.is_none();
+            let opened = opened.unwrap_or(now);
             if drop_it || closed {
                 if let ItemKind::Emit { what, .. } = &mut self.window[i].kind {
                     // A close for a connection already closed is no loss.
