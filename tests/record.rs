@@ -1285,7 +1285,7 @@ fn the_record_command_records_until_its_time_is_up() {
     assert_eq!(json_at(last, &["messages"]), "2", "{out:?}");
     assert_eq!(json_at(last, &["connections"]), "1", "{out:?}");
     let mut r = RecordingReader::open(&path).unwrap();
-    let n = r.by_ref().map(|x| x.unwrap()).count();
+    let n = r.by_ref().inspect(|x| assert!(x.is_ok(), "{x:?}")).count();
     assert!(r.finished() && n >= 6, "{n}");
 }
 

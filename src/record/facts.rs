@@ -337,9 +337,10 @@ impl Facts {
                 data_seen,
                 ..
             } => {
-                if !self.state.ports.contains_key(&r.conn) {
+                if let std::collections::hash_map::Entry::Vacant(e) = self.state.ports.entry(r.conn)
+                {
                     // Its open record was lost: it is a command connection.
-                    self.state.ports.insert(r.conn, Port::Command);
+                    e.insert(Port::Command);
                     self.command_connections += 1;
                     self.state.open_command.insert(r.conn);
                 }

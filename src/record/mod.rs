@@ -29,11 +29,12 @@ mod reader;
 mod tee;
 mod writer;
 
-pub use facts::{CodeFacts, Facts, Latency};
+pub use facts::{CodeFacts, Facts, Latency, BROADCAST_WINDOW, LATE_AFTER};
 pub use format::{
     subsampled_len, Direction, EndCause, Entry, Port, Record, FILE_HEADER_LEN, MAGIC, MAX_BODY_LEN,
     RECORD_HEADER_LEN, RECORD_TRAILER_LEN, VERSION,
 };
+#[cfg(feature = "sim")]
 pub(crate) use pairing::{match_key, Pairing};
 pub use proxy::{Proxy, ProxyConfig, ProxyStats};
 pub use reader::{RecordError, RecordErrorKind, RecordingReader};

@@ -194,7 +194,7 @@ impl Subsampler {
             let row = b / row_bytes;
             let row_end = (row + 1) * row_bytes;
             let seg_end = row_end.min(end);
-            if row % self.s == 0 {
+            if row.is_multiple_of(self.s) {
                 let sub_row = row / self.s;
                 // Kept columns whose bytes fall in [b, seg_end).
                 let first_col = (b - row * row_bytes) / 2;

@@ -699,7 +699,7 @@ impl<R: Read> Engine<R> {
                 Ok(()) => self.release(anchor),
                 Err(back) => {
                     if let ItemKind::Emit { what, .. } = &mut self.window[i].kind {
-                        *what = Some(back);
+                        *what = Some(*back);
                     }
                     held.insert(dest);
                     earliest(now + RETRY, &mut wake);
@@ -718,14 +718,14 @@ impl<R: Read> Engine<R> {
 
     /// Hands one recorded item to its connection; gives it back if the
     /// connection's queue is full.
-    fn deliver(&mut self, dest: Dest, e: Emission, now: Instant) -> Result<(), Emission> {
+    fn deliver(&mut self, dest: Dest, e: Emission, now: Instant) -> Result<(), Box<Emission>> {
         match dest {
             Dest::Command(id) => {
                 let Some(c) = self.commands.get(&id) else {
                     return Ok(());
                 };
                 if c.tx.len() >= COMMAND_QUEUE {
-                    return Err(e);
+                    return Err(Box::new(e));
                 }
                 let out = match e {
                     Emission::Message { msg, data, reply } => {
@@ -795,7 +795,7 @@ impl<R: Read> Engine<R> {
                         }
                         Ok(())
                     }
-                    Err(TrySendError::Full(out)) => Err(match out {
+                    Err(TrySendError::Full(out)) => Err(Box::new(match out {
                         LiveOut::Frame {
                             header,
                             subsample,
@@ -807,7 +807,7 @@ impl<R: Read> Engine<R> {
                         },
                         LiveOut::Raw(b) => Emission::Raw(b),
                         LiveOut::Close => Emission::Close,
-                    }),
+                    })),
                     Err(TrySendError::Disconnected(_)) => {
                         self.report.not_sent += 1;
                         Ok(())
