@@ -6,13 +6,12 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::format::{subsampled_len, Direction, EndCause, Entry, Port, Record};
 use super::tee::{Subsampler, Tee};
@@ -142,9 +141,15 @@ struct Counters {
     file_bytes: AtomicU64,
 }
 
-enum Queued {
-    Record(Record, usize),
-    Finish,
+/// Records waiting for the writer thread.
+#[derive(Default)]
+struct Queue {
+    records: Vec<(Record, usize)>,
+    /// Their payload bytes (with a fixed allowance per record).
+    bytes: usize,
+    /// The writer waits without a timeout: the next record must wake it.
+    writer_idle: bool,
+    finish: bool,
 }
 
 struct Shared {
@@ -155,8 +160,8 @@ struct Shared {
     conns: Mutex<HashMap<u32, Vec<TcpStream>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_conn: AtomicU32,
-    queue: Sender<Queued>,
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
     counters: Counters,
 }
 
@@ -164,10 +169,13 @@ struct Shared {
 /// flow at full rate, small enough that a command-port message is
 /// forwarded the moment it arrives (a read returns what is there).
 const CHUNK: usize = 256 * 1024;
-/// How often the file is flushed while records keep coming.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Records queued for the disk at most (besides the byte budget).
-const QUEUE_RECORDS: usize = 1 << 16;
+/// How often the writer thread takes the queued records while they keep
+/// coming. It is not woken for each record (on a small PC every wake-up
+/// competes with the forwarding threads for a CPU), only for the first
+/// after an idle spell, or when [`WAKE_BYTES`] have piled up.
+const BATCH_EVERY: Duration = Duration::from_millis(20);
+/// Queued bytes that wake the writer at once (live pixels).
+const WAKE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Shared {
     fn is_stopping(&self) -> bool {
@@ -182,36 +190,35 @@ impl Shared {
     /// is too far behind: forwarding never waits for the disk.
     fn push(&self, time: Instant, conn: u32, entry: Entry) {
         let size = entry.payload_len() + 64;
-        let before = self.queued_bytes.fetch_add(size, Ordering::SeqCst);
         let record = Record {
             time: self.time(time),
             conn,
             entry,
         };
-        let fits = before.saturating_add(size) <= self.cfg.queue_bytes;
-        let sent = fits
-            && match self.queue.try_send(Queued::Record(record, size)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            };
-        if !sent {
-            self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+        let mut q = self.queue.lock();
+        if q.bytes.saturating_add(size) > self.cfg.queue_bytes || q.finish {
+            drop(q);
             self.counters
                 .dropped_records
                 .fetch_add(1, Ordering::Relaxed);
             self.counters
                 .dropped_bytes
                 .fetch_add(size as u64, Ordering::Relaxed);
+            return;
+        }
+        q.records.push((record, size));
+        q.bytes += size;
+        let wake = std::mem::take(&mut q.writer_idle) || q.bytes >= WAKE_BYTES;
+        drop(q);
+        if wake {
+            self.queue_cv.notify_one();
         }
     }
 
     /// True if `bytes` more would not fit the queue now (pixels are then
     /// not captured for this frame).
     fn crowded(&self, bytes: usize) -> bool {
-        self.queued_bytes
-            .load(Ordering::SeqCst)
-            .saturating_add(bytes)
-            > self.cfg.queue_bytes
+        self.queue.lock().bytes.saturating_add(bytes) > self.cfg.queue_bytes
     }
 
     fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce() + Send + 'static) -> bool {
@@ -365,7 +372,6 @@ impl Proxy {
         ];
         let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let writer = RecordingWriter::new(BufWriter::with_capacity(CHUNK, out), &meta)?;
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_RECORDS);
         let shared = Arc::new(Shared {
             cfg: config,
             t0: Instant::now(),
@@ -373,8 +379,8 @@ impl Proxy {
             conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             next_conn: AtomicU32::new(1),
-            queue: tx,
-            queued_bytes: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
             counters: Counters::default(),
         });
         shared
@@ -385,7 +391,7 @@ impl Proxy {
         let sh = shared.clone();
         let writer = std::thread::Builder::new()
             .name("flamingo-rec-writer".into())
-            .spawn(move || write_loop(writer, rx, sh))?;
+            .spawn(move || write_loop(writer, sh))?;
         let proxy = Proxy {
             shared: shared.clone(),
             addr,
@@ -469,7 +475,8 @@ impl Proxy {
                 let _ = h.join();
             }
         }
-        let _ = sh.queue.send(Queued::Finish);
+        sh.queue.lock().finish = true;
+        sh.queue_cv.notify_one();
         let written = ctl
             .writer
             .join()
@@ -492,75 +499,78 @@ impl Drop for Proxy {
     }
 }
 
-/// Writes queued records until told to finish; flushes at most every
-/// [`FLUSH_EVERY`] while records keep coming, and at once when idle.
+/// Writes queued records in batches until told to finish, flushing after
+/// each batch: while records keep coming it takes them every
+/// [`BATCH_EVERY`]; when none come it sleeps until the next one.
 fn write_loop(
     mut w: RecordingWriter<BufWriter<Box<dyn Write + Send>>>,
-    rx: Receiver<Queued>,
     sh: Arc<Shared>,
 ) -> io::Result<()> {
     let mut error: Option<io::Error> = None;
-    let mut dirty_since: Option<Instant> = None;
     let mut noted_drops = 0u64;
+    let mut batch = Vec::new();
     loop {
-        let wait = dirty_since.map_or(Duration::from_secs(3600), |t| {
-            FLUSH_EVERY.saturating_sub(t.elapsed())
-        });
-        match rx.recv_timeout(wait) {
-            Ok(Queued::Record(r, size)) => {
-                if error.is_none() {
-                    match w.write(&r) {
-                        Ok(()) => {
-                            dirty_since.get_or_insert_with(Instant::now);
-                        }
-                        Err(e) => {
-                            log::error!("recorder: writing the recording failed: {e}; the proxy keeps forwarding");
-                            error = Some(e);
-                        }
-                    }
-                } else {
-                    sh.counters.dropped_records.fetch_add(1, Ordering::Relaxed);
+        let finish = {
+            let mut q = sh.queue.lock();
+            if q.records.is_empty() && !q.finish {
+                q.writer_idle = true;
+                while q.writer_idle && !q.finish {
+                    sh.queue_cv.wait(&mut q);
                 }
-                sh.queued_bytes.fetch_sub(size, Ordering::SeqCst);
-                let dropped = sh.counters.dropped_records.load(Ordering::Relaxed);
-                if dropped != noted_drops && error.is_none() {
-                    let note = Record {
-                        time: sh.time(Instant::now()),
-                        conn: 0,
-                        entry: Entry::Note(format!(
-                            "{} records dropped so far: the disk did not keep up",
-                            dropped
-                        )),
-                    };
-                    if let Err(e) = w.write(&note) {
-                        error = Some(e);
-                    }
-                    noted_drops = dropped;
-                }
-                sh.counters.records.store(w.records(), Ordering::Relaxed);
-                sh.counters.file_bytes.store(w.bytes(), Ordering::Relaxed);
+            } else if !q.finish && q.bytes < WAKE_BYTES {
+                // Busy: let records gather rather than waking per record.
+                let _ = sh.queue_cv.wait_for(&mut q, BATCH_EVERY);
             }
-            Ok(Queued::Finish) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+            std::mem::swap(&mut batch, &mut q.records);
+            q.bytes = 0;
+            q.finish
+        };
+        for (r, _) in batch.drain(..) {
+            if error.is_some() {
+                sh.counters.dropped_records.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Err(e) = w.write(&r) {
+                log::error!(
+                    "recorder: writing the recording failed: {e}; the proxy keeps forwarding"
+                );
+                error = Some(e);
+            }
         }
-        let due = dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
-        if (due || rx.is_empty()) && dirty_since.is_some() && error.is_none() {
+        let dropped = sh.counters.dropped_records.load(Ordering::Relaxed);
+        if dropped != noted_drops && error.is_none() {
+            let note = Record {
+                time: sh.time(Instant::now()),
+                conn: 0,
+                entry: Entry::Note(format!(
+                    "{dropped} records dropped so far: the disk did not keep up"
+                )),
+            };
+            if let Err(e) = w.write(&note) {
+                error = Some(e);
+            }
+            noted_drops = dropped;
+        }
+        if error.is_none() {
             if let Err(e) = w.flush() {
                 error = Some(e);
             }
-            dirty_since = None;
+        }
+        sh.counters.records.store(w.records(), Ordering::Relaxed);
+        sh.counters.file_bytes.store(w.bytes(), Ordering::Relaxed);
+        if finish {
+            break;
         }
     }
     if let Some(e) = error {
         return Err(e);
     }
     let c = &sh.counters;
-    let out = w.finish(
+    let mut out = w.finish(
         c.dropped_records.load(Ordering::Relaxed),
         c.dropped_bytes.load(Ordering::Relaxed),
-    );
+    )?;
     c.records.fetch_add(1, Ordering::Relaxed);
-    let mut out = out?;
     out.flush()?;
     Ok(())
 }

@@ -148,8 +148,29 @@ pub(crate) struct Engine<R> {
     commands: HashMap<u64, CommandDest>,
     lives: HashMap<u64, LiveDest>,
     deferred: VecDeque<Deferred>,
-    /// Last time the report was published.
+    /// Last time the report was published, and what it said.
     published: Option<Instant>,
+    published_summary: [u64; 11],
+}
+
+/// How often a busy replay publishes its report, at most.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+/// The figures of a report, to see whether it changed.
+fn summary(r: &ReplayReport) -> [u64; 11] {
+    [
+        r.requests,
+        r.answered,
+        r.unanswerable_total,
+        r.skipped_requests,
+        r.replies_sent,
+        r.events_sent,
+        r.frames_sent,
+        r.not_sent,
+        r.records_read,
+        u64::from(r.finished),
+        u64::from(r.problem.is_some()),
+    ]
 }
 
 fn port_index(p: Port) -> usize {
@@ -198,6 +219,7 @@ impl<R: Read> Engine<R> {
             lives: HashMap::new(),
             deferred: VecDeque::new(),
             published: None,
+            published_summary: [u64::MAX; 11],
         }
     }
 
@@ -712,7 +734,9 @@ impl<R: Read> Engine<R> {
             earliest(now, &mut wake);
         }
         let finished = self.reader.is_none() && self.window.is_empty();
-        self.publish(finished, now);
+        if let Some(t) = self.publish(finished, now) {
+            earliest(t, &mut wake);
+        }
         wake
     }
 
@@ -817,23 +841,28 @@ impl<R: Read> Engine<R> {
         }
     }
 
-    /// Publishes the report (at most every 20 ms while busy, at once when
-    /// finished).
-    fn publish(&mut self, finished: bool, now: Instant) {
-        let changed = finished != self.report.finished;
-        if !changed
-            && self
-                .published
-                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(20))
-        {
-            return;
-        }
+    /// Publishes the report when it changed: at once when the replay has
+    /// finished, otherwise at most every [`PUBLISH_EVERY`]. Returns when to
+    /// publish a change held back.
+    fn publish(&mut self, finished: bool, now: Instant) -> Option<Instant> {
         self.report.finished = finished;
+        let summary = summary(&self.report);
+        if summary == self.published_summary {
+            return None;
+        }
+        if let Some(t) = self.published {
+            let next = t + PUBLISH_EVERY;
+            if next > now && !finished {
+                return Some(next);
+            }
+        }
         self.published = Some(now);
+        self.published_summary = summary;
         *self.player.report.lock() = self.report.clone();
         if finished {
             self.player.finished_cv.notify_all();
         }
+        None
     }
 
     /// The simulator stops: requests still waiting are unanswerable.
