@@ -27,4 +27,5 @@ fi
 # and has its simulator.
 "$bin" workflow check fixtures/ZStack.txt
 "$bin" sim --help >/dev/null
+"$bin" record --help >/dev/null
 echo "install-check: ok"
