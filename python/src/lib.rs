@@ -39,6 +39,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 /// everywhere: far beyond any session, small enough for `Instant + d`.
 const FOREVER: Duration = Duration::from_secs(365 * 86_400);
 
+mod recording;
+
 type R<T> = flamingo_client::Result<T>;
 
 // ---------------------------------------------------------------- errors
@@ -1145,6 +1147,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeLive>()?;
     m.add_class::<NativeRun>()?;
     m.add_class::<NativeSimulator>()?;
+    recording::register(m)?;
     m.add_function(wrap_pyfunction!(command_codes, m)?)?;
     m.add("MESSAGE_LEN", MESSAGE_LEN)?;
     Ok(())

@@ -161,8 +161,9 @@ pub struct Record {
     pub entry: Entry,
 }
 
-/// What a [`Record`] holds.
+/// What a [`Record`] holds (new kinds may be added: match with a `_` arm).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Entry {
     /// Facts about the session, as `key = value` pairs (always the first
     /// record): `tool`, `started_unix_ms`, `listen`, `upstream`, `pixels`...
