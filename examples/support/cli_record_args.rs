@@ -129,3 +129,75 @@ JSON:     one object: totals, \"meta\", and \"codes\" keyed by code (\"0x6008\")
           \"unsolicited\", \"statuses\"... (see README.md)
 
 Example:  flamingo facts session.flrec --json";
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Command, Parsed};
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Command, Error> {
+        match parse(args.iter().copied())? {
+            Parsed::Run(_, c) => Ok(c),
+            Parsed::Help(_) => panic!("help for {args:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        match run(args) {
+            Err(Error::InvalidArgument { what }) => what,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn record_replay_and_facts_parse() {
+        let Command::Record(r) = run(&[
+            "record",
+            "--out",
+            "s.flrec",
+            "--listen",
+            "0.0.0.0:53717",
+            "--pixels",
+            "4",
+            "--for",
+            "2.5",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.out, PathBuf::from("s.flrec"));
+        assert_eq!(r.listen, "0.0.0.0:53717".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            (r.pixels, r.duration),
+            (Some(4), Some(Duration::from_millis(2500)))
+        );
+        let Command::Record(r) = run(&["record", "--out", "s.flrec"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!((r.pixels, r.duration), (None, None));
+        let Command::Replay(p) = run(&["replay", "s.flrec", "--fast", "--port", "0"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!(p.fast && !p.until_done && p.port == 0);
+        let Command::Replay(p) = run(&["replay", "s.flrec"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.port, p.fast), (DEFAULT_SIM_PORT, false));
+        let Command::Facts(f) = run(&["facts", "s.flrec", "--json"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(f.file, PathBuf::from("s.flrec"));
+    }
+
+    #[test]
+    fn record_mistakes_are_usage_errors() {
+        assert!(err(&["record"]).contains("--out"));
+        assert!(err(&["record", "--out", "x", "--listen", "scope:53717"]).contains("IP:PORT"));
+        assert!(err(&["record", "--out", "x", "--listen", "1.2.3.4:65535"]).contains("65535"));
+        assert!(err(&["record", "--out", "x", "--pixels", "0"]).contains("--pixels"));
+        assert!(err(&["replay"]).contains("replay"));
+        assert!(err(&["facts"]).contains("facts"));
+    }
+}
