@@ -42,6 +42,8 @@ pub fn bench(run: &Run, out: &mut Report) {
         timed(block, &mut d, &mut direct);
         timed(block, &mut v, &mut via);
     }
+    // CPU of the recorder's threads, while its connections still exist.
+    let cpu = recorder_cpu_ns();
     drop((direct, via));
     let stats = proxy.stop().expect("finish the recording");
     let _ = std::fs::remove_file(&path);
@@ -59,6 +61,8 @@ pub fn bench(run: &Run, out: &mut Report) {
     out.num(&run.key("record_p999_us"), v999);
     out.num(&run.key("record_direct_p999_us"), d999);
     out.int(&run.key("record_messages"), stats.messages);
+    let per_message = cpu.map(|ns| ns as f64 / 1e3 / stats.messages.max(1) as f64);
+    out.opt(&run.key("record_cpu_us_per_message"), per_message);
     out.int(&run.key("record_dropped"), stats.dropped_records);
     out.row(
         &run.fig(&format!(
@@ -86,4 +90,27 @@ pub fn bench(run: &Run, out: &mut Report) {
         "",
         None,
     );
+    out.info(
+        &run.fig("  recorder CPU per message (forwarding and recording)"),
+        per_message.map_or("n/a".into(), |v| format!("{v:.1} µs")),
+    );
+}
+
+/// CPU time of the recorder's threads (named `flamingo-rec-*`) so far, in
+/// ns (Linux: /proc/self/task/*/schedstat; `None` elsewhere).
+fn recorder_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = entry.ok()?.path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !name.starts_with("flamingo-rec") {
+            continue;
+        }
+        if let Ok(s) = std::fs::read_to_string(dir.join("schedstat")) {
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
 }
