@@ -187,7 +187,9 @@ fn parse_addr(py: Python<'_>, what: &str, s: &str) -> PyResult<std::net::SocketA
         .ok_or_else(|| {
             to_py(
                 py,
-                Error::invalid(format!("{what} {s:?} is not HOST:PORT (for example 127.0.0.1:53717)")),
+                Error::invalid(format!(
+                    "{what} {s:?} is not HOST:PORT (for example 127.0.0.1:53717)"
+                )),
             )
         })
 }
@@ -201,7 +203,13 @@ pub struct NativeRecorder {
 #[pymethods]
 impl NativeRecorder {
     #[new]
-    fn new(py: Python<'_>, listen: &str, upstream: &str, path: &str, pixels: u16) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        listen: &str,
+        upstream: &str,
+        path: &str,
+        pixels: u16,
+    ) -> PyResult<Self> {
         let listen = parse_addr(py, "listen", listen)?;
         let upstream = parse_addr(py, "upstream", upstream)?;
         let cfg = ProxyConfig::new(listen, upstream).pixels(pixels);
