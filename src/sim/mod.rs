@@ -186,7 +186,12 @@ impl Simulator {
         config: ReplayConfig,
     ) -> io::Result<Simulator> {
         let (player, rx) = replay::Player::new();
-        let sim = Simulator::launch(SimConfig::default().port(config.port), Some(player.clone()))?;
+        // The log of received messages stays small: a replay of hours
+        // must not keep every request it was sent.
+        let sim = Simulator::launch(
+            SimConfig::default().port(config.port).record_limit(10_000),
+            Some(player.clone()),
+        )?;
         let sh = sim.shared.clone();
         sim.shared.spawn("replay", move || {
             replay::run(sh, player, rx, recording, config)
