@@ -142,6 +142,7 @@ impl Report for FactsReport<'_> {
             .int("skipped_bytes_from_instrument", f.skipped_bytes.1)
             .int("live_unparsed", f.live_unparsed)
             .int("failed_streams", f.failed_streams)
+            .int("other_code_messages", f.other_code_messages)
             .object("meta", &meta)
             .object("codes", &codes)
     }
@@ -192,6 +193,14 @@ impl Report for FactsReport<'_> {
                 "  {} bytes between messages from the instrument and {} from clients were not messages; \
                  {} live streams had a bad header; {} connection directions failed",
                 f.skipped_bytes.1, f.skipped_bytes.0, f.live_unparsed, f.failed_streams
+            );
+        }
+        if f.other_code_messages > 0 {
+            let _ = writeln!(
+                s,
+                "  {} messages of codes beyond the first {} are counted only (a damaged stream?)",
+                f.other_code_messages,
+                flamingo_client::record::MAX_CODES
             );
         }
         let codes: Vec<&CodeFacts> = f.codes.values().collect();

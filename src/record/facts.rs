@@ -21,6 +21,9 @@ pub const LATE_AFTER: Duration = Duration::from_secs(3);
 const MAX_STATUSES: usize = 16;
 /// Messages remembered for the broadcast comparison, at most.
 const MAX_RECENT: usize = 65_536;
+/// Codes reported one by one, at most (a damaged stream can make up any
+/// number); messages of further codes are only counted.
+pub const MAX_CODES: usize = 4096;
 
 /// Reply latencies of one code: exact count, minimum, maximum and mean,
 /// and percentiles from a histogram of 10 buckets per decade (1 µs to
@@ -217,8 +220,11 @@ pub struct Facts {
     pub failed_streams: u64,
     /// Records the recorder could not write (from its end record).
     pub dropped_records: u64,
-    /// Per code (by value), every code seen in either direction.
+    /// Per code (by value), every code seen in either direction (the first
+    /// [`MAX_CODES`]).
     pub codes: BTreeMap<u32, CodeFacts>,
+    /// Messages of codes beyond the first [`MAX_CODES`] (not in `codes`).
+    pub other_code_messages: u64,
     #[doc(hidden)]
     state: Scan,
 }
@@ -233,6 +239,8 @@ struct Scan {
     next_recent: u64,
     by_bytes: HashMap<[u8; MESSAGE_LEN], VecDeque<u64>>,
     finished_scan: bool,
+    /// Where the facts of codes beyond [`MAX_CODES`] go (discarded).
+    scratch: CodeFacts,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -307,7 +315,17 @@ impl Facts {
         Ok(Facts::read(RecordingReader::open(path)?))
     }
 
+    /// The facts of code `c`; beyond [`MAX_CODES`] codes, a scratch entry
+    /// that is not reported (and the message is counted as another code's).
     fn code(&mut self, c: CommandCode) -> &mut CodeFacts {
+        if self.overflows(c) {
+            let scratch = &mut self.state.scratch;
+            *scratch = CodeFacts {
+                code: c,
+                ..CodeFacts::default()
+            };
+            return scratch;
+        }
         self.codes.entry(c.0).or_insert_with(|| CodeFacts {
             code: c,
             ..CodeFacts::default()
@@ -382,12 +400,20 @@ impl Facts {
         }
     }
 
+    /// True if `c` is beyond the codes reported one by one.
+    fn overflows(&self, c: CommandCode) -> bool {
+        self.codes.len() >= MAX_CODES && !self.codes.contains_key(&c.0)
+    }
+
     fn pairing(&mut self) -> &mut Pairing<Sent> {
         self.state.pairing.0.get_or_insert_with(Pairing::new)
     }
 
     fn sent(&mut self, r: &Record, m: &Message) {
         self.messages_to_instrument += 1;
+        if self.overflows(m.code) {
+            self.other_code_messages += 1;
+        }
         let c = self.code(m.code);
         c.sent += 1;
         if !m.flags.contains(Flags::TRIGGER_CALL_BACK) {
@@ -417,6 +443,9 @@ impl Facts {
 
     fn received(&mut self, r: &Record, m: &Message, data_seen: u32) {
         self.messages_to_client += 1;
+        if self.overflows(m.code) {
+            self.other_code_messages += 1;
+        }
         let paired = self.pairing().reply(r.conn, m);
         let others_open = self.state.open_command.len() > 1;
         let c = self.code(m.code);
@@ -546,5 +575,74 @@ impl Facts {
     /// Codes outside the library's catalogue.
     pub fn unknown_codes(&self) -> impl Iterator<Item = &CodeFacts> {
         self.codes.values().filter(|c| c.code.info().is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(conn: u32, ms: u64, direction: Direction, m: Message) -> Record {
+        Record {
+            time: Duration::from_millis(ms),
+            conn,
+            entry: Entry::Message {
+                direction,
+                message: m,
+                data_seen: 0,
+                data: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn made_up_codes_do_not_grow_the_report_without_bound() {
+        let mut f = Facts::new();
+        for c in 0..(MAX_CODES as u32 + 100) {
+            f.add(&msg(
+                1,
+                0,
+                Direction::ToClient,
+                Message::new(CommandCode(c)),
+            ));
+        }
+        f.finish();
+        assert_eq!(f.codes.len(), MAX_CODES);
+        assert_eq!(f.other_code_messages, 100);
+    }
+
+    #[test]
+    fn latency_percentiles_stay_within_a_bucket() {
+        let mut l = Latency::default();
+        for us in 1..=1000u64 {
+            l.add(Duration::from_micros(us));
+        }
+        let p50 = l.percentile(50.0).unwrap().as_secs_f64() * 1e6;
+        assert!((500.0..=500.0 * 1.26).contains(&p50), "{p50}");
+        assert_eq!(l.percentile(100.0), Some(Duration::from_micros(1000)));
+        assert_eq!(l.min, Duration::from_micros(1));
+        assert!(Latency::default().percentile(50.0).is_none());
+    }
+
+    #[test]
+    fn late_replies_count_and_a_second_reply_is_unsolicited() {
+        use crate::codec::{CommandCode as C, Flags};
+        let req = Message::new(C::SYSTEM_STATE_GET).with_flags(Flags::TRIGGER_CALL_BACK);
+        let mut f = Facts::new();
+        f.add(&Record {
+            time: Duration::ZERO,
+            conn: 1,
+            entry: Entry::Open {
+                port: Port::Command,
+                peer: "x".into(),
+            },
+        });
+        f.add(&msg(1, 0, Direction::ToInstrument, req));
+        f.add(&msg(1, 4000, Direction::ToClient, req));
+        f.add(&msg(1, 4001, Direction::ToClient, req));
+        f.finish();
+        let c = &f.codes[&C::SYSTEM_STATE_GET.0];
+        assert_eq!((c.replies, c.late, c.unsolicited), (1, 1, 1));
+        assert_eq!(c.latency.max, Duration::from_secs(4));
     }
 }

@@ -29,7 +29,7 @@ mod reader;
 mod tee;
 mod writer;
 
-pub use facts::{CodeFacts, Facts, Latency, BROADCAST_WINDOW, LATE_AFTER};
+pub use facts::{CodeFacts, Facts, Latency, BROADCAST_WINDOW, LATE_AFTER, MAX_CODES};
 pub use format::{
     subsampled_len, Direction, EndCause, Entry, Port, Record, FILE_HEADER_LEN, MAGIC, MAX_BODY_LEN,
     RECORD_HEADER_LEN, RECORD_TRAILER_LEN, VERSION,

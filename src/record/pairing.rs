@@ -13,7 +13,8 @@
 //! request of its code on its connection: if that comes first, the
 //! unflagged request counts as unanswered. Flagged requests wait until
 //! answered or their connection ends. At most [`MAX_WAITING`] requests wait
-//! per code and connection; older ones are given up.
+//! per code and connection (older ones are given up), for at most
+//! [`MAX_KEYS`] codes and connections.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,6 +22,9 @@ use crate::codec::{CommandCode, Flags, MatchKey, Message};
 
 /// Requests waiting per code and connection, at most.
 pub(crate) const MAX_WAITING: usize = 256;
+/// (connection, code) pairs with requests waiting, at most: a damaged
+/// stream full of made-up codes cannot grow the table without bound.
+pub(crate) const MAX_KEYS: usize = 16_384;
 
 /// The key replay matches requests by: the code, and `int32Data0` for
 /// codes matched by it.
@@ -67,6 +71,11 @@ impl<T> Pairing<T> {
         value: T,
         out: &mut Vec<(T, bool, GaveUp)>,
     ) {
+        let flagged = m.flags.contains(Flags::TRIGGER_CALL_BACK);
+        if self.waiting.len() >= MAX_KEYS && !self.waiting.contains_key(&(conn, m.code)) {
+            out.push((value, flagged, GaveUp::Overflow));
+            return;
+        }
         let q = self.waiting.entry((conn, m.code)).or_default();
         let mut i = 0;
         while i < q.len() {
@@ -84,7 +93,7 @@ impl<T> Pairing<T> {
         }
         q.push_back(Waiting {
             int0: m.int32_data0,
-            flagged: m.flags.contains(Flags::TRIGGER_CALL_BACK),
+            flagged,
             value,
         });
     }
