@@ -12,8 +12,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 
-# The README's install command, into the temporary root.
-cargo install --locked --path . --example flamingo --root "$root"
+# The README's install command, into the temporary root: the `dist`
+# profile (no debug information).
+cargo install --locked --path . --example flamingo --profile dist --root "$root"
 
 bin="$root/bin/flamingo"
 version="$("$bin" --version)"
@@ -23,9 +24,16 @@ if [ "$version" != "$want" ]; then
     echo "install-check: expected '$want', got '$version'" >&2
     exit 1
 fi
+# Without debug information the tool is a few megabytes (about 20 MB with).
+size=$(wc -c <"$bin")
+echo "installed size: $size bytes"
+if [ "$size" -gt 8000000 ]; then
+    echo "install-check: the installed tool is $size bytes; expected under 8 MB (debug info?)" >&2
+    exit 1
+fi
 # The installed tool works without a microscope: it checks a workflow file
-# and has its simulator.
-"$bin" workflow check fixtures/ZStack.txt
+# against saved settings and has its simulator.
+"$bin" workflow check fixtures/ZStack.txt --settings fixtures/ScopeSettings.txt
 "$bin" sim --help >/dev/null
 "$bin" record --help >/dev/null
 echo "install-check: ok"

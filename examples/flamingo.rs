@@ -6,12 +6,16 @@
 //! cargo run --release --example flamingo -- demo
 //! ```
 //!
-//! Install it with `cargo install --locked --path . --example flamingo`.
+//! Install it with `cargo install --locked --path . --example flamingo --profile dist`
+//! (the release build without debug information).
 //!
-//! Commands: state, image-size, position, move, halt, settings, snapshot,
-//! live, workflow (FILE, check, stop), lasers off, idle, watch, sim, demo,
+//! Commands: status (info), state, image-size, position, move, home, halt,
+//! settings, snapshot, live, workflow (FILE, check, stop), lasers (set,
+//! level, on, off), led, filter, exposure, idle, watch, config, sim, demo,
 //! record, replay, facts.
-//! Global options go before or after the command. `--json` prints each
+//! Global options go before or after the command; the microscope's address
+//! comes from `--addr`, `FLAMINGO_ADDR` or the config file (`flamingo
+//! config`). `--json` prints each
 //! result as one JSON object per line; errors are one `error: ...` line on
 //! stderr (one JSON object with `--json`) and a non-zero exit code that
 //! tells the kind of failure (see `--help`). Ctrl-C during a long command
@@ -19,8 +23,12 @@
 
 #[path = "support/cli_args.rs"]
 mod cli_args;
+#[path = "support/cli_config.rs"]
+mod cli_config;
 #[path = "support/cli_demo.rs"]
 mod cli_demo;
+#[path = "support/cli_devices.rs"]
+mod cli_devices;
 #[path = "support/cli_facts.rs"]
 mod cli_facts;
 #[path = "support/cli_interrupt.rs"]
@@ -31,6 +39,8 @@ mod cli_json;
 mod cli_progress;
 #[path = "support/cli_record.rs"]
 mod cli_record;
+#[path = "support/cli_status.rs"]
+mod cli_status;
 #[path = "support/image_io.rs"]
 mod image_io;
 
@@ -41,16 +51,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use flamingo_client::codec::{CommandCode as C, Message};
-use flamingo_client::devices::{Camera, ImageSize, SystemState, Workflow, WorkflowUpdate};
+use flamingo_client::devices::{
+    Camera, ImageSize, SoftLimits, SystemState, Workflow, WorkflowUpdate,
+};
 use flamingo_client::live::{Frame, LiveStream};
 use flamingo_client::sim::{Faults, SimConfig, Simulator};
 use flamingo_client::{Axis, Client, ClientConfig, Error, Event, EventKind, Result};
 
-use cli_args::{Command, Global, LasersAction, Parsed, SimArgs, WorkflowAction};
+use cli_args::{Command, ConfigAction, Global, Parsed, SimArgs, Source, WorkflowAction};
 use cli_json::JsonObject;
 use cli_progress::{Progress, StatusLine};
 
-/// How long `move --wait` waits for the axis to stop.
+/// How long `move --wait` and `home` wait for the stage to stop.
 const MOTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a workflow wait lasts.
 const WORKFLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -85,7 +97,10 @@ fn print_error(e: &Error, json: bool) {
         Some(undone) => format!("interrupted: {undone}"),
         None => match hint(e) {
             Some(h) => format!("{e}: {h}"),
-            None => e.to_string(),
+            None => match port_hint(e) {
+                Some(h) => format!("{e}; {h}"),
+                None => e.to_string(),
+            },
         },
     };
     let interrupted = cli_interrupt::undone(e).is_some();
@@ -109,10 +124,47 @@ fn colour(stream: &impl IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// The address connected to, for hints.
+static CONNECTED_TO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Set when a command timed out without a single message from the peer.
+static NOTHING_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A request that got no answer at all may have gone to the live image
+/// port (PORT+1) by mistake: it accepts connections but answers nothing.
+fn port_hint(e: &Error) -> Option<String> {
+    let Error::Timeout { phase, .. } = e else {
+        return None;
+    };
+    if *phase != flamingo_client::TimeoutPhase::Reply
+        || !NOTHING_ANSWERED.load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return None;
+    }
+    let addr = CONNECTED_TO.get()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let below = port.checked_sub(1).filter(|p| *p > 0)?;
+    Some(format!(
+        "nothing answered on {addr}: is it the microscope's command port? Live images use \
+         the port after it, so if {port} is the live port, use --addr {host}:{below}"
+    ))
+}
+
 /// What usually causes a refusal.
 fn hint(e: &Error) -> Option<&'static str> {
     match e {
+        Error::Busy {
+            code: C::SYSTEM_STATE_IDLE,
+            ..
+        } => Some(
+            "the microscope is still busy after the idle request: a workflow is running \
+         (stop it with `flamingo workflow stop`)",
+        ),
         Error::Refused { code, .. } => Some(match *code {
+            C::SYSTEM_STATE_IDLE => {
+                "the microscope still reports an error after the idle request; check the \
+         hardware and its software (see `flamingo status`)"
+            }
             C::STAGE_POSITION_SET | C::STAGE_POSITION_SET_SLIDER => {
                 "usually the target is outside the stage's soft limits, or the stage is not ready \
                  (homing, or in an error state: see `flamingo state`, `flamingo idle` clears it)"
@@ -152,24 +204,39 @@ fn real_main() -> Result<()> {
     init_logging(global.verbose);
     cli_interrupt::set_json(global.json);
     let out = Out { json: global.json };
+    let mut global = global;
+    let env = |name: &str| std::env::var_os(name);
     match command {
         Command::Sim(args) => run_sim(&args, &out),
         Command::Demo => cli_demo::run(&out, global.timeout),
-        Command::Record(args) => cli_record::record(&args, &global, &out),
+        Command::Config { action } => {
+            cli_config::apply(&mut global, &env)?;
+            out.result(&config(&global, action, &env)?);
+            Ok(())
+        }
+        Command::Record(args) => {
+            cli_config::apply(&mut global, &env)?;
+            cli_record::record(&args, &global, &out)
+        }
         Command::Replay(args) => cli_record::replay(&args, &out),
         Command::Facts(args) => cli_facts::run(&args, &out),
         Command::Workflow {
-            action: Some(WorkflowAction::Check { file }),
+            action: Some(WorkflowAction::Check { file, settings }),
             ..
         } => {
             let (wf, label) = read_workflow(&file)?;
-            out.result(&CheckReport {
+            cli_config::apply(&mut global, &env)?;
+            out.result(&workflow_check(
+                &global,
+                &out,
+                wf,
                 label,
-                planes: wf.planes(),
-            });
+                settings.as_deref(),
+            )?);
             Ok(())
         }
         command => {
+            cli_config::apply(&mut global, &env)?;
             // Input files are read and checked before connecting: a mistake
             // in them is reported as such, whatever the state of the network.
             let workflow_file = match &command {
@@ -178,8 +245,14 @@ fn real_main() -> Result<()> {
                 } => Some(read_workflow(file)?),
                 _ => None,
             };
+            let _ = CONNECTED_TO.set(global.addr.clone());
             let client = connect(&global)?;
             let result = run_command(&client, &global, &out, command, workflow_file);
+            if result.as_ref().is_err_and(Error::is_timeout)
+                && client.stats().messages_received == 0
+            {
+                NOTHING_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             client.close();
             result
         }
@@ -245,27 +318,20 @@ fn run_command(
             _,
         ) => out.result(&workflow_stop(client, t)?),
         (Command::Workflow { wait, .. }, Some((file, label))) => {
-            out.result(&workflow(client, t, &file, &label, wait, !out.json)?)
+            // The library's safety layer: the file stays within the stage's
+            // soft limits (start, end, every tile), checked before sending.
+            let limits = soft_limits(client, t, out, "the workflow is sent unchecked")?;
+            out.result(&workflow(
+                client, t, &file, &label, wait, !out.json, limits,
+            )?)
         }
-        (
-            Command::Lasers {
-                action: LasersAction::Off,
-            },
-            _,
-        ) => {
-            client.lasers().timeout(t).all_off()?;
-            out.result(&Done {
-                json: JsonObject::new().str("lasers", "off"),
-                human: "Every laser is off".into(),
-            })
-        }
-        (Command::Idle, _) => {
-            client.system().timeout(t).set_idle()?;
-            out.result(&Done {
-                json: JsonObject::new().str("state", "idle"),
-                human: "The system is idle".into(),
-            })
-        }
+        (Command::Lasers { action }, _) => out.result(&*cli_devices::lasers(client, t, action)?),
+        (Command::Led { action }, _) => out.result(&cli_devices::led(client, t, action)?),
+        (Command::Filter { position }, _) => out.result(&cli_devices::filter(client, t, position)?),
+        (Command::Exposure { time }, _) => out.result(&cli_devices::exposure(client, t, time)?),
+        (Command::Home { axis, yes }, _) => out.result(&cli_devices::home(client, t, axis, yes)?),
+        (Command::Status, _) => out.result(&cli_status::status(client, t, out)?),
+        (Command::Idle, _) => out.result(&cli_devices::idle(client, t)?),
         (Command::Watch { duration, all }, _) => watch(client, duration, all, out)?,
         (command, _) => {
             return Err(Error::invalid(format!(
@@ -315,21 +381,148 @@ impl Report for Done {
 struct CheckReport {
     label: String,
     planes: Option<u32>,
+    /// The soft limits the file was checked against, and where they came
+    /// from; `None`: not checked (no settings to hand).
+    limits: Option<(SoftLimits, String)>,
 }
 
 impl Report for CheckReport {
     fn json(&self) -> JsonObject {
-        JsonObject::new()
+        let o = JsonObject::new()
             .bool("valid", true)
             .int("planes", self.planes.unwrap_or(0))
+            .bool("limits_checked", self.limits.is_some());
+        match &self.limits {
+            Some((l, _)) => o.str("soft_limits", &l.to_string()),
+            None => o,
+        }
     }
     fn human(&self) -> String {
+        let limits = match &self.limits {
+            Some((l, from)) => format!("within the stage's soft limits ({l}, from {from})"),
+            None => "soft limits not checked".into(),
+        };
         format!(
-            "{}: a valid workflow ({} planes); nothing was sent",
+            "{}: a valid workflow ({}), {limits}; nothing was sent",
             self.label,
-            self.planes.unwrap_or(0)
+            plural(u64::from(self.planes.unwrap_or(0)), "plane"),
         )
     }
+}
+
+/// "1 plane", "2 planes".
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// `workflow check FILE [--settings FILE]`: the file's mistakes, then the
+/// soft limits (the library's check): from a saved settings file, else from
+/// the microscope when it answers, else a warning that they were not
+/// checked.
+fn workflow_check(
+    g: &Global,
+    out: &Out,
+    wf: Workflow,
+    label: String,
+    settings: Option<&Path>,
+) -> Result<CheckReport> {
+    let limits = match settings {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Error::invalid(format!("cannot read settings file {}: {e}", path.display()))
+            })?;
+            let s = flamingo_client::devices::ScopeSettings::from_bytes(&bytes)?;
+            Some((SoftLimits::from_settings(&s), path.display().to_string()))
+        }
+        None => match connect(g) {
+            Ok(client) => {
+                let r = client.settings().timeout(g.timeout).soft_limits();
+                client.close();
+                match r {
+                    Ok(l) => Some((l, format!("the microscope at {}", g.addr))),
+                    Err(e) => {
+                        out.warn(&format!(
+                            "soft limits not checked: cannot read them from the microscope at {} ({e})",
+                            g.addr
+                        ));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                out.warn(&format!(
+                    "soft limits not checked: {e}; give --settings ScopeSettings.txt to check them offline"
+                ));
+                None
+            }
+        },
+    };
+    if let Some((l, _)) = &limits {
+        l.check_workflow(&wf).map_err(|e| match e {
+            Error::InvalidArgument { what } => {
+                Error::invalid(format!("workflow file {label}: {what}"))
+            }
+            e => e,
+        })?;
+    }
+    Ok(CheckReport {
+        label,
+        planes: wf.planes(),
+        limits,
+    })
+}
+
+/// `config`: the address and timeout in use and where they come from;
+/// `config save` writes them to the config file.
+fn config(
+    g: &Global,
+    action: Option<ConfigAction>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Done> {
+    let path = cli_config::config_path(env).ok_or_else(|| {
+        Error::invalid(
+            "no place for a config file: set FLAMINGO_CONFIG to a file path (or HOME / APPDATA)",
+        )
+    })?;
+    let saved = matches!(action, Some(ConfigAction::Save));
+    if saved {
+        cli_config::save(&path, &g.addr, g.timeout)?;
+    }
+    let exists = path.exists();
+    let from = |s: &Source| match s {
+        Source::File(..) if saved => "the config file".to_string(),
+        s => s.to_string(),
+    };
+    let mut json = JsonObject::new()
+        .str("config_file", &path.to_string_lossy())
+        .bool("exists", exists)
+        .str("addr", &g.addr)
+        .str("addr_from", &from(&g.addr_from))
+        .num("timeout_s", g.timeout.as_secs_f64())
+        .str("timeout_from", &from(&g.timeout_from));
+    if saved {
+        json = json.bool("saved", true);
+    }
+    let mut human = format!(
+        "Microscope address: {} (from {})\nTimeout: {} s (from {})\nConfig file: {}{}",
+        g.addr,
+        from(&g.addr_from),
+        g.timeout.as_secs_f64(),
+        from(&g.timeout_from),
+        path.display(),
+        if exists { "" } else { " (none yet)" }
+    );
+    if saved {
+        human.push_str(&format!(
+            "\nSaved: later commands use {} without --addr",
+            g.addr
+        ));
+    }
+    Ok(Done { json, human })
 }
 
 // ---------------------------------------------------------------- output
@@ -517,9 +710,9 @@ impl Report for MoveReport {
 }
 
 /// Refuses a target outside the stage's soft limits (read from the
-/// microscope's settings) before anything is sent. Settings that cannot be
-/// read or give no limits for the axis: a warning, and the move is sent
-/// unchecked (the microscope still enforces its limits).
+/// microscope's settings; the library's check) before anything is sent.
+/// Settings that cannot be read or give no limits for the axis: a warning,
+/// and the move is sent unchecked (the microscope still enforces its limits).
 pub fn check_soft_limits(
     client: &Client,
     t: Duration,
@@ -527,29 +720,44 @@ pub fn check_soft_limits(
     target: f64,
     out: &Out,
 ) -> Result<()> {
-    let settings = match client.settings().timeout(t).load() {
-        Ok(s) => s,
-        Err(e) if e.is_disconnected() => return Err(e),
+    let Some(limits) = soft_limits(client, t, out, "the move is sent unchecked")? else {
+        return Ok(());
+    };
+    if limits.get(axis).is_none() {
+        out.warn(&format!(
+            "the microscope's settings give no soft limits for {axis}; the move is sent unchecked"
+        ));
+        return Ok(());
+    }
+    limits.check(axis, target).map_err(nothing_sent)
+}
+
+/// The soft limits from the microscope's settings; `None` (after a warning
+/// ending in `unchecked`) if they cannot be read. A lost connection is an
+/// error.
+pub fn soft_limits(
+    client: &Client,
+    t: Duration,
+    out: &Out,
+    unchecked: &str,
+) -> Result<Option<SoftLimits>> {
+    match client.settings().timeout(t).soft_limits() {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.is_disconnected() => Err(e),
         Err(e) => {
             out.warn(&format!(
-                "cannot read the soft limits from the microscope's settings ({e}); the move is sent unchecked"
+                "cannot read the soft limits from the microscope's settings ({e}); {unchecked}"
             ));
-            return Ok(());
+            Ok(None)
         }
-    };
-    let unit = axis.unit();
-    match settings.soft_limits(axis) {
-        Some((lo, hi)) if !(lo..=hi).contains(&target) => Err(Error::invalid(format!(
-            "{axis} target {target} {unit} is outside the stage's soft limits for {axis}, \
-             {lo} to {hi} {unit} (from the microscope's settings); nothing was sent"
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            out.warn(&format!(
-                "the microscope's settings give no soft limits for {axis}; the move is sent unchecked"
-            ));
-            Ok(())
-        }
+    }
+}
+
+/// An invalid argument found before sending says so.
+fn nothing_sent(e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { what } => Error::invalid(format!("{what}; nothing was sent")),
+        e => e,
     }
 }
 
@@ -1083,6 +1291,7 @@ impl Report for WorkflowReport {
 /// microscope reports it finished (see `WorkflowRun` for the rule: the
 /// return to idle once the run was seen running), for at most
 /// [`WORKFLOW_LIMIT`]. Ctrl-C during the wait stops the workflow.
+#[allow(clippy::too_many_arguments)]
 pub fn workflow(
     client: &Client,
     t: Duration,
@@ -1090,10 +1299,20 @@ pub fn workflow(
     label: &str,
     wait: bool,
     progress: bool,
+    limits: Option<SoftLimits>,
 ) -> Result<WorkflowReport> {
     let t0 = Instant::now();
     let _guard = wait.then(cli_interrupt::Guard::new);
-    let mut run = client.workflows().timeout(t).start(file)?;
+    let workflows = client
+        .workflows()
+        .timeout(t)
+        .soft_limits(limits.unwrap_or_default());
+    let mut run = workflows.start(file).map_err(|e| match e {
+        Error::InvalidArgument { what } => {
+            Error::invalid(format!("workflow file {label}: {what}; nothing was sent"))
+        }
+        e => e,
+    })?;
     let mut report = WorkflowReport {
         sent_bytes: file.as_bytes().len(),
         completed: false,
@@ -1166,7 +1385,9 @@ fn workflow_stop(client: &Client, t: Duration) -> Result<Done> {
 
 /// One event as a JSON object (`elapsed_ms` since `t0`).
 pub fn event_json(ev: &Event, t0: Instant) -> JsonObject {
-    let o = JsonObject::new().str("event", ev.kind.name());
+    let o = JsonObject::new()
+        .str("event", ev.kind.name())
+        .str("what", event_word(&ev.kind));
     let o = match &ev.kind {
         EventKind::MotionStopped {
             axis,
@@ -1207,6 +1428,21 @@ pub fn event_json(ev: &Event, t0: Instant) -> JsonObject {
     )
 }
 
+/// An event kind in the words of the human output.
+pub fn event_word(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::MotionStopped { .. } => "stage stopped",
+        EventKind::SystemIdle => "system idle",
+        EventKind::StackComplete { .. } => "stack complete",
+        EventKind::GaugeSize { .. } => "progress maximum",
+        EventKind::GaugeValue { .. } => "progress",
+        EventKind::ImagesSaved { .. } => "images saved",
+        EventKind::LaserLevel { .. } => "laser level",
+        EventKind::Unknown => "other message",
+        _ => "connection",
+    }
+}
+
 /// One event as a readable line.
 pub fn event_human(ev: &Event, t0: Instant) -> String {
     let at = ev.received_at.saturating_duration_since(t0).as_secs_f64();
@@ -1226,7 +1462,9 @@ pub fn event_human(ev: &Event, t0: Instant) -> String {
             errors,
             duration_us,
         } => format!(
-            "stack complete: {acquired} of {expected} images, {errors} errors, {:.2} s",
+            "stack complete: {acquired} of {}, {}, {:.2} s",
+            plural((*expected).max(0) as u64, "image"),
+            plural((*errors).max(0) as u64, "error"),
             duration_us / 1e6
         ),
         EventKind::GaugeSize { total } => format!("progress maximum {total}"),
@@ -1327,7 +1565,7 @@ fn watch(client: &Client, duration: Duration, all: bool, out: &Out) -> Result<()
         } else {
             String::new()
         };
-        out.text(&format!("{n} events{note}"));
+        out.text(&format!("{}{note}", plural(n, "event")));
     }
     Ok(())
 }
@@ -1383,5 +1621,11 @@ fn run_sim(args: &SimArgs, out: &Out) -> Result<()> {
     let _ = interrupts.recv();
     sim.stop();
     drop(guard);
-    Err(cli_interrupt::error("stopped the simulator"))
+    let c = sim.counters();
+    Err(cli_interrupt::error(&format!(
+        "stopped the simulator after serving {}, {} and {}",
+        plural(c.connections, "client connection"),
+        plural(c.messages_received, "command"),
+        plural(c.frames_sent, "live image"),
+    )))
 }

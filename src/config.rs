@@ -53,6 +53,17 @@ pub struct ClientConfig {
     /// the wrong caller until the link is reset. Opt in only for an
     /// instrument known never to drop replies.
     pub max_in_flight_per_key: usize,
+    /// Messages that may wait to be written at once (queued while the link
+    /// is down or busy); beyond it a send or request fails at once with
+    /// `TooLarge`. Default 4096.
+    pub max_queued_messages: usize,
+    /// Bytes (messages and their additional data) that may wait to be
+    /// written at once. Default 256 MiB.
+    pub max_queued_bytes: usize,
+    /// Bytes of additional data an event subscription's queue may hold;
+    /// beyond it the oldest events are dropped (and counted), as when the
+    /// queue is full. Default 64 MiB.
+    pub event_queue_bytes: usize,
     /// Whether the live image port (command port + 1) may be used. Default true.
     pub live: bool,
     /// Settings of the live image stream (frame size limit, queue depth...).
@@ -79,6 +90,9 @@ impl Default for ClientConfig {
             late_reply_window: Duration::from_secs(10),
             max_unanswered: 64,
             max_in_flight_per_key: 1,
+            max_queued_messages: 4096,
+            max_queued_bytes: 256 * 1024 * 1024,
+            event_queue_bytes: 64 * 1024 * 1024,
             live: true,
             live_config: LiveConfig::default(),
             keepalive: true,
@@ -143,6 +157,24 @@ impl ClientConfig {
     #[must_use]
     pub fn event_history_bytes(mut self, n: usize) -> Self {
         self.event_history_bytes = n;
+        self
+    }
+    /// Sets [`max_queued_messages`](ClientConfig::max_queued_messages) (at least 1).
+    #[must_use]
+    pub fn max_queued_messages(mut self, n: usize) -> Self {
+        self.max_queued_messages = n.max(1);
+        self
+    }
+    /// Sets [`max_queued_bytes`](ClientConfig::max_queued_bytes).
+    #[must_use]
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+    /// Sets [`event_queue_bytes`](ClientConfig::event_queue_bytes).
+    #[must_use]
+    pub fn event_queue_bytes(mut self, n: usize) -> Self {
+        self.event_queue_bytes = n;
         self
     }
     /// Sets [`live`](ClientConfig::live).

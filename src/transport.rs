@@ -8,9 +8,13 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(test)]
+use std::time::Instant;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+#[cfg(test)]
+use socket2::SockAddr;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::{Error, Result};
 
@@ -130,8 +134,11 @@ pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
     }
 }
 
-/// One connection attempt to `addr` with `options`, giving up at `deadline`
-/// (`None`: wait as long as the OS does). On failure nothing stays open.
+#[cfg(test)]
+/// One blocking connection attempt to `addr` with `options`, giving up at
+/// `deadline` (`None`: wait as long as the OS does). On failure nothing
+/// stays open. The library's own connects are interruptible instead (see
+/// `client::connect` and `live::connect`).
 pub(crate) fn open(
     addr: SocketAddr,
     deadline: Option<Instant>,

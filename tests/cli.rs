@@ -11,6 +11,8 @@
 
 #[path = "../examples/support/cli_args.rs"]
 mod cli_args;
+#[path = "../examples/support/cli_config.rs"]
+mod cli_config;
 #[path = "../examples/support/cli_interrupt.rs"]
 mod cli_interrupt;
 #[path = "../examples/support/cli_json.rs"]
@@ -107,8 +109,15 @@ struct ChildGuard {
 
 impl ChildGuard {
     fn spawn(args: &[&str]) -> ChildGuard {
-        let mut child = Command::new(flamingo_bin())
+        ChildGuard::spawn_env(args, &[])
+    }
+
+    /// Spawns with extra environment variables. The user's own
+    /// FLAMINGO_ADDR and config file never count: a test gives its own.
+    fn spawn_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> ChildGuard {
+        let mut child = isolated(Command::new(flamingo_bin()))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -131,12 +140,16 @@ impl ChildGuard {
     }
 
     fn spawn_raw(args: &[&str]) -> ChildGuard {
-        let child = Command::new(flamingo_bin())
+        let child = isolated(Command::new(flamingo_bin()))
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if args.contains(&"-v") {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("start the flamingo example");
         ChildGuard {
@@ -184,6 +197,18 @@ impl Drop for ChildGuard {
             let _ = h.join();
         }
     }
+}
+
+/// No FLAMINGO_ADDR, and a config file that does not exist.
+fn isolated(mut cmd: Command) -> Command {
+    cmd.env_remove("FLAMINGO_ADDR").env(
+        "FLAMINGO_CONFIG",
+        std::env::temp_dir().join(format!(
+            "flamingo-cli-test-{}-no-config.txt",
+            std::process::id()
+        )),
+    );
+    cmd
 }
 
 fn read_all(mut r: impl Read) -> Vec<u8> {
@@ -497,11 +522,21 @@ fn workflow_wait_completes() {
 #[test]
 fn workflow_without_wait_and_missing_file() {
     let s = sim(small());
+    let dir = TempDir::new("wf");
+    // The vendor's snapshot file starts at y 1.7 mm, below the simulator's
+    // soft limit (5 mm): refused until moved inside them.
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/Snapshot.txt");
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "workflow", file.to_str().unwrap()]);
+    expect_error(&out, 2, "error: invalid argument: workflow file Snapshot.txt: y 1.7 mm at the workflow's start position is outside");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("Y (mm) = 1.7", "Y (mm) = 17");
+    let file = dir.path("Snapshot.txt");
+    std::fs::write(&file, text).unwrap();
     let line = run_json(&s, &["workflow", file.to_str().unwrap()]);
     assert_eq!(json_get(&line, "completed").as_deref(), Some("false"));
     // Files are checked before connecting: the address does not matter.
-    let dir = TempDir::new("wf");
     let missing = dir.path("missing.txt");
     let out = run(&[
         "--addr",
@@ -893,7 +928,7 @@ fn lasers_off_and_idle() {
     let s = sim(small());
     assert_eq!(run_json(&s, &["lasers", "off"]), r#"{"lasers":"off"}"#);
     assert!(s.received_codes().contains(&CommandCode::LASER_ALL_DISABLE));
-    assert_eq!(run_json(&s, &["idle"]), r#"{"state":"idle"}"#);
+    assert_eq!(run_json(&s, &["idle"]), r#"{"state":"idle","code":0}"#);
     assert!(s.received_codes().contains(&CommandCode::SYSTEM_STATE_IDLE));
 }
 
@@ -921,10 +956,21 @@ fn workflow_stop_ends_a_running_workflow() {
 #[test]
 fn workflow_check_validates_without_sending() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt");
-    // No microscope needed.
-    let out = run(&["--json", "workflow", "check", file.to_str().unwrap()]);
+    // No microscope: the file is checked, the soft limits are not (a warning says so).
+    let out = run(&[
+        "--addr",
+        "127.0.0.1:9",
+        "--json",
+        "workflow",
+        "check",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout.trim(), r#"{"valid":true,"planes":476}"#);
+    assert_eq!(
+        out.stdout.trim(),
+        r#"{"valid":true,"planes":476,"limits_checked":false}"#
+    );
+    assert!(out.stderr.contains("soft limits not checked"), "{out:?}");
     let dir = TempDir::new("check");
     let bad = dir.path("bad.txt");
     let text = std::fs::read_to_string(&file)
@@ -956,15 +1002,552 @@ fn a_garbage_workflow_is_refused_before_anything_is_sent() {
     expect_error(&out, 2, "error: invalid argument: workflow file ");
     assert!(out.stderr.contains("line 1: \"garbage\""), "{out:?}");
     assert!(s.workflows().is_empty());
-    // The simulator itself refuses it too, as the instrument does.
+    // The library refuses it too, and so does the simulator, as the
+    // instrument does, when it is sent all the same.
     let c = client(&s);
     let wf = flamingo_client::devices::Workflow::from_text("garbage\n").unwrap();
     match c.workflows().start(&wf) {
-        Err(flamingo_client::Error::Refused { .. }) => {}
+        Err(flamingo_client::Error::InvalidArgument { .. }) => {}
         other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(s.workflows().is_empty());
+    let reply = c
+        .request_with_data(
+            flamingo_client::codec::Message::new(CommandCode::CAMERA_WORK_FLOW_START),
+            wf.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    match c.check_status(&reply) {
+        Err(flamingo_client::Error::Refused { .. }) => {}
+        other => panic!("{other:?}"),
     }
     assert_eq!(s.system_state(), 0);
     c.close();
+}
+
+// ------------------------------------------------------------ the operator's day
+
+/// The messages the simulator received with `code`.
+fn received(s: &Simulator, code: CommandCode) -> Vec<Message> {
+    s.received()
+        .into_iter()
+        .filter(|r| r.message.code == code)
+        .map(|r| r.message)
+        .collect()
+}
+
+#[test]
+fn lasers_set_level_on_and_off_per_line() {
+    let s = sim(small());
+    assert_eq!(
+        run_json(&s, &["lasers", "set", "2", "10.5"]),
+        r#"{"laser":2,"percent":10.5}"#
+    );
+    assert_eq!(s.laser_level(2), Some(10.5));
+    assert_eq!(
+        run_json(&s, &["lasers", "level"]),
+        r#"{"laser1":0,"laser2":10.5,"laser3":0,"laser4":0}"#
+    );
+    assert_eq!(
+        run_json(&s, &["lasers", "level", "2"]),
+        r#"{"laser":2,"percent":10.5}"#
+    );
+    assert_eq!(
+        run_json(&s, &["lasers", "on", "3"]),
+        r#"{"laser":3,"on":true}"#
+    );
+    assert_eq!(
+        received(&s, CommandCode::LASER_PREVIEW_ENABLE)[0].int32_data0,
+        3
+    );
+    assert_eq!(
+        run_json(&s, &["lasers", "off", "3"]),
+        r#"{"laser":3,"on":false}"#
+    );
+    assert_eq!(
+        received(&s, CommandCode::LASER_PREVIEW_DISABLE)[0].int32_data0,
+        3
+    );
+    // Every laser off, as before.
+    assert_eq!(run_json(&s, &["lasers", "off"]), r#"{"lasers":"off"}"#);
+    // Human output.
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "lasers", "level", "2"]);
+    assert_eq!(out.stdout.trim(), "Laser 2: 10.50 %", "{out:?}");
+    // Mistakes name the command's own choices; nothing is sent.
+    let before = s.received().len();
+    let out = run(&["--addr", &addr, "lasers", "set", "5", "10"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: laser \"5\" is not one of the lasers 1, 2, 3 or 4",
+    );
+    let out = run(&["--addr", &addr, "lasers", "set", "2", "120"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: PERCENT \"120\" is not a power from 0 to 100",
+    );
+    let out = run(&["lasers", "of"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: unknown command \"of\" for `lasers` (did you mean off?); `lasers` has: off, on, set, level",
+    );
+    let out = run(&["lasers"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: `lasers` needs a command: off, on, set or level",
+    );
+    assert_eq!(s.received().len(), before);
+}
+
+#[test]
+fn led_colour_and_power_or_off() {
+    let s = sim(small());
+    assert_eq!(
+        run_json(&s, &["led", "green", "40"]),
+        r#"{"led":"green","percent":40}"#
+    );
+    let set = received(&s, CommandCode::LED_SET);
+    assert_eq!(set[0].int32_data0, 1, "green is colour 1");
+    assert_eq!(
+        set[0].int32_data1,
+        flamingo_client::devices::led_level_from_percent(40.0).unwrap() as i32
+    );
+    assert_eq!(received(&s, CommandCode::LED_PREVIEW_ENABLE).len(), 1);
+    assert_eq!(run_json(&s, &["led", "off"]), r#"{"led":"off"}"#);
+    assert_eq!(received(&s, CommandCode::LED_PREVIEW_DISABLE).len(), 1);
+    let out = run(&["led", "purple", "40"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: unknown command \"purple\" for `led`; `led` has: red, green, blue, white, off",
+    );
+    let out = run(&["led", "red"]);
+    expect_error(&out, 2, "error: invalid argument: ");
+    assert!(out.stderr.contains("PERCENT"), "{out:?}");
+}
+
+#[test]
+fn filter_wheel_shows_and_turns() {
+    let s = sim(small());
+    assert_eq!(
+        run_json(&s, &["filter"]),
+        r#"{"filter":1,"description":"460/50"}"#
+    );
+    assert_eq!(
+        run_json(&s, &["filter", "2"]),
+        r#"{"filter":2,"description":"525/50"}"#
+    );
+    assert_eq!(
+        received(&s, CommandCode::FILTER_POSITION_SET)[0].int32_data0,
+        2
+    );
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "filter"]);
+    assert_eq!(out.stdout.trim(), "Filter wheel at position 2 (525/50)");
+    let out = run(&["--addr", &addr, "filter", "9"]);
+    expect_error(&out, 2, "error: invalid argument: POSITION \"9\"");
+}
+
+#[test]
+fn exposure_shows_and_sets_with_a_unit() {
+    let s = sim(small().exposure_us(9002));
+    assert_eq!(run_json(&s, &["exposure"]), r#"{"exposure_us":9002}"#);
+    assert_eq!(
+        run_json(&s, &["exposure", "20ms"]),
+        r#"{"exposure_us":20000}"#
+    );
+    assert_eq!(
+        run_json(&s, &["exposure", "500us"]),
+        r#"{"exposure_us":500}"#
+    );
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "exposure"]);
+    assert_eq!(out.stdout.trim(), "Camera exposure: 500 µs (500 µs)");
+    let out = run(&["--addr", &addr, "exposure", "10"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: exposure \"10\" has no unit",
+    );
+    let out = run(&["exposure", "2min"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: exposure \"2min\" has an unknown unit",
+    );
+    let out = run(&["exposure", "61s"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: exposure \"61s\" is not a time",
+    );
+}
+
+#[test]
+fn home_one_axis_or_every_axis_with_a_confirmation() {
+    let s = sim(small().start_position([5.0, 10.0, 15.0, 0.0]));
+    // Every axis needs --yes: refused before connecting.
+    let out = run(&["--addr", "127.0.0.1:9", "home"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: `home` moves every axis of the stage at once; add --yes",
+    );
+    let line = run_json(&s, &["home", "--axis", "z"]);
+    assert_eq!(json_get(&line, "homed").as_deref(), Some("z"));
+    assert_eq!(json_f64(&line, "position"), 19.753);
+    assert_eq!(s.stage_positions(), [5.0, 10.0, 19.753, 0.0]);
+    let line = run_json(&s, &["home", "--yes"]);
+    assert_eq!(json_get(&line, "homed").as_deref(), Some("all"));
+    assert_eq!(json_f64(&line, "x"), 8.032);
+    assert_eq!(json_f64(&line, "r"), -217.965);
+    assert_eq!(s.stage_positions(), [8.032, 23.898, 19.753, -217.965]);
+    assert_eq!(received(&s, CommandCode::STAGE_HOME).len(), 1);
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "home", "--axis", "x", "--yes"]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: give --yes or --axis, not both",
+    );
+}
+
+#[test]
+fn status_shows_everything_in_one_call() {
+    let s = sim(small().exposure_us(9002));
+    for cmd in ["status", "info"] {
+        let line = run_json(&s, &[cmd]);
+        assert_eq!(json_get(&line, "state").as_deref(), Some("idle"), "{line}");
+        assert_eq!(json_f64(&line, "z"), 19.753);
+        assert_eq!(json_f64(&line, "width"), 64.0);
+        assert_eq!(json_f64(&line, "exposure_us"), 9002.0);
+        // The simulator's pixel follows from its 6.5 µm camera pixel and
+        // the settings' 6.205x objective.
+        assert!(
+            (json_f64(&line, "pixel_um") - 6.5 / 6.205).abs() < 1e-9,
+            "{line}"
+        );
+        assert_eq!(json_f64(&line, "laser2"), 0.0);
+        assert_eq!(json_get(&line, "led").as_deref(), Some("green"));
+        assert_eq!(json_get(&line, "led_on").as_deref(), Some("false"));
+        assert_eq!(json_f64(&line, "filter"), 1.0);
+        assert_eq!(
+            json_get(&line, "filter_description").as_deref(),
+            Some("460/50")
+        );
+        assert_eq!(json_get(&line, "microscope").as_deref(), Some("n7"));
+        assert_eq!(json_get(&line, "addr"), Some(s.addr().to_string()));
+        assert_eq!(
+            json_get(&line, "live_addr"),
+            Some(s.live_addr().to_string())
+        );
+        assert!(json_f64(&line, "round_trip_ms") >= 0.0);
+        assert!(json_get(&line, "soft_limits")
+            .unwrap()
+            .contains("z 11 to 25 mm"));
+    }
+    // A part that does not answer is unknown, with a warning; the rest shows.
+    s.update_faults(|f| {
+        f.never_answer.insert(CommandCode::FILTER_POSITION_GET);
+    });
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "--timeout", "0.5", "status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Filter:    unknown"), "{out:?}");
+    assert!(out.stdout.contains("State:     idle (0)"), "{out:?}");
+    assert!(out.stdout.contains("Lasers:    1 0.00 %"), "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("warning: the filter wheel position unknown: timed out"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn help_of_a_command_before_or_after_it() {
+    let a = run(&["-h", "move"]);
+    let b = run(&["move", "--help"]);
+    assert_eq!(a.code, 0, "{a:?}");
+    assert_eq!(a.stdout, b.stdout);
+    assert!(a.stdout.contains("--axis <x|y|z|r>"), "{a:?}");
+    let a = run(&["--help", "lasers", "set"]);
+    assert!(a.stdout.contains("<LINE> <PERCENT>"), "{a:?}");
+    let out = run(&["help", "lasers"]);
+    for sub in ["off", "on", "set", "level"] {
+        assert!(out.stdout.contains(&format!("  {sub} ")), "{sub}: {out:?}");
+    }
+}
+
+// ------------------------------------------------------------ the same safety everywhere
+
+/// The Z-stack fixture with one value changed.
+fn zstack_with(dir: &TempDir, from: &str, to: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt"))
+            .unwrap();
+    assert!(text.contains(from), "{from}");
+    let path = dir.path("wf.txt");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+#[test]
+fn a_workflow_outside_the_soft_limits_is_refused_everywhere() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let dir = TempDir::new("limits");
+    for (from, to, says) in [
+        (
+            "Z (mm) = 20.621",
+            "Z (mm) = 5",
+            "z 5 mm at the workflow's start position is outside the stage's soft limits for z, 11 to 25 mm",
+        ),
+        (
+            "Y (mm) = 20\n",
+            "Y (mm) = 200\n",
+            "y 200 mm at the workflow's end position is outside the stage's soft limits for y, 5 to 25 mm",
+        ),
+    ] {
+        let file = zstack_with(&dir, from, to);
+        let file = file.to_str().unwrap();
+        // `workflow check` against the microscope's limits.
+        let out = run(&["--addr", &addr, "workflow", "check", file]);
+        expect_error(&out, 2, "error: invalid argument: workflow file wf.txt: ");
+        assert!(out.stderr.contains(says), "{out:?}");
+        // ... and against a saved settings file, with no microscope.
+        let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ScopeSettings.txt");
+        let out = run(&[
+            "--addr",
+            "127.0.0.1:9",
+            "workflow",
+            "check",
+            file,
+            "--settings",
+            settings.to_str().unwrap(),
+        ]);
+        expect_error(&out, 2, "error: invalid argument: workflow file wf.txt: ");
+        assert!(out.stderr.contains(says), "{out:?}");
+        // Starting it: refused before anything is sent.
+        let out = run(&["--addr", &addr, "workflow", file, "--wait"]);
+        expect_error(&out, 2, "error: invalid argument: workflow file wf.txt: ");
+        assert!(out.stderr.contains(says), "{out:?}");
+        assert!(out.stderr.contains("nothing was sent"), "{out:?}");
+    }
+    assert!(s.workflows().is_empty());
+    assert_eq!(s.system_state(), 0);
+    // Within the limits: checked against the microscope, then run.
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ZStack.txt");
+    let line = run_json(&s, &["workflow", "check", good.to_str().unwrap()]);
+    assert_eq!(json_get(&line, "limits_checked").as_deref(), Some("true"));
+    assert!(json_get(&line, "soft_limits")
+        .unwrap()
+        .contains("y 5 to 25 mm"));
+    let file = zstack_with(&dir, "Number of planes = 476", "Number of planes = 3");
+    let line = run_json(&s, &["workflow", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(
+        json_get(&line, "completed").as_deref(),
+        Some("true"),
+        "{line}"
+    );
+}
+
+// ------------------------------------------------------------ a lab PC
+
+#[test]
+fn the_address_comes_from_flamingo_addr_or_the_config_file() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let dir = TempDir::new("config");
+    let config = dir.path("config.txt");
+    let cfg = config.as_os_str();
+    let run_env =
+        |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| ChildGuard::spawn_env(args, env).finish();
+    // FLAMINGO_ADDR: no --addr needed.
+    let out = run_env(
+        &["--json", "state"],
+        &[("FLAMINGO_ADDR", addr.as_ref()), ("FLAMINGO_CONFIG", cfg)],
+    );
+    assert_eq!(out.stdout.trim(), r#"{"state":"idle","code":0}"#, "{out:?}");
+    // `config save` writes the address in use to the config file...
+    let out = run_env(
+        &["--addr", &addr, "--json", "config", "save"],
+        &[("FLAMINGO_CONFIG", cfg)],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(json_get(&out.stdout, "saved").as_deref(), Some("true"));
+    assert_eq!(
+        json_get(&out.stdout, "config_file"),
+        Some(config.display().to_string())
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!("addr = {addr}\n")), "{text}");
+    // ... which later commands use.
+    let out = run_env(&["--json", "position"], &[("FLAMINGO_CONFIG", cfg)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(json_f64(&out.stdout, "z"), 19.753);
+    let out = run_env(&["--json", "config"], &[("FLAMINGO_CONFIG", cfg)]);
+    assert_eq!(json_get(&out.stdout, "addr"), Some(addr.clone()));
+    assert_eq!(
+        json_get(&out.stdout, "addr_from"),
+        Some(format!("{} line 2", config.display()))
+    );
+    // FLAMINGO_ADDR beats the file, --addr beats both.
+    let out = run_env(
+        &["--json", "config"],
+        &[
+            ("FLAMINGO_CONFIG", cfg),
+            ("FLAMINGO_ADDR", "10.0.0.7:53717".as_ref()),
+        ],
+    );
+    assert_eq!(
+        json_get(&out.stdout, "addr").as_deref(),
+        Some("10.0.0.7:53717")
+    );
+    assert_eq!(
+        json_get(&out.stdout, "addr_from").as_deref(),
+        Some("the environment variable FLAMINGO_ADDR")
+    );
+    let out = run_env(
+        &["--addr", "10.0.0.8:53717", "--json", "config"],
+        &[
+            ("FLAMINGO_CONFIG", cfg),
+            ("FLAMINGO_ADDR", "10.0.0.7:53717".as_ref()),
+        ],
+    );
+    assert_eq!(
+        json_get(&out.stdout, "addr").as_deref(),
+        Some("10.0.0.8:53717")
+    );
+    assert_eq!(
+        json_get(&out.stdout, "addr_from").as_deref(),
+        Some("the command line")
+    );
+    // Mistakes name where they are.
+    let out = run_env(&["state"], &[("FLAMINGO_ADDR", "nowhere".as_ref())]);
+    expect_error(
+        &out,
+        2,
+        "error: invalid argument: the environment variable FLAMINGO_ADDR: --addr \"nowhere\"",
+    );
+    std::fs::write(&config, "addr = 127.0.0.1:1\ncolour = red\n").unwrap();
+    let out = run_env(&["state"], &[("FLAMINGO_CONFIG", cfg)]);
+    expect_error(
+        &out,
+        2,
+        &format!(
+            "error: invalid argument: config file {} line 2: unknown setting \"colour\"",
+            config.display()
+        ),
+    );
+}
+
+// ------------------------------------------------------------ small things
+
+#[test]
+fn idle_reads_the_state_back() {
+    let s = sim(small());
+    s.update_faults(|f| f.error_state = true);
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "idle"]);
+    expect_error(
+        &out,
+        6,
+        "error: device refused SYSTEM_STATE_IDLE (status 2): the microscope still reports an error after the idle request",
+    );
+    s.update_faults(|f| f.error_state = false);
+    assert_eq!(run_json(&s, &["idle"]), r#"{"state":"idle","code":0}"#);
+}
+
+#[test]
+fn the_live_port_by_mistake_says_the_command_port_is_one_below() {
+    let s = sim(small());
+    let live = s.live_addr().to_string();
+    let out = run(&["--addr", &live, "--timeout", "0.3", "state"]);
+    expect_error(&out, 4, "error: timed out after 0.300 s");
+    assert!(
+        out.stderr.contains(&format!(
+            "if {} is the live port, use --addr {}",
+            s.live_addr().port(),
+            s.addr()
+        )),
+        "{out:?}"
+    );
+    // A microscope that answers, but not this request, gets no such hint.
+    let s = sim(small().faults(Faults {
+        never_answer: [CommandCode::FILTER_POSITION_GET].into(),
+        ..Faults::default()
+    }));
+    let addr = s.addr().to_string();
+    let out = run(&["--addr", &addr, "--timeout", "0.3", "filter", "2"]);
+    expect_error(&out, 4, "error: timed out");
+    assert!(!out.stderr.contains("live port"), "{out:?}");
+}
+
+#[test]
+fn counts_are_singular_for_one_and_events_carry_plain_words() {
+    let s = sim(small());
+    let addr = s.addr().to_string();
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/Snapshot.txt");
+    let out = run(&[
+        "--addr",
+        "127.0.0.1:9",
+        "workflow",
+        "check",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert!(out.stdout.contains("a valid workflow (1 plane)"), "{out:?}");
+    // One event in a watch, human and JSON.
+    let stop = Message::new(CommandCode::STAGE_MOTION_STOPPED)
+        .with_int32_data0(1)
+        .with_status(1)
+        .with_double_data(7.5);
+    let (child, line, reader) = spawn_sim(&["--addr", &addr, "watch", "--for", "1"]);
+    assert!(line.starts_with("Watching events"), "{line}");
+    s.broadcast(stop);
+    let out = child.finish();
+    reader.join().unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut child = ChildGuard::spawn(&["--addr", &addr, "watch", "--for", "1"]);
+    let wf = flamingo_client::devices::Workflow::load(&snapshot).unwrap();
+    let c = client(&s);
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.is_running() && Instant::now() < deadline {
+        c.workflows()
+            .start(&wf)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+    }
+    let out = child.finish();
+    assert!(
+        out.stdout
+            .contains("stack complete: 1 of 1 image, 0 errors"),
+        "{out:?}"
+    );
+    let mut child = ChildGuard::spawn(&["--addr", &addr, "--json", "watch", "--for", "1"]);
+    while child.is_running() && Instant::now() < deadline {
+        c.workflows()
+            .start(&wf)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+    }
+    let out = child.finish();
+    c.close();
+    let progress = out
+        .stdout
+        .lines()
+        .find(|l| json_get(l, "event").as_deref() == Some("gauge_value"))
+        .unwrap_or_else(|| panic!("no progress event: {out:?}"));
+    assert_eq!(json_get(progress, "what").as_deref(), Some("progress"));
+    for l in out.stdout.lines() {
+        assert!(json_get(l, "what").is_some(), "{l}");
+    }
 }
 
 // ------------------------------------------------------------ progress
@@ -1218,5 +1801,53 @@ mod interrupt {
         let out = child.finish();
         assert_eq!(out.code, 130, "{out:?}");
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn sigint_while_homing_halts_the_stage() {
+        let s = sim(slow_stage().start_position([2.0, 10.0, 15.0, 0.0]));
+        let addr = s.addr().to_string();
+        let child = ChildGuard::spawn(&["--addr", &addr, "home", "--yes"]);
+        wait_until("the stage to move", || s.stage_moving());
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("interrupted: halted the stage (homing was stopped)"),
+            "{out:?}"
+        );
+        wait_until("the stage to stop", || !s.stage_moving());
+        assert!(s.stage_positions()[0] < 8.032, "{:?}", s.stage_positions());
+    }
+
+    #[test]
+    fn the_simulator_logs_what_it_serves_at_v_and_says_so_when_stopped() {
+        let (mut child, stdout) = ChildGuard::spawn_with_stdout(&["sim", "--port", "0", "-v"]);
+        let err = child.child.stderr.take().expect("stderr");
+        child.readers.push(std::thread::spawn(Vec::new));
+        child
+            .readers
+            .push(std::thread::spawn(move || read_all(err)));
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        let out = run(&["--addr", &addr, "position"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        sigint(&child);
+        let out = child.finish();
+        assert_eq!(out.code, 130, "{out:?}");
+        for want in [
+            "sim: client 1 connected from 127.0.0.1:",
+            "sim: client 1: STAGE_POSITION_GET (int32Data0 3)",
+            "sim: client 1 disconnected",
+            "interrupted: stopped the simulator after serving 1 client connection, 4 commands and 0 live images",
+        ] {
+            assert!(out.stderr.contains(want), "{want}: {out:?}");
+        }
     }
 }

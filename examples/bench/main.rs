@@ -12,8 +12,9 @@
 //! The servers (echo, events, frames, a silent live port) run in a child
 //! process: the benchmark re-executes itself with `--serve` (see
 //! `servers.rs`). Every library figure is compared with a raw client written
-//! here with plain blocking `std::net` code (`raw.rs`), measured in the same
-//! run in alternating blocks, so the ratios hold on a noisy machine.
+//! here with plain `std::net` code (`raw.rs`: blocking, and busy-polling for
+//! the latency floor), measured in the same run in alternating blocks, so
+//! the ratios hold on a noisy machine.
 //!
 //! Thread placement is left to the OS, as on a lab PC. `--pin` adds a
 //! second set of latency, throughput and event rows with the server process

@@ -1,6 +1,8 @@
-//! The raw baselines: the strongest simple clients plain blocking `std::net`
-//! allows, measured in the same run against the same server process. Each
-//! is the physical floor the library's figure is compared to.
+//! The raw baselines: the strongest simple clients plain `std::net` allows,
+//! measured in the same run against the same server process. Each is the
+//! floor the library's figure is compared to; for request latency that is
+//! the busy-polling ping-pong (it never parks, so it pays no wake-up), with
+//! the blocking one beside it.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -12,6 +14,7 @@ use flamingo_client::codec::{CommandCode, Message, LIVE_HEADER_LEN, MESSAGE_LEN}
 
 use crate::servers::{Pace, BENCH_END, BENCH_START, FRAME_H, FRAME_W};
 use crate::throughput::Gate;
+use crate::TIMEOUT;
 
 /// Requests in flight on the batching raw client, and callers sharing one
 /// library client in the throughput figures.
@@ -57,15 +60,72 @@ impl PingPong {
     }
 }
 
+/// Raw busy-polling ping-pong: one thread, a non-blocking socket, writes the
+/// 128 bytes and then spins on `read` until the 128-byte reply is in. It
+/// never parks, so it pays no wake-up: the latency floor of one request on
+/// one connection (at the price of a CPU kept busy while it waits).
+pub struct BusyPingPong {
+    stream: TcpStream,
+    msg: [u8; MESSAGE_LEN],
+}
+
+impl BusyPingPong {
+    pub fn new(addr: SocketAddr) -> BusyPingPong {
+        let stream = connect(addr);
+        stream.set_nonblocking(true).expect("non-blocking socket");
+        BusyPingPong {
+            stream,
+            msg: request(distinct_code(6)).to_bytes(),
+        }
+    }
+
+    pub fn once(&mut self) {
+        let mut buf = [0u8; MESSAGE_LEN];
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < MESSAGE_LEN {
+            match self.stream.write(&self.msg[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) => spin_on(&e, start, "raw busy write"),
+            }
+        }
+        let mut got = 0;
+        while got < MESSAGE_LEN {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => panic!("raw busy read: the server closed the connection"),
+                Ok(n) => got += n,
+                Err(e) => spin_on(&e, start, "raw busy read"),
+            }
+        }
+        black_box(&buf);
+    }
+}
+
+/// After a non-blocking call failed with `e`: spins once if it would have
+/// blocked (or was interrupted), panics on a real error or after [`TIMEOUT`].
+fn spin_on(e: &std::io::Error, start: Instant, what: &str) {
+    use std::io::ErrorKind::{Interrupted, WouldBlock};
+    if !matches!(e.kind(), WouldBlock | Interrupted) {
+        panic!("{what}: {e}");
+    }
+    assert!(start.elapsed() < TIMEOUT, "{what}: no reply in {TIMEOUT:?}");
+    std::hint::spin_loop();
+}
+
 /// Raw batched client, run on one thread while `gate` gives turn `me`:
 /// keeps up to [`CALLERS`] requests in flight, writes every request it may
 /// send (one per free slot) in one `write`, reads whatever replies have
 /// arrived with one `read` into a 64 KiB buffer, and counts completed
 /// requests in `done`. No channel, no hand-off between threads: the floor
 /// for 8 callers sharing one connection. Outside its turn it sends nothing
-/// and drains what is in flight.
-pub fn batched(addr: SocketAddr, gate: &Gate, me: u64, done: &AtomicU64) {
+/// and drains what is in flight. `busy`: the socket is non-blocking and the
+/// client spins instead of parking in `read` (no wake-up per batch, a CPU
+/// kept busy).
+pub fn batched(addr: SocketAddr, gate: &Gate, me: u64, done: &AtomicU64, busy: bool) {
     let mut s = connect(addr);
+    if busy {
+        s.set_nonblocking(true).expect("non-blocking socket");
+    }
     let batch: Vec<u8> = (0..CALLERS)
         .flat_map(|i| request(distinct_code(i)).to_bytes())
         .collect();
@@ -77,13 +137,24 @@ pub fn batched(addr: SocketAddr, gate: &Gate, me: u64, done: &AtomicU64) {
         }
         if in_flight < CALLERS && gate.is(me) {
             let free = CALLERS - in_flight;
-            s.write_all(&batch[..free * MESSAGE_LEN])
-                .expect("raw batched write");
+            let bytes = &batch[..free * MESSAGE_LEN];
+            let (start, mut sent) = (Instant::now(), 0);
+            while sent < bytes.len() {
+                match s.write(&bytes[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) => spin_on(&e, start, "raw batched write"),
+                }
+            }
             in_flight += free;
         }
         match s.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(n) => filled += n,
+            Err(e) if busy && e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::hint::spin_loop();
+                continue;
+            }
+            Err(_) => return,
         }
         let whole = filled / MESSAGE_LEN;
         in_flight -= whole;

@@ -350,6 +350,17 @@ mod tests {
     }
 
     #[test]
+    fn busy_polling_client_gets_every_reply() {
+        let (addr, h) = one(serve_echo);
+        let mut busy = raw::BusyPingPong::new(addr);
+        for _ in 0..100 {
+            busy.once();
+        }
+        drop(busy);
+        h.join().unwrap();
+    }
+
+    #[test]
     fn event_server_sends_the_count_asked_for_then_the_end() {
         sys::set_clock_base(sys::epoch_ns());
         let (addr, h) = one(serve_events);

@@ -1,5 +1,6 @@
 //! Throughput: 8 threads sharing one `Client` (one connection), on 8
-//! distinct codes and on one code, against the raw batching client.
+//! distinct codes and on one code, against the raw batching clients (8 in
+//! flight; blocking, and busy-polling).
 //!
 //! The three take turns in short windows (a [`Gate`]), so a noisy
 //! neighbour slows all of them alike; each has its own connection to the
@@ -29,6 +30,7 @@ const RAW: u64 = 1;
 const DISTINCT: u64 = 2;
 const SAME: u64 = 3;
 const STOP: u64 = 4;
+const RAW_BUSY: u64 = 5;
 
 impl Gate {
     fn new() -> Gate {
@@ -117,12 +119,20 @@ pub fn bench(run: &Run, out: &mut Report) {
     let rounds = run.opts.pick(6, 3);
     let window = Duration::from_millis(run.opts.pick(300, 200));
     let gate = Arc::new(Gate::new());
-    let counters: [Arc<AtomicU64>; 3] = Default::default();
+    let counters: [Arc<AtomicU64>; 4] = Default::default();
     let addr = run.ports.echo;
 
     let raw_thread = {
         let (gate, done) = (gate.clone(), counters[0].clone());
-        named("bench-raw", move || raw::batched(addr, &gate, RAW, &done))
+        named("bench-raw", move || {
+            raw::batched(addr, &gate, RAW, &done, false)
+        })
+    };
+    let raw_busy_thread = {
+        let (gate, done) = (gate.clone(), counters[3].clone());
+        named("bench-raw-busy", move || {
+            raw::batched(addr, &gate, RAW_BUSY, &done, true)
+        })
     };
     let connect = || {
         Client::connect(&addr.to_string(), ClientConfig::default())
@@ -175,8 +185,10 @@ pub fn bench(run: &Run, out: &mut Report) {
         };
     };
     let (mut r, mut d, mut s) = (Totals::default(), Totals::default(), Totals::default());
+    let mut rb = Totals::default();
     for _ in 0..rounds {
         window_of(RAW, &counters[0], &mut r);
+        window_of(RAW_BUSY, &counters[3], &mut rb);
         window_of(DISTINCT, &counters[1], &mut d);
         window_of(SAME, &counters[2], &mut s);
     }
@@ -185,11 +197,12 @@ pub fn bench(run: &Run, out: &mut Report) {
         h.join().expect("a caller thread");
     }
     raw_thread.join().expect("the raw client thread");
+    raw_busy_thread.join().expect("the busy raw client thread");
     distinct.close();
     same.close();
     done(t);
 
-    let (rr, dr, sr) = (r.rate(), d.rate(), s.rate());
+    let (rr, dr, sr, rbr) = (r.rate(), d.rate(), s.rate(), rb.rate());
     out.num(&run.key("tput_ratio"), dr / rr);
     out.num(&run.key("tput_same_key_ratio"), sr / rr);
     out.num(&run.key("tput_rps"), dr);
@@ -202,6 +215,12 @@ pub fn bench(run: &Run, out: &mut Report) {
     out.opt(&run.key("tput_cpu_us_per_req"), d.cpu_per_req_us());
     out.opt(&run.key("tput_same_key_cpu_us_per_req"), s.cpu_per_req_us());
     out.opt(&run.key("raw_tput_cpu_us_per_req"), r.cpu_per_req_us());
+    out.num(&run.key("tput_ratio_busy"), dr / rbr);
+    out.num(&run.key("raw_busy_tput_rps"), rbr);
+    out.opt(
+        &run.key("raw_busy_tput_cpu_us_per_req"),
+        rb.cpu_per_req_us(),
+    );
     out.row(
         &run.fig(&format!(
             "throughput, {CALLERS} callers on {CALLERS} codes, 1 connection"
@@ -211,6 +230,16 @@ pub fn bench(run: &Run, out: &mut Report) {
         percent(dr / rr),
         ">= 70 %",
         Some(dr / rr >= 0.70),
+    );
+    out.row(
+        &run.fig(&format!(
+            "  the same against the busy-polling raw client ({CALLERS} in flight)"
+        )),
+        rate(dr, "req/s"),
+        rate(rbr, "req/s"),
+        percent(dr / rbr),
+        "",
+        None,
     );
     out.row(
         &run.fig(&format!("throughput, {CALLERS} callers on 1 code")),

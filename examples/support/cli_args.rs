@@ -31,6 +31,11 @@ pub const MAX_SECS: f64 = 86_400.0;
 /// The most frames `live --frames` accepts.
 pub const MAX_FRAMES: u64 = 1_000_000;
 
+/// `home` without `--axis` or `--yes`.
+pub const HOME_NEEDS_YES: &str =
+    "`home` moves every axis of the stage at once; add --yes to confirm, \
+     or home one axis with --axis x|y|z|r";
+
 /// Exit code of a usage mistake or invalid argument.
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code after Ctrl-C (128 + SIGINT, the shell convention).
@@ -60,7 +65,7 @@ pub struct Cli {
 #[derive(Args, Clone, Debug, PartialEq)]
 #[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
-    /// The microscope's command port; live images use PORT+1
+    /// The microscope's command port (else FLAMINGO_ADDR, else the config file); live images use PORT+1
     #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     pub addr: String,
     /// Time allowed for connecting and for each request, for example 0.3
@@ -72,6 +77,38 @@ pub struct Global {
     /// Log more on stderr (-v info, -vv debug, -vvv trace); RUST_LOG, when set, takes precedence
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+    /// Where `addr` came from (`--addr` when given; else filled in from
+    /// FLAMINGO_ADDR or the config file before connecting).
+    #[arg(skip)]
+    pub addr_from: Source,
+    /// Where `timeout` came from.
+    #[arg(skip)]
+    pub timeout_from: Source,
+}
+
+/// Where a global setting came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    #[default]
+    Default,
+    /// The command line.
+    CommandLine,
+    /// An environment variable (its name).
+    Env(&'static str),
+    /// The config file (its path and line).
+    File(PathBuf, usize),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::CommandLine => f.write_str("the command line"),
+            Source::Env(name) => write!(f, "the environment variable {name}"),
+            Source::File(p, line) => write!(f, "{} line {line}", p.display()),
+        }
+    }
 }
 
 impl Default for Global {
@@ -81,6 +118,8 @@ impl Default for Global {
             timeout: DEFAULT_TIMEOUT,
             json: false,
             verbose: 0,
+            addr_from: Source::Default,
+            timeout_from: Source::Default,
         }
     }
 }
@@ -224,15 +263,134 @@ Examples: flamingo workflow ZStack.txt --wait
         #[arg(long)]
         wait: bool,
     },
-    /// Switch every laser off (lasers off)
-    #[command(after_help = "\
-JSON:     {\"lasers\":\"off\"}
+    /// Switch lasers on or off, set or show their power (lasers set 2 10, lasers off)
+    #[command(
+        subcommand_value_name = "ACTION",
+        after_help = "\
+Lasers are numbered 1 to 4 (LINE); power is in percent.
 
-Example:  flamingo lasers off")]
+Examples: flamingo lasers set 2 10
+          flamingo lasers on 2
+          flamingo lasers level
+          flamingo lasers off 2
+          flamingo lasers off"
+    )]
     Lasers {
         /// What to do with the lasers.
         #[command(subcommand)]
         action: LasersAction,
+    },
+    /// Set the LED colour and power, or switch it off (led green 40, led off)
+    #[command(
+        subcommand_value_name = "COLOUR",
+        after_help = "\
+JSON:     {\"led\":\"green\",\"percent\":P} or {\"led\":\"off\"}
+
+Examples: flamingo led green 40
+          flamingo led off"
+    )]
+    Led {
+        /// The colour, or off.
+        #[command(subcommand)]
+        action: LedAction,
+    },
+    /// Show the filter wheel position, or turn it (filter 3)
+    #[command(
+        long_about = "Without POSITION, shows the filter wheel position and its filter (from the\n\
+microscope's settings). With POSITION (1 to 8), turns the wheel there and reads\n\
+the position back.",
+        after_help = "\
+JSON:     {\"filter\":N,\"description\":\"525/50\"|null}
+
+Examples: flamingo filter
+          flamingo filter 3"
+    )]
+    Filter {
+        /// The position to turn to, 1 to 8
+        #[arg(value_name = "POSITION", allow_negative_numbers = true, value_parser = |s: &str| parse_count("POSITION", s, 1, 8).map(|p| p as u8))]
+        position: Option<u8>,
+    },
+    /// Show the camera exposure time, or set it (exposure 10ms)
+    #[command(
+        long_about = "Without TIME, shows the camera exposure time. With TIME, sets it and reads it\n\
+back. TIME needs a unit: us (or µs), ms or s, for example 10ms, 9002us or 0.5s.",
+        after_help = "\
+JSON:     {\"exposure_us\":N}
+
+Examples: flamingo exposure
+          flamingo exposure 10ms"
+    )]
+    Exposure {
+        /// The exposure time with its unit, for example 10ms (1 us to 60 s)
+        #[arg(value_name = "TIME", value_parser = parse_exposure)]
+        time: Option<u32>,
+    },
+    /// Home one stage axis (--axis z) or every axis (--yes)
+    #[command(
+        long_about = "Sends stage axes to their home positions (from the microscope's settings) and\n\
+waits until they have stopped (at most 60 s). With --axis, only that axis\n\
+moves. Homing every axis moves the whole stage at once, so it needs --yes to\n\
+confirm. Ctrl-C while homing halts the stage.",
+        after_help = "\
+JSON:     {\"homed\":\"z\",\"position\":MM,\"elapsed_ms\":N} or
+          {\"homed\":\"all\",\"x\":MM,\"y\":MM,\"z\":MM,\"r\":DEG,\"elapsed_ms\":N}
+
+Examples: flamingo home --axis z
+          flamingo home --yes"
+    )]
+    Home {
+        /// Home only this axis
+        #[arg(long, value_name = "x|y|z|r", value_parser = parse_axis)]
+        axis: Option<Axis>,
+        /// Confirm homing every axis at once
+        #[arg(long, conflicts_with = "axis")]
+        yes: bool,
+    },
+    /// Everything at once: state, position, camera, lasers, LED, filter, connection
+    #[command(
+        visible_alias = "info",
+        long_about = "Shows in one call the system state, the stage position and soft limits, the\n\
+camera (image size, pixel size, exposure), the laser powers, the LED and the\n\
+filter wheel, and the connection (addresses, round trip). The LED cannot be\n\
+read from the microscope: its colour and switch are those stored in the\n\
+microscope's settings. A part the microscope does not answer is shown as\n\
+unknown (null in JSON) with a warning.",
+        after_help = "\
+JSON:     {\"state\":...,\"code\":N,\"x\":MM,\"y\":MM,\"z\":MM,\"r\":DEG,
+          \"width\":W,\"height\":H,\"pixel_um\":U,\"exposure_us\":N,
+          \"laser1\":P,...,\"laser4\":P,\"led\":\"green\",\"led_on\":false,
+          \"filter\":N,\"filter_description\":\"...\",\"microscope\":\"...\",
+          \"soft_limits\":\"...\",\"addr\":\"...\",\"live_addr\":\"...\",
+          \"round_trip_ms\":T}
+
+Example:  flamingo status"
+    )]
+    Status,
+    /// Show where the microscope address comes from, or save it (config save)
+    #[command(
+        long_about = "Shows the settings the tool uses (the microscope address and timeout) and\n\
+where each comes from: --addr / --timeout, the environment variable\n\
+FLAMINGO_ADDR, the config file, or the default. `config save` writes the\n\
+address and timeout in use to the config file, so later commands need no\n\
+--addr.\n\
+\n\
+The config file (FLAMINGO_CONFIG overrides its location):\n\
+  Windows  %APPDATA%\\flamingo\\config.txt\n\
+  macOS    ~/Library/Application Support/flamingo/config.txt\n\
+  Linux    $XDG_CONFIG_HOME/flamingo/config.txt (~/.config/flamingo/config.txt)\n\
+It holds `key = value` lines: addr = HOST:PORT, timeout = SECS; # starts a comment.",
+        after_help = "\
+JSON:     {\"config_file\":\"...\",\"exists\":true|false,\"addr\":\"...\",
+          \"addr_from\":\"...\",\"timeout_s\":S,\"timeout_from\":\"...\"}
+          (config save adds \"saved\":true)
+
+Examples: flamingo config
+          flamingo --addr 192.168.1.2:53717 config save"
+    )]
+    Config {
+        /// `save`.
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
     },
     /// Set the system idle (clears an error state)
     #[command(
@@ -300,22 +458,99 @@ no microscope; --addr is ignored. Takes a few seconds."
 #[derive(Subcommand, Clone, Debug, PartialEq)]
 pub enum WorkflowAction {
     /// Check a workflow file without sending anything
-    #[command(after_help = "JSON:     {\"valid\":true,\"planes\":N}")]
+    #[command(
+        long_about = "Checks a workflow file without sending anything: its mistakes (with the line),\n\
+then that every position it takes the stage to (start, end, angles, every\n\
+tile) is within the stage's soft limits. The limits come from --settings (a\n\
+saved ScopeSettings.txt, no microscope needed), else from the microscope at\n\
+--addr if it answers; otherwise they are not checked (a warning says so).",
+        after_help = "\
+JSON:     {\"valid\":true,\"planes\":N,\"limits_checked\":true|false,\"soft_limits\":\"...\"}
+
+Examples: flamingo workflow check ZStack.txt
+          flamingo workflow check ZStack.txt --settings ScopeSettings.txt"
+    )]
     Check {
         /// The workflow file
         #[arg(value_name = "FILE", value_parser = |s: &str| parse_path("FILE", s))]
         file: PathBuf,
+        /// Take the soft limits from this saved settings file instead of the microscope
+        #[arg(long, value_name = "SETTINGS", value_parser = |s: &str| parse_path("--settings", s))]
+        settings: Option<PathBuf>,
     },
     /// Stop the running workflow and wait until the microscope is idle
     #[command(after_help = "JSON:     {\"workflow\":\"stopped\"}")]
     Stop,
 }
 
-/// `lasers off`.
+/// `lasers off|on|set|level`.
 #[derive(Subcommand, Clone, Debug, PartialEq)]
 pub enum LasersAction {
-    /// Switch every laser off
+    /// Switch every laser off, or only LINE's live-view output
+    #[command(after_help = "JSON:     {\"lasers\":\"off\"} or {\"laser\":N,\"on\":false}")]
+    Off {
+        /// Only this laser, 1 to 4
+        #[arg(value_name = "LINE", allow_negative_numbers = true, value_parser = parse_line)]
+        line: Option<u8>,
+    },
+    /// Switch laser LINE on for live view
+    #[command(after_help = "JSON:     {\"laser\":N,\"on\":true}")]
+    On {
+        /// The laser, 1 to 4
+        #[arg(value_name = "LINE", allow_negative_numbers = true, value_parser = parse_line)]
+        line: u8,
+    },
+    /// Set laser LINE's power in percent (lasers set 2 10)
+    #[command(
+        after_help = "JSON:     {\"laser\":N,\"percent\":P}   (P as the microscope reports it back)"
+    )]
+    Set {
+        /// The laser, 1 to 4
+        #[arg(value_name = "LINE", allow_negative_numbers = true, value_parser = parse_line)]
+        line: u8,
+        /// The power in percent, 0 to 100
+        #[arg(value_name = "PERCENT", allow_negative_numbers = true, value_parser = |s: &str| parse_percent("PERCENT", s))]
+        percent: f64,
+    },
+    /// Show the power of every laser, or of LINE
+    #[command(
+        after_help = "JSON:     {\"laser1\":P,\"laser2\":P,\"laser3\":P,\"laser4\":P} or {\"laser\":N,\"percent\":P}"
+    )]
+    Level {
+        /// Only this laser, 1 to 4
+        #[arg(value_name = "LINE", allow_negative_numbers = true, value_parser = parse_line)]
+        line: Option<u8>,
+    },
+}
+
+/// `led red|green|blue|white PERCENT`, `led off`.
+#[derive(Subcommand, Clone, Debug, PartialEq)]
+pub enum LedAction {
+    /// Switch the LED on in red at PERCENT
+    Red(LedPower),
+    /// Switch the LED on in green at PERCENT
+    Green(LedPower),
+    /// Switch the LED on in blue at PERCENT
+    Blue(LedPower),
+    /// Switch the LED on in white at PERCENT
+    White(LedPower),
+    /// Switch the LED off
     Off,
+}
+
+/// The power of `led COLOUR PERCENT`.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct LedPower {
+    /// The power in percent, 0 to 100
+    #[arg(value_name = "PERCENT", allow_negative_numbers = true, value_parser = |s: &str| parse_percent("PERCENT", s))]
+    pub percent: f64,
+}
+
+/// `config save`.
+#[derive(Subcommand, Clone, Debug, PartialEq)]
+pub enum ConfigAction {
+    /// Write the address and timeout in use to the config file
+    Save,
 }
 
 /// Options of `sim`.
@@ -342,28 +577,35 @@ const TOP_AFTER_HELP: &str = "\
 Exit codes:
   0    success
   1    other error (for example a file that cannot be written)
-  2    invalid argument or usage error (also: a move outside the soft limits,
-       a workflow file with mistakes)
+  2    invalid argument or usage error (also: a move or a workflow outside the
+       soft limits, a workflow file with mistakes, home of every axis without
+       --yes)
   3    cannot connect to the microscope
   4    timed out waiting for the microscope
   5    disconnected (the connection was lost)
-  6    device busy, or the device refused the command
+  6    device busy, or the device refused the command (also: still not idle
+       after `idle`)
   7    a size exceeds a limit
   8    protocol error (the microscope sent something unexpected)
   130  interrupted by Ctrl-C (after undoing what the command started)
 Errors are printed as one line on stderr, starting with \"error: \" (with --json:
 one JSON object {\"error\":MESSAGE,\"exit_code\":N}).
 
-Ctrl-C during a long command (move --wait, workflow --wait, live, watch,
+Ctrl-C during a long command (move --wait, home, workflow --wait, live, watch,
 snapshot) undoes on the microscope what the command started (halts the stage,
 stops the workflow, stops live view), says so, and exits with 130; a second
 Ctrl-C exits at once.
 
+The microscope's address: --addr, else the environment variable FLAMINGO_ADDR,
+else the config file (see `flamingo config --help`), else 127.0.0.1:53717.
+
 Examples:
   flamingo demo
-  flamingo --addr 192.168.1.2:53717 state
+  flamingo --addr 192.168.1.2:53717 config save
+  flamingo status
   flamingo position --json
   flamingo move --axis z --to 20.25 --wait
+  flamingo lasers set 2 10
   flamingo snapshot --out snap.tif
   flamingo workflow ZStack.txt --wait
   flamingo halt
@@ -438,15 +680,43 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    let args = help_after_command(args.into_iter().map(Into::into).collect());
     let argv = std::iter::once("flamingo".to_string()).chain(args.iter().cloned());
     let matches = command().try_get_matches_from(argv);
-    let result = matches.and_then(|m| Cli::from_arg_matches(&m));
+    let result = matches.and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        let given = |id: &str| {
+            // Global options are recorded where they were typed: at the top
+            // or in a (sub)command's matches.
+            let mut m = Some(&m);
+            while let Some(mm) = m {
+                if mm.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                    return true;
+                }
+                m = mm.subcommand().map(|(_, sub)| sub);
+            }
+            false
+        };
+        if given("addr") {
+            cli.global.addr_from = Source::CommandLine;
+        }
+        if given("timeout") {
+            cli.global.timeout_from = Source::CommandLine;
+        }
+        Ok(cli)
+    });
     match result {
         Ok(cli) => {
             if let Command::Snapshot { out, count } = &cli.command {
                 check_image_extension(out)?;
                 check_stack_extension(out, *count)?;
+            }
+            if let Command::Home {
+                axis: None,
+                yes: false,
+            } = &cli.command
+            {
+                return Err(invalid(HOME_NEEDS_YES));
             }
             Ok(Parsed::Run(cli.global, cli.command))
         }
@@ -455,6 +725,34 @@ where
         }
         Err(e) => Err(usage_error(&e, &args)),
     }
+}
+
+/// `-h COMMAND...` / `--help COMMAND...` asks for the command's help: the
+/// flag moves after the command words (clap would show the top-level help).
+fn help_after_command(mut args: Vec<String>) -> Vec<String> {
+    let is_help = |a: &String| a == "-h" || a == "--help";
+    let Some(h) = args.iter().position(is_help) else {
+        return args;
+    };
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        if a == "--" {
+            return args;
+        }
+        if a == "--addr" || a == "--timeout" {
+            i += 2;
+            continue;
+        }
+        if !a.starts_with('-') {
+            if i > h && a != "help" {
+                args.remove(h);
+                args.push("--help".into());
+            }
+            return args;
+        }
+        i += 1;
+    }
+    args
 }
 
 /// The command named on the line (the first word that is not an option or
@@ -497,6 +795,28 @@ fn option_name(arg: &str) -> &str {
     arg.split([' ', '=']).next().unwrap_or(arg)
 }
 
+/// The commands of top-level command `cmd` (`lasers`: off, on, set,
+/// level), if it has any.
+fn subcommand_names(cmd: &str) -> Option<Vec<String>> {
+    let c = command();
+    let sub = c.find_subcommand(cmd)?;
+    let names: Vec<String> = sub
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// "a, b or c".
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 fn command_names() -> Vec<String> {
     command()
         .get_subcommands()
@@ -537,8 +857,24 @@ fn usage_error(e: &clap::Error, args: &[String]) -> Error {
             if cmd == "flamingo" {
                 "no command given (try `flamingo --help`, or `flamingo demo` for a tour)".into()
             } else {
-                format!("`{cmd}` needs a command ({see})")
+                match subcommand_names(cmd) {
+                    Some(subs) => format!("`{cmd}` needs a command: {} ({see})", or_list(&subs)),
+                    None => format!("`{cmd}` needs a command ({see})"),
+                }
             }
+        }
+        ErrorKind::InvalidSubcommand
+            if subcommand_names(cmd).is_some()
+                && context_str(e, ContextKind::InvalidSubcommand).as_deref() != Some(cmd) =>
+        {
+            // A mistake in a command's own command (`lasers of`).
+            let bad = context_str(e, ContextKind::InvalidSubcommand).unwrap_or_default();
+            let subs = subcommand_names(cmd).unwrap_or_default();
+            format!(
+                "unknown command {bad:?} for `{cmd}`{}; `{cmd}` has: {} ({see})",
+                did_you_mean(ContextKind::SuggestedSubcommand, &bad),
+                subs.join(", ")
+            )
         }
         ErrorKind::InvalidSubcommand => {
             let bad = context_str(e, ContextKind::InvalidSubcommand).unwrap_or_default();
@@ -707,6 +1043,61 @@ pub fn parse_f64(name: &str, s: &str) -> Result<f64, Error> {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(invalid(format!(
             "{name} {s:?} is not a finite number (for example 12.5 or -90)"
+        ))),
+    }
+}
+
+/// A laser line, 1 to 4.
+fn parse_line(s: &str) -> Result<u8, Error> {
+    match s.trim().parse::<u8>() {
+        Ok(v) if (1..=4).contains(&v) => Ok(v),
+        _ => Err(invalid(format!(
+            "laser {s:?} is not one of the lasers 1, 2, 3 or 4"
+        ))),
+    }
+}
+
+/// A power in percent, 0 to 100.
+pub fn parse_percent(name: &str, s: &str) -> Result<f64, Error> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(invalid(format!(
+            "{name} {s:?} is not a power from 0 to 100 percent"
+        ))),
+    }
+}
+
+/// The most `exposure` accepts: 60 s, in µs.
+pub const MAX_EXPOSURE_US: u32 = 60_000_000;
+
+/// An exposure time with its unit (`10ms`, `9002us`, `9002µs`, `0.5s`), in
+/// whole microseconds from 1 to [`MAX_EXPOSURE_US`].
+pub fn parse_exposure(s: &str) -> Result<u32, Error> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "us" | "µs" | "μs" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "" => {
+            return Err(invalid(format!(
+                "exposure {s:?} has no unit: write for example {t}ms or {t}us"
+            )))
+        }
+        other => {
+            return Err(invalid(format!(
+                "exposure {s:?} has an unknown unit {other:?}: use us, ms or s (for example 10ms)"
+            )))
+        }
+    };
+    let us = number.parse::<f64>().ok().map(|v| (v * scale).round());
+    match us {
+        Some(us) if (1.0..=f64::from(MAX_EXPOSURE_US)).contains(&us) => Ok(us as u32),
+        _ => Err(invalid(format!(
+            "exposure {s:?} is not a time from 1us to 60s (for example 10ms)"
         ))),
     }
 }
@@ -1119,7 +1510,8 @@ mod tests {
             run(&["workflow", "check", "a.txt"]).unwrap().1,
             Command::Workflow {
                 action: Some(WorkflowAction::Check {
-                    file: "a.txt".into()
+                    file: "a.txt".into(),
+                    settings: None
                 }),
                 file: None,
                 wait: false
@@ -1171,10 +1563,67 @@ mod tests {
         assert_eq!(
             run(&["lasers", "off"]).unwrap().1,
             Command::Lasers {
-                action: LasersAction::Off
+                action: LasersAction::Off { line: None }
             }
         );
         assert_eq!(run(&["idle"]).unwrap().1, Command::Idle);
+        assert_eq!(
+            run(&["lasers", "set", "2", "10.5"]).unwrap().1,
+            Command::Lasers {
+                action: LasersAction::Set {
+                    line: 2,
+                    percent: 10.5
+                }
+            }
+        );
+        assert_eq!(
+            run(&["lasers", "level"]).unwrap().1,
+            Command::Lasers {
+                action: LasersAction::Level { line: None }
+            }
+        );
+        assert_eq!(
+            run(&["led", "white", "5"]).unwrap().1,
+            Command::Led {
+                action: LedAction::White(LedPower { percent: 5.0 })
+            }
+        );
+        assert_eq!(
+            run(&["filter", "8"]).unwrap().1,
+            Command::Filter { position: Some(8) }
+        );
+        assert_eq!(
+            run(&["exposure", "9002us"]).unwrap().1,
+            Command::Exposure { time: Some(9002) }
+        );
+        assert_eq!(
+            run(&["exposure", "0.5s"]).unwrap().1,
+            Command::Exposure {
+                time: Some(500_000)
+            }
+        );
+        assert_eq!(
+            run(&["home", "--axis", "z"]).unwrap().1,
+            Command::Home {
+                axis: Some(Axis::Z),
+                yes: false
+            }
+        );
+        assert_eq!(run(&["info"]).unwrap().1, Command::Status);
+        assert_eq!(
+            run(&["config", "save"]).unwrap().1,
+            Command::Config {
+                action: Some(ConfigAction::Save)
+            }
+        );
+        // Where the address came from.
+        let (g, _) = run(&["state"]).unwrap();
+        assert_eq!(g.addr_from, Source::Default);
+        let (g, _) = run(&["state", "--addr", "10.0.0.2:6000"]).unwrap();
+        assert_eq!(g.addr_from, Source::CommandLine);
+        assert_eq!(g.timeout_from, Source::Default);
+        let (g, _) = run(&["--timeout", "1", "lasers", "off"]).unwrap();
+        assert_eq!(g.timeout_from, Source::CommandLine);
         let Command::Sim(s) = run(&["sim"]).unwrap().1 else {
             panic!()
         };
@@ -1278,6 +1727,8 @@ mod tests {
                 assert!(h.contains(&format!(" {name}")), "{h}");
             }
         }
+        assert!(help(&["-h", "move"]).contains("Usage: flamingo move"));
+        assert!(help(&["--json", "--help", "lasers", "set"]).contains("Usage: flamingo lasers set"));
         let h = help(&["help", "workflow", "check"]);
         assert!(h.contains("without sending"), "{h}");
         // Help wins over missing required options.
@@ -1318,7 +1769,11 @@ mod tests {
         assert!(err(&["snapshot"]).contains("needs --out"));
         assert!(err(&["workflow"]).contains("FILE"));
         assert!(err(&["workflow", "check"]).contains("FILE"));
-        assert!(err(&["lasers"]).contains("needs a command"));
+        assert!(err(&["lasers"]).contains("needs a command: off, on, set or level"));
+        assert!(err(&["lasers", "foo"]).contains("`lasers` has: off, on, set, level"));
+        assert!(err(&["home"]).contains("add --yes"));
+        assert!(err(&["exposure", "5"]).contains("no unit"));
+        assert!(err(&["lasers", "on"]).contains("LINE"));
         assert!(err(&["sim", "--port", "65535"]).contains("--port"));
         assert!(err(&["sim", "--image-size", "0x5"]).contains("--image-size"));
         assert!(err(&["sim", "--fault", "nope"]).contains("unknown fault"));

@@ -184,7 +184,16 @@ fn session(
     steps.begin("Workflow ZStack.txt (476-plane Z stack), progress on stderr");
     let zstack = Workflow::from_bytes(ZSTACK)?;
     zstack.validate()?;
-    let wf = crate::workflow(client, t, &zstack, "ZStack.txt", true, !steps.out.json)?;
+    let limits = client.settings().timeout(t).soft_limits()?;
+    let wf = crate::workflow(
+        client,
+        t,
+        &zstack,
+        "ZStack.txt",
+        true,
+        !steps.out.json,
+        Some(limits),
+    )?;
     steps.report("workflow", &wf);
 
     // The workflow returned on the idle notice, which every subscription
@@ -228,11 +237,11 @@ fn session(
             .num("mean_latency_ms", stats.latency.mean_us as f64 / 1e3)
             .num("seconds", (total.as_secs_f64() * 100.0).round() / 100.0),
         &format!(
-            "{} messages sent, {} received, {} timeouts; request latency mean {:.2} ms, p99 {:.2} ms\n\
+            "{}, {} received, {}; request latency mean {:.2} ms, p99 {:.2} ms\n\
              demo finished in {:.1} s",
-            stats.messages_sent,
+            crate::plural(stats.messages_sent, "message") + " sent",
             stats.messages_received,
-            stats.timeouts,
+            crate::plural(stats.timeouts, "timeout"),
             stats.latency.mean_us as f64 / 1e3,
             stats.latency.p99_us as f64 / 1e3,
             total.as_secs_f64()

@@ -24,10 +24,13 @@ from .client import (
     Section,
     StagePosition,
     Subscription,
+    SoftLimits,
     SystemState,
     WorkflowRun,
     WorkflowSummary,
     WorkflowUpdate,
+    check_workflow,
+    save_tiff_stack,
 )
 from .errors import (
     BusyError,
@@ -52,5 +55,5 @@ __all__ = [
     "WorkflowUpdate", "BusyError", "ConnectError", "DisconnectedError", "FlamingoError",
     "FlamingoIOError", "FlamingoTimeoutError", "InvalidArgumentError", "ProtocolError",
     "RefusedError", "TooLargeError", "TRIGGER_CALL_BACK", "Code", "Message", "Reply",
-    "Simulator", "pattern",
+    "Simulator", "pattern", "check_workflow", "save_tiff_stack", "SoftLimits",
 ]

@@ -42,6 +42,9 @@ __all__ = [
     "WorkflowUpdate",
     "WorkflowSummary",
     "WorkflowRun",
+    "SoftLimits",
+    "check_workflow",
+    "save_tiff_stack",
 ]
 
 logger = logging.getLogger("flamingo_client")
@@ -162,6 +165,32 @@ class StagePosition:
 
 
 @dataclass(frozen=True)
+class SoftLimits:
+    """The range each stage axis must stay within (mm; degrees for R), and
+    the camera's field of view on the sample in mm (it places the tiles of a
+    tiled workflow). An axis without limits is not checked. Read them from
+    the instrument with ``scope.settings.soft_limits()``; checking them is
+    opt-in (:meth:`Client.enable_soft_limits`, :func:`check_workflow`)."""
+
+    axes: Dict[str, Tuple[float, float]]
+    field_of_view_mm: Optional[Tuple[float, float]] = None
+
+    def get(self, axis: AxisLike) -> Optional[Tuple[float, float]]:
+        """``(min, max)`` of an axis, if known."""
+        return self.axes.get("xyzr"[_axis(axis) - 1])
+
+    def _to_native(self) -> Tuple[List[Tuple[int, float, float]], Optional[Tuple[float, float]]]:
+        axes = [(_axis(a), float(lo), float(hi)) for a, (lo, hi) in self.axes.items()]
+        fov = self.field_of_view_mm
+        return axes, None if fov is None else (float(fov[0]), float(fov[1]))
+
+    @staticmethod
+    def _from_native(t: Any) -> "SoftLimits":
+        axes, fov = t
+        return SoftLimits({a: (lo, hi) for a, lo, hi in axes}, None if fov is None else tuple(fov))
+
+
+@dataclass(frozen=True)
 class MotionStop:
     """The end of a move: the axis, where it stopped, the raw status (1 =
     stopped normally) and the event's sequence number."""
@@ -195,6 +224,23 @@ class Frame:
     timestamp_ms: int
     exposure_us: int
     sequence: int
+    #: Width (= height) of a pixel on the sample in microns, when known
+    #: (frames from :meth:`Camera.snapshot` and live view carry the camera's).
+    pixel_size_um: Optional[float] = None
+
+    def save_tiff(self, path: str, *, pixel_size_um: Optional[float] = None) -> None:
+        """Saves the frame as a 16-bit TIFF file (replacing any file there)
+        with the library's encoder. The pixel size (argument, else
+        :attr:`pixel_size_um`) goes into the resolution tags and the ImageJ
+        description, in microns, so ImageJ/Fiji and tifffile show real units.
+        Raises :class:`FlamingoIOError` naming the path if it cannot be written."""
+        size = pixel_size_um if pixel_size_um is not None else self.pixel_size_um
+        _native.save_tiff(str(path), self._parts(), None if size is None else float(size))
+
+    def _parts(self) -> Tuple[int, int, int, int, int, bytes]:
+        px = np.ascontiguousarray(self.pixels, dtype="<u2")
+        return (self.width, self.height, int(self.frame_number), int(self.timestamp_ms),
+                int(self.exposure_us), px.tobytes())
 
     @property
     def width(self) -> int:
@@ -205,10 +251,30 @@ class Frame:
         return int(self.pixels.shape[0])
 
     @staticmethod
-    def _from_native(t: Any) -> "Frame":
+    def _from_native(t: Any, pixel_size_um: Optional[float] = None) -> "Frame":
         w, h, number, ts, exposure, seq, buf = t
         pixels = np.frombuffer(buf, dtype="<u2").reshape(h, w)
-        return Frame(pixels, number, ts, exposure, seq)
+        return Frame(pixels, number, ts, exposure, seq, pixel_size_um)
+
+
+def save_tiff_stack(
+    path: str,
+    frames: Iterable[Frame],
+    *,
+    pixel_size_um: Optional[float] = None,
+    z_spacing_um: Optional[float] = None,
+) -> int:
+    """Saves frames as one multi-page 16-bit TIFF file (a stack), with the
+    pixel size (argument, else the first frame's) and the plane spacing in
+    microns (ImageJ then shows a Z stack). Returns the number of pages."""
+    fs = list(frames)
+    if not fs:
+        raise InvalidArgumentError("a TIFF stack needs at least one frame")
+    size = pixel_size_um if pixel_size_um is not None else fs[0].pixel_size_um
+    return _native.save_tiff_stack(
+        str(path), [f._parts() for f in fs], None if size is None else float(size),
+        None if z_spacing_um is None else float(z_spacing_um),
+    )
 
 
 # ------------------------------------------------------------------ client
@@ -226,7 +292,10 @@ class Client:
     operation (seconds); ``connect_timeout`` the time allowed to connect;
     ``reconnect`` a :class:`ReconnectPolicy` (or ``True`` for the default
     one) to reconnect automatically after the link breaks; ``live=False``
-    never uses the live port.
+    never uses the live port. ``event_queue_depth`` bounds each
+    subscription's queue, ``callback_queue_depth`` (default: the same) the
+    queue of events waiting for :meth:`on_event` callbacks; when one is full
+    its oldest event is dropped, counted and logged.
 
     Raises :class:`ConnectError` if the connection cannot be opened.
     """
@@ -240,6 +309,7 @@ class Client:
         reconnect: Union[ReconnectPolicy, bool, None] = None,
         live: bool = True,
         event_queue_depth: int = 1024,
+        callback_queue_depth: Optional[int] = None,
     ) -> None:
         policy = ReconnectPolicy() if reconnect is True else (reconnect or None)
         rp = None
@@ -256,8 +326,11 @@ class Client:
         )
         self._callbacks: Dict[int, Tuple[Callable[[Event], Any], Optional[frozenset]]] = {}
         self._callbacks_lock = threading.Lock()
-        self._native_callback: Optional[int] = None
+        self._callback_queue_depth = int(callback_queue_depth or event_queue_depth)
+        self._router: Any = None
+        self._callback_thread: Optional[threading.Thread] = None
         self._next_callback_id = itertools.count(1)
+        self._pixel_size_um: Optional[float] = None
         self.stage = Stage(self)
         self.camera = Camera(self)
         self.lasers = Lasers(self)
@@ -287,8 +360,12 @@ class Client:
     def close(self) -> None:
         """Closes the connection: idempotent. Waiting calls fail with
         :class:`DisconnectedError`; subscriptions end after a last ``closed``
-        event; every library thread is joined before this returns."""
+        event; every library thread, and the callback thread, is joined
+        before this returns (except when called from a callback)."""
         self._native.close()
+        t = self._callback_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(5.0)
 
     def __enter__(self) -> "Client":
         return self
@@ -299,10 +376,48 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.address!r}, state={self.state!r})"
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> Dict[str, Any]:
         """Counters: messages sent and received, replies matched, events
-        delivered and dropped, late replies discarded, timeouts, disconnects..."""
-        return dict(self._native.stats())
+        delivered and dropped, late replies discarded, timeouts,
+        disconnects... and, once a callback was registered, those of the
+        callback queue (``callback_events_delivered``, ``_dropped``,
+        ``_filtered``, ``callback_queue_depth``)."""
+        d = dict(self._native.stats())
+        r = self._router
+        if r is not None:
+            for k, v in r.stats().items():
+                if k.startswith("events_"):
+                    d["callback_" + k] = v
+            d["callback_queue_depth"] = self._callback_queue_depth
+        return d
+
+    # ---- safety
+
+    @property
+    def soft_limits(self) -> Optional[SoftLimits]:
+        """The soft limits moves and workflow starts are checked against, or
+        None when the checks are off (the default)."""
+        t = self._native.soft_limits()
+        return SoftLimits._from_native(t) if t is not None else None
+
+    def enable_soft_limits(
+        self, limits: Optional[SoftLimits] = None, *, timeout: Timeout = None
+    ) -> SoftLimits:
+        """Opt-in safety, as the CLI's: from now on every stage move and
+        every workflow start (start, end, angles, every tile) is checked
+        against ``limits`` (default: read now from the instrument's settings,
+        with the camera's field of view) before anything is sent; a target
+        outside them raises :class:`InvalidArgumentError` naming the axis,
+        the value and the limits. Returns the limits in force."""
+        if limits is None:
+            limits = self.settings.soft_limits(timeout=timeout)
+        self._native.set_soft_limits(limits._to_native())
+        return limits
+
+    def disable_soft_limits(self) -> None:
+        """Turns the soft-limit checks off (the instrument still refuses
+        moves outside its limits)."""
+        self._native.set_soft_limits(None)
 
     # ---- raw requests
 
@@ -349,24 +464,49 @@ class Client:
     def on_event(
         self, callback: Callable[[Event], Any], codes: Optional[Iterable[int]] = None
     ) -> int:
-        """Calls ``callback(event)`` for every event (or those of ``codes``)
-        on the library's dispatcher thread. A callback may call the client
-        (requests, moves...). An exception in a callback is logged and does
-        not stop later events. Returns an id for :meth:`remove_callback`.
-        The client holds callbacks weakly through itself: a callback that
-        refers to the client does not keep it alive."""
+        """Calls ``callback(event)`` for every event (or those of ``codes``;
+        connection events always pass) on one Python thread named
+        ``flamingo-events``, in arrival order. Events are filtered by code in
+        the native layer: others never cross into Python. They wait in a
+        queue of ``callback_queue_depth`` events; when a slow callback lets
+        it fill, the oldest event is dropped, counted
+        (``stats()["callback_events_dropped"]``) and logged. A callback may
+        call the client (requests, moves...). An exception in a callback is
+        logged and does not stop later events. Returns an id for
+        :meth:`remove_callback`. The thread holds the client weakly: a
+        callback that refers to the client does not keep it alive."""
         wanted = None if codes is None else frozenset(int(c) for c in codes)
         with self._callbacks_lock:
-            if self._native_callback is None:
-                self._native_callback = self._native.on_event(_weak_dispatch(weakref.ref(self)))
             cid = next(self._next_callback_id)
             self._callbacks[cid] = (callback, wanted)
+            if self._router is None:
+                self._router = self._native.router(self._callback_queue_depth)
+                self._sync_codes()
+                t = threading.Thread(
+                    target=_callback_loop, args=(weakref.ref(self), self._router),
+                    name="flamingo-events", daemon=True,
+                )
+                self._callback_thread = t
+                t.start()
+            else:
+                self._sync_codes()
         return cid
 
     def remove_callback(self, callback_id: int) -> bool:
         """Removes a callback; False if it was not registered."""
         with self._callbacks_lock:
-            return self._callbacks.pop(callback_id, None) is not None
+            found = self._callbacks.pop(callback_id, None) is not None
+            if found and self._router is not None:
+                self._sync_codes()
+            return found
+
+    def _sync_codes(self) -> None:
+        """Tells the native filter which codes the callbacks want (under the lock)."""
+        sets = [w for _, w in self._callbacks.values()]
+        if any(w is None for w in sets):
+            self._router.set_codes(None)
+        else:
+            self._router.set_codes(sorted(set().union(*sets)) if sets else [])
 
     def _dispatch(self, raw: Any) -> None:
         ev = Event._from_native(raw)
@@ -381,13 +521,27 @@ class Client:
                 logger.exception("event callback %r raised", cb)
 
 
-def _weak_dispatch(ref: "weakref.ReferenceType[Client]") -> Callable[[Any], None]:
-    def dispatch(raw: Any) -> None:
+def _callback_loop(ref: "weakref.ReferenceType[Client]", router: Any) -> None:
+    """The ``flamingo-events`` thread: runs callbacks until the client closes."""
+    seen_dropped = 0
+    while True:
+        status, raw, dropped = router.recv(None)
+        if dropped > seen_dropped:
+            logger.warning(
+                "%d event(s) dropped for callbacks (%d in all): callbacks fell behind "
+                "a full queue; raise callback_queue_depth or make callbacks faster",
+                dropped - seen_dropped, dropped,
+            )
+            seen_dropped = dropped
+        if status == 2:
+            return
+        if status != 0:
+            continue
         client = ref()
-        if client is not None:
-            client._dispatch(raw)
-
-    return dispatch
+        if client is None:
+            return
+        client._dispatch(raw)
+        del client
 
 
 class Subscription:
@@ -535,21 +689,25 @@ class LiveView:
     from a GUI timer. Leaving the ``with`` block (or :meth:`stop`) stops live
     view and closes the live socket."""
 
-    def __init__(self, camera: "Camera", native: Any, frame_timeout: float) -> None:
+    def __init__(
+        self, camera: "Camera", native: Any, frame_timeout: float,
+        pixel_size_um: Optional[float] = None,
+    ) -> None:
         self._camera = camera
         self._native = native
+        self._pixel_size_um = pixel_size_um
         self.frame_timeout = frame_timeout
         self._stopped = False
 
     def next_frame(self, timeout: Timeout = 2.0) -> Frame:
         """The next frame, waiting at most ``timeout`` seconds
         (:class:`FlamingoTimeoutError` otherwise)."""
-        return Frame._from_native(self._native.next_frame(timeout))
+        return Frame._from_native(self._native.next_frame(timeout), self._pixel_size_um)
 
     def latest_frame(self) -> Optional[Frame]:
         """The newest frame received, if any; never blocks."""
         t = self._native.latest_frame()
-        return Frame._from_native(t) if t is not None else None
+        return Frame._from_native(t, self._pixel_size_um) if t is not None else None
 
     def frames(self, timeout: Timeout = None, count: Optional[int] = None) -> Iterator[Frame]:
         """Yields frames (at most ``count``), each waited for at most
@@ -604,6 +762,17 @@ class Camera(_Facade):
         """The pixel's field of view, in mm."""
         return self._n.camera_pixel_size_mm(timeout)
 
+    def pixel_size_um(self, *, timeout: Timeout = None) -> Optional[float]:
+        """The pixel size on the sample in microns (None if the camera
+        reports none), asked once per client and then remembered."""
+        c = self._client_ref()
+        if c is None:
+            raise DisconnectedError("the client was garbage-collected")
+        if c._pixel_size_um is None:
+            mm = self._n.camera_pixel_size_mm(timeout)
+            c._pixel_size_um = mm * 1000.0 if mm > 0 else 0.0
+        return c._pixel_size_um or None
+
     def exposure_us(self, *, timeout: Timeout = None) -> int:
         """The exposure time in µs."""
         return self._n.camera_exposure_us(timeout)
@@ -615,12 +784,23 @@ class Camera(_Facade):
         self._n.camera_set_exposure_us(int(us), timeout)
 
     def snapshot(self, *, timeout: Timeout = None) -> Frame:
-        """Takes one image and returns it (do not run live view meanwhile)."""
-        return Frame._from_native(self._n.camera_snapshot(timeout))
+        """Takes one image and returns it (do not run live view meanwhile),
+        with the camera's pixel size in :attr:`Frame.pixel_size_um`, so
+        ``scope.camera.snapshot().save_tiff("a.tif")`` writes real units."""
+        size = self.pixel_size_um(timeout=timeout)
+        return Frame._from_native(self._n.camera_snapshot(timeout), size)
+
+    def save_snapshot(self, path: str, *, timeout: Timeout = None) -> Frame:
+        """Takes one image and saves it as a TIFF file with the pixel size."""
+        f = self.snapshot(timeout=timeout)
+        f.save_tiff(path)
+        return f
 
     def live(self, *, timeout: Timeout = None, frame_timeout: float = 2.0) -> LiveView:
-        """Starts live view and returns it (a context manager)."""
-        return LiveView(self, self._n.camera_live_start(timeout), frame_timeout)
+        """Starts live view and returns it (a context manager). Its frames
+        carry the camera's pixel size."""
+        size = self.pixel_size_um(timeout=timeout)
+        return LiveView(self, self._n.camera_live_start(timeout), frame_timeout, size)
 
     def live_stop(self, *, timeout: Timeout = None) -> None:
         """Stops live view and closes the live socket."""
@@ -815,6 +995,11 @@ class Settings(_Facade):
             dict(limits), dict(home), name,
         )
 
+    def soft_limits(self, *, timeout: Timeout = None) -> SoftLimits:
+        """The stage's soft limits from the instrument's settings, with the
+        camera's field of view when it reports it."""
+        return SoftLimits._from_native(self._n.settings_soft_limits(timeout))
+
 
 # ------------------------------------------------------------------ workflows
 
@@ -859,28 +1044,33 @@ class WorkflowUpdate:
 
 
 class WorkflowRun:
-    """A started workflow. Iterate :meth:`updates` for progress, or :meth:`wait`."""
+    """A started workflow. Iterate :meth:`updates` for progress, or :meth:`wait`.
+    :attr:`summary` is set once the run has ended, whichever way that was
+    seen (the last update, :meth:`wait` or :meth:`stop`)."""
 
     def __init__(self, native: Any) -> None:
         self._native = native
-        self.summary: Optional[WorkflowSummary] = None
+
+    @property
+    def summary(self) -> Optional[WorkflowSummary]:
+        """What the run did, once it has ended (None before)."""
+        s = self._native.summary()
+        return WorkflowSummary(**s) if s is not None else None
 
     def updates(self, timeout: float = 60.0) -> Iterator[WorkflowUpdate]:
         """Yields every update until the run finishes (the last has kind
         ``finished``). A gap of more than ``timeout`` seconds raises
         :class:`FlamingoTimeoutError` (the workflow is not stopped)."""
-        while not self._native.is_finished() or self.summary is None:
+        while True:
             t = self._native.next_update(timeout)
             if t is None:
                 if self._native.is_finished():
                     return
                 raise FlamingoTimeoutError(f"no workflow update within {timeout:.3f} s")
             u = WorkflowUpdate(t[0], t[1])
-            if u.kind == "finished":
-                self.summary = u.summary
-                yield u
-                return
             yield u
+            if u.kind == "finished":
+                return
 
     def __iter__(self) -> Iterator[WorkflowUpdate]:
         return self.updates()
@@ -896,12 +1086,18 @@ class WorkflowRun:
             raise FlamingoTimeoutError(
                 f"the workflow did not finish within {timeout:.3f} s{done}; it is still running"
             )
-        self.summary = WorkflowSummary(**s)
-        return self.summary
+        return WorkflowSummary(**s)
 
-    def stop(self) -> None:
-        """Asks the instrument to stop; the run then ends with ``stopped`` set."""
+    def stop(self, *, wait: bool = True, timeout: Timeout = 30.0) -> Optional[WorkflowSummary]:
+        """Asks the instrument to stop and, with ``wait`` (the default), waits
+        for the run to end (at most ``timeout`` seconds) and returns its
+        summary, ``stopped`` set; :attr:`summary` holds it from then on.
+        Updates not yet taken are consumed by that wait. ``wait=False``
+        returns once the instrument has acknowledged the stop."""
         self._native.stop()
+        if not wait:
+            return None
+        return self.wait(timeout)
 
     @property
     def progress(self) -> Optional[Tuple[int, int]]:
@@ -913,8 +1109,46 @@ class WorkflowRun:
         return self._native.is_finished()
 
 
+def _workflow_bytes(path: Optional[str], text: Optional[str], data: Optional[bytes]) -> bytes:
+    if sum(x is not None for x in (path, text, data)) != 1:
+        raise InvalidArgumentError("give exactly one of path, text or data")
+    if path is not None:
+        with open(path, "rb") as f:
+            return f.read()
+    if text is not None:
+        return text.encode("utf-8")
+    return bytes(data)  # type: ignore[arg-type]
+
+
+def check_workflow(
+    path: Optional[str] = None,
+    *,
+    text: Optional[str] = None,
+    data: Optional[bytes] = None,
+    limits: Optional[SoftLimits] = None,
+) -> None:
+    """Checks a workflow file with the rules of the CLI's ``workflow check``
+    (structure, sections, numbers, laser levels 0 to 100...) and, with
+    ``limits``, every position it takes the stage to. Raises
+    :class:`InvalidArgumentError` naming the line (or the axis, value and
+    limits) and what to fix; nothing is sent anywhere."""
+    _native.workflow_check(
+        _workflow_bytes(path, text, data), None if limits is None else limits._to_native()
+    )
+
+
 class Workflows(_Facade):
     """Workflows (acquisitions)."""
+
+    def check(
+        self, path: Optional[str] = None, *, text: Optional[str] = None,
+        data: Optional[bytes] = None, timeout: Timeout = None,
+    ) -> SoftLimits:
+        """Checks a workflow as the CLI's ``workflow check`` does, against the
+        instrument's own soft limits (read now), without starting it.
+        Returns those limits; raises :class:`InvalidArgumentError`."""
+        raw = _workflow_bytes(path, text, data)
+        return SoftLimits._from_native(self._n.workflow_check(raw, timeout))
 
     def start(
         self,
@@ -925,16 +1159,13 @@ class Workflows(_Facade):
         timeout: Timeout = None,
     ) -> WorkflowRun:
         """Starts a workflow from a file (``path``), its ``text`` or raw
-        ``data`` (bytes sent unchanged, CRLF preserved) and returns the run."""
-        if sum(x is not None for x in (path, text, data)) != 1:
-            raise InvalidArgumentError("give exactly one of path, text or data")
-        if path is not None:
-            with open(path, "rb") as f:
-                raw = f.read()
-        elif text is not None:
-            raw = text.encode("utf-8")
-        else:
-            raw = bytes(data)  # type: ignore[arg-type]
+        ``data`` (bytes sent unchanged, CRLF preserved) and returns the run.
+
+        The file is first checked as the CLI's ``workflow check`` does (and
+        against the soft limits once :meth:`Client.enable_soft_limits` turned
+        them on); a file that fails is not sent and raises
+        :class:`InvalidArgumentError` naming the line or the axis."""
+        raw = _workflow_bytes(path, text, data)
         return WorkflowRun(self._n.workflow_start(raw, timeout))
 
     def stop(self, *, timeout: Timeout = None) -> None:

@@ -1,49 +1,216 @@
-"""A drop-in for the PyQt GUI's socket client, backed by the Rust core.
+"""A drop-in for the lab GUI's socket reader, on one connection.
 
 The lab GUI (py2flamingo) talks to the microscope through
-``py2flamingo.core.socket_reader.CommandClient``. This module offers a class
-with the same interface, so the GUI switches by changing one import::
+``py2flamingo.core.socket_reader``: a ``CommandClient`` whose background
+``SocketReader`` reads the command socket and a ``MessageDispatcher`` that
+routes replies and callbacks. Besides that, the GUI writes some commands
+straight on the socket (``sendall``: laser levels, workflow start and stop,
+settings, debug queries) and reads some replies from it (``recv``).
 
-    # from .socket_reader import CommandClient
-    from flamingo_client.compat import CommandClient
+This module exports every name the GUI imports from ``socket_reader``
+(``CommandClient``, ``SocketReader``, ``MessageDispatcher``,
+``ParsedMessage``, ``ProtocolCommands``, ``UNSOLICITED_COMMANDS``) with the
+same meaning, backed by the Rust core. Switch without editing the GUI::
 
-What changes underneath: replies are matched to the request that asked
-(one FIFO per command code in wire order), so concurrent senders of one
-code each get their own reply instead of overwriting each other's pending
-slot; a late reply is discarded instead of being given to the next caller;
-additional data is always read with its message; the reader never stalls.
+    import flamingo_client.compat
+    flamingo_client.compat.install()      # before or after py2flamingo is imported
+    ...                                   # run the GUI
+    flamingo_client.compat.uninstall()    # back to the GUI's own module
 
-The constructor takes the connected command socket as before. The core
-opens its own connection to the same address (the instrument serves several
-command clients) and the given socket stays the caller's: while the client
-runs, it is kept drained so the instrument never finds its receive buffer
-full; :meth:`CommandClient.pause` stops that drain so the caller can read the
-socket synchronously, as with the original.
+or set ``FLAMINGO_CLIENT_COMPAT=1`` in the environment before starting
+Python (a ``.pth`` hook in the wheel calls :func:`install`).
+
+**One connection.** When the reader starts, it takes the connected socket
+it was given over: the library connects to the same address, the socket's
+own TCP connection is closed, and the socket object itself (every reference
+the GUI holds) becomes a :class:`CoreSocket`, a real socket whose traffic
+goes through the library's connection:
+
+- ``sendall``/``send`` parse the bytes into messages (a message and the
+  additional data its header announces, which may come in a second
+  ``sendall``) and write each one, flags as given, in order with everything
+  else the client sends: a raw write followed by a request reaches the
+  instrument first;
+- ``recv`` (and ``select``, timeouts, ``settimeout``/``gettimeout``) reads
+  by this **rule**: a raw read receives the reply to the latest message
+  written raw, and nothing else. That reply is the first message of the same
+  code that arrives after the write and that no request of the client
+  claimed, with its additional data right after its 128 bytes. Writing a
+  message raw forgets the previous raw write's reply and discards whatever
+  of it was not read. A code that only ever arrives unsolicited (motion
+  stopped, progress...) is never a raw reply; for LASER_LEVEL_GET, which the
+  instrument also broadcasts, a message about another laser is not the reply.
+  Everything else goes to the dispatcher's callbacks, exactly once.
+
+So an unpaused raw read (the GUI's workflow stop) gets its reply instead of
+racing the reader for it, and a paused read of the settings text gets the
+reply and its text and nothing else. :meth:`SocketReader.pause` has nothing
+to stop: raw reads never compete with the reader.
+
+**Callbacks** run on one Python thread named ``flamingo-compat-reader``.
+Only the codes the dispatcher has handlers or pending requests for cross
+into Python (filtered in the native layer); they wait in a queue of
+``event_queue_depth`` events (default 10,000); if a slow handler lets it
+fill, the oldest event is dropped, counted in ``get_stats()`` and logged.
 """
 
+import contextlib
+import errno
 import logging
-import select
+import math
+import os
+import queue
 import socket
+import struct
+import sys
 import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from enum import IntEnum
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from .client import Client, Event, Subscription
-from .errors import FlamingoTimeoutError, InvalidArgumentError
+from .client import Client, Event
+from .errors import (
+    DisconnectedError,
+    FlamingoTimeoutError,
+    InvalidArgumentError,
+    TooLargeError,
+)
 from .message import _LAYOUT, MESSAGE_LEN, Message, _code_name
 
-__all__ = ["CommandClient", "ParsedMessage", "MessageDispatcher", "UNSOLICITED_COMMANDS"]
+__all__ = [
+    "CommandClient",
+    "SocketReader",
+    "MessageDispatcher",
+    "ParsedMessage",
+    "ProtocolCommands",
+    "UNSOLICITED_COMMANDS",
+    "CoreSocket",
+    "install",
+    "uninstall",
+    "installed",
+    "is_installed",
+    "configure",
+]
 
 logger = logging.getLogger("flamingo_client.compat")
 
 START_MARKER = 0xF321E654
 END_MARKER = 0xFEDC4321
 
+#: Largest additional data a raw write may announce (the library's limit).
+RAW_DATA_LIMIT = 64 * 1024 * 1024
+
+_defaults: Dict[str, Any] = {
+    "event_queue_depth": 10_000, "timeout": 3.0, "check_workflows": True, "soft_limits": False,
+}
+
+_WORKFLOW_START = 0x3004
+_MOVES = (0x6004, 0x6005)  # STAGE_POSITION_SET and the vendor GUI's slider variant
+
+
+def configure(
+    *,
+    event_queue_depth: Optional[int] = None,
+    timeout: Optional[float] = None,
+    check_workflows: Optional[bool] = None,
+    soft_limits: Optional[bool] = None,
+) -> None:
+    """Defaults for readers started from now on.
+
+    ``event_queue_depth``: the queue of events waiting for callbacks
+    (10,000). ``timeout``: the library connection's request timeout in
+    seconds (raw writes wait at most that long to go out; 3). The safety
+    checks of the CLI, on what the GUI sends (raw or through
+    ``send_command``), refused with :class:`InvalidArgumentError` (a
+    ``ValueError``) before anything is sent: ``check_workflows`` (on by
+    default) checks every workflow start with the rules of ``workflow
+    check``, naming the line; ``soft_limits`` (off by default) reads the
+    stage's soft limits from the instrument when the reader starts and
+    checks every move and workflow start against them."""
+    if event_queue_depth is not None:
+        if int(event_queue_depth) < 1:
+            raise InvalidArgumentError("the event queue depth must be at least 1")
+        _defaults["event_queue_depth"] = int(event_queue_depth)
+    if timeout is not None:
+        _defaults["timeout"] = float(timeout)
+    if check_workflows is not None:
+        _defaults["check_workflows"] = bool(check_workflows)
+    if soft_limits is not None:
+        _defaults["soft_limits"] = bool(soft_limits)
+
+
+def _check_outgoing(client: Client, checks: bool, header: bytes, data: bytes) -> None:
+    """The CLI's checks on a message about to be sent (see :func:`configure`)."""
+    code = int.from_bytes(header[4:8], "little")
+    limits = client.soft_limits
+    if code == _WORKFLOW_START and (checks or limits is not None):
+        from . import _native
+
+        _native.workflow_check(data, None if limits is None else limits._to_native())
+    elif code in _MOVES and limits is not None:
+        axis = int.from_bytes(header[24:28], "little", signed=True)
+        target = struct.unpack_from("<d", header, 40)[0]
+        if 1 <= axis <= 4:
+            name = "xyzr"[axis - 1]
+            lim = limits.get(name)
+            unit = "degrees" if name == "r" else "mm"
+            if lim is not None and not (math.isfinite(target) and lim[0] <= target <= lim[1]):
+                raise InvalidArgumentError(
+                    f"{name} target {target:g} {unit} is outside the stage's soft limits for "
+                    f"{name}, {lim[0]:g} to {lim[1]:g} {unit}; nothing was sent"
+                )
+
+
+class ProtocolCommands(IntEnum):
+    """Command codes, as the GUI's ``socket_reader`` names them."""
+
+    STAGE_HOME = 0x6001
+    STAGE_HALT = 0x6002
+    STAGE_POSITION_SET_MOVE = 0x6004
+    STAGE_POSITION_SET = 0x6005
+    STAGE_VELOCITY_SET = 0x6006
+    STAGE_POSITION_GET = 0x6008
+    STAGE_SAVE_LOCATIONS_GET = 0x6009
+    STAGE_SAVE_LOCATIONS_SET = 0x600A
+    STAGE_WAIT_FOR_MOTION = 0x600F
+    STAGE_MOTION_STOPPED = 0x6010
+    SYSTEM_STATE_GET = 0xA007
+    SYSTEM_STATE_IDLE = 0xA002
+    SYSTEM_SCOPE_SETTINGS = 0x1007
+    CAMERA_EXPOSURE_SET = 0x3001
+    CAMERA_EXPOSURE_GET = 0x300A
+    CAMERA_WORKFLOW_START = 0x3004
+    CAMERA_WORKFLOW_STOP = 0x3005
+    CAMERA_SNAPSHOT = 0x3006
+    CAMERA_LIVE_VIEW_START = 0x3007
+    CAMERA_LIVE_VIEW_STOP = 0x3008
+    CAMERA_IMAGE_SIZE_GET = 0x3027
+    CAMERA_PIXEL_SIZE_GET = 0x3042
+    CAMERA_FIELD_OF_VIEW_GET = 0x3037
+    LASER_LEVEL_SET = 0x2001
+    LASER_LEVEL_GET = 0x2002
+    LASER_PREVIEW_ENABLE = 0x2004
+    LASER_PREVIEW_DISABLE = 0x2005
+    LASER_ALL_DISABLE = 0x2007
+    LED_SET = 0x4001
+    LED_ENABLE = 0x4002
+    LED_DISABLE = 0x4003
+    FILTER_POSITION_SET = 0x5001
+    FILTER_POSITION_GET = 0x5002
+    ILLUMINATION_LEFT_ENABLE = 0x7004
+    ILLUMINATION_LEFT_DISABLE = 0x7005
+    ILLUMINATION_RIGHT_ENABLE = 0x7006
+    ILLUMINATION_RIGHT_DISABLE = 0x7007
+
+
 #: Codes the instrument sends on its own (motion stopped, idle, stack
 #: complete, progress size and value, images saved).
-UNSOLICITED_COMMANDS = {0x6010, 0xA002, 0x3011, 0x9003, 0x9004, 0x9008}
+UNSOLICITED_COMMANDS: Set[int] = {0x6010, 0xA002, 0x3011, 0x9003, 0x9004, 0x9008}
+
+#: Unsolicited codes the GUI's dispatcher drops silently when nobody handles them.
+_SILENT_DROPS = {0x9003, 0x9004, 0x6010}
 
 Handler = Callable[["ParsedMessage"], None]
 
@@ -80,8 +247,11 @@ class ParsedMessage:
 
     @property
     def command_name(self) -> str:
-        name = _code_name(self.command_code)
-        return name if not name.startswith("0x") else f"UNKNOWN_{name}"
+        try:
+            return ProtocolCommands(self.command_code).name
+        except ValueError:
+            name = _code_name(self.command_code)
+            return name if not name.startswith("0x") else f"UNKNOWN_{name}"
 
     @property
     def double_data(self) -> float:
@@ -89,44 +259,36 @@ class ParsedMessage:
         return self.value
 
     @staticmethod
-    def from_raw(raw: bytes, data: Optional[bytes]) -> "ParsedMessage":
+    def from_raw(raw: bytes, data: Optional[bytes] = None) -> "ParsedMessage":
         """Parses the 128 bytes of a message (one ``struct.unpack``)."""
         f = _LAYOUT.unpack(raw)
         return ParsedMessage(
-            raw, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11],
-            f[12], f[13], additional_data=data if data else None,
+            bytes(raw), f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
+            f[11], f[12], f[13], additional_data=data if data else None,
         )
 
     @staticmethod
     def from_message(m: Message, data: Optional[bytes]) -> "ParsedMessage":
-        raw = m.to_bytes()
-        return ParsedMessage(
-            raw_data=raw,
-            start_marker=START_MARKER,
-            command_code=m.code,
-            status_code=m.status,
-            hardware_id=m.hardware_id,
-            subsystem_id=m.subsystem_id,
-            client_id=m.client_id,
-            int32_data0=m.int32_data0,
-            int32_data1=m.int32_data1,
-            int32_data2=m.int32_data2,
-            cmd_data_bits=m.flags,
-            value=m.double_data,
-            additional_data_size=m.additional_data_len,
-            data_field=raw[52:124],
-            end_marker=END_MARKER,
-            additional_data=data if data else None,
-        )
+        return ParsedMessage.from_raw(m.to_bytes(), data)
 
 
 class MessageDispatcher:
-    """The callback registry (``CommandClient.dispatcher``), with the
-    original's method names. Handlers run on the core's dispatcher thread."""
+    """Routes the messages the reader hands it, as the GUI's dispatcher does:
+    a pending request of the code first (:meth:`register_pending_request`),
+    else the callback handlers of the code, else the unsolicited queue (or a
+    silent drop for progress and motion messages). Handlers run on the
+    reader's thread, outside the lock; an exception is logged.
+
+    Messages of codes with neither handlers nor pending requests are
+    filtered out in the native layer and never reach Python (counted in the
+    reader's ``events_filtered``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: Dict[int, List[Handler]] = {}
+        self._pending_requests: Dict[int, "queue.Queue[ParsedMessage]"] = {}
+        self._callback_handlers: Dict[int, List[Handler]] = {}
+        self._unsolicited_queue: "queue.Queue[ParsedMessage]" = queue.Queue(maxsize=100)
+        self._routers: "weakref.WeakSet[_Router]" = weakref.WeakSet()
         self._stats = {
             "messages_received": 0,
             "responses_dispatched": 0,
@@ -134,167 +296,467 @@ class MessageDispatcher:
             "messages_dropped": 0,
         }
 
+    def register_pending_request(self, command_code: int) -> "queue.Queue[ParsedMessage]":
+        """A queue that receives the next message of ``command_code``."""
+        q: "queue.Queue[ParsedMessage]" = queue.Queue(maxsize=1)
+        with self._lock:
+            if command_code in self._pending_requests:
+                logger.warning("Overwriting pending request for command 0x%04X", command_code)
+            self._pending_requests[int(command_code)] = q
+            self._sync()
+        return q
+
+    def unregister_pending_request(self, command_code: int) -> None:
+        with self._lock:
+            self._pending_requests.pop(int(command_code), None)
+            self._sync()
+
     def register_callback_handler(self, command_code: int, handler: Handler) -> None:
         with self._lock:
-            self._handlers.setdefault(int(command_code), []).append(handler)
+            self._callback_handlers.setdefault(int(command_code), []).append(handler)
+            self._sync()
 
     def unregister_callback_handler(self, command_code: int, handler: Handler) -> None:
         with self._lock:
             try:
-                self._handlers.get(int(command_code), []).remove(handler)
+                self._callback_handlers.get(int(command_code), []).remove(handler)
             except ValueError:
                 pass
+            if not self._callback_handlers.get(int(command_code), True):
+                del self._callback_handlers[int(command_code)]
+            self._sync()
+
+    def dispatch(self, message: ParsedMessage) -> None:
+        """Routes one message (see the class)."""
+        self._stats["messages_received"] += 1
+        code = message.command_code
+        handlers: List[Handler] = []
+        with self._lock:
+            q = self._pending_requests.pop(code, None)
+            if q is not None:
+                self._sync()
+                try:
+                    q.put_nowait(message)
+                    self._stats["responses_dispatched"] += 1
+                    return
+                except queue.Full:
+                    logger.error("Response queue full for 0x%04X", code)
+            handlers = list(self._callback_handlers.get(code, ()))
+        if handlers:
+            for h in handlers:
+                try:
+                    h(message)
+                    self._stats["callbacks_dispatched"] += 1
+                except Exception as e:
+                    logger.error("Callback handler error for 0x%04X: %s", code, e, exc_info=True)
+            return
+        if message.is_unsolicited and code not in _SILENT_DROPS:
+            try:
+                self._unsolicited_queue.put_nowait(message)
+                return
+            except queue.Full:
+                logger.warning("Unsolicited queue full, dropping 0x%04X", code)
+        self._stats["messages_dropped"] += 1
 
     def get_stats(self) -> Dict[str, int]:
         return dict(self._stats)
 
-    def _deliver(self, ev: Event) -> None:
-        if ev.message is None:
-            return
-        self._stats["messages_received"] += 1
+    # ---- the native filter
+
+    def _codes(self) -> List[int]:
+        return sorted(set(self._pending_requests) | set(self._callback_handlers))
+
+    def _attach(self, router: "_Router") -> None:
         with self._lock:
-            handlers = list(self._handlers.get(ev.message.code, ()))
-        if not handlers:
-            self._stats["messages_dropped"] += 1
+            self._routers.add(router)
+            router.set_codes(self._codes())
+
+    def _sync(self) -> None:
+        codes = self._codes()
+        for r in list(self._routers):
+            r.set_codes(codes)
+
+
+# ------------------------------------------------------------------ the socket
+
+
+class _Router:
+    """The native router of one reader, and what its raw socket needs."""
+
+    def __init__(self, native: Any, peer: Tuple[str, int], client: Client, checks: bool) -> None:
+        self.native = native
+        self.peer = peer
+        # Weak: the reader thread holds this router, and must not keep a
+        # client nobody else holds from being collected (and closed).
+        self.client = weakref.ref(client)
+        self.checks = checks
+        self.consumed = 0  # bytes read from the raw socket so far
+        self.lock = threading.Lock()  # one raw write at a time
+        self.partial = bytearray()  # a message (and its data) not complete yet
+
+    def set_codes(self, codes: List[int]) -> None:
+        self.native.set_codes(codes)
+
+    def write(self, sock: socket.socket, data: bytes) -> None:
+        with self.lock:
+            self.partial += data
+            while len(self.partial) >= MESSAGE_LEN:
+                start = int.from_bytes(self.partial[0:4], "little")
+                end = int.from_bytes(self.partial[124:128], "little")
+                if start != START_MARKER or end != END_MARKER:
+                    self.partial.clear()
+                    raise InvalidArgumentError(
+                        "the bytes written are not a Flamingo message (bad start or end "
+                        "marker); nothing was sent"
+                    )
+                n = int.from_bytes(self.partial[48:52], "little")
+                if n > RAW_DATA_LIMIT:
+                    self.partial.clear()
+                    raise TooLargeError(
+                        f"a message announces {n} bytes of additional data, more than the "
+                        f"limit of {RAW_DATA_LIMIT}; nothing was sent"
+                    )
+                if len(self.partial) < MESSAGE_LEN + n:
+                    return  # the rest of its data comes in a later write
+                header = bytes(self.partial[:MESSAGE_LEN])
+                extra = bytes(self.partial[MESSAGE_LEN:MESSAGE_LEN + n])
+                del self.partial[:MESSAGE_LEN + n]
+                client = self.client()
+                if client is None:
+                    raise DisconnectedError("the command connection is closed")
+                _check_outgoing(client, self.checks, header, extra)
+                self._discard(sock)
+                self.native.raw_send(header, extra)
+
+    def _discard(self, sock: socket.socket) -> None:
+        """Drops the unread reply to the previous raw write (rule: a raw read
+        receives the reply to the latest raw write only)."""
+        left = self.native.raw_discard(self.consumed)
+        if left == 0:
             return
-        msg = ParsedMessage.from_message(ev.message, ev.data)
-        for h in handlers:
-            try:
-                h(msg)
-                self._stats["callbacks_dispatched"] += 1
-            except Exception:
-                logger.exception("callback handler for 0x%04X raised", ev.message.code)
+        timeout = sock.gettimeout()
+        try:
+            sock.settimeout(1.0)  # they are already written: at most in transit
+            while left > 0:
+                chunk = socket.socket.recv(sock, min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                self.consumed += len(chunk)
+        except OSError:
+            pass
+        finally:
+            sock.settimeout(timeout)
 
 
-def _peer(sock_or_addr: Union[socket.socket, str, Tuple[str, int]]) -> str:
-    if isinstance(sock_or_addr, socket.socket):
-        host, port = sock_or_addr.getpeername()[:2]
-        return f"{host}:{port}"
-    if isinstance(sock_or_addr, tuple):
-        return f"{sock_or_addr[0]}:{sock_or_addr[1]}"
-    return str(sock_or_addr)
+_routers: "weakref.WeakKeyDictionary[socket.socket, _Router]" = weakref.WeakKeyDictionary()
 
 
-class _Drain:
-    """Keeps the caller's socket read (and discarded) while not paused."""
+def _router_of(sock: socket.socket) -> _Router:
+    r = _routers.get(sock)
+    if r is None:
+        raise DisconnectedError("the command connection is closed (the reader was stopped)")
+    return r
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.stop = threading.Event()
-        self.resume = threading.Event()
-        self.resume.set()
-        self.paused = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="flamingo-compat-drain", daemon=True)
-        self.thread.start()
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            if not self.resume.is_set():
-                self.paused.set()
-                self.resume.wait(0.1)
-                continue
-            self.paused.clear()
-            try:
-                ready, _, _ = select.select([self.sock], [], [], 0.1)
-                if ready and not self.resume.is_set():
-                    continue
-                if ready and not self.sock.recv(65536):
-                    return
-            except (OSError, ValueError):
-                return
+class CoreSocket(socket.socket):
+    """A command socket whose traffic goes through the library's connection
+    (see the module's rule). It is a real socket (``fileno``, ``select``,
+    timeouts) reading the reply to the latest raw write; writes go out as
+    messages in order with the client's requests. ``getpeername`` gives the
+    instrument's address. After the reader stops, writes raise
+    :class:`DisconnectedError` (a ``ConnectionError``) and reads return
+    ``b""``, as on a closed connection."""
+
+    __slots__ = ()
+
+    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+        _router_of(self).write(self, bytes(data))
+
+    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
+        b = bytes(data)
+        _router_of(self).write(self, b)
+        return len(b)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        data = super().recv(bufsize, flags)
+        r = _routers.get(self)
+        if r is not None:
+            r.consumed += len(data)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        n = super().recv_into(buffer, nbytes, flags)
+        r = _routers.get(self)
+        if r is not None:
+            r.consumed += n
+        return n
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> Tuple[bytes, Any]:  # type: ignore[override]
+        return self.recv(bufsize, flags), self.getpeername()
+
+    def getpeername(self) -> Any:
+        r = _routers.get(self)
+        if r is None:
+            raise OSError(errno.ENOTCONN, "the command connection is closed")
+        return r.peer
 
     def close(self) -> None:
-        self.stop.set()
-        self.resume.set()
-        if self.thread is not threading.current_thread():
-            self.thread.join(2.0)
+        _routers.pop(self, None)
+        super().close()
+
+    def __repr__(self) -> str:
+        r = _routers.get(self)
+        peer = f"{r.peer[0]}:{r.peer[1]}" if r is not None else "closed"
+        return f"<flamingo_client.compat.CoreSocket fd={self.fileno()} instrument={peer}>"
 
 
-class CommandClient:
-    """The GUI's ``CommandClient`` interface on the Rust core.
+def _peer(sock_or_addr: Union[socket.socket, str, Tuple[str, int]]) -> Tuple[str, int]:
+    if isinstance(sock_or_addr, socket.socket):
+        r = _routers.get(sock_or_addr)
+        if r is not None:
+            return r.peer
+        host, port = sock_or_addr.getpeername()[:2]
+        return (host, int(port))
+    if isinstance(sock_or_addr, tuple):
+        return (str(sock_or_addr[0]), int(sock_or_addr[1]))
+    host, _, port = str(sock_or_addr).rpartition(":")
+    return (host, int(port))
 
-    ``CommandClient(command_socket, on_closed=None)``: the connected command
-    socket (its peer address is used; an ``"host:port"`` string or a
-    ``(host, port)`` tuple works too). ``on_closed(reason)`` is called once
-    when the link is lost (not after :meth:`stop`).
+
+def _adopt(sock: socket.socket, handle: int, router: _Router) -> None:
+    """Turns the caller's socket object into a CoreSocket on the raw pair and
+    closes its own TCP connection (every reference the caller holds follows)."""
+    timeout = sock.gettimeout()
+    old = sock.detach()
+    socket.socket.__init__(sock, fileno=handle)
+    sock.__class__ = CoreSocket
+    sock.settimeout(timeout)
+    _routers[sock] = router
+    with contextlib.suppress(OSError):
+        socket.socket(fileno=old).close()
+
+
+# ------------------------------------------------------------------ reader and client
+
+
+class SocketReader:
+    """The GUI's background reader, on the library's connection.
+
+    ``SocketReader(command_socket, dispatcher, on_closed=None)``: the
+    connected command socket (or ``"host:port"`` / ``(host, port)``), the
+    :class:`MessageDispatcher` that gets every message no request and no raw
+    read took, and ``on_closed(reason)``, called once if the link is lost
+    (not after :meth:`stop`). :meth:`start` takes the socket over (see the
+    module); its thread ``flamingo-compat-reader`` runs the dispatcher.
     """
+
+    MESSAGE_SIZE = MESSAGE_LEN
+    START_MARKER = START_MARKER
+    END_MARKER = END_MARKER
 
     def __init__(
         self,
         command_socket: Union[socket.socket, str, Tuple[str, int]],
+        dispatcher: MessageDispatcher,
         on_closed: Optional[Callable[[str], None]] = None,
+        *,
+        event_queue_depth: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         self._socket = command_socket if isinstance(command_socket, socket.socket) else None
         self._address = _peer(command_socket)
+        self._dispatcher = dispatcher
         self._on_closed = on_closed
-        self._dispatcher = MessageDispatcher()
-        self._client: Optional[Client] = None
-        self._drain: Optional[_Drain] = None
-        self._watcher: Optional[threading.Thread] = None
+        self._depth = int(event_queue_depth or _defaults["event_queue_depth"])
+        self._timeout = float(timeout if timeout is not None else _defaults["timeout"])
         self._lock = threading.Lock()
+        self._client: Optional[Client] = None
+        self._router: Optional[_Router] = None
+        self._thread: Optional[threading.Thread] = None
+        self._raw_socket: Optional[socket.socket] = None
         self._stopping = False
         self._closed_notified = False
-        self._timeouts = 0
-        self._finalizer: Optional[weakref.finalize] = None
-
-    # ---- lifecycle
+        self._paused = False
+        self._final_stats: Dict[str, Any] = {}
+        self._stats = {"messages_read": 0, "parse_errors": 0, "socket_errors": 0, "bytes_read": 0}
 
     def start(self) -> None:
-        """Connects the core (once) and starts delivering callbacks."""
+        """Connects the library to the socket's peer (once), takes the socket
+        over and starts delivering messages."""
         with self._lock:
             if self._client is not None:
                 return
+            host, port = self._address
+            # The router drains the core's queue at once; a deep one absorbs
+            # a burst while the router thread waits for a core.
+            client = Client(f"{host}:{port}", timeout=self._timeout,
+                            event_queue_depth=max(self._depth, 16_384))
+            try:
+                if _defaults["soft_limits"]:
+                    client.enable_soft_limits()
+                router = _Router(client._native.router(self._depth), self._address, client,
+                                 bool(_defaults["check_workflows"]))
+                handle = router.native.raw_open()
+                if self._socket is not None and not isinstance(self._socket, CoreSocket):
+                    _adopt(self._socket, handle, router)
+                    raw = self._socket
+                elif self._socket is not None:
+                    # Already a CoreSocket (a second reader on it): it follows this one.
+                    socket.socket.close(self._socket)
+                    socket.socket.__init__(self._socket, fileno=handle)
+                    _routers[self._socket] = router
+                    raw = self._socket
+                else:
+                    raw = CoreSocket(fileno=handle)
+                    _routers[raw] = router
+            except BaseException:
+                client.close()
+                raise
             self._stopping = False
-            client = Client(self._address)
-            ref = weakref.ref(self)
-            client.on_event(_weak_event(ref))
-            # Link loss is watched on its own subscription (connection events
-            # only): callbacks are not guaranteed to see the client's last event.
-            watcher = threading.Thread(
-                target=_watch, args=(client.subscribe(codes=[]), ref),
-                name="flamingo-compat-watch", daemon=True,
-            )
-            watcher.start()
-            self._client = client
-            self._watcher = watcher
-            if self._socket is not None:
-                self._drain = _Drain(self._socket)
-            self._finalizer = weakref.finalize(self, _shutdown, client, self._drain, watcher)
+            self._client, self._router, self._raw_socket = client, router, raw
+            self._dispatcher._attach(router)
+            t = threading.Thread(target=_read_loop, args=(weakref.ref(self), router),
+                                 name="flamingo-compat-reader", daemon=True)
+            self._thread = t
+            t.start()
 
     def stop(self) -> None:
-        """Closes the core's connection and stops the drain (joins every thread)."""
+        """Closes the library's connection and joins the reader thread. The
+        socket then reads as closed; :meth:`start` connects again."""
         with self._lock:
-            client, drain, watcher = self._client, self._drain, self._watcher
-            self._client, self._drain, self._watcher = None, None, None
+            client, thread, raw, router = self._client, self._thread, self._raw_socket, self._router
+            self._client, self._thread, self._router = None, None, None
             self._stopping = True
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-        _shutdown(client, drain, watcher)
+        if raw is not None:
+            _routers.pop(raw, None)
+        if client is not None:
+            client.close()
+        if router is not None:
+            router.native.close()
+            self._final_stats = dict(router.native.stats())
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
 
     def is_running(self) -> bool:
         c = self._client
         return c is not None and c.state in ("connected", "reconnecting")
 
     def pause(self, wait_timeout: float = 1.0) -> None:
-        """Stops draining the caller's socket (returns once the drain has
-        stopped reading), so the caller can read it synchronously. The
-        core's own connection is not affected."""
-        d = self._drain
-        if d is not None:
-            d.resume.clear()
-            d.paused.wait(wait_timeout)
+        """Kept for the GUI: raw reads never compete with the reader (see the
+        module's rule), so there is nothing to stop; returns at once."""
+        self._paused = True
 
     def resume(self) -> None:
-        d = self._drain
-        if d is not None:
-            d.resume.set()
+        self._paused = False
 
     def is_paused(self) -> bool:
-        d = self._drain
-        return d is not None and not d.resume.is_set()
+        return self._paused
 
-    # ---- requests
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        """The raw socket (the caller's own object once taken over)."""
+        return self._raw_socket
+
+    @property
+    def client(self) -> Optional[Client]:
+        return self._client
+
+    def get_stats(self) -> Dict[str, Any]:
+        """The GUI's reader counters, plus the native router's:
+        ``events_dropped`` (the queue for callbacks was full: logged too),
+        ``events_filtered`` (no handler), ``raw_replies``..."""
+        d: Dict[str, Any] = dict(self._stats)
+        r = self._router
+        d.update(r.native.stats() if r is not None else self._final_stats)
+        return d
+
+    def _notify_closed(self, reason: str) -> None:
+        if self._stopping or self._closed_notified:
+            return
+        self._closed_notified = True
+        if self._on_closed is not None:
+            try:
+                self._on_closed(reason)
+            except Exception as e:
+                logger.error("on_closed callback raised: %s", e, exc_info=True)
+
+
+def _read_loop(ref: "weakref.ReferenceType[SocketReader]", router: _Router) -> None:
+    """``flamingo-compat-reader``: hands each message to the dispatcher."""
+    seen_dropped = 0
+    while True:
+        status, raw, dropped = router.native.recv(None)
+        if dropped > seen_dropped:
+            logger.warning(
+                "%d message(s) dropped before their callbacks ran (%d in all): "
+                "handlers fell behind a full queue of %d; configure(event_queue_depth=...) "
+                "or make handlers faster", dropped - seen_dropped, dropped,
+                router.native.stats()["queue_depth"],
+            )
+            seen_dropped = dropped
+        if status == 2:
+            return
+        if status != 0:
+            continue
+        reader = ref()
+        if reader is None:
+            return
+        ev = Event._from_native(raw)
+        if ev.message is None:
+            if ev.kind in ("disconnected", "closed"):
+                reader._notify_closed(str(ev.details.get("reason", ev.kind)))
+        else:
+            msg = ParsedMessage.from_message(ev.message, ev.data)
+            reader._stats["messages_read"] += 1
+            reader._stats["bytes_read"] += MESSAGE_LEN + len(ev.data or b"")
+            reader._dispatcher.dispatch(msg)
+        del reader
+
+
+class CommandClient:
+    """The GUI's ``CommandClient``, on the Rust core and one connection.
+
+    ``CommandClient(command_socket, on_closed=None)``: the connected command
+    socket (or ``"host:port"`` / ``(host, port)``), and ``on_closed(reason)``,
+    called once when the link is lost (not after :meth:`stop`). Keywords
+    ``event_queue_depth`` and ``timeout`` override :func:`configure`'s.
+    """
+
+    def __init__(
+        self,
+        command_socket: Union[socket.socket, str, Tuple[str, int]],
+        on_closed: Optional[Callable[[str], None]] = None,
+        *,
+        event_queue_depth: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
+        self._socket = command_socket if isinstance(command_socket, socket.socket) else None
+        self._dispatcher = MessageDispatcher()
+        self._reader = SocketReader(command_socket, self._dispatcher, on_closed,
+                                    event_queue_depth=event_queue_depth, timeout=timeout)
+        self._send_lock = threading.Lock()
+        self._timeouts = 0
+
+    def start(self) -> None:
+        """Starts the reader (connects the library, takes the socket over)."""
+        self._reader.start()
+
+    def stop(self) -> None:
+        """Stops the reader and closes the library's connection."""
+        self._reader.stop()
+
+    def is_running(self) -> bool:
+        return self._reader.is_running()
+
+    def pause(self, wait_timeout: float = 1.0) -> None:
+        self._reader.pause(wait_timeout)
+
+    def resume(self) -> None:
+        self._reader.resume()
+
+    def is_paused(self) -> bool:
+        return self._reader.is_paused()
 
     def send_command(
         self, command_bytes: bytes, expected_response_code: int, timeout: Optional[float] = 3.0
@@ -302,30 +764,31 @@ class CommandClient:
         """Sends a 128-byte command (anything after the 128 bytes is sent as
         its additional data) and returns the reply, or None on timeout.
 
-        The reply is the one to *this* request. When ``expected_response_code``
-        differs from the command's code, or the code only ever arrives
-        unsolicited, the first message of that code after the send is returned.
-        Raises :class:`DisconnectedError` (a ``ConnectionError``, as a failed
+        The reply is the one to *this* request, even with other threads
+        asking the same code. When ``expected_response_code`` differs from
+        the command's code, or the code only ever arrives unsolicited, the
+        first message of that code after the send is returned. Raises
+        :class:`DisconnectedError` (a ``ConnectionError``, as a failed
         ``sendall`` would) when the link is down.
         """
-        if self._client is None:
+        if self._reader.client is None:
             self.start()
-        client = self._client
-        assert client is not None
+        client = self._reader.client
+        if client is None:
+            raise DisconnectedError("the command connection is closed")
         if len(command_bytes) < MESSAGE_LEN:
             raise InvalidArgumentError(
                 f"a command is {MESSAGE_LEN} bytes, not {len(command_bytes)}"
             )
         raw = bytes(command_bytes[:MESSAGE_LEN])
         data = bytes(command_bytes[MESSAGE_LEN:])
+        _check_outgoing(client, bool(_defaults["check_workflows"]), raw, data)
         code = int.from_bytes(raw[4:8], "little")
         expected = int(expected_response_code)
         native = client._native
         try:
             if expected == code and expected not in UNSOLICITED_COMMANDS:
                 try:
-                    # The native layer validates the markers and sends the
-                    # bytes as given, with the reply-request flag set.
                     reply, extra, _ = native.request(raw, data, timeout, False)
                     self._dispatcher._stats["responses_dispatched"] += 1
                     return ParsedMessage.from_raw(reply, extra)
@@ -339,13 +802,12 @@ class CommandClient:
             return ParsedMessage.from_message(ev.message, ev.data)
         except FlamingoTimeoutError:
             self._timeouts += 1
-            logger.warning("timeout waiting for response to 0x%04X", expected)
+            logger.warning("Timeout waiting for response to 0x%04X", expected)
             return None
 
-    # ---- callbacks
-
     def register_callback(self, command_code: int, handler: Handler) -> None:
-        """Calls ``handler(ParsedMessage)`` for each unsolicited message of ``command_code``."""
+        """Calls ``handler(ParsedMessage)`` for each message of ``command_code``
+        that no request and no raw read took."""
         self._dispatcher.register_callback_handler(command_code, handler)
 
     def unregister_callback(self, command_code: int, handler: Handler) -> None:
@@ -357,59 +819,103 @@ class CommandClient:
 
     @property
     def client(self) -> Optional[Client]:
-        """The native :class:`Client` underneath (its facades are available too)."""
-        return self._client
+        """The library :class:`Client` underneath (its facades are available too)."""
+        return self._reader.client
+
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        """The raw socket (the given socket object itself once started)."""
+        return self._reader.socket
 
     def get_stats(self) -> Dict[str, Any]:
-        c = self._client
+        """``reader`` (the reader's and the native router's counters),
+        ``dispatcher``, ``client`` (the connection's), ``timeouts``, and
+        ``events_dropped``: messages lost because handlers fell behind."""
+        c = self._reader.client
+        reader = self._reader.get_stats()
         return {
-            "reader": c.stats() if c is not None else {},
+            "reader": reader,
             "dispatcher": self._dispatcher.get_stats(),
+            "client": c.stats() if c is not None else {},
             "timeouts": self._timeouts,
+            "events_dropped": reader.get("events_dropped", 0),
         }
 
-    def _event(self, ev: Event) -> None:
-        if ev.message is not None:
-            self._dispatcher._deliver(ev)
 
-    def _link_lost(self, reason: str) -> None:
-        if self._stopping or self._closed_notified:
+# ------------------------------------------------------------------ install
+
+_TARGET = "py2flamingo.core.socket_reader"
+_EXPORTS = ("UNSOLICITED_COMMANDS", "CommandClient", "MessageDispatcher", "ParsedMessage",
+            "ProtocolCommands", "SocketReader")
+_install_lock = threading.Lock()
+_saved: Optional[Tuple[Any, List[Tuple[Any, str, Any]]]] = None
+
+
+def install(**settings: Any) -> None:
+    """Makes py2flamingo use this module as ``py2flamingo.core.socket_reader``,
+    without editing it: imports made from now on get this module, and names
+    already imported from the GUI's own module (in any loaded ``py2flamingo``
+    module) are rebound to this module's. Idempotent; :func:`uninstall`
+    undoes it. Keywords as :func:`configure`."""
+    global _saved
+    configure(**settings)
+    this = sys.modules[__name__]
+    with _install_lock:
+        if _saved is not None:
             return
-        self._closed_notified = True
-        if self._on_closed is not None:
-            try:
-                self._on_closed(reason)
-            except Exception:
-                logger.exception("on_closed callback raised")
+        previous = sys.modules.get(_TARGET)
+        rebound: List[Tuple[Any, str, Any]] = []
+        if previous is not None and previous is not this:
+            originals = {id(getattr(previous, n)): n for n in _EXPORTS if hasattr(previous, n)}
+            for name, mod in list(sys.modules.items()):
+                if mod is None or mod is previous or not (
+                    name == "py2flamingo" or name.startswith("py2flamingo.")
+                ):
+                    continue
+                for attr, val in list(vars(mod).items()):
+                    if id(val) in originals and val is getattr(previous, originals[id(val)]):
+                        rebound.append((mod, attr, val))
+                        setattr(mod, attr, getattr(this, originals[id(val)]))
+                    elif val is previous:
+                        rebound.append((mod, attr, val))
+                        setattr(mod, attr, this)
+        sys.modules[_TARGET] = this
+        _saved = (previous, rebound)
 
 
-def _weak_event(ref: "weakref.ReferenceType[CommandClient]") -> Callable[[Event], None]:
-    def deliver(ev: Event) -> None:
-        cc = ref()
-        if cc is not None:
-            cc._event(ev)
-
-    return deliver
-
-
-def _watch(sub: Subscription, ref: "weakref.ReferenceType[CommandClient]") -> None:
-    """Reports the first link loss; ends when the client is closed."""
-    with sub:
-        for ev in sub:
-            if ev.kind in ("disconnected", "closed"):
-                cc = ref()
-                if cc is None:
-                    return
-                cc._link_lost(str(ev.details.get("reason", ev.kind)))
-                del cc
+def uninstall() -> None:
+    """Undoes :func:`install`: the GUI's own module is used again (readers
+    already started keep running until stopped)."""
+    global _saved
+    with _install_lock:
+        if _saved is None:
+            return
+        previous, rebound = _saved
+        _saved = None
+        if previous is not None:
+            sys.modules[_TARGET] = previous
+        else:
+            sys.modules.pop(_TARGET, None)
+        for mod, attr, val in rebound:
+            setattr(mod, attr, val)
 
 
-def _shutdown(
-    client: Optional[Client], drain: Optional[_Drain], watcher: Optional[threading.Thread]
-) -> None:
-    if drain is not None:
-        drain.close()
-    if client is not None:
-        client.close()
-    if watcher is not None and watcher is not threading.current_thread():
-        watcher.join(5.0)
+def is_installed() -> bool:
+    return _saved is not None
+
+
+@contextlib.contextmanager
+def installed(**kw: Any) -> Iterator[None]:
+    """``with installed(): ...``: :func:`install`, then :func:`uninstall`."""
+    install(**kw)
+    try:
+        yield
+    finally:
+        uninstall()
+
+
+def _install_from_environment() -> None:
+    """Called by the wheel's ``.pth`` hook at start-up: installs when
+    ``FLAMINGO_CLIENT_COMPAT`` is set to something other than 0/empty."""
+    if os.environ.get("FLAMINGO_CLIENT_COMPAT", "").strip() not in ("", "0"):
+        install()

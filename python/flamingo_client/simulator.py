@@ -35,7 +35,9 @@ class Simulator:
 
     ``port=0`` picks a free pair of ports. ``plane_interval`` is the time
     between workflow planes, ``stage_velocity`` is ``(mm/s, deg/s)``,
-    ``settings_text`` replaces the ScopeSettings.txt the simulator serves.
+    ``settings_text`` replaces the ScopeSettings.txt the simulator serves;
+    ``answer_without_flag`` lists the codes answered without TRIGGER_CALL_BACK
+    (default: settings load and workflow stop, as the instrument is reported to).
     Frames carry :func:`pattern`. Unknown codes are echoed back unchanged.
     """
 
@@ -49,12 +51,14 @@ class Simulator:
         laser_set_acks: bool = False,
         port: int = 0,
         settings_text: Optional[bytes] = None,
+        answer_without_flag: Optional[Iterable[int]] = None,
     ) -> None:
         w, h = image_size
         self._native = _native.NativeSimulator(
             int(w), int(h), float(live_fps), float(plane_interval),
             (float(stage_velocity[0]), float(stage_velocity[1])), bool(laser_set_acks), int(port),
             None if settings_text is None else bytes(settings_text),
+            None if answer_without_flag is None else [int(c) for c in answer_without_flag],
         )
 
     @classmethod

@@ -12,7 +12,7 @@ use flamingo_client::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::to_py;
+use super::util::to_py;
 
 /// Registers the classes of this module (called from the module's init).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -44,3 +44,27 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 def python_threads() -> int:
     return threading.active_count()
+
+
+def workflow_text(planes: int, laser_percent: float = 5.88) -> str:
+    """A small workflow file that passes the CLI's ``workflow check``."""
+    return (
+        "<Workflow Settings>\n"
+        "  <Experiment Settings>\n"
+        "    Plane spacing (um) = 2.5\n"
+        "    Save image drive = /media/DATA\n"
+        "  </Experiment Settings>\n"
+        "  <Stack Settings>\n"
+        f"    Number of planes = {planes}\n"
+        "  </Stack Settings>\n"
+        "  <Start Position>\n"
+        "    X (mm) = 8.0\n"
+        "    Y (mm) = 20.0\n"
+        "    Z (mm) = 19.0\n"
+        "    Angle (degrees) = 0.0\n"
+        "  </Start Position>\n"
+        "  <Illumination Source>\n"
+        f"    Laser 3 3: 561 nm MLE = {laser_percent:.2f} 1\n"
+        "  </Illumination Source>\n"
+        "</Workflow Settings>\n"
+    )

@@ -7,6 +7,8 @@ import pytest
 import flamingo_client as fc
 from flamingo_client import Client, Code, Message
 
+from conftest import workflow_text
+
 
 
 def broadcast(sim, client, msg: Message) -> None:
@@ -14,19 +16,6 @@ def broadcast(sim, client, msg: Message) -> None:
     connection (it has answered a request on it)."""
     client.request(0x7F01)
     assert sim.broadcast(msg) >= 1
-
-
-def workflow_text(planes: int) -> str:
-    return (
-        "<Workflow Settings>\n"
-        "  <Experiment Settings>\n"
-        "    Save image drive = /media/DATA\n"
-        "  </Experiment Settings>\n"
-        "  <Stack Settings>\n"
-        f"    Number of planes = {planes}\n"
-        "  </Stack Settings>\n"
-        "</Workflow Settings>\n"
-    )
 
 
 def test_subscription_sees_motion_stopped(client):

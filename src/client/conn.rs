@@ -1,5 +1,6 @@
-//! The connection's state: its phase, the requests waiting to be written and
-//! the requests on the wire, all behind one lock (see `Shared::conn`).
+//! The connection's state: its phase, the messages waiting to be written,
+//! the batches being written and the requests on the wire, all behind one
+//! lock (see `Shared::conn`).
 //!
 //! Every method here changes the state and does no I/O, so the rules that
 //! keep replies with their callers are unit-tested in microseconds, apart
@@ -15,16 +16,33 @@
 //! whose caller gave up stays on its gate as *abandoned* until its late
 //! reply arrives (then discarded) or the link is reset: the key is never
 //! assumed free while an answer may still come.
+//!
+//! Delivery is one step: an outcome is put in its caller's slot in the same
+//! critical section that removes the request from the state, so a caller
+//! giving up at its deadline finds either its request still here (it times
+//! out) or its outcome in the slot, never neither.
+//!
+//! Codes the instrument also broadcasts (`Unsolicited::Sometimes`) cannot
+//! be told from their replies. Their requests are bracketed by *fences*: a
+//! query whose code is never broadcast (SYSTEM_STATE_GET), written before
+//! the request and answered before the request is written, and another
+//! written after it. A broadcast sent before the first fence was answered
+//! arrives before that answer and is an event; the key stays closed after
+//! the reply until the second fence is answered, so a reply that a
+//! broadcast overtook can only become an event, never another request's
+//! reply. This relies on the instrument answering one connection's commands
+//! in the order it receives them, as the read-back after a set already does.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::deadline::Deadline;
 use super::slot;
+use super::wire::Wire;
 use super::Reply;
-use crate::codec::MESSAGE_LEN;
+use crate::codec::{CommandCode, Flags, Message, MESSAGE_LEN};
 use crate::{DisconnectReason, Error, Result, TimeoutPhase};
 
 /// What a waiting caller receives.
@@ -37,6 +55,8 @@ pub(crate) enum Delivered {
 
 pub(crate) type Outcome = Result<Delivered>;
 pub(crate) type Waiter = slot::Sender<Outcome>;
+/// A caller to wake after the lock is released (its outcome is in its slot).
+pub(crate) type Wake = slot::Wake<Outcome>;
 
 /// What a reply is matched on: the command code and, only when requests of
 /// one code may be pipelined by int32Data0 (an opt-in), that value.
@@ -45,6 +65,9 @@ pub(crate) struct Key {
     pub code: u32,
     pub sub: Option<i32>,
 }
+
+/// The code of the fence query: always answered, never broadcast.
+pub(crate) const FENCE: CommandCode = CommandCode::SYSTEM_STATE_GET;
 
 /// Where the connection stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,23 +88,58 @@ pub(crate) enum Phase {
     },
 }
 
+/// What kind of message an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A request: its caller waits for the reply.
+    Request,
+    /// A message without a waiter for a reply. `flagged`: it carries
+    /// TRIGGER_CALL_BACK, so the instrument may answer it; the answer is an
+    /// event, and the key stays closed to requests until it came.
+    Send { flagged: bool },
+    /// The client's own fence query (see the module's notes).
+    Fence,
+}
+
 /// A request on the wire (or being written).
 struct Flight {
     id: u64,
+    /// The order in which messages were handed to the wire.
+    wseq: u64,
     /// `int32Data0` of the request, checked against an echo when the reply carries one.
     int0: i32,
     check_echo: bool,
     /// The write finished.
     sent: bool,
-    /// `None` once the caller gave up: the reply is then discarded.
+    /// `None` once the caller gave up (or for a fence): the reply is then
+    /// discarded.
     waiter: Option<Waiter>,
+    /// When its caller gave up (for a fence: when it was written), which
+    /// starts the late-reply window.
     abandoned_at: Option<Instant>,
-    /// Its caller blocks on the reply and, once woken, writes what the
-    /// reply let go (see `Shared::hand_off`).
-    direct: bool,
+    fence: bool,
 }
 
-/// A request or message waiting to be written.
+/// A reply key's state on the current link.
+#[derive(Default)]
+struct Gate {
+    flights: VecDeque<Flight>,
+    /// Flagged sends written and not answered yet.
+    raw: u32,
+    /// When the newest of them was written, and its wire order.
+    raw_at: Option<(Instant, u64)>,
+    /// For a broadcast code: the wire order of its last request. The key
+    /// stays closed until a fence written after it is answered.
+    settle: Option<u64>,
+}
+
+impl Gate {
+    fn is_empty(&self) -> bool {
+        self.flights.is_empty() && self.raw == 0 && self.settle.is_none()
+    }
+}
+
+/// A message waiting to be written.
 pub(crate) struct Queued {
     pub id: u64,
     pub key: Key,
@@ -89,23 +147,85 @@ pub(crate) struct Queued {
     /// Additional data, shared so that a large payload is written without
     /// being copied under the lock.
     pub data: Option<Arc<[u8]>>,
-    /// True for a request (a reply will come); false for a plain send.
-    pub expects_reply: bool,
+    pub kind: Kind,
     pub int0: i32,
     pub check_echo: bool,
+    /// A request of a code the instrument also broadcasts.
+    pub broadcast: bool,
     pub deadline: Deadline,
     pub timeout: Duration,
-    pub what: crate::codec::CommandCode,
+    pub what: CommandCode,
     pub waiter: Option<Waiter>,
     /// A write of this entry was tried and put nothing on the wire.
     pub write_attempted: bool,
-    /// Its caller blocks on the outcome (a blocking request).
-    pub direct: bool,
+    /// The wire order when it was queued: a fence must have been written
+    /// after this, and answered, before a broadcast code's request goes.
+    mark: u64,
 }
 
-/// An entry being written.
+impl Queued {
+    /// A new entry; `mark` is set when it is queued.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        key: Key,
+        msg: &Message,
+        data: Option<Arc<[u8]>>,
+        kind: Kind,
+        check_echo: bool,
+        deadline: Deadline,
+        timeout: Duration,
+        waiter: Option<Waiter>,
+    ) -> Queued {
+        let mut bytes = [0u8; MESSAGE_LEN];
+        msg.encode(&mut bytes);
+        let broadcast = kind == Kind::Request
+            && msg
+                .code
+                .info()
+                .is_some_and(|i| i.unsolicited.possible() && !i.unsolicited.always());
+        Queued {
+            id,
+            key,
+            bytes,
+            data,
+            kind,
+            int0: msg.int32_data0,
+            check_echo,
+            broadcast,
+            deadline,
+            timeout,
+            what: msg.code,
+            waiter,
+            write_attempted: false,
+            mark: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        MESSAGE_LEN + self.data.as_ref().map_or(0, |d| d.len())
+    }
+
+    fn expects_reply(&self) -> bool {
+        matches!(self.kind, Kind::Request | Kind::Fence)
+    }
+}
+
+/// An entry being written on `link`.
 struct Writing {
+    link: u64,
     entry: Queued,
+}
+
+/// The rest of a write a caller began without waiting and could not finish:
+/// the sender thread writes it before anything else on that link.
+pub(crate) struct Handover {
+    pub link: u64,
+    /// What is left of the batch buffer.
+    pub head: Vec<u8>,
+    /// A large payload after it, and how much of it was already written.
+    pub tail: Option<(Arc<[u8]>, usize)>,
+    pub deadline: Deadline,
 }
 
 /// Additional data up to this size is copied into the batch buffer; a
@@ -115,16 +235,18 @@ const INLINE_DATA: usize = 16 * 1024;
 
 /// Where a reply goes.
 pub(crate) enum Route {
-    /// To this waiter; `true` if its caller blocks on it (and will write
-    /// what the reply let go once woken).
-    Deliver(Waiter, bool),
+    /// Its outcome was put in its caller's slot: wake it.
+    Delivered(Wake),
     /// Its caller gave up: discard it.
     Late,
-    /// No request of this key is on the wire: an event.
-    Event,
+    /// No request of this key is on the wire: an event. `answered`: the
+    /// answer to a flagged send.
+    Event { answered: bool },
     /// A request of this key is on the wire, but the reply echoes a
     /// different `int32Data0`: not its reply (an event).
     EchoMismatch,
+    /// The answer to one of the client's fences.
+    Fence,
 }
 
 /// What a caller who gave up at its deadline learns.
@@ -132,68 +254,86 @@ pub(crate) enum Route {
 pub(crate) enum GiveUp {
     /// It timed out in this phase; nothing will be delivered.
     TimedOut(TimeoutPhase),
-    /// The outcome was already handed over: take it from the slot.
+    /// The outcome is already in its slot.
     AlreadyDelivered,
 }
 
-/// The writer role: one thread at a time writes to a link, the others queue.
+/// The writer role on one link: one thread at a time writes to a link.
 pub(crate) struct WriterRole {
     pub link: u64,
-    pub stream: Arc<TcpStream>,
+    pub wire: Arc<dyn Wire>,
+}
+
+/// How much may wait to be written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
 }
 
 pub(crate) struct Conn {
     pub phase: Phase,
     /// Id of the newest link (0: none yet).
     pub link: u64,
-    /// The current link's socket, while it may be written to.
-    pub stream: Option<Arc<TcpStream>>,
-    /// The current link's socket, for shutting it down.
-    pub shutdown: Option<Arc<TcpStream>>,
+    /// The current link's write side, while it may be written to.
+    wire: Option<Arc<dyn Wire>>,
+    /// The current link's write side, for shutting it down.
+    shutdown: Option<Arc<dyn Wire>>,
     /// The peer address of the current or last link.
     pub peer: Option<SocketAddr>,
-    pub writer_busy: bool,
+    /// The link whose writer role is held, if any.
+    writer: Option<u64>,
+    handover: Option<Handover>,
     /// A reset was asked for because replies could no longer be matched.
     pub resync_requested: bool,
     pub last_error: Option<String>,
     /// Why the current link is being ended, when the client itself ended
     /// it (a failed write, a reset to resynchronise).
     pub link_end: Option<(DisconnectReason, String)>,
-    /// The send timeout in force on the current link's socket.
-    pub write_timeout: Option<Option<Duration>>,
     /// The writers' reusable batch buffer (taken by the writer role).
     pub batch_buf: Vec<u8>,
     queue: VecDeque<Queued>,
+    queued_bytes: usize,
     writing: Vec<Writing>,
-    gates: HashMap<Key, VecDeque<Flight>>,
+    gates: HashMap<Key, Gate>,
     next_id: u64,
+    /// Messages handed to the wire so far (their order).
+    wseq: u64,
+    /// Every message handed to the wire before this order has been answered
+    /// (if it ever will be): the newest fence answered.
+    fenced: u64,
+    /// A fence is queued or on the wire.
+    fence_out: bool,
     max_in_flight: usize,
+    limits: QueueLimits,
     /// Requests whose caller gave up while they were on the wire.
     abandoned: usize,
 }
 
-/// Entries failed by a transition, to be told outside the lock.
-pub(crate) type Failed = Vec<(Waiter, Error)>;
-
 impl Conn {
-    pub fn new(max_in_flight: usize) -> Conn {
+    pub fn new(max_in_flight: usize, limits: QueueLimits) -> Conn {
         Conn {
             phase: Phase::Idle,
             link: 0,
-            stream: None,
+            wire: None,
             shutdown: None,
             peer: None,
-            writer_busy: false,
+            writer: None,
+            handover: None,
             resync_requested: false,
             last_error: None,
             link_end: None,
-            write_timeout: None,
             batch_buf: Vec::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             writing: Vec::new(),
             gates: HashMap::new(),
             next_id: 1,
+            wseq: 0,
+            fenced: 0,
+            fence_out: false,
             max_in_flight: max_in_flight.max(1),
+            limits,
             abandoned: 0,
         }
     }
@@ -217,9 +357,34 @@ impl Conn {
         }
     }
 
+    /// Makes `wire` the current link (a new link id) and the phase `Up`.
+    pub fn install(&mut self, wire: Arc<dyn Wire>, peer: Option<SocketAddr>) -> u64 {
+        self.link += 1;
+        self.phase = Phase::Up {
+            link: self.link,
+            writable: true,
+        };
+        self.peer = peer;
+        self.wire = Some(wire.clone());
+        self.shutdown = Some(wire);
+        self.writer = None;
+        self.handover = None;
+        self.link_end = None;
+        self.resync_requested = false;
+        self.link
+    }
+
     /// True while a write may start on the current link.
     pub fn writable(&self) -> bool {
-        matches!(self.phase, Phase::Up { writable: true, .. }) && self.stream.is_some()
+        matches!(self.phase, Phase::Up { writable: true, .. }) && self.wire.is_some()
+    }
+
+    /// Stops writes on the current link (it is being ended).
+    fn stop_writes(&mut self) {
+        self.wire = None;
+        if let Phase::Up { writable, .. } = &mut self.phase {
+            *writable = false;
+        }
     }
 
     pub fn next_id(&mut self) -> u64 {
@@ -228,14 +393,14 @@ impl Conn {
         id
     }
 
-    /// Requests on the wire whose callers still wait.
+    /// Requests and messages whose callers still wait.
     pub fn waiting(&self) -> usize {
         self.gates
             .values()
-            .flatten()
+            .flat_map(|g| &g.flights)
             .filter(|f| f.waiter.is_some())
             .count()
-            + self.queue.len()
+            + self.queue.iter().filter(|q| q.kind != Kind::Fence).count()
     }
 
     /// Requests on the wire whose callers gave up (their replies will be discarded).
@@ -243,35 +408,204 @@ impl Conn {
         self.abandoned
     }
 
-    /// Adds an entry at the back of the write queue.
-    pub fn enqueue(&mut self, q: Queued) {
+    /// Messages waiting to be written, and their bytes.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.queue.len(), self.queued_bytes)
+    }
+
+    /// Checks that `size` more bytes fit in the queue.
+    pub fn check_room(&self, size: usize) -> Result<()> {
+        if self.queue.len() >= self.limits.messages {
+            return Err(Error::TooLarge {
+                what: "the write queue (messages waiting to be written; the instrument is not reading or the link is down)",
+                size: self.queue.len() as u64 + 1,
+                limit: self.limits.messages as u64,
+            });
+        }
+        if self.queued_bytes.saturating_add(size) > self.limits.bytes {
+            return Err(Error::TooLarge {
+                what: "the write queue (bytes waiting to be written; the instrument is not reading or the link is down)",
+                size: self.queued_bytes.saturating_add(size) as u64,
+                limit: self.limits.bytes as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds an entry at the back of the write queue. A request of a
+    /// broadcast code gets a fence queued before it.
+    pub fn enqueue(&mut self, mut q: Queued) {
+        q.mark = self.wseq;
+        if q.broadcast && !self.queue.iter().any(|e| e.kind == Kind::Fence) {
+            let f = self.fence_entry();
+            self.queued_bytes += f.size();
+            self.queue.push_back(f);
+        }
+        self.queued_bytes += q.size();
         self.queue.push_back(q);
     }
 
-    fn gate_has_room(&self, key: &Key) -> bool {
-        self.gates
-            .get(key)
-            .is_none_or(|g| g.len() < self.max_in_flight)
+    fn fence_entry(&mut self) -> Queued {
+        self.fence_out = true;
+        let id = self.next_id();
+        let msg = Message::new(FENCE).with_flags(Flags::TRIGGER_CALL_BACK);
+        let mut q = Queued::new(
+            id,
+            Key {
+                code: FENCE.0,
+                sub: None,
+            },
+            &msg,
+            None,
+            Kind::Fence,
+            false,
+            Deadline::NEVER,
+            Duration::MAX,
+            None,
+        );
+        q.mark = self.wseq;
+        q
+    }
+
+    fn is_broadcast_key(key: &Key) -> bool {
+        CommandCode(key.code)
+            .info()
+            .is_some_and(|i| i.unsolicited.possible() && !i.unsolicited.always())
+    }
+
+    /// Whether `q` may be written now, as far as correlation goes.
+    fn eligible(&self, q: &Queued) -> bool {
+        let g = self.gates.get(&q.key);
+        match q.kind {
+            Kind::Send { flagged: false } => true,
+            // Flagged sends stack, but never go out while a request of
+            // their key waits for its reply: the answer could not be told apart.
+            Kind::Send { flagged: true } => g.is_none_or(|g| g.flights.is_empty()),
+            Kind::Fence => g.is_none_or(Gate::is_empty),
+            Kind::Request => {
+                let room = if q.broadcast { 1 } else { self.max_in_flight };
+                g.is_none_or(|g| {
+                    g.flights.len() < room && g.raw == 0 && g.settle.is_none_or(|s| self.fenced > s)
+                }) && (!q.broadcast || self.fenced > q.mark)
+            }
+        }
     }
 
     /// True if some queued entry could be written now.
     pub fn has_eligible(&self) -> bool {
-        self.queue
-            .iter()
-            .any(|q| !q.expects_reply || self.gate_has_room(&q.key))
+        self.queue.iter().any(|q| self.eligible(q))
+    }
+
+    /// True when the sender thread has something to do now: a handed-over
+    /// write, or a writable entry and a free writer role.
+    pub fn needs_sender(&self) -> bool {
+        if !self.writable() {
+            return false;
+        }
+        match self.writer {
+            Some(l) => self.handover.as_ref().is_some_and(|h| h.link == l),
+            None => self.has_eligible(),
+        }
     }
 
     /// Claims the writer role if a write can start and nobody holds it.
     pub fn claim_writer(&mut self) -> Option<WriterRole> {
-        if self.writer_busy || !self.writable() {
+        if self.writer.is_some() || !self.writable() {
             return None;
         }
         let Phase::Up { link, .. } = self.phase else {
             return None;
         };
-        let stream = self.stream.clone()?;
-        self.writer_busy = true;
-        Some(WriterRole { link, stream })
+        let wire = self.wire.clone()?;
+        self.writer = Some(link);
+        Some(WriterRole { link, wire })
+    }
+
+    /// Gives the writer role of `link` up (if it is still held for it).
+    pub fn release(&mut self, link: u64) {
+        if self.writer == Some(link) {
+            self.writer = None;
+        }
+    }
+
+    /// The fast path: `q` may be written by its own caller at once, without
+    /// waiting, when nothing is queued before it, nobody is writing, and
+    /// its key lets it go. Takes the role, registers the entry and returns
+    /// its bytes; otherwise gives the entry back.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    pub fn begin_direct(
+        &mut self,
+        q: Queued,
+    ) -> std::result::Result<(WriterRole, [u8; MESSAGE_LEN], Option<Arc<[u8]>>), Queued> {
+        let fast = self.queue.is_empty()
+            && self.wire.as_ref().is_some_and(|w| w.can_try_write())
+            && !q.broadcast
+            && self.eligible(&q);
+        if !fast {
+            return Err(q);
+        }
+        let Some(role) = self.claim_writer() else {
+            return Err(q);
+        };
+        let (bytes, data) = (q.bytes, q.data.clone());
+        self.register(role.link, q);
+        Ok((role, bytes, data))
+    }
+
+    /// Puts an entry on its way to the wire of `link`: a request on its
+    /// gate, before its bytes leave, so a gate's flights are in wire order.
+    fn register(&mut self, link: u64, mut q: Queued) {
+        self.wseq += 1;
+        let wseq = self.wseq;
+        match q.kind {
+            Kind::Request | Kind::Fence => {
+                let fence = q.kind == Kind::Fence;
+                let g = self.gates.entry(q.key).or_default();
+                if q.broadcast {
+                    g.settle = Some(wseq);
+                }
+                g.flights.push_back(Flight {
+                    id: q.id,
+                    wseq,
+                    int0: q.int0,
+                    check_echo: q.check_echo,
+                    sent: false,
+                    waiter: q.waiter.take(),
+                    abandoned_at: fence.then(Instant::now),
+                    fence,
+                });
+            }
+            Kind::Send { flagged: true } => {
+                let g = self.gates.entry(q.key).or_default();
+                g.raw += 1;
+                g.raw_at = Some((Instant::now(), wseq));
+            }
+            Kind::Send { flagged: false } => {}
+        }
+        self.writing.push(Writing { link, entry: q });
+    }
+
+    /// The fast path could not finish without waiting: the rest goes to
+    /// the sender thread, which holds the role from now on.
+    pub fn hand_over(&mut self, h: Handover) {
+        if self.writer == Some(h.link) && self.link == h.link {
+            self.handover = Some(h);
+        }
+    }
+
+    /// The current link's wire, if a write that never waits is possible on it.
+    pub fn can_try_write(&self) -> bool {
+        self.wire.as_ref().is_some_and(|w| w.can_try_write())
+    }
+
+    /// A handed-over write for the current link, if any.
+    pub fn take_handover(&mut self) -> Option<(WriterRole, Handover)> {
+        let h = self.handover.take()?;
+        if self.writer != Some(h.link) || self.link != h.link || !self.writable() {
+            return None;
+        }
+        let wire = self.wire.clone()?;
+        Some((WriterRole { link: h.link, wire }, h))
     }
 
     /// The phase a queued entry that times out is in.
@@ -280,44 +614,84 @@ impl Conn {
             TimeoutPhase::Write
         } else if !matches!(self.phase, Phase::Up { .. }) {
             TimeoutPhase::LinkWait
-        } else if q.expects_reply && !self.gate_has_room(&q.key) {
+        } else if q.expects_reply() && !self.eligible(q) {
             TimeoutPhase::KeyBusy
         } else {
             TimeoutPhase::SendLock
         }
     }
 
+    fn remove_queued(&mut self, i: usize) -> Option<Queued> {
+        let q = self.queue.remove(i)?;
+        self.queued_bytes -= q.size();
+        Some(q)
+    }
+
+    /// Fails the queued entries whose deadline has passed (their callers
+    /// may not be polling: a detached send must not wait forever). Returns
+    /// how many were dropped without anyone waiting, and the wakes.
+    pub fn expire_queued(&mut self, wakes: &mut Vec<Wake>) -> usize {
+        let mut dropped = 0;
+        let mut i = 0;
+        while i < self.queue.len() {
+            if self.queue[i].kind != Kind::Fence && self.queue[i].deadline.expired() {
+                let phase = self.queued_phase(&self.queue[i]);
+                if let Some(mut q) = self.remove_queued(i) {
+                    match q.waiter.take() {
+                        Some(w) => {
+                            if q.kind != Kind::Request {
+                                dropped += 1;
+                            }
+                            wakes.push(w.fill(Err(timeout_error(phase, &q))));
+                        }
+                        None => dropped += 1,
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+        dropped
+    }
+
+    /// The earliest deadline of a queued entry (when the sender thread
+    /// must look again).
+    pub fn next_expiry(&self) -> Deadline {
+        self.queue
+            .iter()
+            .filter(|q| q.kind != Kind::Fence)
+            .fold(Deadline::NEVER, |d, q| d.min(q.deadline))
+    }
+
     /// Takes every entry that may be written now, in queue order, into
-    /// `buf` (about `max_bytes` at most, but at least one entry), and
-    /// registers each request on its gate before its bytes leave, so the
-    /// order of a gate's flights is the order on the wire. A large payload
-    /// is not copied: it ends the batch and is returned as the tail to
-    /// write after `buf`. Entries whose deadline has passed are failed
-    /// instead of written. Returns the latest deadline in the batch (the
-    /// write's deadline), the tail, and the expired entries to tell.
+    /// `buf` (about `max_bytes` at most, but at least one entry) for the
+    /// writer of `link`, registering each request on its gate before its
+    /// bytes leave. A large payload is not copied: it ends the batch and is
+    /// returned as the tail to write after `buf`. Entries whose deadline
+    /// has passed are failed instead. Returns the latest deadline in the
+    /// batch (the write's deadline) and the tail.
     pub fn take_batch(
         &mut self,
+        link: u64,
         buf: &mut Vec<u8>,
         max_bytes: usize,
-    ) -> (Deadline, Option<Arc<[u8]>>, Failed) {
+        wakes: &mut Vec<Wake>,
+    ) -> (Deadline, Option<Arc<[u8]>>) {
         buf.clear();
-        self.writing.clear();
-        let mut failed = Vec::new();
+        self.expire_queued(wakes);
         let mut latest: Option<Deadline> = None;
         let mut tail = None;
         let mut i = 0;
         while i < self.queue.len() {
             let q = &self.queue[i];
-            if q.deadline.expired() {
-                let phase = self.queued_phase(q);
-                if let Some(mut q) = self.queue.remove(i) {
-                    if let Some(w) = q.waiter.take() {
-                        failed.push((w, timeout_error(phase, &q)));
-                    }
+            if !self.eligible(q) {
+                if q.broadcast && !self.fence_out {
+                    // Blocked until a fence is answered: send one now.
+                    let f = self.fence_entry();
+                    self.queued_bytes += f.size();
+                    self.queue.insert(i, f);
+                    continue;
                 }
-                continue;
-            }
-            if q.expects_reply && !self.gate_has_room(&q.key) {
                 i += 1;
                 continue;
             }
@@ -327,7 +701,7 @@ impl Conn {
             if !buf.is_empty() && buf.len() + size > max_bytes {
                 break;
             }
-            let Some(mut q) = self.queue.remove(i) else {
+            let Some(q) = self.remove_queued(i) else {
                 break;
             };
             buf.extend_from_slice(&q.bytes);
@@ -336,128 +710,152 @@ impl Conn {
                 Some(d) => tail = Some(d.clone()),
                 None => {}
             }
-            latest = Some(latest.map_or(q.deadline, |d| d.max(q.deadline)));
-            if q.expects_reply {
-                self.gates.entry(q.key).or_default().push_back(Flight {
-                    id: q.id,
-                    int0: q.int0,
-                    check_echo: q.check_echo,
-                    sent: false,
-                    waiter: q.waiter.take(),
-                    abandoned_at: None,
-                    direct: q.direct,
-                });
+            if q.kind != Kind::Fence {
+                latest = Some(latest.map_or(q.deadline, |d| d.max(q.deadline)));
             }
-            self.writing.push(Writing { entry: q });
+            let broadcast = q.broadcast;
+            self.register(link, q);
+            if broadcast && !self.queue.iter().any(|e| e.kind == Kind::Fence) {
+                // The fence after it, next in this batch.
+                let f = self.fence_entry();
+                self.queued_bytes += f.size();
+                self.queue.insert(i, f);
+            }
             if tail.is_some() {
                 break;
             }
         }
-        (latest.unwrap_or(Deadline::NEVER), tail, failed)
+        (latest.unwrap_or(Deadline::NEVER), tail)
     }
 
-    /// Number of entries in the batch being written.
-    pub fn batch_len(&self) -> usize {
-        self.writing.len()
+    /// Number of entries being written on `link`.
+    pub fn batch_len(&self, link: u64) -> usize {
+        self.writing.iter().filter(|w| w.link == link).count()
     }
 
-    /// The batch was written in full on `link`: its requests are on the
-    /// wire, its plain sends are done (their waiters are returned).
-    pub fn batch_written(&mut self, link: u64) -> Vec<Waiter> {
-        let mut done = Vec::new();
-        let same_link = self.link == link;
-        for w in self.writing.drain(..) {
-            let mut e = w.entry;
-            if e.expects_reply {
-                if same_link {
-                    if let Some(f) = self
-                        .gates
-                        .get_mut(&e.key)
-                        .and_then(|g| g.iter_mut().find(|f| f.id == e.id))
-                    {
-                        f.sent = true;
-                    }
-                }
-            } else if let Some(waiter) = e.waiter.take() {
-                done.push(waiter);
+    fn take_writing(&mut self, link: u64) -> Vec<Queued> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.writing.len() {
+            if self.writing[i].link == link {
+                out.push(self.writing.remove(i).entry);
+            } else {
+                i += 1;
             }
         }
-        done
+        out
     }
 
-    /// The batch's write timed out before any byte left: nothing of it is
-    /// on the wire, so its entries go back to the front of the queue, in
-    /// order (those whose callers have given up are dropped).
-    pub fn batch_unsent(&mut self) {
-        let mut back = Vec::new();
-        for w in self.writing.drain(..) {
-            let mut e = w.entry;
-            if e.expects_reply {
+    /// The batch of `link` was written in full: its requests are on the
+    /// wire, its plain sends are done.
+    pub fn batch_written(&mut self, link: u64, wakes: &mut Vec<Wake>) -> usize {
+        let batch = self.take_writing(link);
+        let n = batch.len();
+        for mut e in batch {
+            if e.expects_reply() {
+                if let Some(f) = self
+                    .gates
+                    .get_mut(&e.key)
+                    .and_then(|g| g.flights.iter_mut().find(|f| f.id == e.id))
+                {
+                    f.sent = true;
+                }
+            } else if let Some(w) = e.waiter.take() {
+                wakes.push(w.fill(Ok(Delivered::Written)));
+            }
+        }
+        n
+    }
+
+    /// Takes a flight back off its gate (its bytes never left).
+    fn unregister(&mut self, e: &mut Queued) -> bool {
+        match e.kind {
+            Kind::Request | Kind::Fence => {
                 let Some(g) = self.gates.get_mut(&e.key) else {
-                    continue; // the link was reset: already failed
+                    return false;
                 };
-                let Some(pos) = g.iter().position(|f| f.id == e.id) else {
-                    continue;
+                let Some(pos) = g.flights.iter().position(|f| f.id == e.id) else {
+                    return false;
                 };
-                let f = g.remove(pos).expect("position found");
+                let f = g.flights.remove(pos).expect("position found");
+                if e.broadcast && g.settle == Some(f.wseq) {
+                    g.settle = None;
+                }
                 if g.is_empty() {
                     self.gates.remove(&e.key);
                 }
-                if f.waiter.is_none() {
-                    self.abandoned -= 1;
-                    continue;
+                if e.kind == Kind::Fence {
+                    return true;
                 }
-                e.waiter = f.waiter;
-            } else if e.waiter.is_none() {
-                continue;
+                match f.waiter {
+                    Some(w) => {
+                        e.waiter = Some(w);
+                        true
+                    }
+                    None => {
+                        self.abandoned -= 1;
+                        false
+                    }
+                }
             }
-            e.write_attempted = true;
-            back.push(e);
+            Kind::Send { flagged } => {
+                if flagged {
+                    if let Some(g) = self.gates.get_mut(&e.key) {
+                        g.raw = g.raw.saturating_sub(1);
+                        if g.is_empty() {
+                            self.gates.remove(&e.key);
+                        }
+                    }
+                }
+                e.waiter.is_some()
+            }
+        }
+    }
+
+    /// The write on `link` timed out before any byte left: nothing of it is
+    /// on the wire, so its entries go back to the front of the queue, in
+    /// order (those whose callers have given up are dropped).
+    pub fn batch_unsent(&mut self, link: u64) {
+        if link != self.link {
+            return; // the link ended: its teardown failed them
+        }
+        let batch = self.take_writing(link);
+        let mut back = Vec::new();
+        for mut e in batch {
+            if self.unregister(&mut e) {
+                e.write_attempted = true;
+                back.push(e);
+            }
         }
         for e in back.into_iter().rev() {
+            self.queued_bytes += e.size();
             self.queue.push_front(e);
         }
     }
 
-    /// The batch's write failed part-way (or with an error): the link can no
-    /// longer be trusted and writes stop. The batch's own requests and
-    /// sends fail here, with `err` (so their callers learn why at once);
-    /// other requests on the link fail when the link's teardown runs.
-    pub fn batch_broken(&mut self, err: &Error) -> Failed {
-        let mut failed = Vec::new();
-        for w in self.writing.drain(..) {
-            let mut e = w.entry;
-            if e.expects_reply {
-                let Some(g) = self.gates.get_mut(&e.key) else {
-                    continue;
-                };
-                let Some(pos) = g.iter().position(|f| f.id == e.id) else {
-                    continue;
-                };
-                let f = g.remove(pos).expect("position found");
-                if g.is_empty() {
-                    self.gates.remove(&e.key);
-                }
-                match f.waiter {
-                    Some(waiter) => failed.push((waiter, clone_error(err))),
-                    None => self.abandoned -= 1,
-                }
-            } else if let Some(waiter) = e.waiter.take() {
-                failed.push((waiter, clone_error(err)));
-            }
+    /// A write on `link` failed part-way or with an error: writes stop and
+    /// the link must end (a partly sent message cannot be taken back). The
+    /// link's teardown fails what was on it, after subscribers heard of it.
+    /// Returns the wire to shut down, if `link` is still the current one.
+    pub fn write_failed(&mut self, link: u64, detail: String) -> Option<Arc<dyn Wire>> {
+        self.release(link);
+        if link != self.link || !matches!(self.phase, Phase::Up { .. }) {
+            return None;
         }
-        self.stream = None;
-        if let Phase::Up { writable, .. } = &mut self.phase {
-            *writable = false;
+        self.handover = None;
+        if self.link_end.is_none() {
+            self.link_end = Some((DisconnectReason::SendFailed, detail.clone()));
+            self.last_error = Some(detail);
         }
-        failed
+        self.stop_writes();
+        self.shutdown.clone()
     }
 
     /// A caller gives up on request `id` at its deadline (or drops it).
     pub fn give_up(&mut self, id: u64, key: Key, now: Instant) -> GiveUp {
         if let Some(pos) = self.queue.iter().position(|q| q.id == id) {
             let phase = self.queued_phase(&self.queue[pos]);
-            self.queue.remove(pos);
+            self.remove_queued(pos);
             return GiveUp::TimedOut(phase);
         }
         if let Some(w) = self.writing.iter_mut().find(|w| w.entry.id == id) {
@@ -468,7 +866,7 @@ impl Conn {
         if let Some(f) = self
             .gates
             .get_mut(&key)
-            .and_then(|g| g.iter_mut().find(|f| f.id == id))
+            .and_then(|g| g.flights.iter_mut().find(|f| f.id == id))
         {
             if f.waiter.take().is_some() {
                 f.abandoned_at = Some(now);
@@ -483,13 +881,22 @@ impl Conn {
         GiveUp::AlreadyDelivered
     }
 
-    /// Where a reply of `key` (echoing `int0`) goes.
-    pub fn route(&mut self, key: Key, int0: i32) -> Route {
+    /// Routes a message of `key` echoing `int0`: if it is a request's
+    /// reply, `outcome()` is put in its caller's slot here, in the same
+    /// step that takes the request off the wire.
+    pub fn route(&mut self, key: Key, int0: i32, outcome: impl FnOnce() -> Outcome) -> Route {
         let Some(g) = self.gates.get_mut(&key) else {
-            return Route::Event;
+            return Route::Event { answered: false };
         };
-        let Some(front) = g.front() else {
-            return Route::Event;
+        let Some(front) = g.flights.front() else {
+            if g.raw > 0 {
+                g.raw -= 1;
+                if g.is_empty() {
+                    self.gates.remove(&key);
+                }
+                return Route::Event { answered: true };
+            }
+            return Route::Event { answered: false };
         };
         // An echo is "there" when the reply carries an index of the same
         // kind (1 to 4: the lasers); anything else in the field (0, a tag)
@@ -497,12 +904,16 @@ impl Conn {
         if front.check_echo && (1..=4).contains(&int0) && int0 != front.int0 {
             return Route::EchoMismatch;
         }
-        let f = g.pop_front().expect("front exists");
+        let f = g.flights.pop_front().expect("front exists");
         if g.is_empty() {
             self.gates.remove(&key);
         }
+        if f.fence {
+            self.fence_answered(f.wseq);
+            return Route::Fence;
+        }
         match f.waiter {
-            Some(w) => Route::Deliver(w, f.direct),
+            Some(w) => Route::Delivered(w.fill(outcome())),
             None => {
                 self.abandoned -= 1;
                 Route::Late
@@ -510,10 +921,36 @@ impl Conn {
         }
     }
 
-    /// When the link must be reset because a request has stayed
-    /// unanswered after its caller gave up for longer than `window`, or
-    /// more than `max_abandoned` such requests are outstanding. `None`: no
-    /// reset is due (or one is already under way).
+    /// Everything written before fence `wseq` has been answered: broadcast
+    /// keys waiting for that open again.
+    fn fence_answered(&mut self, wseq: u64) {
+        self.fenced = self.fenced.max(wseq);
+        self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence)
+            || self
+                .gates
+                .values()
+                .flat_map(|g| &g.flights)
+                .any(|f| f.fence);
+        let fenced = self.fenced;
+        self.gates.retain(|key, g| {
+            if g.settle.is_some_and(|s| s < fenced) {
+                g.settle = None;
+            }
+            if g.raw > 0 && Conn::is_broadcast_key(key) && g.raw_at.is_some_and(|(_, w)| w < fenced)
+            {
+                // A broadcast code's answers cannot be counted (a broadcast
+                // looks the same); the fence says they are all in.
+                g.raw = 0;
+            }
+            !g.is_empty()
+        });
+    }
+
+    /// When the link must be reset: a request stayed unanswered after its
+    /// caller gave up (or a fence stayed unanswered) for longer than
+    /// `window`, a request has waited behind an unanswered flagged send
+    /// for that long, or more than `max_abandoned` requests are abandoned.
+    /// `None`: no reset is due (or one is already under way).
     pub fn resync_due(&self, window: Duration, max_abandoned: usize) -> Option<Instant> {
         if self.resync_requested || !matches!(self.phase, Phase::Up { .. }) {
             return None;
@@ -521,51 +958,98 @@ impl Conn {
         if self.abandoned > max_abandoned {
             return Some(Instant::now());
         }
-        self.gates
+        let flights = self
+            .gates
             .values()
+            .flat_map(|g| &g.flights)
+            .filter_map(|f| f.abandoned_at.and_then(|t| t.checked_add(window)));
+        let raws = self.gates.iter().filter_map(|(k, g)| {
+            let (at, _) = g.raw_at?;
+            (g.raw > 0
+                && self
+                    .queue
+                    .iter()
+                    .any(|q| q.kind == Kind::Request && q.key == *k))
+            .then(|| at.checked_add(window))
             .flatten()
-            .filter_map(|f| f.abandoned_at.and_then(|t| t.checked_add(window)))
-            .min()
+        });
+        flights.chain(raws).min()
     }
 
-    /// Ends the current link: every request on it fails (the instrument
-    /// will never answer on another link), and writes stop. Queued entries
-    /// stay for the next link unless the connection is closing. Returns the
-    /// waiters to fail and the socket to shut down.
-    pub fn end_link(&mut self) -> (Vec<Waiter>, Option<Arc<TcpStream>>) {
-        let mut out = Vec::new();
+    /// Marks the link for a reset (resynchronisation) and returns the wire
+    /// to shut down.
+    pub fn request_resync(&mut self, detail: String) -> Option<Arc<dyn Wire>> {
+        self.resync_requested = true;
+        self.link_end = Some((DisconnectReason::Resynchronised, detail.clone()));
+        self.last_error = Some(detail);
+        self.stop_writes();
+        self.shutdown.clone()
+    }
+
+    /// Ends the current link: every request and message on it fails with
+    /// `err` (the instrument will never answer on another link), and writes
+    /// stop. Queued entries stay for the next link. Returns the wire to
+    /// shut down.
+    pub fn end_link(&mut self, err: &Error, wakes: &mut Vec<Wake>) -> Option<Arc<dyn Wire>> {
         for (_, g) in self.gates.drain() {
-            out.extend(g.into_iter().filter_map(|f| f.waiter));
+            for f in g.flights {
+                if let Some(w) = f.waiter {
+                    wakes.push(w.fill(Err(err.duplicate())));
+                }
+            }
+        }
+        let link = self.link;
+        for mut e in self.take_writing(link) {
+            if let Some(w) = e.waiter.take() {
+                wakes.push(w.fill(Err(err.duplicate())));
+            }
         }
         self.abandoned = 0;
         self.resync_requested = false;
-        self.stream = None;
-        (out, self.shutdown.take())
+        self.handover = None;
+        self.writer = None;
+        self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence);
+        // Fences are answered on the link they went out on: a queued one
+        // is still useful, one on the wire died with it (above).
+        self.fenced = self.wseq;
+        self.stop_writes();
+        self.shutdown.take()
     }
 
-    /// Closes for good: sets the phase and hands back everything that
-    /// waits, plus the socket to shut down. `None` if it was closed already.
+    /// Closes for good: sets the phase and fails everything that waits
+    /// with `err`. Returns the wire to shut down; `None` twice if it was
+    /// closed already (then `false`).
     pub fn close(
         &mut self,
         reason: DisconnectReason,
         detail: String,
-    ) -> Option<(Vec<Waiter>, Option<Arc<TcpStream>>)> {
+        wakes: &mut Vec<Wake>,
+    ) -> (bool, Option<Arc<dyn Wire>>) {
         if self.is_closed() {
-            return None;
+            return (false, None);
         }
+        let err = Error::disconnected(reason, detail.clone());
         self.phase = Phase::Closed { reason, detail };
-        let (mut waiters, sock) = self.end_link();
-        waiters.extend(self.queue.drain(..).filter_map(|q| q.waiter));
-        for w in &mut self.writing {
-            waiters.extend(w.entry.waiter.take());
+        let wire = self.end_link(&err, wakes);
+        for mut q in self.queue.drain(..) {
+            if let Some(w) = q.waiter.take() {
+                wakes.push(w.fill(Err(err.duplicate())));
+            }
         }
-        Some((waiters, sock))
+        for mut w in self.writing.drain(..) {
+            if let Some(w) = w.entry.waiter.take() {
+                wakes.push(w.fill(Err(err.duplicate())));
+            }
+        }
+        self.queued_bytes = 0;
+        self.batch_buf = Vec::new();
+        (true, wire)
     }
 }
 
 /// The timeout error of a queued entry.
 pub(crate) fn timeout_error(phase: TimeoutPhase, q: &Queued) -> Error {
-    let what = if q.expects_reply {
+    let what = if q.kind == Kind::Request {
         format!("the reply to {}", q.what)
     } else {
         format!("sending {}", q.what)
@@ -573,197 +1057,5 @@ pub(crate) fn timeout_error(phase: TimeoutPhase, q: &Queued) -> Error {
     Error::timeout(phase, what, q.timeout)
 }
 
-/// A copy of an error handed to several waiters.
-pub(crate) fn clone_error(e: &Error) -> Error {
-    e.duplicate()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::CommandCode;
-
-    fn key(code: u32) -> Key {
-        Key { code, sub: None }
-    }
-
-    fn up(c: &mut Conn) {
-        c.link += 1;
-        c.phase = Phase::Up {
-            link: c.link,
-            writable: true,
-        };
-    }
-
-    fn req(c: &mut Conn, code: u32, int0: i32) -> (u64, slot::Receiver<Outcome>) {
-        let (tx, rx) = slot::channel();
-        let id = c.next_id();
-        c.enqueue(Queued {
-            id,
-            key: key(code),
-            bytes: [0; MESSAGE_LEN],
-            data: None,
-            expects_reply: true,
-            int0,
-            check_echo: true,
-            deadline: Deadline::NEVER,
-            timeout: Duration::from_secs(1),
-            what: CommandCode(code),
-            waiter: Some(tx),
-            write_attempted: false,
-            direct: false,
-        });
-        (id, rx)
-    }
-
-    fn deliver(r: Route, v: u32) -> bool {
-        match r {
-            Route::Deliver(w, _) => {
-                w.send(Ok(Delivered::Reply(Reply {
-                    message: crate::codec::Message::new(CommandCode(v)),
-                    data: Vec::new(),
-                    seq: 0,
-                    received_at: Instant::now(),
-                })));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    #[test]
-    fn one_request_per_key_on_the_wire() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (_a, _ra) = req(&mut c, 7, 0);
-        let (_b, _rb) = req(&mut c, 7, 0);
-        let (_x, _rx) = req(&mut c, 8, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        assert_eq!(c.batch_len(), 2, "the second request of key 7 waits");
-        assert_eq!(buf.len(), 2 * MESSAGE_LEN);
-        c.batch_written(c.link);
-        assert!(!c.has_eligible());
-        assert!(deliver(c.route(key(7), 0), 7));
-        assert!(c.has_eligible());
-    }
-
-    #[test]
-    fn abandoned_request_blocks_its_key_until_the_late_reply() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (a, _ra) = req(&mut c, 7, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        c.batch_written(c.link);
-        assert_eq!(
-            c.give_up(a, key(7), Instant::now()),
-            GiveUp::TimedOut(TimeoutPhase::Reply)
-        );
-        let (b, _rb) = req(&mut c, 7, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        assert_eq!(
-            c.batch_len(),
-            0,
-            "key 7 is blocked by the unanswered request"
-        );
-        assert!(c.resync_due(Duration::from_secs(10), 64).is_some());
-        assert!(matches!(c.route(key(7), 0), Route::Late));
-        assert_eq!(c.abandoned(), 0);
-        c.take_batch(&mut buf, 1 << 20);
-        assert_eq!(c.batch_len(), 1);
-        c.batch_written(c.link);
-        assert_eq!(
-            c.give_up(b, key(7), Instant::now()),
-            GiveUp::TimedOut(TimeoutPhase::Reply)
-        );
-    }
-
-    #[test]
-    fn huge_window_never_overflows() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (a, _ra) = req(&mut c, 7, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        c.give_up(a, key(7), Instant::now());
-        assert_eq!(c.resync_due(Duration::MAX, 64), None);
-        assert!(c.resync_due(Duration::MAX, 0).is_some(), "over the cap");
-    }
-
-    #[test]
-    fn echo_is_checked_when_present() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (_a, ra) = req(&mut c, 0x6008, 2);
-        c.take_batch(&mut buf, 1 << 20);
-        assert!(matches!(c.route(key(0x6008), 3), Route::EchoMismatch));
-        assert!(deliver(c.route(key(0x6008), 0), 1), "no echo: still ours");
-        assert!(ra.try_recv().is_ok());
-        let (_b, rb) = req(&mut c, 0x6008, 2);
-        c.take_batch(&mut buf, 1 << 20);
-        assert!(deliver(c.route(key(0x6008), 7777), 1), "a tag is no echo");
-        assert!(rb.try_recv().is_ok());
-    }
-
-    #[test]
-    fn unsent_batch_goes_back_in_order() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (a, _ra) = req(&mut c, 1, 0);
-        let (b, _rb) = req(&mut c, 2, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        c.give_up(b, key(2), Instant::now());
-        c.batch_unsent();
-        assert_eq!(c.abandoned(), 0, "nothing was on the wire");
-        c.take_batch(&mut buf, 1 << 20);
-        assert_eq!(c.batch_len(), 1);
-        assert_eq!(
-            c.give_up(a, key(1), Instant::now()),
-            GiveUp::TimedOut(TimeoutPhase::Write)
-        );
-    }
-
-    #[test]
-    fn queued_phases() {
-        let mut c = Conn::new(1);
-        let (a, _ra) = req(&mut c, 1, 0);
-        c.phase = Phase::Down {
-            attempt: 1,
-            retry_at: Instant::now(),
-        };
-        assert_eq!(
-            c.give_up(a, key(1), Instant::now()),
-            GiveUp::TimedOut(TimeoutPhase::LinkWait)
-        );
-        up(&mut c);
-        let (b, _rb) = req(&mut c, 1, 0);
-        assert_eq!(
-            c.give_up(b, key(1), Instant::now()),
-            GiveUp::TimedOut(TimeoutPhase::SendLock)
-        );
-        assert_eq!(
-            c.give_up(b, key(1), Instant::now()),
-            GiveUp::AlreadyDelivered
-        );
-    }
-
-    #[test]
-    fn close_hands_back_every_waiter_once() {
-        let mut c = Conn::new(1);
-        up(&mut c);
-        let mut buf = Vec::new();
-        let (_a, _ra) = req(&mut c, 1, 0);
-        c.take_batch(&mut buf, 1 << 20);
-        let (_b, _rb) = req(&mut c, 1, 0);
-        let (w, _) = c
-            .close(DisconnectReason::ClosedByUser, "bye".into())
-            .unwrap();
-        assert_eq!(w.len(), 2);
-        assert!(c
-            .close(DisconnectReason::ClosedByUser, "again".into())
-            .is_none());
-    }
-}
+mod tests;

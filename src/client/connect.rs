@@ -50,10 +50,21 @@ fn in_progress(e: &io::Error) -> bool {
 }
 
 /// Connects to the client's address (every resolved address in turn) by
-/// `deadline`, giving up at once when the client is closed.
+/// `deadline`, giving up at once when the client is closed. The name is
+/// resolved by the first connect (`open()`, on the caller's thread) and the
+/// addresses kept: a reconnect on the connection thread never waits for
+/// name resolution, which `close()` could not interrupt.
 pub(crate) fn connect(shared: &Shared, timeout: Duration) -> Result<TcpStream> {
     let deadline = Deadline::after(timeout);
-    let addrs = transport::resolve(&shared.addr)?;
+    let known = shared.resolved.lock().clone();
+    let addrs = match known {
+        Some(a) => a,
+        None => {
+            let a = transport::resolve(&shared.addr)?;
+            *shared.resolved.lock() = Some(a.clone());
+            a
+        }
+    };
     let mut last = None;
     for a in addrs {
         match connect_one(shared, a, deadline) {

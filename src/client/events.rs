@@ -8,13 +8,13 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::deadline::Deadline;
 use crate::codec::{Axis, CommandCode, Message};
@@ -210,6 +210,9 @@ impl Event {
 struct SubShared {
     dropped: AtomicU64,
     delivered: AtomicU64,
+    /// Why recent links ended, and why the client closed, by the sequence
+    /// number of their connection event: a wait ended by one reports it.
+    reasons: Mutex<VecDeque<(u64, DisconnectReason)>>,
 }
 
 struct Sub {
@@ -219,10 +222,40 @@ struct Sub {
     /// Our own handle on the queue, used to drop the oldest event when full.
     rx: Receiver<Event>,
     depth: usize,
+    /// Bytes of additional data its queue may hold.
+    max_bytes: usize,
+    /// Sizes of the events sent to its queue, oldest first, as long as they
+    /// may still be queued: the receiver takes from the front, so the last
+    /// `rx.len()` of them are the ones still there.
+    sizes: VecDeque<usize>,
+    /// The sum of `sizes`.
+    bytes: usize,
     shared: Arc<SubShared>,
 }
 
 impl Sub {
+    /// Forgets the sizes of events the subscriber has taken.
+    fn trim(&mut self) {
+        let queued = self.rx.len();
+        while self.sizes.len() > queued {
+            if let Some(n) = self.sizes.pop_front() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    /// Drops the oldest queued event (counted). False if none was left.
+    fn drop_oldest(&mut self) -> bool {
+        if self.rx.try_recv().is_err() {
+            return false;
+        }
+        if let Some(n) = self.sizes.pop_front() {
+            self.bytes -= n;
+        }
+        self.shared.dropped.fetch_add(1, Relaxed);
+        true
+    }
+
     fn wants(&self, ev: &Event) -> bool {
         match (&self.codes, ev.code()) {
             (None, _) | (_, None) => true,
@@ -303,10 +336,7 @@ impl Subscription {
                     if let EventKind::Disconnected { reason } | EventKind::Closed { reason } =
                         &ev.kind
                     {
-                        return Err(Error::disconnected(
-                            DisconnectReason::ClosedByPeer,
-                            reason.clone(),
-                        ));
+                        return Err(Error::disconnected(self.reason_for(ev.seq), reason.clone()));
                     }
                     if ev.seq > after && pred(&ev) {
                         return Ok(ev);
@@ -328,6 +358,18 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+impl Subscription {
+    /// Why the link or the client ended, for its connection event `seq`.
+    fn reason_for(&self, seq: u64) -> DisconnectReason {
+        self.shared
+            .reasons
+            .lock()
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map_or(DisconnectReason::ClosedByPeer, |(_, r)| *r)
     }
 }
 
@@ -361,6 +403,12 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// What a closed hub lets go of, dropped outside every lock.
+pub(crate) struct Closing {
+    _subs: Vec<Sub>,
+    _history: VecDeque<Event>,
+}
+
 /// Per-subscriber counters, in [`Stats`](crate::Stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -385,12 +433,13 @@ pub(crate) struct Hub {
     inner: Arc<Mutex<HubInner>>,
     history_cap: usize,
     history_bytes_cap: usize,
+    queue_bytes_cap: usize,
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(history_cap: usize, history_bytes_cap: usize) -> Hub {
+    pub fn new(history_cap: usize, history_bytes_cap: usize, queue_bytes_cap: usize) -> Hub {
         Hub {
             inner: Arc::new(Mutex::new(HubInner {
                 subs: Vec::new(),
@@ -401,6 +450,7 @@ impl Hub {
             })),
             history_cap,
             history_bytes_cap,
+            queue_bytes_cap,
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -419,6 +469,7 @@ impl Hub {
         let shared = Arc::new(SubShared {
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            reasons: Mutex::new(VecDeque::new()),
         });
         let id = inner.next_id;
         inner.next_id += 1;
@@ -429,6 +480,9 @@ impl Hub {
                 tx,
                 rx: rx.clone(),
                 depth: depth.max(1),
+                max_bytes: self.queue_bytes_cap,
+                sizes: VecDeque::new(),
+                bytes: 0,
                 shared: shared.clone(),
             });
         } // else: tx is dropped here, so the receiver reports disconnection at once.
@@ -464,9 +518,38 @@ impl Hub {
         self.inner.lock().closed
     }
 
+    /// Removes subscription `id` (its receiver then reports disconnection
+    /// once drained). False if it was not there. Its queue is dropped
+    /// outside the lock.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        let removed = {
+            let mut inner = self.inner.lock();
+            let pos = inner.subs.iter().position(|s| s.id == id);
+            pos.map(|p| inner.subs.swap_remove(p))
+        };
+        removed.is_some()
+    }
+
     /// Fans an event out. Never blocks: a full queue loses its oldest event.
     pub fn publish(&self, ev: Event) {
         let mut inner = self.inner.lock();
+        self.publish_locked(&mut inner, ev);
+    }
+
+    fn note_reason(inner: &HubInner, seq: u64, reason: DisconnectReason) {
+        for sub in &inner.subs {
+            let mut r = sub.shared.reasons.lock();
+            r.push_back((seq, reason));
+            while r.len() > 16 {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// Publishes a link's `Disconnected` event and remembers why it ended.
+    pub fn publish_disconnect(&self, ev: Event, reason: DisconnectReason) {
+        let mut inner = self.inner.lock();
+        Hub::note_reason(&inner, ev.seq, reason);
         self.publish_locked(&mut inner, ev);
     }
 
@@ -474,7 +557,8 @@ impl Hub {
         if inner.closed {
             return;
         }
-        for sub in &inner.subs {
+        let size = ev.data.as_ref().map_or(0, |d| d.len());
+        for sub in &mut inner.subs {
             if !sub.wants(&ev) {
                 continue;
             }
@@ -482,16 +566,17 @@ impl Hub {
             // stats after receiving an event always finds it counted.
             sub.shared.delivered.fetch_add(1, Relaxed);
             self.delivered.fetch_add(1, Relaxed);
-            // Only the hub sends, under its lock, so the length cannot grow
-            // between the check and the send.
-            while sub.tx.len() >= sub.depth {
-                if sub.rx.try_recv().is_ok() {
-                    sub.shared.dropped.fetch_add(1, Relaxed);
-                    self.dropped.fetch_add(1, Relaxed);
-                } else {
+            // Only the hub sends, under its lock, so the queue cannot grow
+            // between the checks and the send.
+            sub.trim();
+            while sub.rx.len() >= sub.depth || (sub.bytes > 0 && sub.bytes + size > sub.max_bytes) {
+                if !sub.drop_oldest() {
                     break;
                 }
+                self.dropped.fetch_add(1, Relaxed);
             }
+            sub.sizes.push_back(size);
+            sub.bytes += size;
             let _ = sub.tx.send(ev.clone());
         }
         if self.history_cap > 0 && !ev.kind.is_connection() {
@@ -514,25 +599,23 @@ impl Hub {
         }
     }
 
-    /// Publishes the final event and drops every queue's sender, so each
-    /// subscriber drains what is queued and then sees disconnection.
-    /// Returns false if the hub was already closed.
-    pub fn close(&self, last: Event) -> bool {
-        let (subs, history) = {
-            let mut inner = self.inner.lock();
-            if inner.closed {
-                return false;
-            }
-            self.publish_locked(&mut inner, last);
-            inner.closed = true;
-            inner.history_bytes = 0;
-            (
-                std::mem::take(&mut inner.subs),
-                std::mem::take(&mut inner.history),
-            )
-        };
-        drop((subs, history));
-        true
+    /// Publishes the final event and lets go of every queue's sender, so
+    /// each subscriber drains what is queued and then sees disconnection.
+    /// Returns what the caller drops once it has released its locks (`None`
+    /// if the hub was already closed).
+    pub fn close(&self, last: Event, reason: DisconnectReason) -> Option<Closing> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return None;
+        }
+        Hub::note_reason(&inner, last.seq, reason);
+        self.publish_locked(&mut inner, last);
+        inner.closed = true;
+        inner.history_bytes = 0;
+        Some(Closing {
+            _subs: std::mem::take(&mut inner.subs),
+            _history: std::mem::take(&mut inner.history),
+        })
     }
 
     pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
@@ -557,114 +640,200 @@ impl Hub {
 }
 
 type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
-type CallbackList = Arc<Mutex<Arc<Vec<(u64, Callback)>>>>;
 
 /// Identifies a callback registered with [`Client::on_event`](crate::Client::on_event).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallbackId(u64);
 
-/// Runs user callbacks on one dispatcher thread, never on the reader.
+/// Runs user callbacks, never on the reader: each callback has its own
+/// subscription (a bounded, drop-oldest queue) and its own thread, so an
+/// event reaches a callback with one hand-off, and a slow callback costs
+/// only its own queue (its drops are counted in its subscriber statistics),
+/// never another callback's latency or the reader's time.
 ///
-/// The callback list is copy-on-write: the thread takes a snapshot for each
-/// event and runs the callbacks with no lock held, so a callback may add or
-/// remove callbacks (itself included), close the client or make requests.
+/// The threads' lives are tied to the teardown: [`join`](Dispatcher::join)
+/// closes the dispatcher under the same lock that starting a thread takes,
+/// so a thread is either started before (and then joined) or refused.
 pub(crate) struct Dispatcher {
-    callbacks: CallbackList,
+    /// The client it belongs to (see `shared::mark_thread`).
+    owner: u64,
     next: AtomicU64,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Workers>,
+    /// Signalled when a join has finished, for concurrent joins.
+    joined: Condvar,
     pub panics: Arc<AtomicU64>,
 }
 
+/// The callback threads, under the dispatcher's lock.
+#[derive(Default)]
+struct Workers {
+    threads: Vec<Worker>,
+    /// Set by the first join: no thread is started after it.
+    closed: bool,
+    /// A join is waiting for the threads (outside the lock).
+    joining: bool,
+}
+
+struct Worker {
+    id: u64,
+    /// The subscription feeding it (removed to stop it).
+    sub: u64,
+    /// Set when the callback is removed: no later event reaches it, even
+    /// one already in its queue.
+    stop: Arc<AtomicBool>,
+    /// Until a join takes it.
+    handle: Option<JoinHandle<()>>,
+    /// A join from this thread (a callback closing the client) must not
+    /// wait for itself.
+    thread: ThreadId,
+}
+
+fn closed_error() -> Error {
+    Error::disconnected(
+        DisconnectReason::ClosedByUser,
+        "the client is closed: no event will come",
+    )
+}
+
 impl Dispatcher {
-    pub fn new() -> Dispatcher {
+    pub fn new(owner: u64) -> Dispatcher {
         Dispatcher {
-            callbacks: Arc::new(Mutex::new(Arc::new(Vec::new()))),
+            owner,
             next: AtomicU64::new(1),
-            thread: Mutex::new(None),
+            workers: Mutex::new(Workers::default()),
+            joined: Condvar::new(),
             panics: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Registers a callback, starting the dispatcher thread on first use.
-    /// Fails once the hub is closed (nothing would ever call it).
+    /// Registers a callback on a thread of its own. Fails once the hub is
+    /// closed or the dispatcher joined (nothing would ever call it); the
+    /// refused callback is dropped outside every lock.
     pub fn add(&self, hub: &Hub, depth: usize, cb: Callback) -> Result<CallbackId> {
         let id = self.next.fetch_add(1, Relaxed);
-        {
-            // Checked under the list's lock: the dispatcher thread empties
-            // the list only after the hub closed, so a callback added here
-            // is either refused or dropped by that thread.
-            let mut cbs = self.callbacks.lock();
-            if hub.is_closed() {
-                return Err(Error::disconnected(
-                    DisconnectReason::ClosedByUser,
-                    "the client is closed: no event will come",
-                ));
+        let mut workers = self.workers.lock();
+        if workers.closed || hub.is_closed() {
+            drop(workers);
+            drop(cb);
+            return Err(closed_error());
+        }
+        // Started under the lock: a join either comes after this and joins
+        // the thread, or came before and refused it.
+        let sub = hub.subscribe(None, depth);
+        let sub_id = sub.id();
+        let panics = self.panics.clone();
+        let owner = self.owner;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("flamingo-callback-{id}"))
+            .spawn(move || {
+                super::shared::mark_thread(owner);
+                callback_loop(sub, cb, panics, &stopped)
+            });
+        match spawned {
+            Ok(handle) => {
+                workers.threads.push(Worker {
+                    id,
+                    sub: sub_id,
+                    stop,
+                    thread: handle.thread().id(),
+                    handle: Some(handle),
+                });
+                Ok(CallbackId(id))
             }
-            let mut v: Vec<_> = cbs.as_ref().clone();
-            v.push((id, cb));
-            *cbs = Arc::new(v);
+            Err(e) => Err(Error::Io(e)),
         }
-        let mut thread = self.thread.lock();
-        if thread.is_none() {
-            let sub = hub.subscribe(None, depth);
-            let list = self.callbacks.clone();
-            let panics = self.panics.clone();
-            let handle = std::thread::Builder::new()
-                .name("flamingo-dispatch".into())
-                .spawn(move || dispatch_loop(sub, list, panics))
-                .map_err(Error::Io)?;
-            *thread = Some(handle);
-        }
-        Ok(CallbackId(id))
     }
 
     /// Removes a callback. Returns false if it was not registered. A call
-    /// already running finishes; no later event reaches it.
-    pub fn remove(&self, id: CallbackId) -> bool {
-        let old = {
-            let mut cbs = self.callbacks.lock();
-            let v: Vec<_> = cbs.iter().filter(|(i, _)| *i != id.0).cloned().collect();
-            if v.len() == cbs.len() {
-                return false;
+    /// already running finishes; no later event reaches it. Never waits
+    /// (a callback may remove itself): its thread ends by itself and drops
+    /// the callback, outside every lock.
+    pub fn remove(&self, hub: &Hub, id: CallbackId) -> bool {
+        let sub = {
+            let w = self.workers.lock();
+            match w
+                .threads
+                .iter()
+                .find(|t| t.id == id.0 && t.handle.is_some())
+            {
+                Some(t) if !t.stop.swap(true, Relaxed) => t.sub,
+                _ => return false,
             }
-            std::mem::replace(&mut *cbs, Arc::new(v))
         };
-        drop(old); // what the callback captured is dropped outside the lock
+        hub.unsubscribe(sub);
         true
     }
 
-    /// Joins the dispatcher thread (after the hub was closed), unless called
-    /// from the dispatcher thread itself (a callback closing the client):
-    /// that thread then ends by itself once the callback returns.
+    /// Closes the dispatcher (no thread starts after this) and joins its
+    /// threads, after the hub was closed. Every call returns only once the
+    /// threads have ended, and with them every callback and what it
+    /// captured: a concurrent call waits for the join in progress. The
+    /// exception is a call from a callback thread itself (a callback
+    /// closing the client): it cannot wait for itself, and its thread ends
+    /// by itself once the callback returns.
     pub fn join(&self) {
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
+        let me = std::thread::current().id();
+        let mut w = self.workers.lock();
+        w.closed = true;
+        if w.threads.iter().any(|t| t.thread == me) {
+            // Join the others, not this one.
+            let others: Vec<_> = w
+                .threads
+                .iter_mut()
+                .filter(|t| t.thread != me)
+                .filter_map(|t| t.handle.take())
+                .collect();
+            drop(w);
+            for h in others {
                 let _ = h.join();
             }
+            return;
+        }
+        loop {
+            let handles: Vec<_> = w
+                .threads
+                .iter_mut()
+                .filter_map(|t| t.handle.take())
+                .collect();
+            if !handles.is_empty() {
+                w.joining = true;
+                drop(w);
+                // The threads drop their callbacks when they end, under no lock.
+                for h in handles {
+                    let _ = h.join();
+                }
+                self.workers.lock().joining = false;
+                self.joined.notify_all();
+                return;
+            }
+            if !w.joining {
+                return;
+            }
+            self.joined.wait(&mut w);
         }
     }
 }
 
-fn dispatch_loop(sub: Subscription, list: CallbackList, panics: Arc<AtomicU64>) {
+fn callback_loop(sub: Subscription, cb: Callback, panics: Arc<AtomicU64>, stop: &AtomicBool) {
     while let Ok(ev) = sub.recv() {
-        let snapshot = list.lock().clone();
-        for (_, cb) in snapshot.iter() {
-            if catch_unwind(AssertUnwindSafe(|| cb(&ev))).is_err() {
-                panics.fetch_add(1, Relaxed);
-                log::error!(
-                    "an event callback panicked on event #{} ({}); it stays registered",
-                    ev.seq,
-                    ev.kind.name()
-                );
-            }
+        if stop.load(Relaxed) {
+            break;
+        }
+        if catch_unwind(AssertUnwindSafe(|| cb(&ev))).is_err() {
+            panics.fetch_add(1, Relaxed);
+            log::error!(
+                "an event callback panicked on event #{} ({}); it stays registered",
+                ev.seq,
+                ev.kind.name()
+            );
         }
     }
-    // The hub is closed and every event was delivered: the callbacks (and
-    // what they captured) go, outside the lock.
-    let cbs = std::mem::take(&mut *list.lock());
-    drop(cbs);
-    log::debug!("dispatcher thread exits");
+    // Closed, or the callback was removed, and every event was delivered:
+    // the callback (and what it captured) goes here, outside every lock.
+    drop(cb);
+    log::debug!("callback thread exits");
 }
 
 #[cfg(test)]
@@ -683,7 +852,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_per_subscriber() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         let slow = hub.subscribe(None, 2);
         let fast = hub.subscribe(None, 100);
         for i in 1..=5 {
@@ -698,7 +867,7 @@ mod tests {
 
     #[test]
     fn code_filter_passes_connection_events() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         let s = hub.subscribe(Some(&[CommandCode::SYSTEM_STATE_IDLE]), 10);
         hub.publish(ev(1, CommandCode::UI_SET_GAUGE_VALUE));
         hub.publish(ev(2, CommandCode::SYSTEM_STATE_IDLE));
@@ -709,7 +878,7 @@ mod tests {
 
     #[test]
     fn dropped_subscription_is_removed_at_once() {
-        let hub = Hub::new(8, 1 << 20);
+        let hub = Hub::new(8, 1 << 20, 1 << 30);
         for _ in 0..500 {
             let s = hub.subscribe(None, 1024);
             drop(s);
@@ -719,7 +888,7 @@ mod tests {
 
     #[test]
     fn history_keeps_payloads_within_its_byte_budget() {
-        let hub = Hub::new(256, 1000);
+        let hub = Hub::new(256, 1000, 1 << 30);
         for i in 1..=32 {
             let mut e = ev(i, CommandCode::UI_SET_GAUGE_VALUE);
             e.data = Some(Arc::from(vec![0u8; 400]));
@@ -740,7 +909,7 @@ mod tests {
 
     #[test]
     fn history_scan_and_close() {
-        let hub = Hub::new(4, 1 << 20);
+        let hub = Hub::new(4, 1 << 20, 1 << 30);
         for i in 1..=6 {
             hub.publish(ev(i, CommandCode::SYSTEM_STATE_IDLE));
         }
@@ -749,18 +918,28 @@ mod tests {
         let (_s, found) = hub.subscribe_with_history(4, 6);
         assert!(found.is_empty());
         let s = hub.subscribe(None, 4);
-        assert!(hub.close(Event::connection(
-            7,
-            EventKind::Closed {
-                reason: "bye".into()
-            }
-        )));
-        assert!(!hub.close(Event::connection(
-            8,
-            EventKind::Closed {
-                reason: "again".into()
-            }
-        )));
+        assert!(hub
+            .close(
+                Event::connection(
+                    7,
+                    EventKind::Closed {
+                        reason: "bye".into()
+                    }
+                ),
+                DisconnectReason::ClosedByUser
+            )
+            .is_some());
+        assert!(hub
+            .close(
+                Event::connection(
+                    8,
+                    EventKind::Closed {
+                        reason: "again".into()
+                    }
+                ),
+                DisconnectReason::ClosedByUser
+            )
+            .is_none());
         assert!(matches!(s.recv().unwrap().kind, EventKind::Closed { .. }));
         assert!(s.recv().is_err());
         // Subscribing after close gives a receiver that is already disconnected.
@@ -769,7 +948,7 @@ mod tests {
 
     #[test]
     fn wait_for_skips_older_and_ends_on_disconnect() {
-        let hub = Hub::new(0, 1 << 20);
+        let hub = Hub::new(0, 1 << 20, 1 << 30);
         let s = hub.subscribe(None, 16);
         hub.publish(ev(1, CommandCode::SYSTEM_STATE_IDLE));
         hub.publish(ev(2, CommandCode::UI_SET_GAUGE_VALUE));
@@ -790,5 +969,193 @@ mod tests {
             .wait_for(|_| true, 3, Duration::from_secs(5))
             .unwrap_err()
             .is_disconnected());
+    }
+
+    /// Runs `f` on its own thread; panics if it does not return in time
+    /// (a deadlock, for example a drop under a lock it takes again).
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("returned in time")
+    }
+
+    /// Calls `on_drop` when dropped: what a callback captured.
+    struct OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+
+    fn closed_event() -> Event {
+        Event::connection(
+            99,
+            EventKind::Closed {
+                reason: "bye".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_joined_dispatcher_refuses_callbacks_and_drops_them_outside_its_locks() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Arc::new(Dispatcher::new(0));
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        d.join();
+        // The captured value re-enters the dispatcher when dropped: under
+        // one of its locks that would deadlock.
+        let reentered = within({
+            let (hub, d) = (hub.clone(), d.clone());
+            move || {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let captured = {
+                    let (hub, d) = (hub.clone(), d.clone());
+                    OnDrop(Some(Box::new(move || {
+                        let again = d.add(&hub, 4, Arc::new(|_| {}));
+                        let _ = tx.send(again.is_err());
+                    })))
+                };
+                let r = d.add(
+                    &hub,
+                    4,
+                    Arc::new(move |_| {
+                        let _ = &captured;
+                    }),
+                );
+                (r.is_err(), rx.try_recv())
+            }
+        });
+        assert_eq!(reentered, (true, Ok(true)));
+        assert!(d.workers.lock().threads.is_empty(), "no thread was started");
+    }
+
+    #[test]
+    fn an_add_racing_the_teardown_is_refused_or_joined() {
+        for hub_closed_first in [false, true] {
+            let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+            let d = Arc::new(Dispatcher::new(0));
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Both threads queue on the dispatcher's lock, then race for it.
+            let held = d.workers.lock();
+            let flag = dropped.clone();
+            let captured = OnDrop(Some(Box::new(move || flag.store(true, Relaxed))));
+            let adder = {
+                let (hub, d) = (hub.clone(), d.clone());
+                std::thread::spawn(move || {
+                    d.add(
+                        &hub,
+                        4,
+                        Arc::new(move |_| {
+                            let _ = &captured;
+                        }),
+                    )
+                    .is_ok()
+                })
+            };
+            if hub_closed_first {
+                let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+            }
+            let closer = {
+                let (hub, d) = (hub.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+                    d.join();
+                })
+            };
+            drop(held);
+            let added = adder.join().unwrap();
+            closer.join().unwrap();
+            assert!(
+                dropped.load(Relaxed),
+                "added: {added}: the callback outlived the teardown"
+            );
+            let w = d.workers.lock();
+            assert!(w.threads.iter().all(|t| t.handle.is_none()) && w.closed && !w.joining);
+        }
+    }
+
+    #[test]
+    fn a_slow_callback_costs_only_its_own_queue() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Dispatcher::new(0);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        let (fast_tx, fast_rx) = crossbeam_channel::unbounded();
+        d.add(
+            &hub,
+            2,
+            Arc::new(move |_| {
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            }),
+        )
+        .unwrap();
+        d.add(
+            &hub,
+            100,
+            Arc::new(move |e: &Event| {
+                let _ = fast_tx.send(e.seq);
+            }),
+        )
+        .unwrap();
+        for i in 1..=10 {
+            hub.publish(ev(i, CommandCode::UI_SET_GAUGE_VALUE));
+        }
+        // The fast callback sees every event while the slow one is stuck.
+        let seen: Vec<u64> = (0..10)
+            .map(|_| fast_rx.recv_timeout(Duration::from_secs(20)).unwrap())
+            .collect();
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        let dropped: u64 = hub.subscriber_stats().iter().map(|s| s.dropped).sum();
+        assert!(
+            dropped >= 7,
+            "the slow callback's queue dropped its oldest: {dropped}"
+        );
+        drop(release_tx);
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        d.join();
+    }
+
+    #[test]
+    fn a_second_join_waits_for_the_first() {
+        let hub = Arc::new(Hub::new(4, 1 << 20, 1 << 30));
+        let d = Arc::new(Dispatcher::new(0));
+        let (inside_tx, inside_rx) = crossbeam_channel::bounded(1);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        d.add(
+            &hub,
+            4,
+            Arc::new(move |_| {
+                let _ = inside_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            }),
+        )
+        .unwrap();
+        let _ = hub.close(closed_event(), DisconnectReason::ClosedByUser);
+        inside_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(2);
+        let joiners: Vec<_> = (0..2)
+            .map(|_| {
+                let (d, done_tx) = (d.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    d.join();
+                    done_tx.send(()).unwrap();
+                })
+            })
+            .collect();
+        // Both are waiting: the first on the thread, the second on the first.
+        while !d.workers.lock().joining {
+            std::thread::yield_now();
+        }
+        assert!(done_rx.try_recv().is_err(), "a join returned early");
+        release_tx.send(()).unwrap();
+        for j in joiners {
+            j.join().unwrap();
+        }
+        assert_eq!(done_rx.try_iter().count(), 2);
     }
 }

@@ -7,8 +7,9 @@
 //! ([`conn`], one lock, one condition variable, changed only by methods
 //! that do no I/O) or publishes an event ([`events`]); the request's
 //! [`Op`] ([`op`]) receives it through a one-shot slot ([`slot`]).
-//! Requests go out through [`send`]: queued under the lock, written by
-//! whichever thread holds the writer role, several per write call.
+//! Requests go out through [`send`]: queued under the lock; the sender
+//! thread owns every blocking write (several messages per write call), and
+//! other threads only try writes that never wait ([`wire`]).
 //! [`connect`] opens sockets so that `close()` can interrupt it; [`backoff`]
 //! holds the reconnection policy the connection thread follows.
 
@@ -24,6 +25,7 @@ mod shared;
 mod slot;
 mod stats;
 mod thread;
+mod wire;
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,6 +46,16 @@ pub use op::Op;
 pub(crate) use op::{Pending, ReplyStep, SentStep, Step};
 pub use shared::Waker;
 pub use stats::{LatencySummary, Stats};
+
+/// Codes the instrument answers even when TRIGGER_CALL_BACK is not set
+/// (protocol.md, known unknowns 4; the settings save is acknowledged the
+/// same way).
+const ANSWERED_WITHOUT_FLAG: [CommandCode; 4] = [
+    CommandCode::COMMON_SCOPE_SETTINGS_SAVE,
+    CommandCode::COMMON_SCOPE_SETTINGS_LOAD,
+    CommandCode::CAMERA_WORK_FLOW_STOP,
+    CommandCode::SYSTEM_STATE_GET,
+];
 
 /// A reply to a request, with its status untouched.
 #[derive(Clone, Debug)]
@@ -217,11 +229,12 @@ impl Client {
                 {
                     Ok(h) => t.sender = Some(h),
                     Err(e) => {
-                        let (_, sock) = c.end_link();
-                        if let Some(sock) = sock {
-                            shared::shutdown(&sock);
+                        // The connection thread sees its link end; the
+                        // teardown joins it (never under this lock).
+                        if let Some(w) = c.request_resync(e.to_string()) {
+                            w.shutdown();
                         }
-                        let _ = conn.join();
+                        t.conn = Some(conn);
                         return Err(e);
                     }
                 }
@@ -234,10 +247,10 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                let (_, sock) = c.end_link();
-                if let Some(sock) = sock {
-                    shared::shutdown(&sock);
+                if let Some(w) = c.request_resync(e.to_string()) {
+                    w.shutdown();
                 }
+                c.link_end = None;
                 Err(fail(e))
             }
         }
@@ -382,12 +395,12 @@ impl Client {
         }
         msg.additional_data_len = self.check_data(data)?;
         msg.flags |= Flags::TRIGGER_CALL_BACK;
-        let started = s.start(&msg, data, deadline, timeout, true, direct)?;
+        let started = s.start(&msg, data, deadline, timeout, conn::Kind::Request, direct)?;
         Ok(Op::new(
             format!("the reply to {}", msg.code),
             deadline,
             timeout,
-            ReplyStep::new(Pending::new(s.clone(), started, direct.then_some(deadline))),
+            ReplyStep::new(Pending::new(s.clone(), started)),
         ))
     }
 
@@ -455,13 +468,27 @@ impl Client {
         msg.additional_data_len = self.check_data(data)?;
         let s = self.shared();
         let seq = s.last_seq();
-        let started = s.start(&msg, data, deadline, timeout, false, blocking)?;
+        // A message carrying TRIGGER_CALL_BACK, or of a code the
+        // instrument answers even without it, may be answered: its key
+        // stays closed to requests until the answer (an event) came, so
+        // the answer can never be taken for a request's reply.
+        let flagged = (msg.flags.contains(Flags::TRIGGER_CALL_BACK)
+            || ANSWERED_WITHOUT_FLAG.contains(&msg.code))
+            && !msg.code.info().is_some_and(|i| i.unsolicited.always());
+        let started = s.start(
+            &msg,
+            data,
+            deadline,
+            timeout,
+            conn::Kind::Send { flagged },
+            blocking,
+        )?;
         if blocking {
             Op::new(
                 format!("sending {}", msg.code),
                 deadline,
                 timeout,
-                SentStep::new(Pending::new(s.clone(), started, None)),
+                SentStep::new(Pending::new(s.clone(), started)),
             )
             .wait()?;
         }
@@ -483,6 +510,29 @@ impl Client {
     pub fn subscribe_to(&self, codes: &[CommandCode]) -> Subscription {
         let s = self.shared();
         s.hub.subscribe(Some(codes), s.config.event_queue_depth)
+    }
+
+    /// Subscribes with a queue of its own depth (at least 1) instead of the
+    /// client's [`event_queue_depth`](ClientConfig::event_queue_depth): to
+    /// every event (`codes` is `None`) or to the given codes (connection
+    /// events always pass). Its additional data is still bounded by
+    /// [`event_queue_bytes`](ClientConfig::event_queue_bytes).
+    ///
+    /// ```
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+    /// use flamingo_client::codec::CommandCode;
+    /// let client = flamingo_client::Client::connect(&sim.addr().to_string(), Default::default())?;
+    /// let progress = client.subscribe_with_depth(Some(&[CommandCode::UI_SET_GAUGE_VALUE]), 16_384);
+    /// assert_eq!(progress.dropped(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe_with_depth(
+        &self,
+        codes: Option<&[CommandCode]>,
+        depth: usize,
+    ) -> Subscription {
+        self.shared().hub.subscribe(codes, depth.max(1))
     }
 
     /// Waits for the first event with sequence number above `after` that
@@ -523,10 +573,13 @@ impl Client {
         sub.wait_for_until(filter, after, deadline, timeout)
     }
 
-    /// Runs `callback` for every event on the client's dispatcher thread
-    /// (started on first use; never the reader thread), with no lock held.
-    /// A panicking callback is caught and logged; a slow one delays only
-    /// other callbacks; a callback may call [`request`](Client::request)
+    /// Runs `callback` for every event on a thread of its own (never the
+    /// reader thread), with no lock held, fed by its own queue of
+    /// [`event_queue_depth`](ClientConfig::event_queue_depth) events. A
+    /// panicking callback is caught and logged; a slow one costs only its
+    /// own queue (its oldest events are dropped and counted in
+    /// [`Stats::subscribers`]), never another callback's time; a callback
+    /// may call [`request`](Client::request)
     /// or [`close`](Client::close). A callback that captures a `Client`
     /// keeps the connection alive until [`close`](Client::close) is called,
     /// which drops every callback. Fails with `Disconnected` after close.
@@ -541,7 +594,8 @@ impl Client {
 
     /// Removes a callback; returns false if it was not registered.
     pub fn remove_callback(&self, id: CallbackId) -> bool {
-        self.shared().dispatcher.remove(id)
+        let s = self.shared();
+        s.dispatcher.remove(&s.hub, id)
     }
 
     /// Closes the connection: idempotent, callable from any thread at any
@@ -671,9 +725,14 @@ impl Client {
         use std::sync::atomic::Ordering::Relaxed;
         let s = self.shared();
         let c = &s.counters;
-        let (pending, tombstones, last_error) = {
+        let (pending, tombstones, last_error, (queued_messages, queued_bytes)) = {
             let conn = s.conn.lock();
-            (conn.waiting(), conn.abandoned(), conn.last_error.clone())
+            (
+                conn.waiting(),
+                conn.abandoned(),
+                conn.last_error.clone(),
+                conn.queued(),
+            )
         };
         Stats {
             messages_sent: c.messages_sent.load(Relaxed),
@@ -694,6 +753,10 @@ impl Client {
             link_resyncs: c.link_resyncs.load(Relaxed),
             echo_mismatches: c.echo_mismatches.load(Relaxed),
             callback_panics: s.dispatcher.panics.load(Relaxed),
+            fences: c.fences.load(Relaxed),
+            sends_expired: c.sends_expired.load(Relaxed),
+            queued_messages,
+            queued_bytes,
             pending_requests: pending,
             tombstones,
             last_error,

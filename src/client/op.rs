@@ -245,17 +245,10 @@ pub(crate) struct Pending {
     rx: slot::Receiver<Outcome>,
     start: Instant,
     done: bool,
-    /// For a blocking caller: its deadline, up to which it writes what its
-    /// reply let go (see `Shared::hand_off`).
-    hand_off: Option<Deadline>,
 }
 
 impl Pending {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        started: super::send::Started,
-        hand_off: Option<Deadline>,
-    ) -> Pending {
+    pub(crate) fn new(shared: Arc<Shared>, started: super::send::Started) -> Pending {
         Pending {
             shared,
             id: started.id,
@@ -263,7 +256,6 @@ impl Pending {
             rx: started.rx,
             start: Instant::now(),
             done: false,
-            hand_off,
         }
     }
 
@@ -276,9 +268,6 @@ impl Pending {
         self.done = true;
         if matches!(r, Ok(Delivered::Reply(_))) {
             self.shared.latency.record(self.start.elapsed());
-            if let Some(cap) = self.hand_off {
-                self.shared.hand_off(cap);
-            }
         }
         Some(r)
     }
@@ -315,6 +304,8 @@ impl Pending {
                 Err(Error::timeout(phase, what.to_string(), after))
             }
             GiveUp::AlreadyDelivered => {
+                // The outcome was put in the slot in the same step that
+                // took the request off the wire: it is there now.
                 self.done = false;
                 self.finish(self.rx.try_recv())
                     .unwrap_or_else(|| Err(self.closed_error()))

@@ -15,7 +15,8 @@ use crate::Error;
 
 impl Shared {
     /// Routes one message read from the socket. Called by the reader only;
-    /// never blocks (the lock is held for a table look-up).
+    /// never blocks (the lock is held for a table look-up and for putting
+    /// the reply in its caller's slot).
     pub(crate) fn route(
         &self,
         msg: Message,
@@ -25,36 +26,35 @@ impl Shared {
         failure: Option<Error>,
     ) {
         let info = msg.code.info();
+        let mut answered = false;
         if !info.is_some_and(|i| i.unsolicited.always()) {
             let key = self.key(&msg);
-            let route = {
+            let mut data = Some(data);
+            let mut fail_copy = failure.as_ref().map(Error::duplicate);
+            let (route, sender) = {
                 let mut c = self.conn.lock();
-                let r = c.route(key, msg.int32_data0);
-                // A freed reply key may let a queued request go out: its
-                // blocking caller writes it once woken, else the sender thread.
-                if matches!(r, Route::Deliver(_, false) | Route::Late)
-                    && !c.writer_busy
-                    && c.writable()
-                    && c.has_eligible()
-                {
-                    self.cv.notify_all();
-                }
-                r
+                let r = c.route(key, msg.int32_data0, || match fail_copy.take() {
+                    Some(e) => Err(e),
+                    None => Ok(Delivered::Reply(Reply {
+                        message: msg,
+                        data: data.take().unwrap_or_default(),
+                        seq,
+                        received_at,
+                    })),
+                });
+                // A freed key may let a queued message go: the sender
+                // thread writes it, whichever outcome freed the key.
+                (r, c.needs_sender())
             };
+            if sender {
+                // Written now without waiting (the reader never blocks on
+                // a write), or by the sender thread.
+                self.flush();
+            }
             match route {
-                Route::Deliver(w, _) => {
-                    // Counted before the hand-off, so a caller that reads
-                    // stats() after its reply always finds it counted.
+                Route::Delivered(wake) => {
                     self.counters.replies_matched.fetch_add(1, Relaxed);
-                    w.send(match failure {
-                        Some(e) => Err(e),
-                        None => Ok(Delivered::Reply(Reply {
-                            message: msg,
-                            data,
-                            seq,
-                            received_at,
-                        })),
-                    });
+                    wake.wake();
                     self.wake();
                     return;
                 }
@@ -66,6 +66,10 @@ impl Shared {
                     );
                     return;
                 }
+                Route::Fence => {
+                    self.counters.fences.fetch_add(1, Relaxed);
+                    return;
+                }
                 Route::EchoMismatch => {
                     self.counters.echo_mismatches.fetch_add(1, Relaxed);
                     log::debug!(
@@ -74,8 +78,9 @@ impl Shared {
                         msg.int32_data0
                     );
                 }
-                Route::Event => {
-                    if info.is_none_or(|i| !i.unsolicited.possible()) {
+                Route::Event { answered: a } => {
+                    answered = a;
+                    if !a && info.is_none_or(|i| !i.unsolicited.possible()) {
                         self.counters.unmatched_replies.fetch_add(1, Relaxed);
                         log::debug!(
                             "no request was waiting for {} #{seq}; delivered as an event",
@@ -84,7 +89,27 @@ impl Shared {
                     }
                 }
             }
+            return self.publish_message(
+                msg,
+                data.unwrap_or_default(),
+                seq,
+                received_at,
+                failure,
+                answered,
+            );
         }
+        self.publish_message(msg, data, seq, received_at, failure, answered);
+    }
+
+    fn publish_message(
+        &self,
+        msg: Message,
+        data: Vec<u8>,
+        seq: u64,
+        received_at: Instant,
+        failure: Option<Error>,
+        _answered: bool,
+    ) {
         if failure.is_some() {
             return; // an oversized unsolicited message: counted and logged already
         }

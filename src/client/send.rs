@@ -1,35 +1,36 @@
-//! The send path: requests are queued under the connection lock and written
-//! by whichever thread holds the writer role, several per write call.
+//! The send path. The connection's sender thread owns every blocking write:
+//! it takes a batch of queued messages under the lock (tagged with the link
+//! it is for), writes it outside the lock in one call (write combining), and
+//! reports the outcome under the lock, where an outcome for another link
+//! changes nothing.
 //!
-//! A caller of a blocking request takes the writer role itself when nobody
-//! holds it, so an uncontended request costs one write system call on the
-//! caller's thread and no hand-off. While it writes, other callers queue
-//! their requests; it writes those too, in one call per batch (write
-//! combining), before giving the role up. A caller that must not block (a
-//! GUI's `submit`) only queues: the connection's sender thread writes for
-//! it. The sender thread also writes what waited for a reply key to free,
-//! or for the link to return, and resets a link whose replies can no
-//! longer be matched.
+//! A blocking caller may write its own message on its own thread, but only
+//! on a path that cannot hurt anyone: nothing is queued before it, nobody
+//! is writing, its key lets it go, and the write never waits (the socket
+//! takes what fits in its buffer at once). What it cannot finish goes to
+//! the sender thread. So no call lasts longer, or fails, because of another
+//! call's payload or deadline, and an uncontended request costs one system
+//! call on the caller's thread and no hand-off.
 
-use std::io::{self, Write};
-use std::net::TcpStream;
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Delivered, Key, Outcome, Queued, WriterRole};
+use super::conn::{Handover, Key, Kind, Outcome, Queued, Wake, WriterRole};
 use super::deadline::Deadline;
-use super::shared::{shutdown, Shared};
+use super::shared::Shared;
 use super::slot;
+use super::wire::is_timeout;
 use crate::codec::{hex_dump, Message, MESSAGE_LEN};
-use crate::{DisconnectReason, Error, Result};
+use crate::{DisconnectReason, Result};
 
 /// Bytes written per batch, about (a single larger message goes alone).
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// Batches a caller writes for others before handing the rest to the
-/// sender thread, so that its own reply is not kept waiting.
-const CALLER_BATCHES: usize = 4;
+/// Batches a thread other than the sender's writes (without waiting) before
+/// it leaves the rest to the sender thread.
+const FLUSH_BATCHES: usize = 2;
 
 /// A request or message handed to the send path.
 pub(crate) struct Started {
@@ -40,9 +41,9 @@ pub(crate) struct Started {
 
 impl Shared {
     /// Queues `msg` (and `data`) for writing by `deadline`. With `direct`,
-    /// the calling thread writes it (and whatever else is queued) when no
-    /// other thread is writing; otherwise it returns at once and the sender
-    /// thread writes it.
+    /// the calling thread writes it at once when it can do so without
+    /// waiting (see the module's notes); otherwise the sender thread does.
+    /// Never blocks on the socket.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
@@ -50,39 +51,45 @@ impl Shared {
         data: &[u8],
         deadline: Deadline,
         timeout: Duration,
-        expects_reply: bool,
+        kind: Kind,
         direct: bool,
     ) -> Result<Started> {
-        let mut bytes = [0u8; MESSAGE_LEN];
-        msg.encode(&mut bytes);
         let key = self.key(msg);
         let (tx, rx) = slot::channel();
-        let (id, role) = {
+        // Copied before the lock is taken: a large payload is never copied
+        // while other threads wait for the connection.
+        let data = (!data.is_empty()).then(|| Arc::<[u8]>::from(data));
+        let check_echo = kind == Kind::Request && self.checks_echo(msg);
+        let size = MESSAGE_LEN + data.as_ref().map_or(0, |d| d.len());
+        let (id, fast) = {
             let mut c = self.conn.lock();
             if let Some(e) = c.down_error() {
                 return Err(e);
             }
+            c.check_room(size)?;
             let id = c.next_id();
-            c.enqueue(Queued {
+            let q = Queued::new(
                 id,
                 key,
-                bytes,
-                data: (!data.is_empty()).then(|| Arc::<[u8]>::from(data)),
-                expects_reply,
-                int0: msg.int32_data0,
-                check_echo: self.checks_echo(msg),
+                msg,
+                data,
+                kind,
+                check_echo,
                 deadline,
                 timeout,
-                what: msg.code,
-                waiter: Some(tx),
-                write_attempted: false,
-                direct,
-            });
-            let role = if direct { c.claim_writer() } else { None };
-            if role.is_none() && !c.writer_busy && c.writable() {
-                self.cv.notify_all(); // the sender thread writes it
+                Some(tx),
+            );
+            let q = if direct { c.begin_direct(q) } else { Err(q) };
+            match q {
+                Ok(fast) => (id, Some(fast)),
+                Err(q) => {
+                    c.enqueue(q);
+                    if c.needs_sender() {
+                        self.cv.notify_all();
+                    }
+                    (id, None)
+                }
             }
-            (id, role)
         };
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
@@ -94,131 +101,209 @@ impl Shared {
                 msg.int32_data2,
                 msg.flags,
                 msg.double_data,
-                data.len()
+                size - MESSAGE_LEN
             );
+            let mut bytes = [0u8; MESSAGE_LEN];
+            msg.encode(&mut bytes);
             log::trace!("-> bytes:\n{}", hex_dump(&bytes));
         }
-        if let Some(role) = role {
-            self.write_batches(role, deadline, CALLER_BATCHES);
+        if let Some((role, bytes, data)) = fast {
+            self.write_own(role, &bytes, data, deadline);
+            // Others queued while this thread wrote: written now without
+            // waiting, or by the sender thread.
+            self.flush();
         }
         Ok(Started { id, key, rx })
     }
 
-    /// Holds the writer role: writes batches until the queue has nothing
-    /// writable, `rounds` batches were written, or a write failed. A write
-    /// never runs past `cap` (the calling thread's own deadline).
-    pub(crate) fn write_batches(&self, role: WriterRole, cap: Deadline, rounds: usize) {
-        let mut buf = std::mem::take(&mut self.conn.lock().batch_buf);
-        let mut sndtimeo = None;
-        for round in 0.. {
-            let (deadline, n, tail, expired) = {
+    /// The fast path: writes the caller's own message without waiting and
+    /// hands whatever the socket did not take to the sender thread.
+    fn write_own(
+        &self,
+        role: WriterRole,
+        bytes: &[u8; MESSAGE_LEN],
+        data: Option<Arc<[u8]>>,
+        deadline: Deadline,
+    ) {
+        let tail = data.map(|d| (d, 0));
+        self.try_write_out(role, bytes, tail, deadline);
+    }
+
+    /// Writes what is queued without waiting, from any thread but the
+    /// sender's (a caller after its own write, the reader after a reply
+    /// freed a key): at most a few batches, each a write that never
+    /// blocks. What the socket does not take at once goes to the sender
+    /// thread, so this never waits for the instrument.
+    pub(crate) fn flush(&self) {
+        for _ in 0..FLUSH_BATCHES {
+            let mut wakes = Vec::new();
+            let work = {
                 let mut c = self.conn.lock();
-                if round == 0 {
-                    sndtimeo = c.write_timeout.take().flatten();
+                if !c.can_try_write() {
+                    if c.needs_sender() {
+                        self.cv.notify_all();
+                    }
+                    None
+                } else if !c.has_eligible() {
+                    None
+                } else if let Some(role) = c.claim_writer() {
+                    let mut buf = std::mem::take(&mut c.batch_buf);
+                    let (deadline, tail) =
+                        c.take_batch(role.link, &mut buf, BATCH_BYTES, &mut wakes);
+                    if c.batch_len(role.link) == 0 {
+                        c.batch_buf = buf;
+                        c.release(role.link);
+                        None
+                    } else {
+                        Some((role, buf, tail, deadline))
+                    }
+                } else {
+                    None
                 }
-                if round >= rounds || c.link != role.link || !c.writable() {
-                    self.release(&mut c, buf, sndtimeo);
-                    return;
-                }
-                let (deadline, tail, expired) = c.take_batch(&mut buf, BATCH_BYTES);
-                let n = c.batch_len();
-                if n == 0 {
-                    self.release(&mut c, buf, sndtimeo);
-                    drop(c);
-                    self.tell(expired);
-                    return;
-                }
-                (deadline, n, tail, expired)
             };
-            self.tell(expired);
-            let mut written = 0;
-            let until = deadline.min(cap);
-            let res =
-                write_by(&role.stream, &buf, &mut written, until, &mut sndtimeo).and_then(|()| {
-                    match &tail {
-                        Some(t) => write_by(&role.stream, t, &mut written, until, &mut sndtimeo),
-                        None => Ok(()),
-                    }
-                });
+            self.wake_all(wakes);
+            let Some((role, buf, tail, deadline)) = work else {
+                return;
+            };
+            let done = self.try_write_out(role, &buf, tail.map(|t| (t, 0)), deadline);
             let mut c = self.conn.lock();
-            match res {
+            if c.batch_buf.capacity() < buf.capacity() {
+                c.batch_buf = buf;
+            }
+            if !done {
+                return;
+            }
+        }
+        // More is left: the sender thread goes on.
+        let c = self.conn.lock();
+        if c.needs_sender() {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Writes `head` and `tail` (from its offset) without waiting and
+    /// reports the outcome; a partial write is handed to the sender thread.
+    /// True if everything was written.
+    fn try_write_out(
+        &self,
+        role: WriterRole,
+        head: &[u8],
+        tail: Option<(Arc<[u8]>, usize)>,
+        deadline: Deadline,
+    ) -> bool {
+        let total = head.len() + tail.as_ref().map_or(0, |(t, from)| t.len() - from);
+        let mut written = 0;
+        let res = role.wire.try_write(head).and_then(|n| {
+            written = n;
+            match &tail {
+                Some((t, from)) if n == head.len() => {
+                    written += role.wire.try_write(&t[*from..])?;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        });
+        match res {
+            Ok(()) if written == total => {
+                self.finish_write(role, Ok(()), written, total);
+                true
+            }
+            Ok(()) => {
+                let mut c = self.conn.lock();
+                if written == 0 {
+                    // Nothing left: the entries wait for the sender thread.
+                    c.batch_unsent(role.link);
+                    c.release(role.link);
+                } else {
+                    let (head, tail) = if written < head.len() {
+                        (head[written..].to_vec(), tail)
+                    } else {
+                        let (t, from) = tail.expect("more than the head was written");
+                        (Vec::new(), Some((t, from + written - head.len())))
+                    };
+                    c.hand_over(Handover {
+                        link: role.link,
+                        head,
+                        tail,
+                        deadline,
+                    });
+                }
+                if c.needs_sender() {
+                    self.cv.notify_all();
+                }
+                false
+            }
+            Err(e) => {
+                self.finish_write(role, Err(e), written, total);
+                false
+            }
+        }
+    }
+
+    /// Reports a write's outcome on its link and gives the role up. An
+    /// outcome for a link that has ended changes nothing of the next one.
+    fn finish_write(&self, role: WriterRole, res: io::Result<()>, written: usize, total: usize) {
+        let mut wakes = Vec::new();
+        let mut sent = 0;
+        let shut = {
+            let mut c = self.conn.lock();
+            let shut = match res {
                 Ok(()) => {
-                    let done = c.batch_written(role.link);
-                    drop(c);
-                    self.counters.messages_sent.fetch_add(n as u64, Relaxed);
-                    if !done.is_empty() {
-                        for w in done {
-                            w.send(Ok(Delivered::Written));
-                        }
-                        self.wake();
-                    }
+                    sent = c.batch_written(role.link, &mut wakes);
+                    c.release(role.link);
+                    None
                 }
                 Err(e) if written == 0 && is_timeout(&e) => {
-                    // Nothing left: the entries wait for a later write.
-                    c.batch_unsent();
-                    self.release(&mut c, buf, sndtimeo);
-                    return;
+                    c.batch_unsent(role.link);
+                    c.release(role.link);
+                    None
                 }
                 Err(e) => {
-                    let total = buf.len() + tail.as_ref().map_or(0, |t| t.len());
                     let detail = if is_timeout(&e) {
                         format!(
                             "a write timed out with {written} of {total} bytes sent (the instrument is not reading); the connection is reset because a partly sent message cannot be taken back"
                         )
                     } else {
-                        format!("writing to the instrument failed after {written} of {total} bytes: {e}")
+                        format!(
+                            "writing to the instrument failed after {written} of {total} bytes: {e}"
+                        )
                     };
-                    let err = Error::disconnected(DisconnectReason::SendFailed, detail.clone());
-                    let failed = c.batch_broken(&err);
-                    if c.link == role.link && c.link_end.is_none() {
-                        c.link_end = Some((DisconnectReason::SendFailed, detail.clone()));
-                        c.last_error = Some(detail);
-                    }
-                    self.release(&mut c, buf, sndtimeo);
-                    drop(c);
-                    // The reader sees the link end and reports it.
-                    shutdown(&role.stream);
-                    self.tell(failed);
-                    return;
+                    c.write_failed(role.link, detail)
                 }
+            };
+            if c.needs_sender() && !c.can_try_write() {
+                self.cv.notify_all();
             }
-        }
-    }
-
-    /// Called by a blocking caller woken with its reply: if the reply let a
-    /// queued request go (its key is free now), this thread writes it, as
-    /// it is awake anyway; the sender thread would cost another wake-up.
-    /// Never writes past `cap`, the caller's own deadline.
-    pub(crate) fn hand_off(&self, cap: Deadline) {
-        let role = {
-            let mut c = self.conn.lock();
-            if c.has_eligible() {
-                c.claim_writer()
-            } else {
-                None
-            }
+            shut
         };
-        if let Some(role) = role {
-            self.write_batches(role, cap, 1);
+        if sent > 0 {
+            self.counters.messages_sent.fetch_add(sent as u64, Relaxed);
         }
+        // The reader sees the link end and reports it, then fails what was on it.
+        if let Some(w) = shut {
+            w.shutdown();
+        }
+        self.wake_all(wakes);
     }
 
-    /// Gives the writer role up (under the lock, so a request queued
-    /// meanwhile is never stranded: the sender thread is woken for it).
-    fn release(&self, c: &mut Conn, buf: Vec<u8>, sndtimeo: Option<Duration>) {
-        c.writer_busy = false;
-        c.batch_buf = buf;
-        c.write_timeout = Some(sndtimeo);
-        if c.writable() && c.has_eligible() {
-            self.cv.notify_all();
+    /// Wakes callers whose outcomes were put in their slots, then the waker.
+    pub(crate) fn wake_all(&self, wakes: Vec<Wake>) {
+        if wakes.is_empty() {
+            return;
         }
+        for w in wakes {
+            w.wake();
+        }
+        self.wake();
     }
 }
 
-/// The sender thread: writes what callers queued without writing it
-/// themselves, and resets a link whose replies can no longer be matched.
-/// Waits on the connection's condition variable; uses no CPU when idle.
+/// The sender thread: writes what callers queued, finishes writes callers
+/// handed over, expires queued messages at their deadlines, and resets a
+/// link whose replies can no longer be matched. Waits on the connection's
+/// condition variable; uses no CPU when idle.
 pub(crate) fn sender_loop(shared: Arc<Shared>) {
+    super::shared::mark_thread(shared.id);
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send_queued(&shared)));
     if run.is_err() {
         log::error!("the sender thread panicked; the client is closed");
@@ -229,103 +314,138 @@ pub(crate) fn sender_loop(shared: Arc<Shared>) {
     }
 }
 
+/// What the sender thread writes next.
+enum Work {
+    Batch {
+        role: WriterRole,
+        buf: Vec<u8>,
+        tail: Option<Arc<[u8]>>,
+        deadline: Deadline,
+    },
+    Finish(WriterRole, Handover),
+}
+
 fn send_queued(shared: &Arc<Shared>) {
     let window = shared.config.late_reply_window;
     let max_unanswered = shared.config.max_unanswered;
     loop {
-        let role = {
+        let mut wakes = Vec::new();
+        let mut expired = 0;
+        let mut shut = None;
+        let work = {
             let mut c = shared.conn.lock();
             loop {
                 if c.is_closed() {
+                    drop(c);
+                    shared.wake_all(wakes);
                     return;
                 }
                 let resync_at = c.resync_due(window, max_unanswered);
                 if resync_at.is_some_and(|t| t <= Instant::now()) {
-                    resync(shared, &mut c);
+                    shut = resync(shared, &mut c);
                     continue;
+                }
+                expired += c.expire_queued(&mut wakes);
+                if let Some((role, h)) = c.take_handover() {
+                    break Work::Finish(role, h);
                 }
                 if c.has_eligible() {
                     if let Some(role) = c.claim_writer() {
-                        break role;
+                        let mut buf = std::mem::take(&mut c.batch_buf);
+                        let (deadline, tail) =
+                            c.take_batch(role.link, &mut buf, BATCH_BYTES, &mut wakes);
+                        if c.batch_len(role.link) > 0 {
+                            break Work::Batch {
+                                role,
+                                buf,
+                                tail,
+                                deadline,
+                            };
+                        }
+                        c.batch_buf = buf;
+                        c.release(role.link);
                     }
                 }
-                let until = resync_at.map_or(Deadline::NEVER, Deadline::at);
+                if !wakes.is_empty() || shut.is_some() {
+                    // Tell those first (outside the lock), then look again.
+                    drop(c);
+                    if let Some(w) = shut.take() {
+                        w.shutdown();
+                    }
+                    report_expired(shared, expired);
+                    expired = 0;
+                    shared.wake_all(std::mem::take(&mut wakes));
+                    c = shared.conn.lock();
+                    continue;
+                }
+                let until = resync_at
+                    .map_or(Deadline::NEVER, Deadline::at)
+                    .min(c.next_expiry());
                 shared.cv.wait_until(&mut c, until.wait_slice());
             }
         };
-        shared.write_batches(role, Deadline::NEVER, usize::MAX);
+        if let Some(w) = shut {
+            w.shutdown();
+        }
+        report_expired(shared, expired);
+        shared.wake_all(wakes);
+        match work {
+            Work::Batch {
+                role,
+                buf,
+                tail,
+                deadline,
+            } => {
+                let total = buf.len() + tail.as_ref().map_or(0, |t| t.len());
+                let mut written = 0;
+                let res =
+                    role.wire
+                        .write_by(&buf, &mut written, deadline)
+                        .and_then(|()| match &tail {
+                            Some(t) => role.wire.write_by(t, &mut written, deadline),
+                            None => Ok(()),
+                        });
+                shared.conn.lock().batch_buf = buf;
+                shared.finish_write(role, res, written, total);
+            }
+            Work::Finish(role, h) => {
+                let total = h.head.len() + h.tail.as_ref().map_or(0, |(t, from)| t.len() - from);
+                let mut written = 0;
+                let res = role
+                    .wire
+                    .write_by(&h.head, &mut written, h.deadline)
+                    .and_then(|()| match &h.tail {
+                        Some((t, from)) => {
+                            role.wire.write_by(&t[*from..], &mut written, h.deadline)
+                        }
+                        None => Ok(()),
+                    });
+                // Part of the message is on the wire already: a timeout now
+                // leaves it half sent, whatever this write managed.
+                let written = written.max(1);
+                shared.finish_write(role, res, written, total);
+            }
+        }
+    }
+}
+
+fn report_expired(shared: &Shared, n: usize) {
+    if n > 0 {
+        shared.counters.sends_expired.fetch_add(n as u64, Relaxed);
+        log::warn!(
+            "dropped {n} queued message(s) that could not be written before their deadline (the link was down or busy)"
+        );
     }
 }
 
 /// Resets the current link: a request stayed unanswered past the window.
 /// The reader sees the socket end and reconnects (whatever the policy).
-fn resync(shared: &Shared, c: &mut Conn) {
-    c.resync_requested = true;
+fn resync(shared: &Shared, c: &mut super::conn::Conn) -> Option<Arc<dyn super::wire::Wire>> {
     let detail = format!(
         "a request stayed unanswered for more than {:.1} s after its caller gave up (or too many did), so later replies could not be matched safely; the connection was reset to resynchronise",
         shared.config.late_reply_window.as_secs_f64().min(1e9)
     );
     log::warn!("{detail}");
-    c.link_end = Some((DisconnectReason::Resynchronised, detail.clone()));
-    c.last_error = Some(detail);
-    c.stream = None;
-    if let super::conn::Phase::Up { writable, .. } = &mut c.phase {
-        *writable = false;
-    }
     shared.counters.link_resyncs.fetch_add(1, Relaxed);
-    if let Some(s) = &c.shutdown {
-        shutdown(s);
-    }
-}
-
-/// Writes all of `buf` by `deadline`: before every write call the socket's
-/// send timeout is set to the time left, so partial writes to a slow reader
-/// cannot each take a full timeout. `cached` is the timeout in force.
-fn write_by(
-    mut s: &TcpStream,
-    mut buf: &[u8],
-    written: &mut usize,
-    deadline: Deadline,
-    cached: &mut Option<Duration>,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        match deadline.remaining() {
-            Some(left) if left.is_zero() => return Err(io::ErrorKind::TimedOut.into()),
-            Some(left) => {
-                // Setting the timeout is a system call: the value in force
-                // is kept while it lies within [left - left/16, left], so a
-                // blocked write gives up at most 1/16 of the time left
-                // before the deadline, never after it.
-                let keep = cached.is_some_and(|t| t <= left && t >= left - left / 16);
-                if !keep {
-                    let t = (left - left / 32).max(Duration::from_micros(1));
-                    s.set_write_timeout(Some(t))?;
-                    *cached = Some(t);
-                }
-            }
-            None => {
-                if cached.is_some() {
-                    s.set_write_timeout(None)?;
-                    *cached = None;
-                }
-            }
-        }
-        match s.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *written += n;
-                buf = &buf[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    c.request_resync(detail)
 }

@@ -7,21 +7,34 @@
 //! while holding a lock: waiters are told, events published and the waker
 //! called after the lock is released.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::conn::{Conn, Failed, Waiter};
+use super::conn::{Conn, QueueLimits};
 use super::events::{Dispatcher, Event, EventKind, Hub};
 use super::stats::{Counters, Latency};
 use crate::codec::{MatchKey, Message};
 use crate::live::LiveStream;
-use crate::{ClientConfig, DisconnectReason, Error};
+use crate::{ClientConfig, DisconnectReason};
 
 use super::conn::Key;
+
+thread_local! {
+    /// The client whose thread this is (0: none), so a teardown started on
+    /// one of a client's own threads (a callback closing the client) never
+    /// waits for that thread to end.
+    static OWNER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as one of client `id`'s threads.
+pub(crate) fn mark_thread(id: u64) {
+    OWNER.with(|o| o.set(id));
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 /// A function called when an operation completes or an event is queued.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -31,9 +44,15 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub(crate) struct Threads {
     pub conn: Option<JoinHandle<()>>,
     pub sender: Option<JoinHandle<()>>,
+    /// A teardown is joining the threads now.
+    joining: bool,
+    /// Every thread has been joined.
+    joined: bool,
 }
 
 pub(crate) struct Shared {
+    /// Unique in the process.
+    pub id: u64,
     pub addr: String,
     pub config: ClientConfig,
     pub conn: Mutex<Conn>,
@@ -44,11 +63,15 @@ pub(crate) struct Shared {
     pub latency: Latency,
     seq: AtomicU64,
     pub threads: Mutex<Threads>,
+    /// Signalled when the teardown has joined every thread.
+    joined: Condvar,
     waker: RwLock<Option<Waker>>,
     /// The live image stream, connected on demand.
     pub live: Mutex<Option<Arc<LiveStream>>>,
     /// Serialises live connects without holding `live` while connecting.
     pub live_connect: Mutex<()>,
+    /// The addresses `addr` resolved to at the first connect.
+    pub resolved: Mutex<Option<Vec<std::net::SocketAddr>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -60,19 +83,33 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub fn new(addr: &str, config: ClientConfig) -> Shared {
         let in_flight = config.max_in_flight_per_key.max(1);
+        let id = NEXT_CLIENT.fetch_add(1, Relaxed);
         Shared {
+            id,
             addr: addr.to_string(),
-            conn: Mutex::new(Conn::new(in_flight)),
+            conn: Mutex::new(Conn::new(
+                in_flight,
+                QueueLimits {
+                    messages: config.max_queued_messages.max(1),
+                    bytes: config.max_queued_bytes,
+                },
+            )),
             cv: Condvar::new(),
-            hub: Hub::new(config.event_history, config.event_history_bytes),
-            dispatcher: Dispatcher::new(),
+            hub: Hub::new(
+                config.event_history,
+                config.event_history_bytes,
+                config.event_queue_bytes,
+            ),
+            dispatcher: Dispatcher::new(id),
             counters: Counters::default(),
             latency: Latency::new(),
             seq: AtomicU64::new(0),
             threads: Mutex::new(Threads::default()),
+            joined: Condvar::new(),
             waker: RwLock::new(None),
             live: Mutex::new(None),
             live_connect: Mutex::new(()),
+            resolved: Mutex::new(None),
             config,
         }
     }
@@ -109,8 +146,11 @@ impl Shared {
             && msg.code.info().is_some_and(|i| i.unsolicited.possible())
     }
 
+    /// Replaces the waker. The old one (and what it captured) is dropped
+    /// after the lock is released: its `Drop` may call back into the client.
     pub fn set_waker(&self, w: Option<Waker>) {
-        *self.waker.write() = w;
+        let old = std::mem::replace(&mut *self.waker.write(), w);
+        drop(old);
     }
 
     /// Calls the waker, if any. Never under an internal lock.
@@ -121,76 +161,46 @@ impl Shared {
         }
     }
 
-    /// Tells waiters their outcome (outside the lock), then the waker.
-    pub fn tell(&self, failed: Failed) {
-        if failed.is_empty() {
-            return;
-        }
-        for (w, e) in failed {
-            w.send(Err(e));
-        }
-        self.wake();
-    }
-
-    fn fail_all(&self, waiters: Vec<Waiter>, reason: DisconnectReason, detail: &str) {
-        if waiters.is_empty() {
-            return;
-        }
-        for w in waiters {
-            w.send(Err(Error::disconnected(reason, detail)));
-        }
-        self.wake();
-    }
-
     /// Publishes an event and calls the waker.
     pub fn publish(&self, ev: Event) {
         self.hub.publish(ev);
         self.wake();
     }
 
-    /// Terminal teardown, exactly once, from any thread. Subscribers get
-    /// the final `Closed` event before any waiter learns of the closing.
-    /// Returns false if the client was already closed.
+    /// Terminal teardown, exactly once, from any thread. Under the
+    /// connection lock, subscribers get the final `Closed` event and then
+    /// every waiter its error, so a caller never learns of the closing
+    /// before subscribers, and a caller at its deadline finds its request
+    /// or its outcome. Returns false if the client was already closed.
     pub fn shut(&self, reason: DisconnectReason, detail: String) -> bool {
-        let taken = {
+        let mut wakes = Vec::new();
+        let (first, wire, dropped) = {
             let mut c = self.conn.lock();
-            let taken = c.close(reason, detail.clone());
+            if c.is_closed() {
+                return false;
+            }
+            let dropped = self.hub.close(
+                Event::connection(
+                    self.next_seq(),
+                    EventKind::Closed {
+                        reason: detail.clone(),
+                    },
+                ),
+                reason,
+            );
+            let (first, wire) = c.close(reason, detail, &mut wakes);
             self.cv.notify_all();
-            taken
+            (first, wire, dropped)
         };
-        let Some((waiters, sock)) = taken else {
-            return false;
-        };
-        if let Some(s) = sock {
-            shutdown(&s);
+        drop(dropped);
+        if let Some(w) = wire {
+            w.shutdown();
         }
-        self.after_close(&detail);
-        self.fail_all(waiters, reason, &detail);
-        true
-    }
-
-    /// What follows the state's change to closed: the final event and the
-    /// live stream. Callbacks still receive the events queued for them,
-    /// `Closed` last; the dispatcher thread then drops them (outside every
-    /// lock, with whatever they captured, perhaps a client handle).
-    pub fn after_close(&self, detail: &str) {
         self.counters.teardowns.fetch_add(1, Relaxed);
         self.close_live();
-        self.hub.close(Event::connection(
-            self.next_seq(),
-            EventKind::Closed {
-                reason: detail.to_string(),
-            },
-        ));
+        self.wake_all(wakes);
         self.wake();
-    }
-
-    /// Ends link `link` after its reader saw it fail. Fails the link's
-    /// requests after publishing `Disconnected` (when `announce`).
-    pub fn end_link(&self, waiters: Vec<Waiter>, reason: DisconnectReason, detail: &str) {
-        self.counters.disconnects.fetch_add(1, Relaxed);
-        self.close_live();
-        self.fail_all(waiters, reason, detail);
+        first
     }
 
     pub fn close_live(&self) {
@@ -201,10 +211,21 @@ impl Shared {
     }
 
     /// Joins every thread this client started, except the calling one.
+    /// Every caller returns only once the teardown is complete: a second,
+    /// concurrent caller waits for the first to finish joining (unless it
+    /// is one of the client's own threads, which the first one joins).
     pub fn join_threads(&self) {
         let me = std::thread::current().id();
         let (conn, sender) = {
             let mut t = self.threads.lock();
+            if t.joining || t.joined {
+                let own = OWNER.with(|o| o.get()) == self.id;
+                while !t.joined && !own {
+                    self.joined.wait(&mut t);
+                }
+                return;
+            }
+            t.joining = true;
             (t.conn.take(), t.sender.take())
         };
         for h in [conn, sender].into_iter().flatten() {
@@ -214,10 +235,9 @@ impl Shared {
             let _ = h.join();
         }
         self.dispatcher.join();
+        let mut t = self.threads.lock();
+        t.joined = true;
+        t.joining = false;
+        self.joined.notify_all();
     }
-}
-
-/// Shuts a socket down both ways: wakes its reader and any blocked writer.
-pub(crate) fn shutdown(s: &TcpStream) {
-    let _ = s.shutdown(std::net::Shutdown::Both);
 }

@@ -82,14 +82,52 @@ fn spin_budget() -> Duration {
     })
 }
 
+/// A receiver to wake: the value is already in its slot. Waking is kept
+/// apart from filling so that a slot can be filled while the connection
+/// lock is held (the outcome and the request's removal are one step) and
+/// the wake-up system call made after the lock is released. Dropping it
+/// wakes the receiver too, so no wake-up is ever lost.
+pub(crate) struct Wake<T> {
+    slot: Option<Arc<Slot<T>>>,
+}
+
+impl<T> Wake<T> {
+    /// Wakes the receiver now.
+    pub(crate) fn wake(mut self) {
+        self.fire();
+    }
+
+    fn fire(&mut self) {
+        if let Some(s) = self.slot.take() {
+            s.ready.notify_one();
+        }
+    }
+}
+
+impl<T> Drop for Wake<T> {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
 impl<T> Sender<T> {
-    /// Puts the value in the slot and wakes the receiver. Never blocks for
-    /// longer than a few instructions under an uncontended lock.
-    pub(crate) fn send(mut self, value: T) {
+    /// Puts the value in the slot and wakes the receiver at once.
+    #[cfg(test)]
+    pub(crate) fn send(self, value: T) {
+        self.fill(value).wake();
+    }
+
+    /// Puts the value in the slot, where the receiver finds it from now
+    /// on, and returns the wake-up to make (at once, or after releasing a
+    /// lock). A receiver polling or timing out sees the value even before
+    /// it is woken.
+    pub(crate) fn fill(mut self, value: T) -> Wake<T> {
         self.sent = true;
         *self.slot.state.lock() = State::Full(value);
         self.slot.flagged.store(true, Ordering::Release);
-        self.slot.ready.notify_one();
+        Wake {
+            slot: Some(self.slot.clone()),
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub(crate) struct Counters {
     pub teardowns: AtomicU64,
     pub link_resyncs: AtomicU64,
     pub echo_mismatches: AtomicU64,
+    pub fences: AtomicU64,
+    pub sends_expired: AtomicU64,
 }
 
 /// A snapshot of the client's counters, from [`Client::stats`](crate::Client::stats).
@@ -160,6 +162,20 @@ pub struct Stats {
     pub echo_mismatches: u64,
     /// Callbacks that panicked (caught and logged).
     pub callback_panics: u64,
+    /// Fence queries answered: the SYSTEM_STATE_GET the client writes
+    /// around a request of a code the instrument also broadcasts, so that a
+    /// broadcast cannot be taken for an earlier or later request's reply.
+    pub fences: u64,
+    /// Queued messages dropped because their deadline passed before they
+    /// could be written (the link was down or busy); their callers, if any
+    /// still wait, get `Timeout`.
+    pub sends_expired: u64,
+    /// Messages waiting to be written right now, and their bytes (bounded by
+    /// [`ClientConfig::max_queued_messages`](crate::ClientConfig::max_queued_messages)
+    /// and [`max_queued_bytes`](crate::ClientConfig::max_queued_bytes)).
+    pub queued_messages: usize,
+    /// Bytes of the messages waiting to be written.
+    pub queued_bytes: usize,
     /// Requests waiting for a reply right now.
     pub pending_requests: usize,
     /// Requests on the wire whose callers gave up: their late replies are

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Conn, Phase};
 use super::events::{Event, EventKind};
 use super::shared::Shared;
+use super::wire::TcpWire;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::{transport, DisconnectReason, Error, ReconnectPolicy};
 
@@ -33,23 +34,14 @@ const READ_BUFFER: usize = 64 * 1024;
 /// must not reset the backoff and the attempt count every time.
 pub(crate) const STILLBORN: Duration = Duration::from_secs(2);
 
-/// Makes `stream` the current link (under the lock). Returns the read half.
+/// Makes `stream` the current link (under the lock), with a write side of
+/// its own. Returns the read half.
 pub(crate) fn install(c: &mut Conn, stream: TcpStream) -> io::Result<TcpStream> {
-    let write = Arc::new(stream.try_clone()?);
+    let write = TcpWire::new(stream.try_clone()?);
     if transport::CLOSE_POLL.is_some() {
         stream.set_read_timeout(transport::CLOSE_POLL)?;
     }
-    c.link += 1;
-    c.phase = Phase::Up {
-        link: c.link,
-        writable: true,
-    };
-    c.peer = stream.peer_addr().ok();
-    c.stream = Some(write.clone());
-    c.shutdown = Some(write);
-    c.write_timeout = None;
-    c.link_end = None;
-    c.resync_requested = false;
+    c.install(Arc::new(write), stream.peer_addr().ok());
     Ok(stream)
 }
 
@@ -61,6 +53,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, stream: TcpStream) -> io::Result<JoinH
 }
 
 fn run(shared: Arc<Shared>, stream: TcpStream) {
+    super::shared::mark_thread(shared.id);
     if catch_unwind(AssertUnwindSafe(|| run_links(&shared, stream))).is_err() {
         log::error!("the connection thread panicked; the client is closed");
         shared.shut(
@@ -79,46 +72,7 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
         drop(stream);
         let stillborn = messages == 0 && started.elapsed() < STILLBORN;
 
-        // The link is down: end it under the lock.
-        let (waiters, sock, reason, detail, policy) = {
-            let mut c = shared.conn.lock();
-            if c.is_closed() {
-                return; // close() failed everything already
-            }
-            let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
-            let policy = shared
-                .config
-                .reconnect
-                .clone()
-                .or_else(|| (reason == DisconnectReason::Resynchronised).then(resync_policy));
-            let detail = format!("connection to {} lost: {detail}", shared.addr);
-            c.last_error = Some(detail.clone());
-            let (waiters, sock) = if policy.is_some() {
-                let taken = c.end_link();
-                c.phase = Phase::Down {
-                    attempt: 0,
-                    retry_at: Instant::now(),
-                };
-                taken
-            } else {
-                c.close(reason, detail.clone()).unwrap_or_default()
-            };
-            shared.cv.notify_all();
-            (waiters, sock, reason, detail, policy)
-        };
-        if let Some(s) = sock {
-            super::shared::shutdown(&s);
-        }
-        log::warn!("{detail}");
-        shared.publish(Event::connection(
-            shared.next_seq(),
-            EventKind::Disconnected {
-                reason: detail.clone(),
-            },
-        ));
-        shared.end_link(waiters, reason, &detail);
-        let Some(policy) = policy else {
-            shared.after_close(&detail);
+        let Some(policy) = link_ended(shared, reason, detail) else {
             return;
         };
         if !stillborn || delays.is_none() {
@@ -131,6 +85,80 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
             None => return,
         }
     }
+}
+
+/// The reader saw link's end (`reason`, `detail`): ends it under the lock.
+/// Subscribers hear of it first, then every request and message on it
+/// fails, in the same critical section (a caller at its deadline finds its
+/// request there or its outcome in its slot, never neither). Returns the
+/// reconnection policy to follow, or `None` when the client is closed.
+pub(crate) fn link_ended(
+    shared: &Shared,
+    reason: DisconnectReason,
+    detail: String,
+) -> Option<ReconnectPolicy> {
+    // The live stream ends with the command link, before anyone hears
+    // of the loss (never under the connection lock: it joins a thread).
+    shared.close_live();
+    let mut wakes = Vec::new();
+    let (wire, detail, policy, dropped) = {
+        let mut c = shared.conn.lock();
+        if c.is_closed() {
+            return None; // close() failed everything already
+        }
+        let (reason, detail) = c.link_end.take().unwrap_or((reason, detail));
+        let policy = shared
+            .config
+            .reconnect
+            .clone()
+            .or_else(|| (reason == DisconnectReason::Resynchronised).then(resync_policy));
+        let detail = format!("connection to {} lost: {detail}", shared.addr);
+        c.last_error = Some(detail.clone());
+        shared.hub.publish_disconnect(
+            Event::connection(
+                shared.next_seq(),
+                EventKind::Disconnected {
+                    reason: detail.clone(),
+                },
+            ),
+            reason,
+        );
+        let mut dropped = None;
+        let wire = if policy.is_some() {
+            let err = Error::disconnected(reason, detail.clone());
+            let w = c.end_link(&err, &mut wakes);
+            c.phase = Phase::Down {
+                attempt: 0,
+                retry_at: Instant::now(),
+            };
+            w
+        } else {
+            dropped = Some(shared.hub.close(
+                Event::connection(
+                    shared.next_seq(),
+                    EventKind::Closed {
+                        reason: detail.clone(),
+                    },
+                ),
+                reason,
+            ));
+            c.close(reason, detail.clone(), &mut wakes).1
+        };
+        shared.cv.notify_all();
+        (wire, detail, policy, dropped)
+    };
+    drop(dropped);
+    if let Some(w) = wire {
+        w.shutdown();
+    }
+    log::warn!("{detail}");
+    shared.counters.disconnects.fetch_add(1, Relaxed);
+    shared.wake_all(wakes);
+    shared.wake();
+    if policy.is_none() {
+        shared.counters.teardowns.fetch_add(1, Relaxed);
+    }
+    policy
 }
 
 /// A resynchronisation reconnects even without a configured policy: a few

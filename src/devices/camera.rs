@@ -10,7 +10,8 @@ use super::op::{recv_reply, Step};
 use super::{msg0, run, Base, Op};
 use crate::codec::CommandCode as C;
 use crate::live::{Frame, LiveStream};
-use crate::{Client, Error, Op as ReplyOp, Reply, Result};
+use crate::live::{Owed, Turn};
+use crate::{Deadline, Error, Op as ReplyOp, Reply, Result};
 
 /// The camera's image size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +41,7 @@ pub struct ImageSize {
 /// ```
 ///
 /// Images arrive on the live port (command port + 1), which the client
-/// connects on first use ([`Client::live`]). [`snapshot`](Camera::snapshot)
+/// connects on first use ([`Client::live`](crate::Client::live)). [`snapshot`](Camera::snapshot)
 /// returns the frame the instrument sends after the trigger;
 /// [`live_start`](Camera::live_start) returns the [`LiveStream`] to read
 /// frames from, and [`live_stop`](Camera::live_stop) closes the live socket
@@ -189,17 +190,30 @@ impl Camera {
     /// trigger was sent, so do not run live view at the same time: a live
     /// frame would be taken for the snapshot.
     ///
+    /// Snapshots of one client run one at a time, each within its own
+    /// deadline: a frame names no trigger, so two snapshots waiting at once
+    /// could take each other's frames. A snapshot that gave up after its
+    /// trigger went out (it timed out, or its [`Op`] was dropped) leaves its
+    /// frame owed: the next snapshot first waits for that frame, so it never
+    /// takes it for its own, or until the client's
+    /// [`late_reply_window`](crate::ClientConfig::late_reply_window) has
+    /// passed since (the frame is then given up for lost).
+    ///
     /// Errors: `Busy` (for example during a workflow), `Refused`, `Timeout`
-    /// (no acknowledgement, or no frame), `Disconnected`, `Connect` (the live
-    /// port cannot be reached), `InvalidArgument` (the live port is disabled
-    /// in the client's configuration; nothing is sent).
+    /// (no acknowledgement, or no frame; phase `KeyBusy` while another
+    /// snapshot or its owed frame was still outstanding), `Disconnected`,
+    /// `Connect` (the live port cannot be reached), `InvalidArgument` (the
+    /// live port is disabled in the client's configuration; nothing is
+    /// sent).
     pub fn snapshot(&self) -> Result<Frame> {
         run(|| self.submit_snapshot())
     }
 
     /// Non-blocking form of [`snapshot`](Camera::snapshot), except that it
     /// connects the live port first if it is not open (a GUI opens it once
-    /// beforehand with [`Client::live`], after which this never blocks).
+    /// beforehand with [`Client::live`](crate::Client::live), after which this never blocks).
+    /// The trigger is sent at once when no other snapshot is outstanding,
+    /// otherwise when the operation is polled after the other one is done.
     pub fn submit_snapshot(&self) -> Result<Op<Frame>> {
         let deadline = self.base.deadline();
         let client = &self.base.client;
@@ -207,21 +221,22 @@ impl Camera {
             Some(l) => l,
             None => client.live(deadline.remaining_timeout())?,
         };
-        // Frames counted before the trigger are not the snapshot.
-        let mark = live.stats().frames;
-        let ack = self
-            .base
-            .submit_at(msg0(C::CAMERA_SNAPSHOT_GET, 0), deadline)?;
+        let mut step = Snapshot {
+            base: self.base.clone(),
+            deadline,
+            live,
+            turn: None,
+            ack: None,
+            triggered: false,
+        };
+        if let Some(Err(e)) = step.start(None) {
+            return Err(e);
+        }
         Ok(Op::new(
             "a snapshot frame",
             deadline,
             self.base.timeout,
-            Snapshot {
-                client: client.clone(),
-                ack: Some(ack),
-                live,
-                mark,
-            },
+            step,
         ))
     }
 
@@ -242,7 +257,7 @@ impl Camera {
     }
 
     /// Sends `CAMERA_LIVE_VIEW_START` only (the acknowledgement is the
-    /// outcome). Frames come on the stream from [`Client::live`]; a GUI
+    /// outcome). Frames come on the stream from [`Client::live`](crate::Client::live); a GUI
     /// opens it once beforehand.
     pub fn submit_live_start(&self) -> Result<Op<()>> {
         self.base.command(
@@ -252,7 +267,7 @@ impl Camera {
     }
 
     /// Stops live view (`CAMERA_LIVE_VIEW_STOP`) and closes the live socket
-    /// ([`Client::close_live`]), even if the stop is not acknowledged: the
+    /// ([`Client::close_live`](crate::Client::close_live)), even if the stop is not acknowledged: the
     /// next snapshot or live start reconnects. Returns the stop's outcome.
     pub fn live_stop(&self) -> Result<()> {
         let r = self.submit_live_stop().and_then(Op::wait);
@@ -269,39 +284,119 @@ impl Camera {
     }
 }
 
-/// Waits for the snapshot's acknowledgement and for the first frame counted
-/// after the trigger.
+/// Takes the live stream's trigger turn, waits for a frame an abandoned
+/// snapshot left owed, sends the trigger, then waits for the
+/// acknowledgement and for the first frame counted after the trigger.
 struct Snapshot {
-    client: Client,
-    ack: Option<ReplyOp<Reply>>,
+    base: Base,
+    deadline: Deadline,
     live: Arc<LiveStream>,
-    mark: u64,
+    turn: Option<Turn>,
+    ack: Option<ReplyOp<Reply>>,
+    triggered: bool,
 }
 
 impl Snapshot {
-    /// The next frame after the mark, without blocking past `until`.
-    fn frame(&self, until: Option<Instant>) -> Option<Result<Frame>> {
+    /// Takes the turn (waiting until `until`), settles an owed frame and
+    /// sends the trigger. `None` while waiting, `Some(Ok(()))` once the
+    /// trigger is out.
+    fn start(&mut self, until: Option<Instant>) -> Option<Result<()>> {
+        if self.triggered {
+            return Some(Ok(()));
+        }
+        if self.turn.is_none() {
+            self.turn = Some(self.live.take_turn(until)?);
+        }
+        if let Some(owed) = self.turn.as_ref().and_then(Turn::owed) {
+            if let Err(e) = self.settle_owed(owed, until)? {
+                return Some(Err(e));
+            }
+            if let Some(t) = self.turn.as_mut() {
+                t.settle_owed();
+            }
+        }
+        // Frames counted before the trigger are not the snapshot.
+        let mark = self.live.stats().frames;
+        match self
+            .base
+            .submit_at(msg0(C::CAMERA_SNAPSHOT_GET, 0), self.deadline)
+        {
+            Ok(ack) => self.ack = Some(ack),
+            Err(e) => return Some(Err(e)),
+        }
+        if let Some(t) = self.turn.as_mut() {
+            t.triggered(mark);
+        }
+        self.triggered = true;
+        Some(Ok(()))
+    }
+
+    /// Waits until `until` for the frame an abandoned snapshot left owed:
+    /// any frame counted after its trigger. `Some(Ok)` once it is in or
+    /// given up for lost.
+    fn settle_owed(&self, owed: Owed, until: Option<Instant>) -> Option<Result<()>> {
+        if self.live.stats().frames > owed.after {
+            return Some(Ok(()));
+        }
+        let window = self.base.client.config().late_reply_window;
+        // None: a window too large to represent, i.e. never give up.
+        let lost_at = owed.since.checked_add(window);
         loop {
-            let got = match until {
-                None => self.live.frames().try_recv().map_err(|e| match e {
-                    TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                }),
-                Some(t) => self.live.frames().recv_deadline(t),
+            let now = Instant::now();
+            if lost_at.is_some_and(|t| t <= now) {
+                log::warn!(
+                    "snapshot: the frame of an abandoned snapshot did not arrive within {window:?}; taking it as lost"
+                );
+                return Some(Ok(()));
+            }
+            let wait = match (until, lost_at) {
+                (Some(u), Some(l)) => Some(u.min(l)),
+                (u, _) => u,
             };
-            match got {
-                Ok(f) if f.sequence() > self.mark => return Some(Ok(f)),
+            match self.next_frame(wait) {
+                Some(Ok(f)) if f.sequence() > owed.after => return Some(Ok(())),
+                Some(Ok(_older)) => {}
+                Some(Err(e)) => return Some(Err(e)),
+                // Our own wait is over; else the window is: checked above.
+                None if until.is_none_or(|u| u <= Instant::now()) => return None,
+                None => {}
+            }
+        }
+    }
+
+    /// The next frame in the queue, waiting until `until` (`None`: not at
+    /// all). `None` if none came; an error once the stream has ended.
+    fn next_frame(&self, until: Option<Instant>) -> Option<Result<Frame>> {
+        let got = match until {
+            None => self.live.frames().try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
+            Some(t) => self.live.frames().recv_deadline(t),
+        };
+        match got {
+            Ok(f) => Some(Ok(f)),
+            Err(RecvTimeoutError::Timeout) => None,
+            // The stream ended; its error says why.
+            Err(RecvTimeoutError::Disconnected) => {
+                Some(Err(self.live.error().unwrap_or_else(|| {
+                    Error::disconnected(
+                        crate::DisconnectReason::ClosedByUser,
+                        "the live stream was closed",
+                    )
+                })))
+            }
+        }
+    }
+
+    /// The next frame after the trigger, without blocking past `until`.
+    fn frame(&self, until: Option<Instant>) -> Option<Result<Frame>> {
+        let mark = self.turn.as_ref().and_then(Turn::pending).unwrap_or(0);
+        loop {
+            match self.next_frame(until)? {
+                Ok(f) if f.sequence() > mark => return Some(Ok(f)),
                 Ok(_older) => {}
-                Err(RecvTimeoutError::Timeout) => return None,
-                // The stream ended; its error says why.
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Some(Err(self.live.error().unwrap_or_else(|| {
-                        Error::disconnected(
-                            crate::DisconnectReason::ClosedByUser,
-                            "the live stream was closed",
-                        )
-                    })))
-                }
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -309,14 +404,47 @@ impl Snapshot {
 
 impl Step<Frame> for Snapshot {
     fn poll(&mut self, until: Option<Instant>) -> Option<Result<Frame>> {
+        if let Err(e) = self.start(until)? {
+            return Some(Err(e));
+        }
         if let Some(p) = &mut self.ack {
-            let r = recv_reply(p, until)?;
+            let reply = match recv_reply(p, until)? {
+                Ok(reply) => reply,
+                // The instrument may still have taken the trigger: its
+                // frame stays owed when the turn is given back.
+                Err(e) => return Some(Err(e)),
+            };
             self.ack = None;
-            if let Err(e) = r.and_then(|reply| self.client.check_status(&reply)) {
+            if let Err(e) = self.base.client.check_status(&reply) {
+                // Refused or busy: no frame will come.
+                if let Some(t) = self.turn.as_mut() {
+                    t.answered();
+                }
                 return Some(Err(e));
             }
         }
-        self.frame(until)
+        let r = self.frame(until)?;
+        // The frame is in, or the stream ended (and with it what it owed).
+        if let Some(t) = self.turn.as_mut() {
+            t.answered();
+        }
+        Some(r)
+    }
+
+    fn expire(&mut self, what: &str, after: Duration) -> Option<Result<Frame>> {
+        if self.triggered {
+            return None; // the acknowledgement's or the frame's usual timeout
+        }
+        let why = if self.turn.is_none() {
+            "another snapshot of this client was still waiting for its frame"
+        } else {
+            "the frame of an earlier, abandoned snapshot was still outstanding"
+        };
+        Some(Err(Error::timeout(
+            crate::TimeoutPhase::KeyBusy,
+            format!("{what} ({why})"),
+            after,
+        )))
     }
 }
 

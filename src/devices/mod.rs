@@ -13,11 +13,16 @@
 //! Arguments are checked before anything is sent: a NaN or infinite
 //! position, a laser index outside 1..=4, an LED level outside its range, a
 //! text that does not fit... gives [`Error::InvalidArgument`]
-//! and nothing goes on the wire. Whether a value is within the instrument's
-//! limits (stage soft limits, for example) is for the instrument to say: it
-//! refuses with a status, which becomes [`Error::Refused`]
-//! (or [`Error::Busy`] while it is busy, for example
-//! running a workflow).
+//! and nothing goes on the wire. A workflow is checked
+//! ([`Workflow::validate`]) before it starts.
+//!
+//! The stage's soft limits are checked before sending where you opt in:
+//! [`SoftLimits`] holds them (read with [`Settings::soft_limits`]), and
+//! [`Stage::soft_limits`] / [`Workflows::soft_limits`] make every move or
+//! workflow start check them first ([`Error::InvalidArgument`] naming the
+//! axis, the value and the limits; nothing sent). Otherwise the instrument
+//! judges: it refuses with a status, which becomes [`Error::Refused`]
+//! (or [`Error::Busy`] while it is busy, for example running a workflow).
 //!
 //! Every operation also has a non-blocking `submit_*` form returning an
 //! [`Op`], for GUI threads: poll it with [`Op::try_get`] once per frame.
@@ -43,6 +48,7 @@ use crate::{Client, Deadline, Error, Reply, Result};
 mod camera;
 mod illumination;
 mod lasers;
+mod limits;
 mod op;
 mod sections;
 mod settings;
@@ -56,6 +62,7 @@ pub use illumination::{
     led_level_from_percent, FilterWheel, Led, LedColour, LED_LEVEL_MAX, LED_LEVEL_MIN,
 };
 pub use lasers::Lasers;
+pub use limits::SoftLimits;
 pub use sections::{Entry, Section, MAX_SECTION_DEPTH};
 pub use settings::{ScopeSettings, Settings};
 pub use stage::{MotionStop, Stage, StagePosition};

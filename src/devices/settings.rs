@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::sections::{find_in, parse, Section};
-use super::{msg0, run, Base, Op};
+use super::{msg0, run, Base, Camera, Op, SoftLimits};
 use crate::codec::{Axis, CommandCode as C};
 use crate::{Error, Result};
 
@@ -159,6 +159,43 @@ impl Settings {
         run(|| self.submit_load())
     }
 
+    /// The stage's soft limits from the instrument's settings, with the
+    /// camera's field of view (pixel size times image size, for the tiles of
+    /// tiled workflows) when the camera reports it. The three requests go
+    /// out together and share the facade's timeout.
+    ///
+    /// Errors: those of [`load`](Settings::load); the camera's answers are
+    /// optional (a camera that does not report its size leaves the field of
+    /// view unknown), except that a lost connection is an error.
+    ///
+    /// ```no_run
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// use flamingo_client::{Axis, Client, ClientConfig};
+    ///
+    /// let client = Client::connect("127.0.0.1:53717", ClientConfig::default())?;
+    /// let limits = client.settings().soft_limits()?;
+    /// println!("soft limits: {limits}");
+    /// let stage = client.stage().soft_limits(limits);
+    /// // Refused here, before anything is sent, if outside the limits.
+    /// stage.move_and_wait(Axis::Z, 20.0)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn soft_limits(&self) -> Result<SoftLimits> {
+        let settings = self.submit_load()?;
+        let camera = Camera::new(self.base.clone());
+        let pixel = camera.submit_pixel_fov_mm();
+        let size = camera.submit_image_size();
+        let limits = SoftLimits::from_settings(&settings.wait()?);
+        let pixel = optional(pixel.and_then(Op::wait))?;
+        let size = optional(size.and_then(Op::wait))?;
+        Ok(match (pixel, size) {
+            (Some(mm), Some(s)) if mm > 0.0 => limits
+                .field_of_view_mm(mm * f64::from(s.width), mm * f64::from(s.height))
+                .unwrap_or(limits),
+            _ => limits,
+        })
+    }
+
     /// Non-blocking form of [`load`](Settings::load).
     pub fn submit_load(&self) -> Result<Op<ScopeSettings>> {
         self.base.checked(
@@ -180,6 +217,19 @@ impl Settings {
                 })
             },
         )
+    }
+}
+
+/// A value whose absence is tolerated: `None` on any error but a lost
+/// connection.
+fn optional<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_disconnected() => Err(e),
+        Err(e) => {
+            log::debug!("soft limits: no field of view: {e}");
+            Ok(None)
+        }
     }
 }
 

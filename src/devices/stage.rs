@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::op::{recv_event, recv_reply, ReplyStep, Step};
-use super::{finite, msg0, run, Base, BoxStep, Op};
+use super::{finite, msg0, run, Base, BoxStep, Op, SoftLimits};
 use crate::codec::{Axis, CommandCode as C};
 use crate::events::{Event, EventKind, Subscription};
 use crate::{Client, Deadline, Error, Op as ReplyOp, Reply, Result};
@@ -85,10 +85,12 @@ impl MotionStop {
 /// The stage. Made by [`Client::stage`].
 ///
 /// X, Y and Z are in millimetres, R in degrees (see [`Axis::unit`]). Targets
-/// must be finite numbers (checked before sending); whether they are within
-/// the soft limits is checked by the instrument, which refuses a move
-/// outside them ([`Error::Refused`]); the limits themselves are in the scope
-/// settings ([`ScopeSettings::soft_limits`](super::ScopeSettings::soft_limits)).
+/// must be finite numbers (checked before sending). With
+/// [`soft_limits`](Stage::soft_limits) set, every target is also checked
+/// against the stage's soft limits before anything is sent
+/// ([`Error::InvalidArgument`] naming the axis, the target and the limits);
+/// otherwise the instrument checks, and refuses a move outside them
+/// ([`Error::Refused`]).
 ///
 /// Two timeouts apply: [`timeout`](Stage::timeout) for requests (default
 /// the client's request timeout) and [`motion_timeout`](Stage::motion_timeout)
@@ -128,6 +130,7 @@ impl MotionStop {
 pub struct Stage {
     base: Base,
     motion_timeout: Duration,
+    limits: SoftLimits,
 }
 
 impl Stage {
@@ -135,7 +138,41 @@ impl Stage {
         Stage {
             base,
             motion_timeout: DEFAULT_MOTION_TIMEOUT,
+            limits: SoftLimits::none(),
         }
+    }
+
+    /// Checks every move target against `limits` before sending it (read
+    /// them with [`Settings::soft_limits`](super::Settings::soft_limits)). A
+    /// target outside them gives [`Error::InvalidArgument`] and nothing is
+    /// sent. Homing is not checked (home is within the limits).
+    ///
+    /// ```
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// use flamingo_client::devices::SoftLimits;
+    /// use flamingo_client::sim::{SimConfig, Simulator};
+    /// use flamingo_client::{Axis, Client, ClientConfig, Error};
+    ///
+    /// let sim = Simulator::start(SimConfig::default().port(0))?;
+    /// let client = Client::connect(&sim.addr().to_string(), ClientConfig::default())?;
+    /// let stage = client.stage().soft_limits(client.settings().soft_limits()?);
+    /// match stage.move_to(Axis::Z, 5.0) {
+    ///     Err(Error::InvalidArgument { what }) => assert!(what.contains("11 to 25 mm")),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// stage.move_and_wait(Axis::Z, 20.0)?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn soft_limits(mut self, limits: SoftLimits) -> Stage {
+        self.limits = limits;
+        self
+    }
+
+    /// The soft limits moves are checked against (none unless
+    /// [`soft_limits`](Stage::soft_limits) set them).
+    pub fn limits(&self) -> &SoftLimits {
+        &self.limits
     }
 
     /// Sets the deadline of requests (position queries, commands whose
@@ -202,9 +239,10 @@ impl Stage {
 
     /// Starts a move of `axis` to `target` (mm, or degrees for R) and returns
     /// once the instrument has accepted it, without waiting for the motion.
-    /// Errors: `InvalidArgument` (NaN or infinite target, nothing sent),
-    /// `Refused` (outside the soft limits), `Busy` (for example during a
-    /// workflow), `Timeout`, `Disconnected`.
+    /// Errors: `InvalidArgument` (NaN or infinite target, or outside the
+    /// [`soft_limits`](Stage::soft_limits) set; nothing sent), `Refused`
+    /// (the instrument refused, for example outside its soft limits), `Busy`
+    /// (for example during a workflow), `Timeout`, `Disconnected`.
     pub fn move_to(&self, axis: Axis, target: f64) -> Result<()> {
         run(|| self.submit_move_to(axis, target))
     }
@@ -212,6 +250,7 @@ impl Stage {
     /// Non-blocking form of [`move_to`](Stage::move_to).
     pub fn submit_move_to(&self, axis: Axis, target: f64) -> Result<Op<()>> {
         let target = check_target(axis, target)?;
+        self.limits.check(axis, target)?;
         self.base.command(
             format!(
                 "the acknowledgement of the move of axis {axis} to {target} {}",
@@ -250,6 +289,7 @@ impl Stage {
     pub fn submit_move_all_and_wait(&self, targets: &[(Axis, f64)]) -> Result<Op<Vec<MotionStop>>> {
         for (i, &(axis, target)) in targets.iter().enumerate() {
             check_target(axis, target)?;
+            self.limits.check(axis, target)?;
             if targets[..i].iter().any(|&(a, _)| a == axis) {
                 return Err(Error::invalid(format!(
                     "axis {axis} appears twice in the list of moves; give each axis one target"

@@ -46,15 +46,18 @@
 //! ```
 
 mod config;
+mod connect;
 mod display;
 mod frame;
 mod pool;
 mod reader;
 mod stream;
 mod tiff;
+mod turn;
 
 pub use config::LiveConfig;
 pub use display::DisplayLut;
 pub use frame::Frame;
 pub use stream::{LiveStats, LiveStream};
 pub use tiff::{TiffMetadata, TiffStackWriter};
+pub(crate) use turn::{Owed, Turn};

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use super::config::LiveConfig;
+use super::connect;
 use super::frame::Frame;
 use super::pool::Pools;
 use crate::codec::{LiveHeader, LiveHeaderError, LIVE_HEADER_LEN};
@@ -80,13 +81,21 @@ pub(crate) struct Shared {
     /// socket, so no socket escapes the shutdown.
     pub(crate) socket: Mutex<Option<TcpStream>>,
     pub(crate) ended: Mutex<Option<End>>,
-    /// Disconnected by `close()`: wakes the reader from a backoff pause.
+    /// Disconnected by `close()`: wakes the reader from a backoff pause or
+    /// a connection attempt in progress.
     pub(crate) wake: Receiver<()>,
 }
 
 impl Shared {
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Waits `d`, or less if the stream is closing (`close()` disconnects
+    /// `wake`). False when it is closing.
+    fn pause(&self, d: Duration) -> bool {
+        let _ = self.wake.recv_timeout(d);
+        !self.is_closing()
     }
 
     /// Makes `stream` the current socket. `Ok(false)` if the stream is closing.
@@ -123,8 +132,13 @@ pub(crate) fn connect_until(
     };
     let options = SocketOptions::live(config.recv_buffer_bytes);
     let mut delays = config.reconnect_policy.delays();
+    // The caller's own thread: nothing can close the stream yet.
+    let sleep = |d: Duration| {
+        thread::sleep(d);
+        true
+    };
     loop {
-        match transport::open(addr, Some(deadline), options) {
+        match connect::open(addr, Some(deadline), options, sleep) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -373,9 +387,7 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
             },
         };
         if !pause.is_zero() {
-            // Not polling: a pause between attempts that close() interrupts
-            // (it disconnects `wake`).
-            let _ = shared.wake.recv_timeout(pause);
+            shared.pause(pause);
         }
         if shared.is_closing() {
             return Err(End::Closed);
@@ -391,10 +403,11 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
             (a, g) => a.or(g),
         };
         tried += 1;
-        let attempt = transport::open(
+        let attempt = connect::open(
             shared.addr,
             attempt_deadline,
             SocketOptions::live(config.recv_buffer_bytes),
+            |d| shared.pause(d),
         )
         .and_then(|stream| Ok((shared.install(&stream)?, stream)));
         match attempt {
@@ -404,6 +417,7 @@ fn reconnect(shared: &Shared, delays: &mut Option<Delays>, why: &str) -> Result<
                 log::info!("live: reconnected to {}", shared.addr);
                 return Ok(stream);
             }
+            Err(_) if shared.is_closing() => return Err(End::Closed),
             Err(e) => {
                 log::debug!("live: reconnecting to {} failed: {e}", shared.addr);
                 last_error = Some(e);

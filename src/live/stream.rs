@@ -14,6 +14,7 @@ use super::config::LiveConfig;
 use super::frame::Frame;
 use super::pool::Pools;
 use super::reader::{self, Counters, End, Shared};
+use super::turn::Turns;
 use crate::{Error, Result};
 
 /// Counters of a [`LiveStream`], from [`LiveStream::stats`].
@@ -61,8 +62,10 @@ pub struct LiveStream {
     /// The reader's handle; taken (and joined) once by `close()`. The lock
     /// also makes concurrent `close()` calls wait for the join.
     reader: Mutex<Option<JoinHandle<()>>>,
-    /// Dropped by `close()` to wake the reader from a reconnection pause.
+    /// Dropped by `close()` to wake the reader from a reconnection pause or attempt.
     wake: Mutex<Option<Sender<()>>>,
+    /// One triggered frame (snapshot) at a time.
+    pub(crate) turns: Turns,
 }
 
 impl LiveStream {
@@ -126,6 +129,7 @@ impl LiveStream {
             frames: rx,
             reader: Mutex::new(Some(handle)),
             wake: Mutex::new(Some(wake_tx)),
+            turns: Turns::default(),
         })
     }
 
@@ -288,12 +292,14 @@ impl LiveStream {
 
     /// Closes the live socket and joins the reader thread.
     ///
-    /// Idempotent and callable from any thread; a concurrent call returns
-    /// once the reader has been joined. Returns promptly: a read in progress
-    /// is interrupted by shutting the socket down (on Windows, where shutdown
-    /// does not wake a blocked read, within a quarter of a second); at worst
-    /// it waits for one reconnection attempt in progress
-    /// ([`LiveConfig::connect_timeout`]). The socket is closed abortively
+    /// Idempotent and callable from any thread; every call, concurrent ones
+    /// included, returns only once the reader thread has ended. Returns
+    /// promptly in every state: a read in progress is interrupted by
+    /// shutting the socket down (on Windows, where shutdown does not wake a
+    /// blocked read, within 20 ms), and
+    /// a reconnection attempt or the pause before it ends at once (the
+    /// reader connects without blocking and checks for the close between
+    /// short waits). The socket is closed abortively
     /// (TCP reset), so an instrument still sending into it fails at once
     /// instead of stalling.
     /// Frames still in the queue can be taken afterwards; then

@@ -619,8 +619,7 @@ fn serve(sh: Arc<Shared>, id: u32, port: Port, client: TcpStream, peer: SocketAd
         Port::Command => (sh.cfg.upstream, SocketOptions::command(true)),
         Port::Live => (sh.cfg.live_upstream(), SocketOptions::live(0)),
     };
-    let deadline = Instant::now().checked_add(sh.cfg.connect_timeout);
-    let up = match transport::open(target, deadline, options) {
+    let up = match connect(target, sh.cfg.connect_timeout, options) {
         Ok(s) => s,
         Err(e) => {
             sh.counters
@@ -686,6 +685,14 @@ fn serve(sh: Arc<Shared>, id: u32, port: Port, client: TcpStream, peer: SocketAd
     }
     forward(&sh, id, port, Direction::ToInstrument, &client, &up);
     finish_conn(&sh, id, &remaining);
+}
+
+/// One blocking connection attempt with the client's socket options
+/// (`TCP_NODELAY`, keepalive, receive buffer), within `timeout`.
+fn connect(target: SocketAddr, timeout: Duration, options: SocketOptions) -> io::Result<TcpStream> {
+    let socket = transport::new_socket(target, options)?;
+    socket.connect_timeout(&target.into(), timeout.max(Duration::from_millis(1)))?;
+    transport::finish(socket, options)
 }
 
 /// The last of a connection's two threads forgets its sockets.

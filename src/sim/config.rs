@@ -41,8 +41,14 @@ pub struct SimConfig {
     /// Camera image height in pixels. Default 2048.
     pub image_height: u32,
     /// Pixel field of view in mm per pixel (`CAMERA_PIXEL_FIELD_OF_VIEW_GET`).
-    /// Default 0.000253.
-    pub pixel_fov_mm: f64,
+    /// Default `None`: it follows from the optics, the camera's pixel
+    /// ([`camera_pixel_um`](SimConfig::camera_pixel_um)) divided by the
+    /// magnification the settings text gives (see
+    /// [`pixel_fov`](SimConfig::pixel_fov)).
+    pub pixel_fov_mm: Option<f64>,
+    /// The camera's pixel pitch in µm. Default 6.5 (a typical sCMOS camera,
+    /// such as the PCO edge the instrument's driver is written for).
+    pub camera_pixel_um: f64,
     /// Initial exposure in µs. Default 10 000.
     pub exposure_us: u32,
     /// Live view frame rate in frames per second (clamped to 0.1..=1000).
@@ -108,7 +114,8 @@ impl Default for SimConfig {
             port: 0,
             image_width: 2048,
             image_height: 2048,
-            pixel_fov_mm: 0.000253,
+            pixel_fov_mm: None,
+            camera_pixel_um: 6.5,
             exposure_us: 10_000,
             live_fps: 30.0,
             linear_velocity: 20.0,
@@ -151,11 +158,71 @@ impl SimConfig {
         self.image_height = height;
         self
     }
-    /// Sets [`pixel_fov_mm`](SimConfig::pixel_fov_mm).
+    /// Sets [`pixel_fov_mm`](SimConfig::pixel_fov_mm) (instead of following
+    /// the optics).
     #[must_use]
     pub fn pixel_fov_mm(mut self, mm: f64) -> Self {
-        self.pixel_fov_mm = mm;
+        self.pixel_fov_mm = Some(mm);
         self
+    }
+    /// Sets [`camera_pixel_um`](SimConfig::camera_pixel_um).
+    #[must_use]
+    pub fn camera_pixel_um(mut self, um: f64) -> Self {
+        self.camera_pixel_um = um;
+        self
+    }
+    /// The magnification on the camera: `Objective lens magnification`
+    /// times `Tube lens length (mm)` / `Tube lens design focal length (mm)`
+    /// (section `Type` of the settings text; a missing tube lens ratio is
+    /// 1). `None` if the settings give no objective magnification.
+    ///
+    /// ```
+    /// use flamingo_client::sim::SimConfig;
+    ///
+    /// // The default settings: a 6.205x objective, tube lens as designed.
+    /// assert_eq!(SimConfig::default().magnification(), Some(6.205));
+    /// ```
+    pub fn magnification(&self) -> Option<f64> {
+        let text = String::from_utf8_lossy(&self.settings_text);
+        let value = |key: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                if k.trim().eq_ignore_ascii_case(key) {
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                } else {
+                    None
+                }
+            })
+        };
+        let objective = value("Objective lens magnification")?;
+        let tube = match (
+            value("Tube lens length (mm)"),
+            value("Tube lens design focal length (mm)"),
+        ) {
+            (Some(l), Some(f)) => l / f,
+            _ => 1.0,
+        };
+        Some(objective * tube)
+    }
+    /// The pixel field of view the simulator reports, in mm per pixel:
+    /// [`pixel_fov_mm`](SimConfig::pixel_fov_mm) if set, else the camera
+    /// pixel over the [`magnification`](SimConfig::magnification) (the
+    /// camera pixel itself without one).
+    ///
+    /// ```
+    /// use flamingo_client::sim::SimConfig;
+    ///
+    /// // 6.5 µm camera pixels through a 6.205x objective: 1.048 µm per pixel.
+    /// let mm = SimConfig::default().pixel_fov();
+    /// assert!((mm - 0.0065 / 6.205).abs() < 1e-15);
+    /// assert_eq!(SimConfig::default().pixel_fov_mm(0.000253).pixel_fov(), 0.000253);
+    /// ```
+    pub fn pixel_fov(&self) -> f64 {
+        self.pixel_fov_mm
+            .unwrap_or_else(|| self.camera_pixel_um / 1000.0 / self.magnification().unwrap_or(1.0))
     }
     /// Sets the initial [`exposure_us`](SimConfig::exposure_us).
     #[must_use]

@@ -47,11 +47,8 @@ pub(crate) struct Out {
 pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
     let mut next_id = 1u64;
     loop {
-        let stream = match listener.accept() {
-            Ok((s, peer)) => {
-                log::debug!("sim: command connection from {peer}");
-                s
-            }
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 if sh.is_shutting_down() {
                     return;
@@ -68,6 +65,7 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         }
         let id = next_id;
         next_id += 1;
+        log::info!("sim: client {id} connected from {peer}");
         if let Err(e) = start_connection(&sh, id, stream) {
             log::warn!("sim: cannot serve command connection {id}: {e}");
         }
@@ -156,7 +154,7 @@ fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel:
         let msg = match reader.read_message(&mut stream) {
             Ok(m) => m,
             Err(FrameError::Closed) => {
-                log::debug!("sim: command connection {id} closed by the client");
+                log::info!("sim: client {id} disconnected");
                 break;
             }
             Err(e) => {
@@ -182,6 +180,7 @@ fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel:
             }
         }
         let data = std::mem::take(&mut data);
+        log::info!("sim: client {id}: {}", describe(&msg, data.len()));
         log::debug!("sim: conn {id} received {msg:?} (+{} bytes)", data.len());
         sh.count(|c| {
             c.messages_received += 1;
@@ -420,4 +419,26 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A command in a few words for the log: its name and the fields it uses.
+fn describe(msg: &crate::codec::Message, data: usize) -> String {
+    let mut s = msg.code.to_string();
+    let mut fields = Vec::new();
+    if msg.int32_data0 != 0 {
+        fields.push(format!("int32Data0 {}", msg.int32_data0));
+    }
+    if msg.int32_data1 != 0 {
+        fields.push(format!("int32Data1 {}", msg.int32_data1));
+    }
+    if msg.double_data != 0.0 {
+        fields.push(format!("doubleData {}", msg.double_data));
+    }
+    if data > 0 {
+        fields.push(format!("{data} bytes of data"));
+    }
+    if !fields.is_empty() {
+        s.push_str(&format!(" ({})", fields.join(", ")));
+    }
+    s
 }

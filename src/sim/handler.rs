@@ -284,7 +284,7 @@ pub(crate) fn handle(sh: &Arc<Shared>, conn: &Conn, req: Message, data: Vec<u8>)
             );
         }
         C::CAMERA_PIXEL_FIELD_OF_VIEW_GET => {
-            r.answer(r.base().with_double_data(sh.cfg.pixel_fov_mm));
+            r.answer(r.base().with_double_data(sh.cfg.pixel_fov()));
         }
         C::CAMERA_SNAPSHOT_GET => {
             let mut inst = sh.inst.lock();

@@ -28,11 +28,8 @@ pub(crate) enum CameraCmd {
 /// closes the previous one.
 pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
     loop {
-        let stream = match listener.accept() {
-            Ok((s, peer)) => {
-                log::debug!("sim: live connection from {peer}");
-                s
-            }
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 if sh.is_shutting_down() {
                     return;
@@ -47,6 +44,7 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         if sh.is_shutting_down() {
             return;
         }
+        log::info!("sim: live image client connected from {peer}");
         let _ = stream.set_nodelay(true);
         if let Some(p) = &sh.replay {
             sh.count(|c| c.live_connections += 1);
@@ -229,7 +227,7 @@ impl Camera {
         };
         let _ = c.set_nonblocking(false);
         if closed {
-            log::debug!("sim: the live client has closed its connection");
+            log::info!("sim: the live image client disconnected");
             if let Some(c) = self.client.take() {
                 let _ = c.shutdown(Shutdown::Both);
             }

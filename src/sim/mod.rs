@@ -43,7 +43,7 @@
 //! | `LASER_LEVEL_GET` 0x2002 | Buffer = level as `"%.2f"`; unknown laser: `"getLevel error"`, status 2. |
 //! | 0x2003–0x2007 | Laser enable/disable, preview enable/disable (`int32Data0` = laser, status 2 if not 1..=4), all off: ack. |
 //! | `CAMERA_IMAGE_SIZE_GET` 0x3027 | `int32Data0` = width, `int32Data1` = height. |
-//! | `CAMERA_PIXEL_FIELD_OF_VIEW_GET` 0x3037 | `doubleData` = mm per pixel. |
+//! | `CAMERA_PIXEL_FIELD_OF_VIEW_GET` 0x3037 | `doubleData` = mm per pixel ([`SimConfig::pixel_fov`]: the camera pixel over the objective's magnification, 1.048 µm by default). |
 //! | `CAMERA_EXPOSURE_GET` 0x300A / `_SET` 0x3001 | `int32Data0` = µs (set: status 2 unless > 0). |
 //! | `CAMERA_SNAPSHOT_GET` 0x3006 | Ack, then one frame on the live port (busy while pending). |
 //! | `CAMERA_LIVE_VIEW_START` 0x3007 / `_STOP` 0x3008 | Ack; frames at [`SimConfig::live_fps`] while on. |
@@ -273,7 +273,7 @@ impl Simulator {
         let h = spawn_accept("live-accept", Box::new(move || live::accept_loop(sh, live)))?;
         sim.control.lock().accept.push(h);
         sim.start_flood_if_set();
-        log::debug!("sim: listening on {addr} (live {live_addr})");
+        log::info!("sim: listening on {addr} (live images on {live_addr})");
         Ok(sim)
     }
 
@@ -495,7 +495,7 @@ impl Simulator {
         for (_, c) in sh.conns.lock().drain() {
             let _ = c.stream.shutdown(Shutdown::Both);
         }
-        log::debug!("sim: stopped ({})", self.addr);
+        log::info!("sim: stopped ({})", self.addr);
     }
 
     fn start_flood_if_set(&self) {

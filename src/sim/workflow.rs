@@ -202,7 +202,7 @@ fn run(sh: Arc<Shared>, stop: Receiver<()>, plan: Plan, start_at: Instant) {
             c.workflows_completed += 1;
         }
     });
-    log::debug!("sim: workflow ends after {done} of {planes} planes");
+    log::info!("sim: workflow ends after {done} of {planes} planes");
     sh.broadcast(Message::new(C::SYSTEM_STATE_IDLE).with_status(1));
 }
 

@@ -10,3 +10,4 @@ mod core;
 mod faults;
 mod io;
 mod reconnect;
+mod teardown;

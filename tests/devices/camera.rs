@@ -63,7 +63,9 @@ fn timeout_and_disconnected() {
     let cam = c.camera().timeout(SHORT);
     assert_timeout(cam.image_size());
     assert_timeout(cam.set_exposure_us(5));
-    assert_eq!(cam.pixel_fov_mm().unwrap(), 0.000253);
+    // The simulator's default: its 6.5 µm camera pixel through the settings'
+    // 6.205x objective.
+    assert_eq!(cam.pixel_fov_mm().unwrap(), 0.0065 / 6.205);
     disconnect(&sim, &c);
     assert_disconnected(cam.pixel_fov_mm());
     assert_disconnected(cam.set_exposure_us(5));

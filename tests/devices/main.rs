@@ -7,7 +7,9 @@ mod common;
 
 mod camera;
 mod illumination;
+mod limits;
 mod sections;
+mod snapshot;
 mod stage;
 mod system;
 mod util;

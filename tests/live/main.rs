@@ -11,3 +11,4 @@ mod imaging;
 mod reader_props;
 mod reconnect_policy;
 mod stream;
+mod teardown;

@@ -113,8 +113,10 @@ fn unknown_code_is_echoed_with_its_data() {
 fn camera_queries_and_exposure() {
     let sim = sim();
     let mut c = Client::connect(sim.addr());
+    // 6.5 µm camera pixels through the settings' 6.205x objective.
     let fov = c.request(flagged(C::CAMERA_PIXEL_FIELD_OF_VIEW_GET));
-    assert_eq!(fov.double_data, 0.000253);
+    assert_eq!(fov.double_data, 0.0065 / 6.205);
+    assert_eq!(fov.double_data, SimConfig::default().pixel_fov());
     assert_eq!(
         c.request(flagged(C::CAMERA_EXPOSURE_GET)).int32_data0,
         10_000

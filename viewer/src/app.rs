@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use eframe::egui::{self, Color32, RichText, TextureHandle, TextureOptions};
-use flamingo_client::devices::{LedColour, Op, Workflow, WorkflowUpdate};
+use flamingo_client::devices::{LedColour, Op, SoftLimits, Workflow, WorkflowUpdate};
 use flamingo_client::{Axis, Client, ConnectionState, EventKind};
 
 use crate::live::{DisplayFrame, LiveWorker, Scaling};
@@ -415,9 +415,18 @@ impl Viewer {
             self.model.error("a workflow is already running");
             return;
         }
+        // The library's safety layer: the file and every position it takes
+        // the stage to (start, end, angles) within the soft limits of the
+        // loaded settings, checked before anything is sent.
+        let limits = self
+            .model
+            .settings
+            .as_ref()
+            .map(SoftLimits::from_settings)
+            .unwrap_or_default();
         let client = &s.client;
         match self.timer.time("workflows.submit_start", || {
-            client.workflows().submit_start(&wf)
+            client.workflows().soft_limits(limits).submit_start(&wf)
         }) {
             Ok(run) => {
                 s.run = Some(Box::new(run));
@@ -927,16 +936,26 @@ impl Viewer {
                 }
             });
         ui.horizontal(|ui| {
-            if ui.button("Home").clicked() {
-                self.submit(
-                    "stage.submit_home",
-                    "homing the stage",
-                    |c| c.stage().submit_home(),
-                    |m, ()| {
-                        m.moving = [true; 4];
-                        m.log(LineKind::Action, "homing");
-                    },
-                );
+            // Homing moves all four axes at once: it needs a second click.
+            if self.model.confirm_home {
+                ui.label(RichText::new("Home all four axes?").strong());
+                if ui.button("Yes, home").clicked() {
+                    self.model.confirm_home = false;
+                    self.submit(
+                        "stage.submit_home",
+                        "homing the stage",
+                        |c| c.stage().submit_home(),
+                        |m, ()| {
+                            m.moving = [true; 4];
+                            m.log(LineKind::Action, "homing");
+                        },
+                    );
+                }
+                if ui.button("Cancel").clicked() {
+                    self.model.confirm_home = false;
+                }
+            } else if ui.button("Home").clicked() {
+                self.model.confirm_home = true;
             }
             if ui
                 .button(RichText::new("Halt").color(Color32::from_rgb(240, 90, 90)))

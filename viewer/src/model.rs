@@ -102,6 +102,8 @@ pub struct Model {
     pub led_preview: bool,
     /// Camera image size, once read.
     pub image_size: Option<(u32, u32)>,
+    /// Home was clicked: homing every axis waits for a confirmation.
+    pub confirm_home: bool,
     /// Workflow panel.
     pub workflow: WorkflowUi,
     /// The loaded workflow file.
@@ -136,6 +138,7 @@ impl Model {
             led_percent: 50.0,
             led_preview: false,
             image_size: None,
+            confirm_home: false,
             workflow: WorkflowUi {
                 path: workflow_path,
                 status: "no workflow loaded".into(),

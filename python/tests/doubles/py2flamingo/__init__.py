@@ -1,0 +1,1 @@
+"""Test double of the lab GUI's package (see ../README.md)."""
