@@ -79,10 +79,11 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
 pub const RECORD_ABOUT: &str = "\
 Records what a client (the vendor software, py2flamingo, this tool) and the
 microscope say to each other. Clients connect to --listen instead of the
-microscope (given with --addr); every byte is forwarded unchanged, both ways,
-on the command port and the live port (PORT+1). The file gets every command
-message in both directions and every live frame header, with times and
-connection numbers (with --pixels, also subsampled pixels). Ctrl-C (or --for)
+microscope (the one --addr, FLAMINGO_ADDR or the config file names); every
+byte is forwarded unchanged, both ways, on the command port and the live port
+(PORT+1). The file gets every command message in both directions and every
+live frame header, with times and connection numbers (with --pixels, also
+subsampled pixels). Ctrl-C (or --for)
 closes the connections and finishes the file. Send the file, or what `flamingo
 facts FILE` says about it, to the developers; `flamingo replay FILE` serves it
 as a simulated microscope.";

@@ -208,25 +208,12 @@ impl<R: Read> RecordingReader<R> {
             ));
         }
         let header_len = u64::from(LE::read_u16(&h[10..]));
-        if header_len < FILE_HEADER_LEN as u64 {
+        if header_len != FILE_HEADER_LEN as u64 {
             return Err(r.error(
                 0,
                 RecordErrorKind::Corrupt(format!(
-                    "the file header claims {header_len} bytes, fewer than {FILE_HEADER_LEN}"
+                    "the file header claims {header_len} bytes instead of {FILE_HEADER_LEN}"
                 )),
-            ));
-        }
-        // A longer header (a later minor revision) is skipped.
-        let extra = header_len - FILE_HEADER_LEN as u64;
-        let skipped = io::copy(&mut (&mut r.src).take(extra), &mut io::sink())
-            .map_err(|e| r.error(FILE_HEADER_LEN as u64, RecordErrorKind::Io(e)))?;
-        if skipped < extra {
-            return Err(r.error(
-                0,
-                RecordErrorKind::Truncated {
-                    got: FILE_HEADER_LEN as u64 + skipped,
-                    expected: header_len,
-                },
             ));
         }
         r.offset = header_len;

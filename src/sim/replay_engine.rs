@@ -123,7 +123,6 @@ pub(crate) struct Engine<R> {
     reader: Option<RecordingReader<R>>,
     config: ReplayConfig,
     player: Arc<Player>,
-    report: ReplayReport,
     window: VecDeque<Item>,
     front_seq: u64,
     next_seq: u64,
@@ -148,29 +147,6 @@ pub(crate) struct Engine<R> {
     commands: HashMap<u64, CommandDest>,
     lives: HashMap<u64, LiveDest>,
     deferred: VecDeque<Deferred>,
-    /// Last time the report was published, and what it said.
-    published: Option<Instant>,
-    published_summary: [u64; 11],
-}
-
-/// How often a busy replay publishes its report, at most.
-const PUBLISH_EVERY: Duration = Duration::from_millis(20);
-
-/// The figures of a report, to see whether it changed.
-fn summary(r: &ReplayReport) -> [u64; 11] {
-    [
-        r.requests,
-        r.answered,
-        r.unanswerable_total,
-        r.skipped_requests,
-        r.replies_sent,
-        r.events_sent,
-        r.frames_sent,
-        r.not_sent,
-        r.records_read,
-        u64::from(r.finished),
-        u64::from(r.problem.is_some()),
-    ]
 }
 
 fn port_index(p: Port) -> usize {
@@ -198,7 +174,6 @@ impl<R: Read> Engine<R> {
             reader: Some(reader),
             config,
             player,
-            report: ReplayReport::default(),
             window: VecDeque::new(),
             front_seq: 0,
             next_seq: 0,
@@ -218,8 +193,6 @@ impl<R: Read> Engine<R> {
             commands: HashMap::new(),
             lives: HashMap::new(),
             deferred: VecDeque::new(),
-            published: None,
-            published_summary: [u64::MAX; 11],
         }
     }
 
@@ -236,7 +209,7 @@ impl<R: Read> Engine<R> {
             };
             match reader.next_record() {
                 Ok(Some(r)) => {
-                    self.report.records_read += 1;
+                    self.rep().records_read += 1;
                     self.ingest(r);
                 }
                 Ok(None) => {
@@ -244,7 +217,7 @@ impl<R: Read> Engine<R> {
                 }
                 Err(e) => {
                     log::warn!("sim: replay: {e}");
-                    self.report.problem = Some(e.to_string());
+                    self.rep().problem = Some(e.to_string());
                     self.reader = None;
                 }
             }
@@ -306,7 +279,7 @@ impl<R: Read> Engine<R> {
                     key: match_key(&message),
                     // Its connection's client is gone: it will never come.
                     state: if self.closed_rec.contains(&rec_conn) {
-                        self.report.skipped_requests += 1;
+                        self.rep().skipped_requests += 1;
                         ReqState::Skipped
                     } else {
                         ReqState::Pending
@@ -486,17 +459,19 @@ impl<R: Read> Engine<R> {
                 // come: those requests are given up, with what they caused.
                 if let Some(&rec) = self.command_to_rec.get(&id) {
                     self.closed_rec.insert(rec);
+                    let mut skipped = 0;
                     for item in self.window.iter_mut().filter(|i| i.rec_conn == rec) {
                         if let ItemKind::Request { state, .. } = &mut item.kind {
                             if matches!(state, ReqState::Pending) {
                                 *state = ReqState::Skipped;
-                                self.report.skipped_requests += 1;
+                                skipped += 1;
                                 if let Some(a) = self.anchors.get_mut(&item.seq) {
                                     a.never = true;
                                 }
                             }
                         }
                     }
+                    self.rep().skipped_requests += skipped;
                 }
             }
             Input::LiveClosed(id) => {
@@ -504,7 +479,7 @@ impl<R: Read> Engine<R> {
                 self.unmapped_live.retain(|&c| c != id);
             }
             Input::Request(id, msg, at) => {
-                self.report.requests += 1;
+                self.rep().requests += 1;
                 if !self.try_match(id, &msg, at) {
                     self.deferred.push_back(Deferred { id, msg, at });
                 }
@@ -534,20 +509,21 @@ impl<R: Read> Engine<R> {
         if let Some(a) = self.anchors.get_mut(&seq) {
             a.at = Some(at);
         }
-        self.report.answered += 1;
+        self.rep().answered += 1;
         true
     }
 
     fn unanswerable(&mut self, d: Deferred, reason: &str) {
-        self.report.unanswerable_total += 1;
+        let mut report = self.rep();
+        report.unanswerable_total += 1;
         log::info!(
             "sim: replay cannot answer {} (int32Data0 {}) on connection {}: {reason}",
             d.msg.code,
             d.msg.int32_data0,
             d.id
         );
-        if self.report.unanswerable.len() < MAX_LISTED {
-            self.report.unanswerable.push(Unanswerable {
+        if report.unanswerable.len() < MAX_LISTED {
+            report.unanswerable.push(Unanswerable {
                 connection: d.id,
                 code: d.msg.code,
                 int32_data0: d.msg.int32_data0,
@@ -590,7 +566,7 @@ impl<R: Read> Engine<R> {
                 ItemKind::Request { state, .. } if matches!(state, ReqState::Pending) => {
                     *state = ReqState::Skipped;
                     let seq = front.seq;
-                    self.report.skipped_requests += 1;
+                    self.rep().skipped_requests += 1;
                     if let Some(a) = self.anchors.get_mut(&seq) {
                         a.never = true;
                     }
@@ -612,7 +588,7 @@ impl<R: Read> Engine<R> {
                     if a.is_none_or(|a| a.never || a.at.is_none()) || unmapped {
                         *what = None;
                         let anchor = *anchor;
-                        self.report.not_sent += 1;
+                        self.rep().not_sent += 1;
                         self.release(anchor);
                     } else {
                         // Waits for its time or its connection's queue.
@@ -691,7 +667,7 @@ impl<R: Read> Engine<R> {
                 if let ItemKind::Emit { what, .. } = &mut self.window[i].kind {
                     // A close for a connection already closed is no loss.
                     if !matches!(what.take(), Some(Emission::Close)) {
-                        self.report.not_sent += 1;
+                        self.rep().not_sent += 1;
                     }
                 }
                 self.release(anchor);
@@ -733,10 +709,7 @@ impl<R: Read> Engine<R> {
         if !self.window_full() && self.reader.is_some() {
             earliest(now, &mut wake);
         }
-        let finished = self.reader.is_none() && self.window.is_empty();
-        if let Some(t) = self.publish(finished, now) {
-            earliest(t, &mut wake);
-        }
+        self.set_finished(self.reader.is_none() && self.window.is_empty());
         wake
     }
 
@@ -754,9 +727,9 @@ impl<R: Read> Engine<R> {
                 let out = match e {
                     Emission::Message { msg, data, reply } => {
                         if reply {
-                            self.report.replies_sent += 1;
+                            self.rep().replies_sent += 1;
                         } else {
-                            self.report.events_sent += 1;
+                            self.rep().events_sent += 1;
                         }
                         Out {
                             msg,
@@ -812,13 +785,17 @@ impl<R: Read> Engine<R> {
                     // Nothing else is recorded on a live connection.
                     _ => return Ok(()),
                 };
-                match c.tx.try_send(out) {
-                    Ok(()) => {
-                        if frame {
-                            self.report.frames_sent += 1;
-                        }
-                        Ok(())
-                    }
+                // Counted before it can reach the client, so a client that
+                // has the frame finds it counted.
+                if frame {
+                    self.rep().frames_sent += 1;
+                }
+                let sent = c.tx.try_send(out);
+                if sent.is_err() && frame {
+                    self.rep().frames_sent -= 1;
+                }
+                match sent {
+                    Ok(()) => Ok(()),
                     Err(TrySendError::Full(out)) => Err(Box::new(match out {
                         LiveOut::Frame {
                             header,
@@ -833,7 +810,7 @@ impl<R: Read> Engine<R> {
                         LiveOut::Close => Emission::Close,
                     })),
                     Err(TrySendError::Disconnected(_)) => {
-                        self.report.not_sent += 1;
+                        self.rep().not_sent += 1;
                         Ok(())
                     }
                 }
@@ -841,28 +818,20 @@ impl<R: Read> Engine<R> {
         }
     }
 
-    /// Publishes the report when it changed: at once when the replay has
-    /// finished, otherwise at most every [`PUBLISH_EVERY`]. Returns when to
-    /// publish a change held back.
-    fn publish(&mut self, finished: bool, now: Instant) -> Option<Instant> {
-        self.report.finished = finished;
-        let summary = summary(&self.report);
-        if summary == self.published_summary {
-            return None;
-        }
-        if let Some(t) = self.published {
-            let next = t + PUBLISH_EVERY;
-            if next > now && !finished {
-                return Some(next);
-            }
-        }
-        self.published = Some(now);
-        self.published_summary = summary;
-        *self.player.report.lock() = self.report.clone();
-        if finished {
+    /// The report, shared with [`Simulator::replay_report`](super::Simulator::replay_report):
+    /// every count is updated there before what it counts can reach a
+    /// client, so a client that has seen something finds it counted.
+    fn rep(&self) -> parking_lot::MutexGuard<'_, ReplayReport> {
+        self.player.report.lock()
+    }
+
+    fn set_finished(&self, finished: bool) {
+        let mut r = self.rep();
+        if r.finished != finished {
+            r.finished = finished;
+            drop(r);
             self.player.finished_cv.notify_all();
         }
-        None
     }
 
     /// The simulator stops: requests still waiting are unanswerable.
@@ -870,9 +839,7 @@ impl<R: Read> Engine<R> {
         while let Some(d) = self.deferred.pop_front() {
             self.unanswerable(d, "the replay stopped before the recording answered it");
         }
-        let finished = self.reader.is_none() && self.window.is_empty();
-        self.report.finished = finished;
-        *self.player.report.lock() = self.report.clone();
+        self.set_finished(self.reader.is_none() && self.window.is_empty());
         self.player.finished_cv.notify_all();
     }
 }
