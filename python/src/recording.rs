@@ -12,7 +12,7 @@ use flamingo_client::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::util::to_py;
+use crate::util::to_py;
 
 /// Registers the classes of this module (called from the module's init).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -26,7 +26,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn record_error(py: Python<'_>, e: RecordError) -> PyErr {
     let offset = e.offset;
     let err = to_py(py, Error::Io(e.into()));
-    let _ = err.value_bound(py).setattr("offset", offset);
+    let _ = err.value(py).setattr("offset", offset);
     err
 }
 
@@ -60,9 +60,9 @@ impl NativeRecording {
     }
 
     /// The next record as a dict, or None at the end.
-    fn next_record(&mut self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn next_record(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
         let reader = &mut self.reader;
-        let next = py.allow_threads(|| reader.next_record());
+        let next = py.detach(|| reader.next_record());
         match next {
             Ok(Some(r)) => Ok(Some(record_dict(py, &r)?)),
             Ok(None) => Ok(None),
@@ -71,14 +71,14 @@ impl NativeRecording {
     }
 }
 
-fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
-    let d = PyDict::new_bound(py);
+fn record_dict(py: Python<'_>, r: &Record) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
     d.set_item("time", r.time.as_secs_f64())?;
     d.set_item("conn", r.conn)?;
     d.set_item("kind", r.entry.kind_name())?;
     match &r.entry {
         Entry::Meta(kv) => {
-            let m = PyDict::new_bound(py);
+            let m = PyDict::new(py);
             for (k, v) in kv {
                 m.set_item(k, v)?;
             }
@@ -95,9 +95,9 @@ fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
             data,
         } => {
             d.set_item("direction", direction.name())?;
-            d.set_item("message", PyBytes::new_bound(py, &message.to_bytes()))?;
+            d.set_item("message", PyBytes::new(py, &message.to_bytes()))?;
             d.set_item("data_seen", data_seen)?;
-            d.set_item("data", PyBytes::new_bound(py, data))?;
+            d.set_item("data", PyBytes::new(py, data))?;
         }
         Entry::Skipped { direction, bytes } => {
             d.set_item("direction", direction.name())?;
@@ -109,7 +109,7 @@ fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
             pixels_seen,
             pixels,
         } => {
-            let h = PyDict::new_bound(py);
+            let h = PyDict::new(py);
             h.set_item("image_size", header.image_size)?;
             h.set_item("width", header.width)?;
             h.set_item("height", header.height)?;
@@ -122,7 +122,7 @@ fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
             d.set_item("header", h)?;
             d.set_item("subsample", subsample)?;
             d.set_item("pixels_seen", pixels_seen)?;
-            d.set_item("pixels", PyBytes::new_bound(py, pixels))?;
+            d.set_item("pixels", PyBytes::new(py, pixels))?;
         }
         Entry::Unparsed {
             direction,
@@ -131,7 +131,7 @@ fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
         } => {
             d.set_item("direction", direction.name())?;
             d.set_item("reason", reason)?;
-            d.set_item("bytes", PyBytes::new_bound(py, bytes))?;
+            d.set_item("bytes", PyBytes::new(py, bytes))?;
         }
         Entry::StreamEnd {
             direction,
@@ -157,15 +157,15 @@ fn record_dict(py: Python<'_>, r: &Record) -> PyResult<PyObject> {
         Entry::Unknown { kind, detail, body } => {
             d.set_item("record_kind", kind)?;
             d.set_item("detail", detail)?;
-            d.set_item("body", PyBytes::new_bound(py, body))?;
+            d.set_item("body", PyBytes::new(py, body))?;
         }
         _ => {}
     }
-    Ok(d.into_py(py))
+    Ok(d.unbind())
 }
 
-fn stats_dict(py: Python<'_>, s: &ProxyStats) -> PyResult<PyObject> {
-    let d = PyDict::new_bound(py);
+fn stats_dict(py: Python<'_>, s: &ProxyStats) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
     d.set_item("connections", s.connections)?;
     d.set_item("upstream_failures", s.upstream_failures)?;
     d.set_item("messages", s.messages)?;
@@ -176,7 +176,7 @@ fn stats_dict(py: Python<'_>, s: &ProxyStats) -> PyResult<PyObject> {
     d.set_item("dropped_records", s.dropped_records)?;
     d.set_item("dropped_bytes", s.dropped_bytes)?;
     d.set_item("file_bytes", s.file_bytes)?;
-    Ok(d.into_py(py))
+    Ok(d.unbind())
 }
 
 fn parse_addr(py: Python<'_>, what: &str, s: &str) -> PyResult<std::net::SocketAddr> {
@@ -195,7 +195,7 @@ fn parse_addr(py: Python<'_>, what: &str, s: &str) -> PyResult<std::net::SocketA
 }
 
 /// The recording proxy between clients and an instrument.
-#[pyclass(module = "flamingo_client._native")]
+#[pyclass(module = "flamingo_client._native", frozen)]
 pub struct NativeRecorder {
     proxy: Proxy,
 }
@@ -214,7 +214,7 @@ impl NativeRecorder {
         let upstream = parse_addr(py, "upstream", upstream)?;
         let cfg = ProxyConfig::new(listen, upstream).pixels(pixels);
         let proxy = py
-            .allow_threads(|| Proxy::create(cfg, path))
+            .detach(|| Proxy::create(cfg, path))
             .map_err(|e| to_py(py, Error::Io(e)))?;
         Ok(NativeRecorder { proxy })
     }
@@ -227,15 +227,15 @@ impl NativeRecorder {
         self.proxy.live_addr().to_string()
     }
 
-    fn stats(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         stats_dict(py, &self.proxy.stats())
     }
 
     /// Closes every connection and finishes the file; returns the counters.
-    fn stop(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn stop(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let proxy = &self.proxy;
         let stats = py
-            .allow_threads(|| proxy.stop())
+            .detach(|| proxy.stop())
             .map_err(|e| to_py(py, Error::Io(e)))?;
         stats_dict(py, &stats)
     }
@@ -244,6 +244,6 @@ impl NativeRecorder {
 impl Drop for NativeRecorder {
     fn drop(&mut self) {
         let proxy = &self.proxy;
-        Python::with_gil(|py| py.allow_threads(|| proxy.stop().ok()));
+        Python::attach(|py| py.detach(|| proxy.stop().ok()));
     }
 }
