@@ -53,6 +53,12 @@ pub struct ClientConfig {
     /// the wrong caller until the link is reset. Opt in only for an
     /// instrument known never to drop replies.
     pub max_in_flight_per_key: usize,
+    /// How long the instrument may take nothing at all of a message that
+    /// has begun on the wire before the link is reset (a partly written
+    /// message cannot be taken back: its remaining bytes are written even
+    /// after its caller's deadline, so no other call fails because a
+    /// deadline cut it in two). Default 10 s.
+    pub write_stall_timeout: Duration,
     /// Messages that may wait to be written at once (queued while the link
     /// is down or busy); beyond it a send or request fails at once with
     /// `TooLarge`. Default 4096.
@@ -90,6 +96,7 @@ impl Default for ClientConfig {
             late_reply_window: Duration::from_secs(10),
             max_unanswered: 64,
             max_in_flight_per_key: 1,
+            write_stall_timeout: Duration::from_secs(10),
             max_queued_messages: 4096,
             max_queued_bytes: 256 * 1024 * 1024,
             event_queue_bytes: 64 * 1024 * 1024,
@@ -157,6 +164,12 @@ impl ClientConfig {
     #[must_use]
     pub fn event_history_bytes(mut self, n: usize) -> Self {
         self.event_history_bytes = n;
+        self
+    }
+    /// Sets [`write_stall_timeout`](ClientConfig::write_stall_timeout).
+    #[must_use]
+    pub fn write_stall_timeout(mut self, d: Duration) -> Self {
+        self.write_stall_timeout = d;
         self
     }
     /// Sets [`max_queued_messages`](ClientConfig::max_queued_messages) (at least 1).

@@ -118,6 +118,12 @@ struct Flight {
     /// starts the late-reply window.
     abandoned_at: Option<Instant>,
     fence: bool,
+    /// A request of a code the instrument also broadcasts: the message of
+    /// its key that came last before the fence after it was answered is its
+    /// reply (an earlier one was a broadcast the reply superseded).
+    broadcast: bool,
+    /// The latest such message so far.
+    candidate: Option<Outcome>,
 }
 
 /// A reply key's state on the current link.
@@ -237,6 +243,10 @@ const INLINE_DATA: usize = 16 * 1024;
 pub(crate) enum Route {
     /// Its outcome was put in its caller's slot: wake it.
     Delivered(Wake),
+    /// Kept as the reply of a broadcast code's request until the fence
+    /// after it is answered; the message it replaces (a broadcast) is
+    /// handed back, to be published as an event.
+    Held(Option<Outcome>),
     /// Its caller gave up: discard it.
     Late,
     /// No request of this key is on the wire: an event. `answered`: the
@@ -245,8 +255,9 @@ pub(crate) enum Route {
     /// A request of this key is on the wire, but the reply echoes a
     /// different `int32Data0`: not its reply (an event).
     EchoMismatch,
-    /// The answer to one of the client's fences.
-    Fence,
+    /// The answer to one of the client's fences: the requests it settled
+    /// have their replies in their slots now.
+    Fence(Vec<Wake>),
 }
 
 /// What a caller who gave up at its deadline learns.
@@ -292,6 +303,12 @@ pub(crate) struct Conn {
     pub link_end: Option<(DisconnectReason, String)>,
     /// The writers' reusable batch buffer (taken by the writer role).
     pub batch_buf: Vec<u8>,
+    /// Entries expired in `take_batch`, and requests among them, not yet
+    /// counted in the statistics (taken by `take_expired`).
+    expired: (usize, usize),
+    /// When the sender thread looks at the queue again by itself: an entry
+    /// that expires sooner wakes it.
+    pub sender_until: Deadline,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     writing: Vec<Writing>,
@@ -324,6 +341,8 @@ impl Conn {
             last_error: None,
             link_end: None,
             batch_buf: Vec::new(),
+            sender_until: Deadline::NEVER,
+            expired: (0, 0),
             queue: VecDeque::new(),
             queued_bytes: 0,
             writing: Vec::new(),
@@ -413,9 +432,12 @@ impl Conn {
         (self.queue.len(), self.queued_bytes)
     }
 
-    /// Checks that `size` more bytes fit in the queue.
-    pub fn check_room(&self, size: usize) -> Result<()> {
-        if self.queue.len() >= self.limits.messages {
+    /// Checks that `size` more bytes fit in the queue (and a fence before
+    /// the entry, for a request of a broadcast code).
+    pub fn check_room(&self, size: usize, broadcast: bool) -> Result<()> {
+        let fence = broadcast && !self.queue.iter().any(|e| e.kind == Kind::Fence);
+        let size = size + if fence { MESSAGE_LEN } else { 0 };
+        if self.queue.len() + usize::from(fence) >= self.limits.messages {
             return Err(Error::TooLarge {
                 what: "the write queue (messages waiting to be written; the instrument is not reading or the link is down)",
                 size: self.queue.len() as u64 + 1,
@@ -573,6 +595,8 @@ impl Conn {
                     waiter: q.waiter.take(),
                     abandoned_at: fence.then(Instant::now),
                     fence,
+                    broadcast: q.broadcast,
+                    candidate: None,
                 });
             }
             Kind::Send { flagged: true } => {
@@ -629,29 +653,43 @@ impl Conn {
 
     /// Fails the queued entries whose deadline has passed (their callers
     /// may not be polling: a detached send must not wait forever). Returns
-    /// how many were dropped without anyone waiting, and the wakes.
-    pub fn expire_queued(&mut self, wakes: &mut Vec<Wake>) -> usize {
-        let mut dropped = 0;
+    /// how many were dropped, and how many of them were requests.
+    pub fn expire_queued(&mut self, wakes: &mut Vec<Wake>) -> (usize, usize) {
+        let (mut dropped, mut requests) = (0, 0);
         let mut i = 0;
         while i < self.queue.len() {
             if self.queue[i].kind != Kind::Fence && self.queue[i].deadline.expired() {
                 let phase = self.queued_phase(&self.queue[i]);
                 if let Some(mut q) = self.remove_queued(i) {
-                    match q.waiter.take() {
-                        Some(w) => {
-                            if q.kind != Kind::Request {
-                                dropped += 1;
-                            }
-                            wakes.push(w.fill(Err(timeout_error(phase, &q))));
-                        }
-                        None => dropped += 1,
+                    dropped += 1;
+                    if q.kind == Kind::Request {
+                        requests += 1;
+                    }
+                    if let Some(w) = q.waiter.take() {
+                        wakes.push(w.fill(Err(timeout_error(phase, &q))));
                     }
                 }
                 continue;
             }
             i += 1;
         }
-        dropped
+        (dropped, requests)
+    }
+
+    /// Entries expired by `take_batch` since the last call, and requests
+    /// among them.
+    pub fn take_expired(&mut self) -> (usize, usize) {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// True if an entry with `deadline` expires before the sender thread
+    /// looks at the queue again by itself.
+    pub fn expires_unseen(&self, deadline: Deadline) -> bool {
+        match (deadline.instant(), self.sender_until.instant()) {
+            (Some(d), Some(u)) => d < u,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// The earliest deadline of a queued entry (when the sender thread
@@ -678,7 +716,9 @@ impl Conn {
         wakes: &mut Vec<Wake>,
     ) -> (Deadline, Option<Arc<[u8]>>) {
         buf.clear();
-        self.expire_queued(wakes);
+        let expired = self.expire_queued(wakes);
+        self.expired.0 += expired.0;
+        self.expired.1 += expired.1;
         let mut latest: Option<Deadline> = None;
         let mut tail = None;
         let mut i = 0;
@@ -870,6 +910,7 @@ impl Conn {
         {
             if f.waiter.take().is_some() {
                 f.abandoned_at = Some(now);
+                f.candidate = None;
                 self.abandoned += 1;
                 return GiveUp::TimedOut(if f.sent {
                     TimeoutPhase::Reply
@@ -881,10 +922,22 @@ impl Conn {
         GiveUp::AlreadyDelivered
     }
 
-    /// Routes a message of `key` echoing `int0`: if it is a request's
-    /// reply, `outcome()` is put in its caller's slot here, in the same
-    /// step that takes the request off the wire.
-    pub fn route(&mut self, key: Key, int0: i32, outcome: impl FnOnce() -> Outcome) -> Route {
+    /// Messages handed to the wire so far.
+    pub fn wire_seq(&self) -> u64 {
+        self.wseq
+    }
+
+    /// Routes a message of `key` echoing `int0`, received before the
+    /// message `written_before + 1` was handed to the wire: if it is a
+    /// request's reply, `outcome()` is put in its caller's slot here, in
+    /// the same step that takes the request off the wire.
+    pub fn route(
+        &mut self,
+        key: Key,
+        int0: i32,
+        written_before: u64,
+        outcome: impl FnOnce() -> Outcome,
+    ) -> Route {
         let Some(g) = self.gates.get_mut(&key) else {
             return Route::Event { answered: false };
         };
@@ -904,13 +957,28 @@ impl Conn {
         if front.check_echo && (1..=4).contains(&int0) && int0 != front.int0 {
             return Route::EchoMismatch;
         }
+        if front.wseq > written_before {
+            // It arrived before this request was written: a copy of an
+            // earlier answer, or a broadcast; never this request's reply.
+            return Route::Event { answered: false };
+        }
+        if front.broadcast && self.fenced <= front.wseq {
+            // Not settled yet: a later message of the key may still come
+            // (the reply after a broadcast).
+            let front = g.flights.front_mut().expect("front exists");
+            if front.waiter.is_none() {
+                return Route::Event { answered: false };
+            }
+            return Route::Held(front.candidate.replace(outcome()));
+        }
         let f = g.flights.pop_front().expect("front exists");
         if g.is_empty() {
             self.gates.remove(&key);
         }
         if f.fence {
-            self.fence_answered(f.wseq);
-            return Route::Fence;
+            let mut wakes = Vec::new();
+            self.fence_answered(f.wseq, &mut wakes);
+            return Route::Fence(wakes);
         }
         match f.waiter {
             Some(w) => Route::Delivered(w.fill(outcome())),
@@ -921,9 +989,10 @@ impl Conn {
         }
     }
 
-    /// Everything written before fence `wseq` has been answered: broadcast
-    /// keys waiting for that open again.
-    fn fence_answered(&mut self, wseq: u64) {
+    /// Everything written before fence `wseq` has been answered: a
+    /// broadcast code's request written before it takes the last message of
+    /// its key as its reply, and keys waiting for that open again.
+    fn fence_answered(&mut self, wseq: u64, wakes: &mut Vec<Wake>) {
         self.fenced = self.fenced.max(wseq);
         self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence)
             || self
@@ -932,7 +1001,18 @@ impl Conn {
                 .flat_map(|g| &g.flights)
                 .any(|f| f.fence);
         let fenced = self.fenced;
+        let mut abandoned = 0;
         self.gates.retain(|key, g| {
+            while g.flights.front().is_some_and(|f| {
+                f.broadcast && f.wseq < fenced && (f.candidate.is_some() || f.waiter.is_none())
+            }) {
+                let f = g.flights.pop_front().expect("front exists");
+                match (f.waiter, f.candidate) {
+                    (Some(w), Some(o)) => wakes.push(w.fill(o)),
+                    (None, _) => abandoned += 1,
+                    _ => {}
+                }
+            }
             if g.settle.is_some_and(|s| s < fenced) {
                 g.settle = None;
             }
@@ -944,6 +1024,7 @@ impl Conn {
             }
             !g.is_empty()
         });
+        self.abandoned -= abandoned;
     }
 
     /// When the link must be reset: a request stayed unanswered after its
@@ -969,7 +1050,7 @@ impl Conn {
                 && self
                     .queue
                     .iter()
-                    .any(|q| q.kind == Kind::Request && q.key == *k))
+                    .any(|q| matches!(q.kind, Kind::Request | Kind::Fence) && q.key == *k))
             .then(|| at.checked_add(window))
             .flatten()
         });

@@ -333,10 +333,13 @@ impl Subscription {
         loop {
             match self.rx.recv_deadline(deadline.wait_slice()) {
                 Ok(ev) => {
-                    if let EventKind::Disconnected { reason } | EventKind::Closed { reason } =
-                        &ev.kind
+                    if ev.kind.is_connection()
+                        && !matches!(
+                            ev.kind,
+                            EventKind::Reconnecting { .. } | EventKind::Reconnected { .. }
+                        )
                     {
-                        return Err(Error::disconnected(self.reason_for(ev.seq), reason.clone()));
+                        return Err(self.end_error(&ev));
                     }
                     if ev.seq > after && pred(&ev) {
                         return Ok(ev);
@@ -362,6 +365,16 @@ impl Subscription {
 }
 
 impl Subscription {
+    /// The error a wait ended by `ev` (a `Disconnected` or `Closed` event)
+    /// reports: its reason and words.
+    pub(crate) fn end_error(&self, ev: &Event) -> Error {
+        let words = match &ev.kind {
+            EventKind::Disconnected { reason } | EventKind::Closed { reason } => reason.clone(),
+            _ => "the connection ended".to_string(),
+        };
+        Error::disconnected(self.reason_for(ev.seq), words)
+    }
+
     /// Why the link or the client ended, for its connection event `seq`.
     fn reason_for(&self, seq: u64) -> DisconnectReason {
         self.shared
@@ -569,6 +582,16 @@ impl Hub {
             // Only the hub sends, under its lock, so the queue cannot grow
             // between the checks and the send.
             sub.trim();
+            if size > sub.max_bytes {
+                // Larger than the whole budget: never held, only counted.
+                sub.shared.dropped.fetch_add(1, Relaxed);
+                self.dropped.fetch_add(1, Relaxed);
+                log::warn!(
+                    "an event of {size} bytes of additional data is over a subscription's {}-byte budget; dropped for it",
+                    sub.max_bytes
+                );
+                continue;
+            }
             while sub.rx.len() >= sub.depth || (sub.bytes > 0 && sub.bytes + size > sub.max_bytes) {
                 if !sub.drop_oldest() {
                     break;
@@ -670,8 +693,8 @@ struct Workers {
     threads: Vec<Worker>,
     /// Set by the first join: no thread is started after it.
     closed: bool,
-    /// A join is waiting for the threads (outside the lock).
-    joining: bool,
+    /// Joins waiting for threads (outside the lock).
+    joining: usize,
 }
 
 struct Worker {
@@ -777,40 +800,26 @@ impl Dispatcher {
         let me = std::thread::current().id();
         let mut w = self.workers.lock();
         w.closed = true;
-        if w.threads.iter().any(|t| t.thread == me) {
-            // Join the others, not this one.
-            let others: Vec<_> = w
-                .threads
-                .iter_mut()
-                .filter(|t| t.thread != me)
-                .filter_map(|t| t.handle.take())
-                .collect();
-            drop(w);
-            for h in others {
-                let _ = h.join();
-            }
-            return;
+        let own = w.threads.iter().any(|t| t.thread == me);
+        let handles: Vec<_> = w
+            .threads
+            .iter_mut()
+            .filter(|t| t.thread != me)
+            .filter_map(|t| t.handle.take())
+            .collect();
+        w.joining += 1;
+        drop(w);
+        // The threads drop their callbacks when they end, under no lock.
+        for h in handles {
+            let _ = h.join();
         }
-        loop {
-            let handles: Vec<_> = w
-                .threads
-                .iter_mut()
-                .filter_map(|t| t.handle.take())
-                .collect();
-            if !handles.is_empty() {
-                w.joining = true;
-                drop(w);
-                // The threads drop their callbacks when they end, under no lock.
-                for h in handles {
-                    let _ = h.join();
-                }
-                self.workers.lock().joining = false;
-                self.joined.notify_all();
-                return;
-            }
-            if !w.joining {
-                return;
-            }
+        let mut w = self.workers.lock();
+        w.joining -= 1;
+        self.joined.notify_all();
+        if own {
+            return; // its own thread is left for a later join
+        }
+        while w.joining > 0 {
             self.joined.wait(&mut w);
         }
     }
@@ -1076,7 +1085,7 @@ mod tests {
                 "added: {added}: the callback outlived the teardown"
             );
             let w = d.workers.lock();
-            assert!(w.threads.iter().all(|t| t.handle.is_none()) && w.closed && !w.joining);
+            assert!(w.threads.iter().all(|t| t.handle.is_none()) && w.closed && w.joining == 0);
         }
     }
 
@@ -1148,7 +1157,7 @@ mod tests {
             })
             .collect();
         // Both are waiting: the first on the thread, the second on the first.
-        while !d.workers.lock().joining {
+        while d.workers.lock().joining == 0 {
             std::thread::yield_now();
         }
         assert!(done_rx.try_recv().is_err(), "a join returned early");

@@ -24,6 +24,7 @@ impl Shared {
         seq: u64,
         received_at: Instant,
         failure: Option<Error>,
+        written_before: u64,
     ) {
         let info = msg.code.info();
         let mut answered = false;
@@ -33,14 +34,16 @@ impl Shared {
             let mut fail_copy = failure.as_ref().map(Error::duplicate);
             let (route, sender) = {
                 let mut c = self.conn.lock();
-                let r = c.route(key, msg.int32_data0, || match fail_copy.take() {
-                    Some(e) => Err(e),
-                    None => Ok(Delivered::Reply(Reply {
-                        message: msg,
-                        data: data.take().unwrap_or_default(),
-                        seq,
-                        received_at,
-                    })),
+                let r = c.route(key, msg.int32_data0, written_before, || {
+                    match fail_copy.take() {
+                        Some(e) => Err(e),
+                        None => Ok(Delivered::Reply(Reply {
+                            message: msg,
+                            data: data.take().unwrap_or_default(),
+                            seq,
+                            received_at,
+                        })),
+                    }
                 });
                 // A freed key may let a queued message go: the sender
                 // thread writes it, whichever outcome freed the key.
@@ -66,8 +69,20 @@ impl Shared {
                     );
                     return;
                 }
-                Route::Fence => {
+                Route::Fence(wakes) => {
                     self.counters.fences.fetch_add(1, Relaxed);
+                    self.counters
+                        .replies_matched
+                        .fetch_add(wakes.len() as u64, Relaxed);
+                    self.wake_all(wakes);
+                    return;
+                }
+                Route::Held(displaced) => {
+                    // A message of the key came after it: the one kept
+                    // before was a broadcast, published now as an event.
+                    if let Some(Ok(Delivered::Reply(r))) = displaced {
+                        self.publish_message(r.message, r.data, r.seq, r.received_at, None, false);
+                    }
                     return;
                 }
                 Route::EchoMismatch => {

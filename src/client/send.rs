@@ -66,7 +66,12 @@ impl Shared {
             if let Some(e) = c.down_error() {
                 return Err(e);
             }
-            c.check_room(size)?;
+            let broadcast = kind == Kind::Request
+                && msg
+                    .code
+                    .info()
+                    .is_some_and(|i| i.unsolicited.possible() && !i.unsolicited.always());
+            c.check_room(size, broadcast)?;
             let id = c.next_id();
             let q = Queued::new(
                 id,
@@ -84,7 +89,7 @@ impl Shared {
                 Ok(fast) => (id, Some(fast)),
                 Err(q) => {
                     c.enqueue(q);
-                    if c.needs_sender() {
+                    if c.needs_sender() || c.expires_unseen(deadline) {
                         self.cv.notify_all();
                     }
                     (id, None)
@@ -137,9 +142,10 @@ impl Shared {
     pub(crate) fn flush(&self) {
         for _ in 0..FLUSH_BATCHES {
             let mut wakes = Vec::new();
+            let expired;
             let work = {
                 let mut c = self.conn.lock();
-                if !c.can_try_write() {
+                let work = if !c.can_try_write() {
                     if c.needs_sender() {
                         self.cv.notify_all();
                     }
@@ -159,8 +165,11 @@ impl Shared {
                     }
                 } else {
                     None
-                }
+                };
+                expired = c.take_expired();
+                work
             };
+            report_expired(self, expired);
             self.wake_all(wakes);
             let Some((role, buf, tail, deadline)) = work else {
                 return;
@@ -330,7 +339,7 @@ fn send_queued(shared: &Arc<Shared>) {
     let max_unanswered = shared.config.max_unanswered;
     loop {
         let mut wakes = Vec::new();
-        let mut expired = 0;
+        let mut expired = (0, 0);
         let mut shut = None;
         let work = {
             let mut c = shared.conn.lock();
@@ -345,7 +354,9 @@ fn send_queued(shared: &Arc<Shared>) {
                     shut = resync(shared, &mut c);
                     continue;
                 }
-                expired += c.expire_queued(&mut wakes);
+                let e = c.expire_queued(&mut wakes);
+                let t = c.take_expired();
+                expired = (expired.0 + e.0 + t.0, expired.1 + e.1 + t.1);
                 if let Some((role, h)) = c.take_handover() {
                     break Work::Finish(role, h);
                 }
@@ -373,7 +384,7 @@ fn send_queued(shared: &Arc<Shared>) {
                         w.shutdown();
                     }
                     report_expired(shared, expired);
-                    expired = 0;
+                    expired = (0, 0);
                     shared.wake_all(std::mem::take(&mut wakes));
                     c = shared.conn.lock();
                     continue;
@@ -381,7 +392,9 @@ fn send_queued(shared: &Arc<Shared>) {
                 let until = resync_at
                     .map_or(Deadline::NEVER, Deadline::at)
                     .min(c.next_expiry());
+                c.sender_until = until;
                 shared.cv.wait_until(&mut c, until.wait_slice());
+                c.sender_until = Deadline::after(Duration::ZERO);
             }
         };
         if let Some(w) = shut {
@@ -389,6 +402,7 @@ fn send_queued(shared: &Arc<Shared>) {
         }
         report_expired(shared, expired);
         shared.wake_all(wakes);
+        let stall = shared.config.write_stall_timeout;
         match work {
             Work::Batch {
                 role,
@@ -396,40 +410,103 @@ fn send_queued(shared: &Arc<Shared>) {
                 tail,
                 deadline,
             } => {
-                let total = buf.len() + tail.as_ref().map_or(0, |t| t.len());
+                let tail = tail.map(|t| (t, 0));
+                let total = buf.len() + tail.as_ref().map_or(0, |(t, _)| t.len());
                 let mut written = 0;
-                let res =
-                    role.wire
-                        .write_by(&buf, &mut written, deadline)
-                        .and_then(|()| match &tail {
-                            Some(t) => role.wire.write_by(t, &mut written, deadline),
-                            None => Ok(()),
-                        });
+                let res = write_out(
+                    &*role.wire,
+                    &buf,
+                    &tail,
+                    &mut written,
+                    deadline,
+                    stall,
+                    false,
+                );
                 shared.conn.lock().batch_buf = buf;
                 shared.finish_write(role, res, written, total);
             }
             Work::Finish(role, h) => {
                 let total = h.head.len() + h.tail.as_ref().map_or(0, |(t, from)| t.len() - from);
                 let mut written = 0;
-                let res = role
-                    .wire
-                    .write_by(&h.head, &mut written, h.deadline)
-                    .and_then(|()| match &h.tail {
-                        Some((t, from)) => {
-                            role.wire.write_by(&t[*from..], &mut written, h.deadline)
-                        }
-                        None => Ok(()),
-                    });
-                // Part of the message is on the wire already: a timeout now
-                // leaves it half sent, whatever this write managed.
-                let written = written.max(1);
+                let res = write_out(
+                    &*role.wire,
+                    &h.head,
+                    &h.tail,
+                    &mut written,
+                    h.deadline,
+                    stall,
+                    true,
+                );
+                // Part of the message was on the wire before: a failure
+                // now leaves it half sent, whatever this write managed.
+                let res = match res {
+                    Err(e) if written == 0 && is_timeout(&e) => Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the instrument stopped reading in the middle of a message",
+                    )),
+                    other => other,
+                };
                 shared.finish_write(role, res, written, total);
             }
         }
     }
 }
 
-fn report_expired(shared: &Shared, n: usize) {
+/// Writes `head` then `tail` (from its offset) by `deadline`. Once a
+/// message has begun on the wire (`begun`, or bytes of this write left),
+/// its remaining bytes must follow or the stream is corrupt: past the
+/// deadline the write goes on as long as the instrument keeps reading,
+/// giving up only when nothing at all was taken for `stall`. Callers whose
+/// deadlines pass meanwhile have already returned with `Timeout`: no call
+/// fails because another call's deadline cut a message in two.
+fn write_out(
+    wire: &dyn super::wire::Wire,
+    head: &[u8],
+    tail: &Option<(Arc<[u8]>, usize)>,
+    written: &mut usize,
+    deadline: Deadline,
+    stall: Duration,
+    begun: bool,
+) -> io::Result<()> {
+    let mut until = deadline;
+    loop {
+        let before = *written;
+        let res = if *written < head.len() {
+            let mut w = *written;
+            let r = wire.write_by(&head[w..], &mut w, until);
+            *written = w;
+            r
+        } else {
+            Ok(())
+        };
+        let res = res.and_then(|()| match tail {
+            Some((t, from)) => {
+                let done = *written - head.len();
+                let mut w = 0;
+                let r = wire.write_by(&t[from + done..], &mut w, until);
+                *written += w;
+                r
+            }
+            None => Ok(()),
+        });
+        match res {
+            Err(e) if is_timeout(&e) && (begun || *written > 0) => {
+                if until != deadline && *written == before {
+                    return Err(e); // nothing was taken for a whole stall window
+                }
+                until = Deadline::after(stall);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Counts and logs queued messages dropped at their deadline (`n`, of which
+/// `requests` were requests: those are timeouts too).
+fn report_expired(shared: &Shared, (n, requests): (usize, usize)) {
+    if requests > 0 {
+        shared.counters.timeouts.fetch_add(requests as u64, Relaxed);
+    }
     if n > 0 {
         shared.counters.sends_expired.fetch_add(n as u64, Relaxed);
         log::warn!(

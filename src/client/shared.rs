@@ -44,8 +44,8 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub(crate) struct Threads {
     pub conn: Option<JoinHandle<()>>,
     pub sender: Option<JoinHandle<()>>,
-    /// A teardown is joining the threads now.
-    joining: bool,
+    /// Teardowns joining threads now.
+    joining: usize,
     /// Every thread has been joined.
     joined: bool,
 }
@@ -212,32 +212,44 @@ impl Shared {
 
     /// Joins every thread this client started, except the calling one.
     /// Every caller returns only once the teardown is complete: a second,
-    /// concurrent caller waits for the first to finish joining (unless it
-    /// is one of the client's own threads, which the first one joins).
+    /// concurrent caller waits for the first to finish joining. A caller on
+    /// one of the client's own threads (a callback or the waker closing the
+    /// client) joins the others but cannot wait for itself: its own thread
+    /// is left for a later caller to join, so a `close()` after it still
+    /// waits until that thread has ended.
     pub fn join_threads(&self) {
         let me = std::thread::current().id();
-        let (conn, sender) = {
+        let own = OWNER.with(|o| o.get()) == self.id;
+        let handles: Vec<_> = {
             let mut t = self.threads.lock();
-            if t.joining || t.joined {
-                let own = OWNER.with(|o| o.get()) == self.id;
-                while !t.joined && !own {
-                    self.joined.wait(&mut t);
-                }
+            if t.joined {
                 return;
             }
-            t.joining = true;
-            (t.conn.take(), t.sender.take())
-        };
-        for h in [conn, sender].into_iter().flatten() {
-            if h.thread().id() == me {
-                continue; // this thread is finishing the teardown itself
+            let mut v = Vec::new();
+            if t.conn.as_ref().is_some_and(|h| h.thread().id() != me) {
+                v.extend(t.conn.take());
             }
+            if t.sender.as_ref().is_some_and(|h| h.thread().id() != me) {
+                v.extend(t.sender.take());
+            }
+            t.joining += 1;
+            v
+        };
+        for h in handles {
             let _ = h.join();
         }
         self.dispatcher.join();
         let mut t = self.threads.lock();
-        t.joined = true;
-        t.joining = false;
+        t.joining -= 1;
         self.joined.notify_all();
+        if own {
+            return; // its own thread is left for a later caller to join
+        }
+        while t.joining > 0 {
+            self.joined.wait(&mut t);
+        }
+        if t.conn.is_none() && t.sender.is_none() {
+            t.joined = true;
+        }
     }
 }

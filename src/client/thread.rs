@@ -258,9 +258,15 @@ fn reconnect(
 
 /// Retries read timeouts (only set where `CLOSE_POLL` is) until the
 /// client closes, so the framing layer never sees them.
+///
+/// It also notes, after every read, how many messages had been handed to
+/// the wire by then: the bytes it returned arrived before any message
+/// handed over later was written, so they cannot be its reply (a message
+/// the instrument sent twice must not answer the next request).
 struct Patient<'a> {
     stream: &'a TcpStream,
     shared: &'a Shared,
+    written_before: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl Read for Patient<'_> {
@@ -272,6 +278,12 @@ impl Read for Patient<'_> {
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) && !self.shared.conn.lock().is_closed() => {}
+                Ok(n) => {
+                    if n > 0 {
+                        self.written_before.set(self.shared.conn.lock().wire_seq());
+                    }
+                    return Ok(n);
+                }
                 other => return other,
             }
         }
@@ -281,7 +293,12 @@ impl Read for Patient<'_> {
 /// Reads and routes messages until the link fails. Returns why, and how
 /// many messages it carried.
 fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, u64) {
-    let patient = Patient { stream, shared };
+    let written_before = std::rc::Rc::new(std::cell::Cell::new(0));
+    let patient = Patient {
+        stream,
+        shared,
+        written_before: written_before.clone(),
+    };
     let mut stream = BufReader::with_capacity(READ_BUFFER, patient);
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     let mut seen = framer.stats();
@@ -338,7 +355,7 @@ fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, 
             );
             log::trace!("<- #{seq} bytes:\n{}", hex_dump(&msg.to_bytes()));
         }
-        shared.route(msg, data, seq, received_at, failure);
+        shared.route(msg, data, seq, received_at, failure, written_before.get());
     }
 }
 

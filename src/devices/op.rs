@@ -99,9 +99,7 @@ pub(crate) fn recv_event(sub: &Subscription, until: Option<Instant>) -> Option<R
         },
     };
     match &ev.kind {
-        EventKind::Disconnected { reason } | EventKind::Closed { reason } => Some(Err(
-            Error::disconnected(DisconnectReason::ClosedByPeer, reason.clone()),
-        )),
+        EventKind::Disconnected { .. } | EventKind::Closed { .. } => Some(Err(sub.end_error(&ev))),
         _ => Some(Ok(ev)),
     }
 }

@@ -279,9 +279,8 @@ impl Drop for SlowReader {
 /// Write side. The instrument reads slowly (64 KiB every 20 ms):
 /// sending 32 MiB of additional data with a 1 s deadline gives up at the
 /// deadline, not after one write timeout per partial write: the caller
-/// gets `Timeout` in the write phase (or, if the failed write is reported
-/// first, `Disconnected` saying it timed out). A partial message cannot be
-/// taken back, so the link is closed.
+/// gets `Timeout` in the write phase. A partial message cannot be taken
+/// back, so its remaining bytes follow while the instrument keeps reading.
 #[test]
 fn write_to_a_slow_reader_fails_at_the_overall_deadline() {
     let server = SlowReader::start(64 * 1024, Duration::from_millis(20));
@@ -302,8 +301,11 @@ fn write_to_a_slow_reader_fails_at_the_overall_deadline() {
         other => panic!("{other:?}"),
     }
     assert_at_deadline("slow reader, 32 MiB", took, deadline);
-    // The reader notices the shut-down socket and closes the client.
-    poll_until("the client to close", LONG, || !c.is_connected());
+    // The instrument is still reading: the message goes on being written
+    // after its caller's deadline (cut in two it would corrupt the stream),
+    // and the link stays up.
+    assert!(c.is_connected());
+    c.close();
     assert_eq!(c.stats().teardowns, 1);
 }
 

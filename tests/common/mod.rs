@@ -263,3 +263,136 @@ pub fn connect_registered(
     );
     c
 }
+
+// ---------------------------------------------------------------------------
+// A scripted instrument the test drives message by message (appended; nothing
+// above depends on it).
+
+/// A listener on 127.0.0.1 whose connections the test accepts and drives
+/// itself, one message at a time: it decides when to read (or to stop
+/// reading, so the client's writes fill the TCP window), what to answer and
+/// when, and when to drop a link.
+pub struct Instrument {
+    listener: TcpListener,
+}
+
+impl Instrument {
+    /// A listener on an ephemeral port.
+    pub fn new() -> Instrument {
+        Instrument::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Wraps a listener the test bound itself (for example on a chosen port).
+    pub fn on(listener: TcpListener) -> Instrument {
+        listener.set_nonblocking(true).unwrap();
+        Instrument { listener }
+    }
+
+    pub fn addr(&self) -> String {
+        self.listener.local_addr().unwrap().to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    /// Accepts the next connection; panics if none comes within [`LONG`].
+    pub fn accept(&self) -> Link {
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => return Link::new(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no connection to accept within {LONG:?}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The instrument's side of one connection.
+pub struct Link {
+    stream: TcpStream,
+    framer: FrameReader,
+}
+
+impl Link {
+    pub fn new(stream: TcpStream) -> Link {
+        stream.set_nonblocking(false).unwrap();
+        stream.set_nodelay(true).unwrap();
+        // A test that waits for a message that never comes fails instead of hanging.
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        Link {
+            stream,
+            framer: FrameReader::new(u32::MAX),
+        }
+    }
+
+    /// The next message and its additional data; `None` once the link ended.
+    pub fn read(&mut self) -> Option<(Message, Vec<u8>)> {
+        let mut data = Vec::new();
+        let m = self.framer.read_frame(&mut self.stream, &mut data).ok()?;
+        Some((m, data))
+    }
+
+    /// The next message; its additional data is read and thrown away (no
+    /// buffer of its size is kept). `None` once the link ended.
+    pub fn read_discarding(&mut self) -> Option<(Message, u64)> {
+        let m = self.framer.read_message(&mut self.stream).ok()?;
+        let want = u64::from(m.additional_data_len);
+        let got = std::io::copy(
+            &mut std::io::Read::take(&mut self.stream, want),
+            &mut std::io::sink(),
+        )
+        .ok()?;
+        (got == want).then_some((m, got))
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        let _ = self.stream.write_all(&m.to_bytes());
+    }
+
+    pub fn send_with_data(&mut self, m: &Message, data: &[u8]) {
+        let mut m = *m;
+        m.additional_data_len = data.len() as u32;
+        let mut buf = m.to_bytes().to_vec();
+        buf.extend_from_slice(data);
+        let _ = self.stream.write_all(&buf);
+    }
+
+    /// Ends the link from the instrument's side.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// Reads messages from `link` and answers each with itself (its additional
+/// data dropped) until the link ends.
+pub fn echo_headers(mut link: Link) {
+    while let Some((m, _)) = link.read_discarding() {
+        link.send(&m.with_additional_data_len(0));
+    }
+}
+
+/// True while some socket of this machine is trying to connect (SYN sent,
+/// no answer yet) to 127.0.0.1:`port` (Linux: /proc/net/tcp).
+#[cfg(target_os = "linux")]
+pub fn connecting_to(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[2] == remote && f[3] == "02"
+    })
+}

@@ -24,6 +24,14 @@ impl Wire for NullWire {
     }
 }
 
+impl Conn {
+    /// Routes a message received after everything written so far.
+    fn route_now(&mut self, key: Key, int0: i32, outcome: impl FnOnce() -> Outcome) -> Route {
+        let w = self.wire_seq();
+        self.route(key, int0, w, outcome)
+    }
+}
+
 fn key(code: u32) -> Key {
     Key { code, sub: None }
 }
@@ -118,9 +126,29 @@ fn one_request_per_key_on_the_wire() {
     let (_x, _rx) = req(&mut c, 8, 0);
     assert_eq!(write_batch(&mut c), 2, "the second request of key 7 waits");
     assert!(!c.has_eligible());
-    assert!(delivered(c.route(key(7), 0, || reply(7))));
+    assert!(delivered(c.route_now(key(7), 0, || reply(7))));
     assert!(c.has_eligible());
     assert!(c.needs_sender(), "a freed key wakes the sender thread");
+}
+
+#[test]
+fn a_message_received_before_a_request_was_written_is_not_its_reply() {
+    let mut c = conn();
+    let (_a, ra) = req(&mut c, 7, 1);
+    write_batch(&mut c);
+    let read_at = c.wire_seq();
+    assert!(delivered(c.route(key(7), 0, read_at, || reply(1))));
+    assert_eq!(got(&ra), Some(1));
+    // The next request goes out while the rest of that read is routed.
+    let (_b, rb) = req(&mut c, 7, 2);
+    write_batch(&mut c);
+    // A copy of the first reply, from the same read: not the second's.
+    assert!(matches!(
+        c.route(key(7), 0, read_at, || reply(1)),
+        Route::Event { .. }
+    ));
+    assert!(delivered(c.route_now(key(7), 0, || reply(2))));
+    assert_eq!(got(&rb), Some(2));
 }
 
 #[test]
@@ -129,7 +157,7 @@ fn a_key_freed_by_an_error_reply_lets_the_next_request_go() {
     let (_a, ra) = req(&mut c, 7, 0);
     let (_b, _rb) = req(&mut c, 7, 0);
     write_batch(&mut c);
-    let r = c.route(key(7), 0, || {
+    let r = c.route_now(key(7), 0, || {
         Err(Error::TooLarge {
             what: "additional data",
             size: 10,
@@ -157,7 +185,7 @@ fn abandoned_request_blocks_its_key_until_the_late_reply() {
         "key 7 is blocked by the unanswered request"
     );
     assert!(c.resync_due(Duration::from_secs(10), 64).is_some());
-    assert!(matches!(c.route(key(7), 0, || reply(7)), Route::Late));
+    assert!(matches!(c.route_now(key(7), 0, || reply(7)), Route::Late));
     assert_eq!(c.abandoned(), 0);
     assert_eq!(write_batch(&mut c), 1);
     assert_eq!(
@@ -171,7 +199,7 @@ fn delivery_and_removal_are_one_step() {
     let mut c = conn();
     let (a, ra) = req(&mut c, 7, 0);
     write_batch(&mut c);
-    let wake = c.route(key(7), 0, || reply(7));
+    let wake = c.route_now(key(7), 0, || reply(7));
     // The caller reaches its deadline before it is woken: its outcome is
     // already in the slot.
     assert_eq!(
@@ -198,7 +226,7 @@ fn echo_is_checked_when_present() {
     let (_a, ra) = req(&mut c, 0x6008, 2);
     write_batch(&mut c);
     assert!(
-        delivered(c.route(key(0x6008), 3, || reply(1))),
+        delivered(c.route_now(key(0x6008), 3, || reply(1))),
         "no echo check: never broadcast"
     );
     assert!(got(&ra).is_some());
@@ -306,13 +334,13 @@ fn queue_is_bounded_and_detached_sends_expire() {
     drop(ra); // detached: nobody waits
     let (_b, _rb) = entry(&mut c, msg, Kind::Send { flagged: true }, past);
     assert!(
-        c.check_room(MESSAGE_LEN).is_err(),
+        c.check_room(MESSAGE_LEN, false).is_err(),
         "two messages is the limit"
     );
     let mut wakes = Vec::new();
-    assert_eq!(c.expire_queued(&mut wakes), 2);
+    assert_eq!(c.expire_queued(&mut wakes), (2, 0));
     assert_eq!(c.queued(), (0, 0));
-    assert!(c.check_room(MESSAGE_LEN).is_ok());
+    assert!(c.check_room(MESSAGE_LEN, false).is_ok());
 }
 
 #[test]
@@ -333,12 +361,19 @@ fn a_flagged_send_keeps_its_key_from_requests_until_answered() {
         "the send's answer could be taken for the request's"
     );
     assert!(matches!(
-        c.route(key(code.0), 0, || reply(1)),
+        c.route_now(key(code.0), 0, || reply(1)),
         Route::Event { answered: true }
     ));
     assert_eq!(write_batch(&mut c), 1);
-    assert!(delivered(c.route(key(code.0), 0, || reply(2))));
+    assert!(delivered(c.route_now(key(code.0), 0, || reply(2))));
     assert_eq!(got(&rr), Some(2));
+}
+
+fn fence_answered(r: Route) -> Vec<Wake> {
+    match r {
+        Route::Fence(w) => w,
+        _ => panic!("not a fence"),
+    }
 }
 
 #[test]
@@ -351,30 +386,42 @@ fn broadcast_codes_are_fenced_on_both_sides() {
     assert_eq!(write_batch(&mut c), 1);
     // A broadcast about laser 2 from before the fence: an event.
     assert!(matches!(
-        c.route(key(laser), 2, || reply(10)),
+        c.route_now(key(laser), 2, || reply(10)),
         Route::Event { .. }
     ));
-    assert!(matches!(c.route(fence, 0, || reply(0)), Route::Fence));
+    assert!(fence_answered(c.route_now(fence, 0, || reply(0))).is_empty());
     // Now the request, and a fence after it, in one batch.
     assert_eq!(write_batch(&mut c), 2);
-    assert!(delivered(c.route(key(laser), 2, || reply(50))));
-    assert_eq!(got(&ra), Some(50));
-    // A second request waits until the fence after the first is answered:
-    // a message of the code arriving meanwhile is an event.
-    let (_b, rb) = req(&mut c, laser, 2);
-    assert_eq!(write_batch(&mut c), 0);
+    // A stale broadcast just before the reply, then the reply: the last
+    // one before the fence's answer is the reply.
     assert!(matches!(
-        c.route(key(laser), 2, || reply(99)),
+        c.route_now(key(laser), 2, || reply(10)),
+        Route::Held(None)
+    ));
+    assert!(matches!(
+        c.route_now(key(laser), 2, || reply(50)),
+        Route::Held(Some(_))
+    ));
+    assert_eq!(got(&ra), None, "not before the fence after it is answered");
+    assert_eq!(fence_answered(c.route_now(fence, 0, || reply(0))).len(), 1);
+    assert_eq!(got(&ra), Some(50));
+    // A second request: its own fence first (written after it was queued,
+    // after whatever its caller sent before, such as a set).
+    let (_b, rb) = req(&mut c, laser, 2);
+    assert_eq!(write_batch(&mut c), 1);
+    assert!(matches!(
+        c.route_now(key(laser), 2, || reply(99)),
         Route::Event { .. }
     ));
-    assert!(matches!(c.route(fence, 0, || reply(0)), Route::Fence));
-    // Its own fence first: written after it was queued (after whatever its
-    // caller sent before it, such as a set).
-    assert_eq!(write_batch(&mut c), 1);
-    assert!(matches!(c.route(fence, 0, || reply(0)), Route::Fence));
+    fence_answered(c.route_now(fence, 0, || reply(0)));
     assert_eq!(write_batch(&mut c), 2, "the request and its fence");
-    assert!(delivered(c.route(key(laser), 2, || reply(51))));
+    assert!(matches!(
+        c.route_now(key(laser), 2, || reply(51)),
+        Route::Held(None)
+    ));
+    fence_answered(c.route_now(fence, 0, || reply(0)));
     assert_eq!(got(&rb), Some(51));
+    assert!(c.has_eligible() || c.queued().0 == 0);
 }
 
 #[test]
