@@ -35,4 +35,5 @@ fi
 # against saved settings and has its simulator.
 "$bin" workflow check fixtures/ZStack.txt --settings fixtures/ScopeSettings.txt
 "$bin" sim --help >/dev/null
+"$bin" record --help >/dev/null
 echo "install-check: ok"

@@ -11,7 +11,8 @@
 //!
 //! Commands: status (info), state, image-size, position, move, home, halt,
 //! settings, snapshot, live, workflow (FILE, check, stop), lasers (set,
-//! level, on, off), led, filter, exposure, idle, watch, config, sim, demo.
+//! level, on, off), led, filter, exposure, idle, watch, config, sim, demo,
+//! record, replay, facts.
 //! Global options go before or after the command; the microscope's address
 //! comes from `--addr`, `FLAMINGO_ADDR` or the config file (`flamingo
 //! config`). `--json` prints each
@@ -28,12 +29,16 @@ mod cli_config;
 mod cli_demo;
 #[path = "support/cli_devices.rs"]
 mod cli_devices;
+#[path = "support/cli_facts.rs"]
+mod cli_facts;
 #[path = "support/cli_interrupt.rs"]
 mod cli_interrupt;
 #[path = "support/cli_json.rs"]
 mod cli_json;
 #[path = "support/cli_progress.rs"]
 mod cli_progress;
+#[path = "support/cli_record.rs"]
+mod cli_record;
 #[path = "support/cli_status.rs"]
 mod cli_status;
 #[path = "support/image_io.rs"]
@@ -209,6 +214,12 @@ fn real_main() -> Result<()> {
             out.result(&config(&global, action, &env)?);
             Ok(())
         }
+        Command::Record(args) => {
+            cli_config::apply(&mut global, &env)?;
+            cli_record::record(&args, &global, &out)
+        }
+        Command::Replay(args) => cli_record::replay(&args, &out),
+        Command::Facts(args) => cli_facts::run(&args, &out),
         Command::Workflow {
             action: Some(WorkflowAction::Check { file, settings }),
             ..

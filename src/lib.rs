@@ -182,6 +182,8 @@ struct ReadmeDoctests;
 pub mod codec;
 pub mod devices;
 pub mod live;
+#[cfg(feature = "record")]
+pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
 

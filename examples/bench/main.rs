@@ -6,6 +6,7 @@
 //! cargo run --release --example bench -- --quick --json # reduced, ~12 s, JSON last line
 //! cargo run --release --example bench -- --pin          # adds the pinned rows (pinned_*), ~60 s
 //! cargo run --release --example bench -- --only rtt,tput
+//! cargo run --release --example bench -- --only record  # the recording proxy's added latency
 //! ```
 //!
 //! The servers (echo, events, frames, a silent live port) run in a child
@@ -28,6 +29,7 @@ mod idle;
 mod latency;
 mod live;
 mod raw;
+mod record;
 mod report;
 mod servers;
 mod sys;
@@ -42,7 +44,7 @@ use servers::{Ports, ServerProcess};
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Figures `--only` accepts.
-const PARTS: [&str; 6] = ["codec", "rtt", "tput", "events", "live", "idle"];
+const PARTS: [&str; 7] = ["codec", "rtt", "tput", "events", "live", "idle", "record"];
 
 pub struct Opts {
     pub quick: bool,
@@ -191,6 +193,9 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     if opts.wants("idle") {
         idle::bench(&unpinned, &mut out);
+    }
+    if opts.wants("record") {
+        record::bench(&unpinned, &mut out);
     }
     drop(server);
 

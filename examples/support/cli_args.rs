@@ -16,6 +16,10 @@ use flamingo_client::codec::CommandCode;
 use flamingo_client::sim::Faults;
 use flamingo_client::{Axis, Error};
 
+#[path = "cli_record_args.rs"]
+mod cli_record_args;
+pub use cli_record_args::{FactsArgs, RecordArgs, ReplayArgs};
+
 /// The default command port address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:53717";
 /// The default per-request timeout.
@@ -439,6 +443,15 @@ live view, a Z-stack workflow with a progress bar, and the events seen. Needs\n\
 no microscope; --addr is ignored. Takes a few seconds."
     )]
     Demo,
+    /// Record the traffic between a client and the microscope (--out FILE)
+    #[command(long_about = cli_record_args::RECORD_ABOUT, after_help = cli_record_args::RECORD_AFTER_HELP)]
+    Record(RecordArgs),
+    /// Serve a recording as a simulated microscope (FILE)
+    #[command(long_about = cli_record_args::REPLAY_ABOUT, after_help = cli_record_args::REPLAY_AFTER_HELP)]
+    Replay(ReplayArgs),
+    /// Report what a recording shows about the protocol's open questions (FILE)
+    #[command(long_about = cli_record_args::FACTS_ABOUT, after_help = cli_record_args::FACTS_AFTER_HELP)]
+    Facts(FactsArgs),
 }
 
 /// `workflow check FILE`, `workflow stop`.

@@ -22,6 +22,7 @@
 mod client;
 mod convert;
 mod live;
+mod recording;
 mod router;
 mod run;
 mod simulator;
@@ -58,6 +59,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<live::NativeLive>()?;
     m.add_class::<run::NativeRun>()?;
     m.add_class::<simulator::NativeSimulator>()?;
+    recording::register(m)?;
     m.add_function(wrap_pyfunction!(command_codes, m)?)?;
     m.add_function(wrap_pyfunction!(workflow_check, m)?)?;
     m.add_function(wrap_pyfunction!(live::save_tiff, m)?)?;

@@ -28,6 +28,10 @@ use crate::transport;
 pub(crate) enum Kind {
     Reply,
     Event,
+    /// Replay: only the additional data, as raw bytes (recorded garbage).
+    Raw,
+    /// Replay: close the connection (the instrument closed it).
+    Close,
 }
 
 /// A message queued for a connection's writer.
@@ -86,6 +90,9 @@ fn start_connection(sh: &Arc<Shared>, id: u64, stream: TcpStream) -> io::Result<
             },
         );
         sh.count(|c| c.connections += 1);
+        if let Some(p) = &sh.replay {
+            p.command_opened(id, tx.clone());
+        }
         // Spawned under the registry lock so `stop` sees either both threads
         // or no connection at all.
         let sh_r = sh.clone();
@@ -185,7 +192,10 @@ fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel:
             at: Instant::now(),
             connection: id,
         });
-        handler::handle(&sh, &conn, msg, data);
+        match &sh.replay {
+            Some(p) => p.request(id, msg),
+            None => handler::handle(&sh, &conn, msg, data),
+        }
         sh.handled(seq);
         let pause = sh.faults.lock().stop_reading.take();
         if let Some(d) = pause {
@@ -197,6 +207,9 @@ fn read_loop(sh: Arc<Shared>, id: u64, stream: TcpStream, tx: crossbeam_channel:
         }
     }
     sh.reader_done(id);
+    if let Some(p) = &sh.replay {
+        p.command_closed(id);
+    }
 }
 
 struct Pending {
@@ -297,6 +310,14 @@ impl Writer {
 
     /// Writes one message (and its additional data) with the write faults.
     fn write_out(&mut self, out: Out) -> Result<(), Stop> {
+        match out.kind {
+            Kind::Close => return Err(Stop::Fault),
+            Kind::Raw => {
+                let bytes = out.data.as_deref().map_or(&[][..], |d| d.as_slice());
+                return Ok(self.write_bytes(bytes, None)?);
+            }
+            Kind::Reply | Kind::Event => {}
+        }
         let mut msg = out.msg;
         let mut data = out.data;
         let reply = out.kind == Kind::Reply;

@@ -46,6 +46,11 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         }
         log::info!("sim: live image client connected from {peer}");
         let _ = stream.set_nodelay(true);
+        if let Some(p) = &sh.replay {
+            sh.count(|c| c.live_connections += 1);
+            p.live_opened(&sh, stream);
+            continue;
+        }
         let Ok(clone) = stream.try_clone() else {
             continue;
         };

@@ -85,6 +85,8 @@ mod handler;
 mod live;
 mod pattern;
 mod record;
+mod replay;
+mod replay_engine;
 mod shared;
 mod stage;
 mod state;
@@ -103,6 +105,7 @@ pub use config::{SimConfig, DEFAULT_SETTINGS_TEXT};
 pub use faults::Faults;
 pub use pattern::{pattern_pixel, render_frame, verify_frame};
 pub use record::{Received, SimCounters};
+pub use replay::{ReplayConfig, ReplayPace, ReplayReport, Unanswerable};
 pub use stage::{AXIS_R, AXIS_X, AXIS_Y, AXIS_Z};
 pub use state::{STATE_BUSY, STATE_ERROR, STATE_IDLE};
 
@@ -141,6 +144,86 @@ impl Simulator {
     /// for the live port), an image size of 0 or above 4 GiB, or thread
     /// creation failing.
     pub fn start(config: SimConfig) -> io::Result<Simulator> {
+        Simulator::launch(config, None)
+    }
+
+    /// A simulator that serves a recording instead of its model (see
+    /// `replay.rs` for the rules): each request is answered with the
+    /// recorded reply to the matching recorded request, recorded events and
+    /// live frames follow at their recorded times (or at once with
+    /// [`ReplayPace::Fast`]). The recording is read as the replay goes, in
+    /// bounded memory. [`replay_report`](Simulator::replay_report) lists
+    /// the requests the recording could not answer.
+    ///
+    /// ```
+    /// use flamingo_client::record::{Proxy, ProxyConfig, RecordingReader};
+    /// use flamingo_client::sim::{ReplayConfig, SimConfig, Simulator};
+    /// use flamingo_client::Client;
+    ///
+    /// // Record one session with the simulator...
+    /// let path = std::env::temp_dir().join(format!("doc-replay-{}.flrec", std::process::id()));
+    /// {
+    ///     let sim = Simulator::start(SimConfig::default().image_size(64, 48))?;
+    ///     let proxy = Proxy::create(ProxyConfig::new("127.0.0.1:0".parse()?, sim.addr()), &path)?;
+    ///     let client = Client::connect(&proxy.addr().to_string(), Default::default())?;
+    ///     client.camera().image_size()?;
+    ///     client.close();
+    ///     proxy.stop()?;
+    /// }
+    /// // ...and replay it: the same question gets the recorded answer.
+    /// let replay = Simulator::replay(RecordingReader::open(&path)?, ReplayConfig::default())?;
+    /// let client = Client::connect(&replay.addr().to_string(), Default::default())?;
+    /// let size = client.camera().image_size()?;
+    /// assert_eq!((size.width, size.height), (64, 48));
+    /// client.close();
+    /// let report = replay.replay_report().unwrap();
+    /// assert_eq!((report.answered, report.unanswerable_total), (1, 0));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replay<R: std::io::Read + Send + 'static>(
+        recording: crate::record::RecordingReader<R>,
+        config: ReplayConfig,
+    ) -> io::Result<Simulator> {
+        let (player, rx) = replay::Player::new();
+        // The log of received messages stays small: a replay of hours
+        // must not keep every request it was sent.
+        let sim = Simulator::launch(
+            SimConfig::default().port(config.port).record_limit(10_000),
+            Some(player.clone()),
+        )?;
+        let sh = sim.shared.clone();
+        sim.shared.spawn("replay", move || {
+            replay::run(sh, player, rx, recording, config)
+        })?;
+        Ok(sim)
+    }
+
+    /// [`replay`](Simulator::replay) of a recording file.
+    pub fn replay_file(
+        path: impl AsRef<std::path::Path>,
+        config: ReplayConfig,
+    ) -> io::Result<Simulator> {
+        let reader = crate::record::RecordingReader::open(path).map_err(replay::open_error)?;
+        Simulator::replay(reader, config)
+    }
+
+    /// What the replay has done so far; `None` unless the simulator was
+    /// built with [`replay`](Simulator::replay).
+    pub fn replay_report(&self) -> Option<ReplayReport> {
+        self.shared.replay.as_ref().map(|p| p.snapshot())
+    }
+
+    /// Waits until the whole recording has been played (false after
+    /// `timeout`, or if the simulator does not replay).
+    pub fn wait_replay_finished(&self, timeout: Duration) -> bool {
+        self.shared
+            .replay
+            .as_ref()
+            .is_some_and(|p| p.wait_finished(timeout))
+    }
+
+    fn launch(config: SimConfig, replay: Option<Arc<replay::Player>>) -> io::Result<Simulator> {
         let bytes = u64::from(config.image_width) * u64::from(config.image_height) * 2;
         if bytes == 0 || bytes > u64::from(u32::MAX) {
             return Err(io::Error::new(
@@ -157,7 +240,13 @@ impl Simulator {
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         let (stage_tx, stage_rx) = crossbeam_channel::unbounded();
         let (camera_tx, camera_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared::new(config, shutdown_rx, stage_tx, camera_tx));
+        let shared = Arc::new(Shared::new(
+            config,
+            shutdown_rx,
+            stage_tx,
+            camera_tx,
+            replay,
+        ));
         let sim = Simulator {
             shared: shared.clone(),
             addr,
@@ -385,6 +474,9 @@ impl Simulator {
         }
         if let Some(s) = sh.live_stream.lock().take() {
             let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(p) = &sh.replay {
+            p.shutdown();
         }
         for h in ctl.accept.drain(..) {
             let _ = h.join();

@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::conn::{Kind, Out};
 use super::live::CameraCmd;
+use super::replay::Player;
 use super::stage::StageModel;
 use super::state::Instrument;
 use super::{Faults, Received, SimConfig, SimCounters};
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     /// Never receives a value; disconnects when the simulator stops.
     pub shutdown_rx: Receiver<()>,
+    /// Set when the simulator serves a recording instead of its model.
+    pub replay: Option<Arc<Player>>,
 }
 
 impl Shared {
@@ -72,6 +75,7 @@ impl Shared {
         shutdown_rx: Receiver<()>,
         stage_wake: Sender<()>,
         camera: Sender<CameraCmd>,
+        replay: Option<Arc<Player>>,
     ) -> Shared {
         Shared {
             faults: Mutex::new(cfg.faults.clone()),
@@ -89,6 +93,7 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_rx,
+            replay,
         }
     }
 
