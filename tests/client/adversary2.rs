@@ -203,7 +203,7 @@ fn a_message_arriving_while_a_request_is_still_being_written_is_not_its_reply() 
     });
     let (m2, n) = link.read_discarding().unwrap();
     assert_eq!((m2.int32_data2, n), (2, 16 << 20));
-    link.send(&m2);
+    link.send(&m2.with_additional_data_len(0));
     let r = big.join().unwrap().unwrap();
     assert_eq!(
         r.message.int32_data2, 2,
@@ -582,5 +582,48 @@ fn a_deep_subscription_is_still_bounded_by_the_byte_budget() {
         .sum();
     assert!(held <= 10_000, "held {held} bytes");
     assert!(deep.dropped() >= 40, "dropped {}", deep.dropped());
+    client.close();
+}
+
+// ---------------------------------------------------------------------------
+// (e) Queued messages that expire are counted
+
+/// Clause (`Stats::sends_expired`: "Queued messages dropped because their
+/// deadline passed before they could be written (the link was down or
+/// busy); their callers, if any still wait, get `Timeout`"; 11 "Bounded
+/// queues"): a `send()` queued while the sender thread is busy with another
+/// caller's payload (the instrument is not reading) times out before it is
+/// written, and is counted in `sends_expired`.
+///
+/// OBSERVED FAILURE: `sends_expired` stays 0 (the send is counted in
+/// `timeouts`, "Requests that timed out", instead): the blocking caller
+/// gives up at its deadline and takes its entry out of the queue itself,
+/// which is counted as a request timeout, while only entries the sender
+/// thread expires count as expired sends (src/client/op.rs
+/// `Pending::give_up`, conn.rs `Conn::give_up`).
+#[test]
+fn a_send_that_expires_in_a_busy_queue_is_counted_as_expired() {
+    let inst = Instrument::new();
+    let cfg = ClientConfig::default().request_timeout(Duration::from_millis(200));
+    let client = Client::connect(&inst.addr(), cfg).unwrap();
+    let mut link = inst.accept();
+    let c = client.clone();
+    let big =
+        std::thread::spawn(move || c.request_with_data(tagged(A, 1), &vec![1u8; 16 << 20], LONG));
+    let mut head = [0u8; 128];
+    poll_until("the payload's header to arrive", LONG, || {
+        link.stream().peek(&mut head).unwrap_or(0) == 128
+    });
+    let r = client.send(tagged(B, 2));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    let s = client.stats();
+    let (m, _) = link.read_discarding().unwrap();
+    link.send(&m.with_additional_data_len(0));
+    big.join().unwrap().unwrap();
+    assert_eq!(
+        (s.sends_expired, s.queued_messages),
+        (1, 0),
+        "the expired send is not counted as expired: {s:?}"
+    );
     client.close();
 }
