@@ -7,6 +7,7 @@
 mod common;
 
 mod adversary;
+mod adversary2;
 mod contract;
 mod core;
 mod faults;
