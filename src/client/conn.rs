@@ -132,6 +132,9 @@ struct Gate {
     flights: VecDeque<Flight>,
     /// Flagged sends written and not answered yet.
     raw: u32,
+    /// The wire order of the oldest of them (up to `RAW_TRACKED`): an
+    /// answer must have been read after its send was written.
+    raw_seqs: VecDeque<u64>,
     /// When the newest of them was written, and its wire order.
     raw_at: Option<(Instant, u64)>,
     /// For a broadcast code: the wire order of its last request. The key
@@ -234,6 +237,11 @@ pub(crate) struct Handover {
     pub deadline: Deadline,
 }
 
+/// Unanswered flagged sends whose wire order a key remembers; beyond it
+/// (a code the instrument never answers, sent again and again) only the
+/// newest one's is known, which is the more cautious bound.
+const RAW_TRACKED: usize = 256;
+
 /// Additional data up to this size is copied into the batch buffer; a
 /// larger payload ends the batch and is written from its own buffer, so
 /// the lock is never held while megabytes are copied.
@@ -256,8 +264,9 @@ pub(crate) enum Route {
     /// different `int32Data0`: not its reply (an event).
     EchoMismatch,
     /// The answer to one of the client's fences: the requests it settled
-    /// have their replies in their slots now.
-    Fence(Vec<Wake>),
+    /// have their replies in their slots now; the second value counts the
+    /// replies of requests whose callers gave up (discarded).
+    Fence(Vec<Wake>, usize),
 }
 
 /// What a caller who gave up at its deadline learns.
@@ -603,6 +612,9 @@ impl Conn {
                 let g = self.gates.entry(q.key).or_default();
                 g.raw += 1;
                 g.raw_at = Some((Instant::now(), wseq));
+                if g.raw_seqs.len() < RAW_TRACKED {
+                    g.raw_seqs.push_back(wseq);
+                }
             }
             Kind::Send { flagged: false } => {}
         }
@@ -842,6 +854,7 @@ impl Conn {
                 if flagged {
                     if let Some(g) = self.gates.get_mut(&e.key) {
                         g.raw = g.raw.saturating_sub(1);
+                        g.raw_seqs.pop_back();
                         if g.is_empty() {
                             self.gates.remove(&e.key);
                         }
@@ -943,7 +956,18 @@ impl Conn {
         };
         let Some(front) = g.flights.front() else {
             if g.raw > 0 {
+                let oldest = g
+                    .raw_seqs
+                    .front()
+                    .copied()
+                    .or(g.raw_at.map(|(_, w)| w))
+                    .unwrap_or(0);
+                if oldest > written_before {
+                    // Read before that send was written: not its answer.
+                    return Route::Event { answered: false };
+                }
                 g.raw -= 1;
+                g.raw_seqs.pop_front();
                 if g.is_empty() {
                     self.gates.remove(&key);
                 }
@@ -964,11 +988,9 @@ impl Conn {
         }
         if front.broadcast && self.fenced <= front.wseq {
             // Not settled yet: a later message of the key may still come
-            // (the reply after a broadcast).
+            // (the reply after a broadcast). Held also when its caller gave
+            // up: the last one is then its late reply, discarded.
             let front = g.flights.front_mut().expect("front exists");
-            if front.waiter.is_none() {
-                return Route::Event { answered: false };
-            }
             return Route::Held(front.candidate.replace(outcome()));
         }
         let f = g.flights.pop_front().expect("front exists");
@@ -977,8 +999,8 @@ impl Conn {
         }
         if f.fence {
             let mut wakes = Vec::new();
-            self.fence_answered(f.wseq, &mut wakes);
-            return Route::Fence(wakes);
+            let late = self.fence_answered(f.wseq, &mut wakes);
+            return Route::Fence(wakes, late);
         }
         match f.waiter {
             Some(w) => Route::Delivered(w.fill(outcome())),
@@ -992,7 +1014,7 @@ impl Conn {
     /// Everything written before fence `wseq` has been answered: a
     /// broadcast code's request written before it takes the last message of
     /// its key as its reply, and keys waiting for that open again.
-    fn fence_answered(&mut self, wseq: u64, wakes: &mut Vec<Wake>) {
+    fn fence_answered(&mut self, wseq: u64, wakes: &mut Vec<Wake>) -> usize {
         self.fenced = self.fenced.max(wseq);
         self.fence_out = self.queue.iter().any(|q| q.kind == Kind::Fence)
             || self
@@ -1002,6 +1024,7 @@ impl Conn {
                 .any(|f| f.fence);
         let fenced = self.fenced;
         let mut abandoned = 0;
+        let mut late = 0;
         self.gates.retain(|key, g| {
             while g.flights.front().is_some_and(|f| {
                 f.broadcast && f.wseq < fenced && (f.candidate.is_some() || f.waiter.is_none())
@@ -1009,7 +1032,10 @@ impl Conn {
                 let f = g.flights.pop_front().expect("front exists");
                 match (f.waiter, f.candidate) {
                     (Some(w), Some(o)) => wakes.push(w.fill(o)),
-                    (None, _) => abandoned += 1,
+                    (None, candidate) => {
+                        abandoned += 1;
+                        late += usize::from(candidate.is_some());
+                    }
                     _ => {}
                 }
             }
@@ -1021,10 +1047,12 @@ impl Conn {
                 // A broadcast code's answers cannot be counted (a broadcast
                 // looks the same); the fence says they are all in.
                 g.raw = 0;
+                g.raw_seqs.clear();
             }
             !g.is_empty()
         });
         self.abandoned -= abandoned;
+        late
     }
 
     /// When the link must be reset: a request stayed unanswered after its

@@ -800,11 +800,14 @@ impl Dispatcher {
         let me = std::thread::current().id();
         let mut w = self.workers.lock();
         w.closed = true;
-        let own = w.threads.iter().any(|t| t.thread == me);
+        if w.threads.iter().any(|t| t.thread == me) {
+            // A callback closing the client: its siblings may be closing
+            // too; a join from outside the callbacks joins them all.
+            return;
+        }
         let handles: Vec<_> = w
             .threads
             .iter_mut()
-            .filter(|t| t.thread != me)
             .filter_map(|t| t.handle.take())
             .collect();
         w.joining += 1;
@@ -816,9 +819,6 @@ impl Dispatcher {
         let mut w = self.workers.lock();
         w.joining -= 1;
         self.joined.notify_all();
-        if own {
-            return; // its own thread is left for a later join
-        }
         while w.joining > 0 {
             self.joined.wait(&mut w);
         }

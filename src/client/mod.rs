@@ -604,8 +604,11 @@ impl Client {
     /// waiting request fails with `Disconnected`, subscribers receive a
     /// final [`EventKind::Closed`] (exactly once, before any caller sees
     /// the error), callbacks are dropped, and every thread the client
-    /// started is joined before this returns (except the calling thread,
-    /// when a callback closes the client).
+    /// started is joined before this returns; a concurrent `close()` waits
+    /// for the one joining. Called on one of the client's own threads (a
+    /// callback, the waker) it closes at once but joins nothing (those
+    /// threads may be closing too); a later `close()` from another thread,
+    /// or dropping the last handle there, waits for them to end.
     pub fn close(&self) {
         let s = self.shared();
         s.shut(DisconnectReason::ClosedByUser, "closed by the user".into());

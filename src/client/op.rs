@@ -245,6 +245,7 @@ pub(crate) struct Pending {
     rx: slot::Receiver<Outcome>,
     start: Instant,
     done: bool,
+    request: bool,
 }
 
 impl Pending {
@@ -256,6 +257,7 @@ impl Pending {
             rx: started.rx,
             start: Instant::now(),
             done: false,
+            request: started.request,
         }
     }
 
@@ -297,10 +299,15 @@ impl Pending {
         let g = self.abandon();
         match g {
             GiveUp::TimedOut(phase) => {
-                self.shared
-                    .counters
-                    .timeouts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let c = &self.shared.counters;
+                let counter = if self.request {
+                    &c.timeouts
+                } else {
+                    // A message without a reply that could not be written
+                    // by its deadline.
+                    &c.sends_expired
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(Error::timeout(phase, what.to_string(), after))
             }
             GiveUp::AlreadyDelivered => {

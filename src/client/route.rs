@@ -69,8 +69,11 @@ impl Shared {
                     );
                     return;
                 }
-                Route::Fence(wakes) => {
+                Route::Fence(wakes, late) => {
                     self.counters.fences.fetch_add(1, Relaxed);
+                    self.counters
+                        .late_replies_discarded
+                        .fetch_add(late as u64, Relaxed);
                     self.counters
                         .replies_matched
                         .fetch_add(wakes.len() as u64, Relaxed);

@@ -37,6 +37,8 @@ pub(crate) struct Started {
     pub id: u64,
     pub key: Key,
     pub rx: slot::Receiver<Outcome>,
+    /// A request (else a message without a reply).
+    pub request: bool,
 }
 
 impl Shared {
@@ -118,7 +120,12 @@ impl Shared {
             // waiting, or by the sender thread.
             self.flush();
         }
-        Ok(Started { id, key, rx })
+        Ok(Started {
+            id,
+            key,
+            rx,
+            request: kind == Kind::Request,
+        })
     }
 
     /// The fast path: writes the caller's own message without waiting and

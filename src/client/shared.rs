@@ -210,30 +210,28 @@ impl Shared {
         }
     }
 
-    /// Joins every thread this client started, except the calling one.
-    /// Every caller returns only once the teardown is complete: a second,
-    /// concurrent caller waits for the first to finish joining. A caller on
-    /// one of the client's own threads (a callback or the waker closing the
-    /// client) joins the others but cannot wait for itself: its own thread
-    /// is left for a later caller to join, so a `close()` after it still
-    /// waits until that thread has ended.
+    /// Joins every thread this client started. Every caller returns only
+    /// once the teardown is complete: a second, concurrent caller waits for
+    /// the first to finish joining. A caller on one of the client's own
+    /// threads (a callback or the waker closing the client) joins nothing:
+    /// it cannot wait for itself, and waiting for a sibling thread that may
+    /// itself be closing would deadlock. The threads end by themselves; a
+    /// later `close()` from another thread, or dropping the last handle
+    /// there, joins them.
     pub fn join_threads(&self) {
-        let me = std::thread::current().id();
-        let own = OWNER.with(|o| o.get()) == self.id;
+        if OWNER.with(|o| o.get()) == self.id {
+            return;
+        }
         let handles: Vec<_> = {
             let mut t = self.threads.lock();
             if t.joined {
                 return;
             }
-            let mut v = Vec::new();
-            if t.conn.as_ref().is_some_and(|h| h.thread().id() != me) {
-                v.extend(t.conn.take());
-            }
-            if t.sender.as_ref().is_some_and(|h| h.thread().id() != me) {
-                v.extend(t.sender.take());
-            }
             t.joining += 1;
-            v
+            [t.conn.take(), t.sender.take()]
+                .into_iter()
+                .flatten()
+                .collect()
         };
         for h in handles {
             let _ = h.join();
@@ -242,14 +240,9 @@ impl Shared {
         let mut t = self.threads.lock();
         t.joining -= 1;
         self.joined.notify_all();
-        if own {
-            return; // its own thread is left for a later caller to join
-        }
         while t.joining > 0 {
             self.joined.wait(&mut t);
         }
-        if t.conn.is_none() && t.sender.is_none() {
-            t.joined = true;
-        }
+        t.joined = true;
     }
 }

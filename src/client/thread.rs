@@ -9,9 +9,12 @@
 //! makes the next one, the old link's teardown can never overlap the new
 //! link, and `Disconnected` always precedes `Reconnected`.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Read};
 use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -260,13 +263,32 @@ fn reconnect(
 /// client closes, so the framing layer never sees them.
 ///
 /// It also notes, after every read, how many messages had been handed to
-/// the wire by then: the bytes it returned arrived before any message
-/// handed over later was written, so they cannot be its reply (a message
-/// the instrument sent twice must not answer the next request).
+/// the wire by then, and where in the stream the read ended: a message
+/// whose first byte arrived in a read cannot be the reply to a message
+/// handed over after that read (a message the instrument sent twice must
+/// not answer the next request).
 struct Patient<'a> {
     stream: &'a TcpStream,
     shared: &'a Shared,
-    written_before: std::rc::Rc<std::cell::Cell<u64>>,
+    reads: Rc<RefCell<Reads>>,
+}
+
+/// The recent reads: where each ended in the stream, and the wire order
+/// then. Only those not yet consumed by the framer are kept.
+#[derive(Default)]
+struct Reads {
+    total: u64,
+    ends: VecDeque<(u64, u64)>,
+}
+
+impl Reads {
+    /// The wire order noted by the read that brought stream byte `pos`.
+    fn written_before(&mut self, pos: u64) -> u64 {
+        while self.ends.len() > 1 && self.ends.front().is_some_and(|&(end, _)| end <= pos) {
+            self.ends.pop_front();
+        }
+        self.ends.front().map_or(0, |&(_, w)| w)
+    }
 }
 
 impl Read for Patient<'_> {
@@ -280,7 +302,11 @@ impl Read for Patient<'_> {
                     ) && !self.shared.conn.lock().is_closed() => {}
                 Ok(n) => {
                     if n > 0 {
-                        self.written_before.set(self.shared.conn.lock().wire_seq());
+                        let w = self.shared.conn.lock().wire_seq();
+                        let mut r = self.reads.borrow_mut();
+                        r.total += n as u64;
+                        let end = r.total;
+                        r.ends.push_back((end, w));
                     }
                     return Ok(n);
                 }
@@ -290,19 +316,38 @@ impl Read for Patient<'_> {
     }
 }
 
+/// Counts the bytes the framer takes.
+struct Counted<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads and routes messages until the link fails. Returns why, and how
 /// many messages it carried.
 fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, u64) {
-    let written_before = std::rc::Rc::new(std::cell::Cell::new(0));
+    let reads = Rc::new(RefCell::new(Reads::default()));
     let patient = Patient {
         stream,
         shared,
-        written_before: written_before.clone(),
+        reads: reads.clone(),
     };
-    let mut stream = BufReader::with_capacity(READ_BUFFER, patient);
+    let mut stream = Counted {
+        inner: BufReader::with_capacity(READ_BUFFER, patient),
+        pos: 0,
+    };
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     let mut seen = framer.stats();
     loop {
+        let start = stream.pos;
+        let skipped = framer.stats().bytes_skipped;
         let msg = match framer.read_message(&mut stream) {
             Ok(m) => m,
             Err(e) => return (end_reason(&e), e.to_string(), framer.stats().messages),
@@ -355,7 +400,10 @@ fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, 
             );
             log::trace!("<- #{seq} bytes:\n{}", hex_dump(&msg.to_bytes()));
         }
-        shared.route(msg, data, seq, received_at, failure, written_before.get());
+        // The message began after the bytes skipped to find it.
+        let first = start + (framer.stats().bytes_skipped - skipped);
+        let written_before = reads.borrow_mut().written_before(first);
+        shared.route(msg, data, seq, received_at, failure, written_before);
     }
 }
 

@@ -371,7 +371,7 @@ fn a_flagged_send_keeps_its_key_from_requests_until_answered() {
 
 fn fence_answered(r: Route) -> Vec<Wake> {
     match r {
-        Route::Fence(w) => w,
+        Route::Fence(w, _) => w,
         _ => panic!("not a fence"),
     }
 }
