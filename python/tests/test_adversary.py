@@ -41,6 +41,7 @@ from conftest import W, H, wait_until, workflow_text
 DOUBLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "doubles")
 ECHO = 0x7F01  # unknown to the library: the simulator echoes it back
 FLAG = fc.TRIGGER_CALL_BACK
+WF_START = 0x3004
 
 
 def cmd(code, i0=0, i1=0, i2=0, value=0.0, flags=FLAG, extra=0, text=b""):
@@ -273,3 +274,188 @@ def test_interpreter_exit_is_prompt(name):
     took = time.monotonic() - t0
     assert p.returncode == 0, err[-1000:]
     assert took < EXIT_BUDGET_S, f"{name}: exit took {took:.1f} s after the main thread returned"
+
+
+# ====================================================================== the raw socket rule
+
+
+def test_raw_read_never_gets_the_in_flight_reply_of_an_earlier_raw_write(sim, raw):
+    """Rule: a raw read receives the reply to the latest raw write, and
+    nothing else. The GUI's debug query times out (a slow instrument), the
+    GUI asks again about another axis: the read must get the answer about
+    that axis, not the late answer to the first query.
+
+    FAILS: the second read gets the first query's reply (axis 1, not 2).
+    The router's expectation for a raw write is "the first message of the
+    code after the write" (Expect.after = last_seq at raw_send): the late
+    reply to the earlier raw write, still in flight, matches it. The core
+    knows both writes are flagged sends awaiting answers (their key stays
+    closed); the router does not count answers owed to earlier raw writes."""
+    cc, s = raw
+    sim.set_faults(delay={Code.STAGE_POSITION_GET: 0.3})
+    s.sendall(cmd(Code.STAGE_POSITION_GET, i0=1))
+    s.settimeout(0.05)
+    with pytest.raises(socket.timeout):
+        s.recv(128)  # the GUI gives up on the first query
+    s.sendall(cmd(Code.STAGE_POSITION_GET, i0=2))
+    reply = read_exactly(s, 128, timeout=3.0)
+    assert len(reply) == 128
+    assert struct.unpack_from("<i", reply, 24)[0] == 2, "got the reply about axis 1"
+
+
+def test_raw_read_ignores_messages_of_the_code_before_any_raw_write(sim, raw):
+    """Rule: a raw read receives the reply to a raw write and nothing else;
+    everything else goes to the dispatcher exactly once."""
+    cc, s = raw
+    got = []
+    cc.register_callback(ECHO, got.append)
+    sim.broadcast(Message(ECHO, int32_data2=11))
+    assert wait_until(lambda: len(got) == 1)
+    assert select.select([s], [], [], 0.1)[0] == []
+    # The raw write's reply, and after it nothing more reaches the socket.
+    s.sendall(cmd(ECHO, i2=22))
+    assert field_i2(read_exactly(s, 128)) == 22
+    sim.broadcast(Message(ECHO, int32_data2=33))
+    assert wait_until(lambda: len(got) == 2)
+    assert [m.int32_data2 for m in got] == [11, 33]
+    assert select.select([s], [], [], 0.1)[0] == []
+
+
+def test_raw_write_then_request_same_code_each_gets_its_own_reply(sim, raw):
+    """Rule + "correlation never guesses": a raw write and, right after, a
+    request of the same code, both in flight: the raw read gets the raw
+    write's echo and the request its own."""
+    cc, s = raw
+    sim.set_faults(delay={ECHO: 0.1})
+    s.sendall(cmd(ECHO, i2=1))
+    r = cc.send_command(cmd(ECHO, i2=2), ECHO, 3.0)
+    assert r is not None and r.int32_data2 == 2
+    assert field_i2(read_exactly(s, 128)) == 1
+
+
+def test_raw_message_written_one_byte_at_a_time(sim, raw):
+    """sendall of a message in pieces (here, byte by byte) sends it once, whole."""
+    cc, s = raw
+    before = sim.received_codes().count(ECHO)
+    for b in cmd(ECHO, i2=7):
+        s.sendall(bytes([b]))
+    assert field_i2(read_exactly(s, 128)) == 7
+    assert sim.received_codes().count(ECHO) == before + 1
+
+
+def test_raw_workflow_in_two_sendalls_then_request_keeps_wire_order(sim, raw):
+    """README: the additional data may come in a second sendall; a raw write
+    followed by a request reaches the instrument first."""
+    cc, s = raw
+    wf = workflow_text(3).encode()
+    s.sendall(cmd(WF_START, extra=len(wf)))
+    assert sim.workflows() == []  # not complete yet: nothing sent
+    s.sendall(wf[:10])
+    s.sendall(wf[10:])
+    cc.send_command(cmd(Code.CAMERA_IMAGE_SIZE_GET), Code.CAMERA_IMAGE_SIZE_GET)
+    codes = sim.received_codes()
+    assert codes.index(WF_START) < len(codes) - 1
+    assert codes[-1] == Code.CAMERA_IMAGE_SIZE_GET
+    assert sim.workflows() == [wf]
+
+
+def test_concurrent_raw_writes_all_arrive_whole(sim, raw):
+    """Four threads writing whole messages raw at once: every one arrives,
+    none corrupted (no bad-marker errors)."""
+    cc, s = raw
+    errors = []
+    before = sim.received_codes().count(ECHO)
+
+    def writer(t):
+        try:
+            for i in range(100):
+                s.sendall(cmd(ECHO, i2=t * 1000 + i, flags=0))
+        except Exception as e:  # pragma: no cover - the failure is reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert wait_until(lambda: sim.received_codes().count(ECHO) == before + 400)
+
+
+def test_settimeout_and_blocking_modes_behave_as_on_a_socket(sim, raw):
+    cc, s = raw
+    s.settimeout(0.05)
+    with pytest.raises(socket.timeout):
+        s.recv(128)
+    s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        s.recv(128)
+    # A raw write that discards an unread reply restores the caller's mode.
+    s.setblocking(True)
+    s.sendall(cmd(ECHO, i2=1))
+    assert wait_until(lambda: select.select([s], [], [], 0)[0] == [s])
+    s.settimeout(0.0)
+    s.sendall(cmd(ECHO, i2=2))  # discards the unread echo 1
+    assert s.gettimeout() == 0.0
+    s.settimeout(2.0)
+    assert field_i2(read_exactly(s, 128)) == 2
+    assert select.select([s], [], [], 0.05)[0] == []
+
+
+def test_stop_wakes_a_raw_recv_blocked_without_timeout(sim, raw):
+    """README: after the reader stops, reads return b"" as on a closed connection."""
+    cc, s = raw
+    got = []
+    s.settimeout(None)
+    t = threading.Thread(target=lambda: got.append(s.recv(128)))
+    t.start()
+    time.sleep(0.05)
+    cc.stop()
+    t.join(2.0)
+    assert not t.is_alive() and got == [b""]
+    with pytest.raises(ConnectionError):
+        s.sendall(cmd(ECHO))
+
+
+def test_link_loss_wakes_a_raw_recv_and_writes_raise_connection_error(raw, sim):
+    cc, s = raw
+    got = []
+    s.settimeout(None)
+    t = threading.Thread(target=lambda: got.append(s.recv(128)))
+    t.start()
+    time.sleep(0.05)
+    sim.stop()
+    t.join(3.0)
+    assert not t.is_alive() and got == [b""]
+    with pytest.raises(ConnectionError):
+        s.sendall(cmd(ECHO))
+    with pytest.raises(ConnectionError):
+        cc.send_command(cmd(ECHO), ECHO, 1.0)
+
+
+def test_reader_restarted_on_the_same_socket_works_again(sim, raw):
+    """SocketReader.stop: "the socket then reads as closed; start connects again"."""
+    cc, s = raw
+    cc.stop()
+    assert s.recv(128) == b""
+    cc.start()
+    s.sendall(cmd(ECHO, i2=5))
+    assert field_i2(read_exactly(s, 128)) == 5
+    r = cc.send_command(cmd(Code.CAMERA_IMAGE_SIZE_GET), Code.CAMERA_IMAGE_SIZE_GET)
+    assert r is not None and r.int32_data0 == W
+    assert wait_until(lambda: sim.open_connections() == 1)
+
+
+def test_closing_the_core_socket_then_stopping_the_reader(sim):
+    """The GUI closes its socket before stopping the reader: no error, no
+    thread left, the instrument sees the connection go."""
+    host, port = sim.address.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    cc = CommandClient(s)
+    cc.start()
+    s.close()
+    with pytest.raises(OSError):
+        s.sendall(cmd(ECHO))
+    cc.stop()
+    assert wait_until(lambda: sim.open_connections() == 0)
+    assert not any(t.name == "flamingo-compat-reader" for t in threading.enumerate())
