@@ -459,3 +459,247 @@ def test_closing_the_core_socket_then_stopping_the_reader(sim):
     cc.stop()
     assert wait_until(lambda: sim.open_connections() == 0)
     assert not any(t.name == "flamingo-compat-reader" for t in threading.enumerate())
+
+
+# ====================================================================== install / uninstall
+
+
+def _forget_gui():
+    for name in list(sys.modules):
+        if name == "py2flamingo" or name.startswith("py2flamingo."):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def gui_path():
+    _forget_gui()
+    sys.path.insert(0, DOUBLES)
+    yield
+    compat.uninstall()
+    compat.configure(event_queue_depth=10_000, check_workflows=True, soft_limits=False)
+    _forget_gui()
+    sys.path.remove(DOUBLES)
+
+
+def test_uninstall_undoes_an_install_made_before_the_gui_was_imported(gui_path):
+    """README: "flamingo_client.compat.uninstall() undoes it". Installed
+    before the GUI is imported (the documented first way), then uninstalled:
+    the GUI must use its own reader again.
+
+    FAILS: py2flamingo.core.CommandClient (and the five other names) stay
+    compat's after uninstall(). install() records only the names it rebinds
+    in modules already loaded; names the GUI imported while installed are
+    not tracked, so uninstall() cannot restore them: the GUI is left half
+    switched (core's names compat's, a fresh socket_reader the GUI's)."""
+    compat.install()
+    import py2flamingo.core as core
+
+    assert core.CommandClient is compat.CommandClient
+    compat.uninstall()
+    import py2flamingo.core.socket_reader as own
+
+    assert own is not compat
+    stale = [n for n in ("CommandClient", "SocketReader", "MessageDispatcher", "ParsedMessage",
+                         "ProtocolCommands", "UNSOLICITED_COMMANDS")
+             if getattr(core, n) is getattr(compat, n)]
+    assert stale == [], f"still compat's after uninstall(): {stale}"
+
+
+def test_install_uninstall_install_again(gui_path):
+    import py2flamingo.core as core
+    import py2flamingo.core.socket_reader as own
+
+    for _ in range(3):
+        compat.install()
+        compat.install()
+        assert compat.is_installed() and core.CommandClient is compat.CommandClient
+        compat.uninstall()
+        compat.uninstall()
+        assert not compat.is_installed() and core.CommandClient is own.CommandClient
+        assert sys.modules["py2flamingo.core.socket_reader"] is own
+
+
+def test_uninstall_restores_the_settings_install_changed(sim, gui_path):
+    """install(**settings) is "reversible": after uninstall() a reader
+    started by the caller behaves as before install(soft_limits=True).
+
+    FAILS: install() calls configure(), which changes the module's defaults
+    for good; uninstall() leaves soft_limits on, so a CommandClient started
+    afterwards still refuses a move the instrument accepts."""
+    compat.install(soft_limits=True)
+    compat.uninstall()
+    cc = CommandClient(sim.address)
+    cc.start()
+    try:
+        r = cc.send_command(cmd(0x6005, i0=3, value=5.0), 0x6005, 2.0)
+        assert r is not None  # sent: soft limits are not checked any more
+    finally:
+        cc.stop()
+
+
+# ====================================================================== events
+
+
+def _gauges(sim, n, code=Code.UI_SET_GAUGE_VALUE):
+    for i in range(n):
+        sim.broadcast(Message(code, int32_data0=i))
+
+
+def test_callback_queue_depth_drops_counted_and_logged(sim, caplog):
+    """README: a queue of callback_queue_depth events; when a slow callback
+    lets it fill, the oldest is dropped, counted in
+    stats()["callback_events_dropped"] and logged. Every event is either
+    run or counted."""
+    c = Client(sim.address, callback_queue_depth=4)
+    try:
+        gate = threading.Event()
+        seen = []
+        c.on_event(lambda ev: (gate.wait(5), seen.append(ev.message.int32_data0 if ev.message else -1)),
+                   codes=[Code.UI_SET_GAUGE_VALUE])
+        with caplog.at_level(logging.WARNING, logger="flamingo_client"):
+            _gauges(sim, 50)
+            assert wait_until(lambda: c.stats()["messages_received"] >= 50)
+            gate.set()
+            assert wait_until(lambda: len(seen) + c.stats()["callback_events_dropped"] >= 50)
+        st = c.stats()
+        assert len(seen) + st["callback_events_dropped"] == 50
+        assert st["callback_events_dropped"] >= 40 and st["callback_queue_depth"] == 4
+        assert seen == sorted(seen) and seen[-1] == 49  # the newest are kept, in order
+        assert any("dropped" in r.getMessage() for r in caplog.records)
+    finally:
+        c.close()
+
+
+def test_events_filtered_natively_never_reach_the_callback(sim):
+    c = Client(sim.address)
+    try:
+        got = []
+        c.on_event(got.append, codes=[Code.STAGE_MOTION_STOPPED])
+        _gauges(sim, 100)
+        sim.broadcast(Message(Code.STAGE_MOTION_STOPPED, int32_data0=1, status=1))
+        assert wait_until(lambda: len(got) == 1)
+        st = c.stats()
+        assert st["callback_events_filtered"] == 100
+        assert got[0].code == Code.STAGE_MOTION_STOPPED
+    finally:
+        c.close()
+
+
+def test_filter_of_one_callback_does_not_leak_other_codes_to_it(sim):
+    """Two callbacks, one filtered: the native filter passes the union; the
+    filtered callback still sees only its codes."""
+    c = Client(sim.address)
+    try:
+        only_stop, every = [], []
+        c.on_event(only_stop.append, codes=[Code.STAGE_MOTION_STOPPED])
+        cid = c.on_event(every.append)
+        _gauges(sim, 5)
+        sim.broadcast(Message(Code.STAGE_MOTION_STOPPED, int32_data0=1, status=1))
+        assert wait_until(lambda: len(every) >= 6)
+        assert [e.code for e in only_stop] == [Code.STAGE_MOTION_STOPPED]
+        assert c.remove_callback(cid)
+        before = c.stats()["callback_events_filtered"]
+        _gauges(sim, 5)
+        assert wait_until(lambda: c.stats()["callback_events_filtered"] == before + 5)
+    finally:
+        c.close()
+
+
+def test_callback_thread_named_and_a_raising_callback_does_not_stop_it(sim, caplog):
+    c = Client(sim.address)
+    try:
+        names, got = [], []
+
+        def bad(ev):
+            names.append(threading.current_thread().name)
+            raise RuntimeError("boom")
+
+        c.on_event(bad, codes=[Code.UI_SET_GAUGE_VALUE])
+        c.on_event(lambda ev: got.append(ev.message.int32_data0), codes=[Code.UI_SET_GAUGE_VALUE])
+        with caplog.at_level(logging.ERROR, logger="flamingo_client"):
+            _gauges(sim, 3)
+            assert wait_until(lambda: len(got) == 3)
+        assert got == [0, 1, 2] and set(names) == {"flamingo-events"}
+        assert sum("boom" in (r.exc_text or "") or "raised" in r.getMessage()
+                   for r in caplog.records) >= 3
+    finally:
+        c.close()
+
+
+def test_callback_that_closes_its_client(sim):
+    """README: close() joins the callback thread "except when called from a
+    callback"; a later close() from elsewhere must not hang, and the thread ends."""
+    c = Client(sim.address)
+    done = threading.Event()
+
+    def cb(ev):
+        c.close()
+        done.set()
+
+    c.on_event(cb, codes=[Code.UI_SET_GAUGE_VALUE])
+    _gauges(sim, 2)
+    assert done.wait(3)
+    t0 = time.monotonic()
+    c.close()
+    assert time.monotonic() - t0 < 1.0
+    assert c.state == "closed"
+    assert wait_until(lambda: not any(t.name == "flamingo-events" for t in threading.enumerate()))
+    with pytest.raises(DisconnectedError):
+        c.stage.position("x")
+
+
+def test_callback_that_registers_and_removes_callbacks(sim):
+    c = Client(sim.address)
+    try:
+        got = []
+        ids = []
+
+        def cb(ev):
+            got.append(ev.message.int32_data0)
+            if len(got) == 1:
+                ids.append(c.on_event(lambda e: got.append(("inner", e.message.int32_data0)),
+                                      codes=[Code.UI_SET_GAUGE_VALUE]))
+            elif len(ids) == 1 and len(got) > 3:
+                c.remove_callback(ids.pop())
+
+        c.on_event(cb, codes=[Code.UI_SET_GAUGE_VALUE])
+        _gauges(sim, 6)
+        assert wait_until(lambda: sum(1 for g in got if not isinstance(g, tuple)) == 6)
+    finally:
+        c.close()
+
+
+def test_a_slow_callback_delays_neither_requests_nor_subscriptions(sim):
+    c = Client(sim.address)
+    try:
+        c.on_event(lambda ev: time.sleep(0.5), codes=[Code.UI_SET_GAUGE_VALUE])
+        sub = c.subscribe([Code.UI_SET_GAUGE_VALUE])
+        _gauges(sim, 3)
+        t0 = time.monotonic()
+        for _ in range(20):
+            c.camera.image_size()
+        assert [sub.get(1.0).message.int32_data0 for _ in range(3)] == [0, 1, 2]
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        c.close()
+
+
+def test_compat_callbacks_on_the_named_thread_and_drops_counted(sim, caplog):
+    cc = CommandClient(sim.address, event_queue_depth=3)
+    cc.start()
+    try:
+        gate = threading.Event()
+        seen, names = [], []
+        cc.register_callback(Code.UI_SET_GAUGE_VALUE, lambda m: (
+            names.append(threading.current_thread().name), gate.wait(5),
+            seen.append(m.int32_data0)))
+        with caplog.at_level(logging.WARNING, logger="flamingo_client.compat"):
+            _gauges(sim, 30)
+            assert wait_until(lambda: cc.get_stats()["client"]["messages_received"] >= 30)
+            gate.set()
+            assert wait_until(lambda: len(seen) + cc.get_stats()["events_dropped"] >= 30)
+        assert len(seen) + cc.get_stats()["events_dropped"] == 30
+        assert set(names) == {"flamingo-compat-reader"}
+        assert any("dropped" in r.getMessage() for r in caplog.records)
+    finally:
+        cc.stop()
