@@ -703,3 +703,286 @@ def test_compat_callbacks_on_the_named_thread_and_drops_counted(sim, caplog):
         assert any("dropped" in r.getMessage() for r in caplog.records)
     finally:
         cc.stop()
+
+
+# ====================================================================== GIL
+
+
+def _ticks_during(fn):
+    """Runs fn on this thread while another Python thread counts; returns
+    (ticks, seconds, what fn returned or raised)."""
+    count = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        try:
+            out = fn()
+        except Exception as e:
+            out = e
+    finally:
+        took = time.monotonic() - t0
+        stop.set()
+        t.join()
+    return count[0], took, out
+
+
+def test_gil_released_in_every_blocking_wait(sim, client):
+    """README: every call that can block releases the GIL."""
+    sub = client.subscribe([Code.STAGE_MOTION_STOPPED])
+    run = client.workflows.start(text=workflow_text(100_000))
+    sim.set_faults(delay={ECHO: 0.3})
+    cc = CommandClient(sim.address)
+    cc.start()
+    try:
+        waits = {
+            "subscription.get": lambda: sub.get(0.3),
+            "run.wait": lambda: run.wait(0.3),
+            "wait_until_idle": lambda: client.system.wait_until_idle(timeout=0.3),
+            "request delayed": lambda: client.request(ECHO, timeout=1.0),
+            "compat send_command": lambda: cc.send_command(cmd(ECHO), ECHO, 1.0),
+        }
+        slow = {}
+        for name, fn in waits.items():
+            ticks, took, out = _ticks_during(fn)
+            assert took >= 0.25, (name, took, out)  # it did block
+            if ticks < 20:
+                slow[name] = (ticks, round(took, 2), repr(out)[:80])
+        assert slow == {}
+    finally:
+        cc.stop()
+        run.stop(wait=False)
+
+
+# ====================================================================== errors
+
+
+class Scripted:
+    """A loopback server that answers each 128-byte message with reply(msg)
+    (bytes, possibly empty; None closes the connection)."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            c, _ = self.listener.accept()
+        except OSError:
+            return
+        self.conns.append(c)
+        buf = b""
+        while True:
+            try:
+                chunk = c.recv(4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 128:
+                msg, buf = buf[:128], buf[128:]
+                out = self.reply(msg)
+                if out is None:
+                    c.close()
+                    return
+                try:
+                    c.sendall(out)
+                except OSError:
+                    return
+
+    def close(self):
+        self.listener.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.thread.join(2)
+
+
+def _with_server(reply, fn):
+    srv = Scripted(reply)
+    try:
+        with Client(srv.address, timeout=1.0, live=False) as c:
+            return fn(c)
+    finally:
+        srv.close()
+
+
+def test_error_classes_of_the_common_failures(sim):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectError) as e:
+        Client(f"127.0.0.1:{port}", connect_timeout=0.5)
+    assert isinstance(e.value, ConnectionError)
+    c = Client(sim.address, timeout=0.2)
+    try:
+        sim.set_faults(never_answer=[Code.CAMERA_IMAGE_SIZE_GET])
+        with pytest.raises(TimeoutError):
+            c.camera.image_size()
+        sim.set_faults(status_override={Code.CAMERA_EXPOSURE_SET: 3})
+        with pytest.raises(FlamingoError) as e:
+            c.request(Code.CAMERA_EXPOSURE_SET, int32_data0=100, checked=True)
+        assert type(e.value).__name__ in ("RefusedError", "BusyError")
+        assert e.value.code == Code.CAMERA_EXPOSURE_SET and e.value.status == 3
+        for bad in (float("nan"), -1.0):
+            with pytest.raises(ValueError):
+                c.camera.image_size(timeout=bad)
+        with pytest.raises(InvalidArgumentError):
+            c.stage.position("w")
+        sim.clear_faults()
+        sim.set_faults(delay={Code.CAMERA_IMAGE_SIZE_GET: 5.0})
+        threading.Timer(0.1, sim.stop).start()
+        t0 = time.monotonic()
+        with pytest.raises(DisconnectedError):
+            c.camera.image_size(timeout=3.0)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        c.close()
+
+
+def test_a_peer_breaking_the_protocol_gives_a_typed_error():
+    """Bad network input -> typed error, never a hang, a crash or another class."""
+    garbage = lambda m: b"\x00" * 128  # noqa: E731 - bad markers
+    out = _with_server(garbage, lambda c: _raises(lambda: c.request(ECHO, timeout=0.5)))
+    assert isinstance(out, FlamingoError), out
+
+    def huge(m):  # the reply announces 4 GB of additional data
+        return m[:48] + struct.pack("<I", 0xFFFFFFFF) + m[52:]
+
+    out = _with_server(huge, lambda c: _raises(lambda: c.request(ECHO, timeout=0.5)))
+    assert isinstance(out, FlamingoError), out
+
+
+def _raises(fn):
+    try:
+        fn()
+    except BaseException as e:  # noqa: BLE001 - the class is what is checked
+        return e
+    return None
+
+
+def test_compat_errors_are_the_sockets_errors(sim, raw):
+    """README: writes after a link failure raise DisconnectedError (a
+    ConnectionError, as a failed sendall would); bad bytes are refused with
+    a ValueError and leave the socket usable."""
+    cc, s = raw
+    with pytest.raises(ValueError):
+        s.sendall(b"\x01" * 128)
+    s.sendall(cmd(ECHO, i2=3))
+    assert field_i2(read_exactly(s, 128)) == 3
+    with pytest.raises(ValueError):
+        cc.send_command(b"short", ECHO)
+
+
+# ====================================================================== the CLI's checks on every path
+
+BAD_LASER = workflow_text(3, laser_percent=150.0)
+
+
+def _outside_end():
+    return workflow_text(3).replace(
+        "  </Start Position>\n",
+        "  </Start Position>\n  <End Position>\n    X (mm) = 8.0\n    Y (mm) = 20.0\n"
+        "    Z (mm) = 40.0\n    Angle (degrees) = 0.0\n  </End Position>\n")
+
+
+def test_every_client_start_path_checks_the_workflow(sim, client, tmp_path):
+    """README, Safety: a workflow that fails `workflow check` raises
+    InvalidArgumentError naming the line, and nothing is sent."""
+    p = tmp_path / "bad.txt"
+    p.write_text(BAD_LASER)
+    for kw in ({"path": str(p)}, {"text": BAD_LASER}, {"data": BAD_LASER.encode()},
+               {"data": BAD_LASER.replace("\n", "\r\n").encode()}):
+        with pytest.raises(InvalidArgumentError, match="line"):
+            client.workflows.start(**kw)
+    assert sim.workflows() == []
+
+
+def test_soft_limits_check_the_end_position_and_every_axis_of_a_multi_move(sim, client):
+    client.enable_soft_limits()
+    with pytest.raises(InvalidArgumentError, match="z"):
+        client.workflows.start(text=_outside_end())
+    before = sim.stage_positions()
+    with pytest.raises(InvalidArgumentError):
+        client.stage.move_all_and_wait({"x": before[0] + 0.5, "z": 5.0})
+    with pytest.raises(InvalidArgumentError):
+        client.stage.move_to("z", float("nan"))
+    time.sleep(0.05)
+    assert sim.stage_positions() == before  # nothing was sent, not even x
+    assert sim.workflows() == []
+
+
+def test_raw_client_requests_are_checked_too(sim, client):
+    """README, Safety: with soft limits on, "every move and every workflow
+    start ... is checked before anything is sent"; workflows "are checked
+    before sending". compat checks what the GUI sends raw; Client.request
+    and Client.send (the documented "any code, raw" path) must not be a way
+    around the checks.
+
+    FAILS: all four are sent: Client.request / Client.send of
+    CAMERA_WORKFLOW_START with a laser at 150 % (the simulator receives the
+    file) and of STAGE_POSITION_SET to z = 5 mm (limits 11 to 25 mm), soft
+    limits on. NativeClient.request/send go straight to the core's
+    request_with_data/send_with_data; only the facades and compat's
+    _check_outgoing run the checks, so the Python API has a path around its
+    own safety that compat (the GUI's raw socket) does not have."""
+    client.enable_soft_limits()
+    sent = []
+    for what, fn in {
+        "request workflow": lambda: client.request(WF_START, data=BAD_LASER.encode(),
+                                                   timeout=1.0),
+        "send workflow": lambda: client.send(WF_START, data=BAD_LASER.encode()),
+        "request move": lambda: client.request(0x6005, int32_data0=3, double_data=5.0,
+                                               timeout=1.0),
+        "send move": lambda: client.send(0x6005, int32_data0=3, double_data=5.0),
+    }.items():
+        if not isinstance(_raises(fn), InvalidArgumentError):
+            sent.append(what)
+    assert sent == []
+
+
+def test_compat_checks_every_gui_path(sim, gui_path):
+    """The GUI's raw socket and send_command, both move codes, both checks."""
+    compat.install(soft_limits=True)
+    from py2flamingo.core import TCPConnection
+
+    conn = TCPConnection()
+    conn.connect("127.0.0.1", sim.port)
+    try:
+        s = conn._command_socket
+        wf = BAD_LASER.encode()
+        with pytest.raises(InvalidArgumentError, match="line"):
+            s.sendall(cmd(WF_START, extra=len(wf)) + wf)
+        with pytest.raises(InvalidArgumentError, match="line"):
+            conn.send_command_async(cmd(WF_START, extra=len(wf)) + wf, WF_START)
+        end = _outside_end().encode()
+        with pytest.raises(InvalidArgumentError):
+            s.sendall(cmd(WF_START, extra=len(end)))
+            s.sendall(end)
+        for code in (0x6004, 0x6005):
+            with pytest.raises(InvalidArgumentError):
+                s.sendall(cmd(code, i0=3, value=5.0))
+            with pytest.raises(InvalidArgumentError):
+                conn.send_command_async(cmd(code, i0=3, value=float("nan")), code)
+        assert sim.workflows() == []
+        # After the refusals the socket is in a clean state.
+        s.sendall(cmd(ECHO, i2=9))
+        assert field_i2(read_exactly(s, 128)) == 9
+    finally:
+        conn.disconnect()
