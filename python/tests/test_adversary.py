@@ -679,7 +679,7 @@ def test_a_slow_callback_delays_neither_requests_nor_subscriptions(sim):
         for _ in range(20):
             c.camera.image_size()
         assert [sub.get(1.0).message.int32_data0 for _ in range(3)] == [0, 1, 2]
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.2  # the callbacks alone take 1.5 s
     finally:
         c.close()
 
@@ -851,7 +851,7 @@ def test_error_classes_of_the_common_failures(sim):
         t0 = time.monotonic()
         with pytest.raises(DisconnectedError):
             c.camera.image_size(timeout=3.0)
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 2.0
     finally:
         c.close()
 
