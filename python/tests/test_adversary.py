@@ -73,6 +73,7 @@ def raw(sim):
     cc = CommandClient(s)
     cc.start()
     assert isinstance(s, CoreSocket)
+    cc.send_command(cmd(Code.CAMERA_IMAGE_SIZE_GET), Code.CAMERA_IMAGE_SIZE_GET)
     yield cc, s
     cc.stop()
     s.close()
@@ -120,6 +121,7 @@ EXIT_SCENARIOS = {
         c = fc.Client(sim.address)
         never = threading.Event()
         c.on_event(lambda ev: (ready.set(), never.wait()), codes=[0x9004])
+        c.camera.image_size()  # the simulator has accepted the connection
         sim.broadcast(fc.Message(0x9004, int32_data0=1))
     """,
     # A callback that calls back into the client, event after event.
@@ -214,6 +216,7 @@ def _exit_script(body: str) -> str:
         """
         if not ready.wait(10):
             print("scenario never got ready", flush=True)
+            sys.exit(3)
         time.sleep(0.1)
         print("main done", flush=True)
         """
@@ -540,6 +543,14 @@ def test_uninstall_restores_the_settings_install_changed(sim, gui_path):
 # ====================================================================== events
 
 
+def _connected(sim, **kw):
+    """A client the simulator has surely accepted (one round trip), so its
+    broadcasts reach it."""
+    c = Client(sim.address, **kw)
+    c.camera.image_size()
+    return c
+
+
 def _gauges(sim, n, code=Code.UI_SET_GAUGE_VALUE):
     for i in range(n):
         sim.broadcast(Message(code, int32_data0=i))
@@ -550,7 +561,7 @@ def test_callback_queue_depth_drops_counted_and_logged(sim, caplog):
     lets it fill, the oldest is dropped, counted in
     stats()["callback_events_dropped"] and logged. Every event is either
     run or counted."""
-    c = Client(sim.address, callback_queue_depth=4)
+    c = _connected(sim, callback_queue_depth=4)
     try:
         gate = threading.Event()
         seen = []
@@ -571,7 +582,7 @@ def test_callback_queue_depth_drops_counted_and_logged(sim, caplog):
 
 
 def test_events_filtered_natively_never_reach_the_callback(sim):
-    c = Client(sim.address)
+    c = _connected(sim)
     try:
         got = []
         c.on_event(got.append, codes=[Code.STAGE_MOTION_STOPPED])
@@ -588,7 +599,7 @@ def test_events_filtered_natively_never_reach_the_callback(sim):
 def test_filter_of_one_callback_does_not_leak_other_codes_to_it(sim):
     """Two callbacks, one filtered: the native filter passes the union; the
     filtered callback still sees only its codes."""
-    c = Client(sim.address)
+    c = _connected(sim)
     try:
         only_stop, every = [], []
         c.on_event(only_stop.append, codes=[Code.STAGE_MOTION_STOPPED])
@@ -606,7 +617,7 @@ def test_filter_of_one_callback_does_not_leak_other_codes_to_it(sim):
 
 
 def test_callback_thread_named_and_a_raising_callback_does_not_stop_it(sim, caplog):
-    c = Client(sim.address)
+    c = _connected(sim)
     try:
         names, got = [], []
 
@@ -629,7 +640,7 @@ def test_callback_thread_named_and_a_raising_callback_does_not_stop_it(sim, capl
 def test_callback_that_closes_its_client(sim):
     """README: close() joins the callback thread "except when called from a
     callback"; a later close() from elsewhere must not hang, and the thread ends."""
-    c = Client(sim.address)
+    c = _connected(sim)
     done = threading.Event()
 
     def cb(ev):
@@ -649,7 +660,7 @@ def test_callback_that_closes_its_client(sim):
 
 
 def test_callback_that_registers_and_removes_callbacks(sim):
-    c = Client(sim.address)
+    c = _connected(sim)
     try:
         got = []
         ids = []
@@ -670,7 +681,7 @@ def test_callback_that_registers_and_removes_callbacks(sim):
 
 
 def test_a_slow_callback_delays_neither_requests_nor_subscriptions(sim):
-    c = Client(sim.address)
+    c = _connected(sim)
     try:
         c.on_event(lambda ev: time.sleep(0.5), codes=[Code.UI_SET_GAUGE_VALUE])
         sub = c.subscribe([Code.UI_SET_GAUGE_VALUE])
@@ -687,6 +698,7 @@ def test_a_slow_callback_delays_neither_requests_nor_subscriptions(sim):
 def test_compat_callbacks_on_the_named_thread_and_drops_counted(sim, caplog):
     cc = CommandClient(sim.address, event_queue_depth=3)
     cc.start()
+    cc.send_command(cmd(Code.CAMERA_IMAGE_SIZE_GET), Code.CAMERA_IMAGE_SIZE_GET)
     try:
         gate = threading.Event()
         seen, names = [], []
