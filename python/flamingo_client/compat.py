@@ -33,13 +33,20 @@ goes through the library's connection:
   instrument first;
 - ``recv`` (and ``select``, timeouts, ``settimeout``/``gettimeout``) reads
   by this **rule**: a raw read receives the reply to the latest message
-  written raw, and nothing else. That reply is the first message of the same
-  code that arrives after the write and that no request of the client
-  claimed, with its additional data right after its 128 bytes. Writing a
-  message raw forgets the previous raw write's reply and discards whatever
-  of it was not read. A code that only ever arrives unsolicited (motion
-  stopped, progress...) is never a raw reply; for LASER_LEVEL_GET, which the
-  instrument also broadcasts, a message about another laser is not the reply.
+  written raw, and nothing else. Replies of one code come in order on one
+  connection, so answers still owed to earlier raw writes of that code come
+  first: every raw write the instrument answers (flagged with
+  TRIGGER_CALL_BACK, or of a code answered without the flag: 0x1008,
+  0x1009, 0x3005, 0xA007) owes one answer, and each message of that code
+  that arrives after such a write and that no request of the client claimed
+  pays the oldest answer owed (it goes to the dispatcher). The reply is the
+  first message of the same code that arrives after the latest write, that
+  no request claimed and that pays no earlier write's answer, with its
+  additional data right after its 128 bytes. Writing a message raw discards
+  whatever of the previous reply was not read. A code that only ever
+  arrives unsolicited (motion stopped, progress...) is never a raw reply;
+  for LASER_LEVEL_GET, which the instrument also broadcasts, a message about
+  another laser neither is the reply nor pays an earlier write's answer.
   Everything else goes to the dispatcher's callbacks, exactly once.
 
 So an unpaused raw read (the GUI's workflow stop) gets its reply instead of
