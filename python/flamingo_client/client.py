@@ -5,6 +5,7 @@ import enum
 import itertools
 import logging
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import (
@@ -91,12 +92,24 @@ def _address(addr: Address) -> str:
 # Clients still open at interpreter exit are closed first, so no library
 # thread waits for the GIL while Python shuts down.
 _open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+# How long interpreter exit waits, in all, for idle callback threads to end.
+_EXIT_JOIN_S = 0.5
 
 
 @atexit.register
 def _close_all() -> None:
-    for c in list(_open_clients):
-        c.close()
+    # Daemon threads may still run Python code here (a callback blocked on
+    # a lock, say): the native side of every client is torn down first, and
+    # only a callback thread that runs no callback is waited for, briefly.
+    clients = list(_open_clients)
+    for c in clients:
+        c._native.close()
+    deadline = time.monotonic() + _EXIT_JOIN_S
+    for c in clients:
+        t = c._callback_thread
+        if t is None or t is threading.current_thread() or c._in_callback:
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
 
 
 # ------------------------------------------------------------------ values
@@ -329,6 +342,8 @@ class Client:
         self._callback_queue_depth = int(callback_queue_depth or event_queue_depth)
         self._router: Any = None
         self._callback_thread: Optional[threading.Thread] = None
+        # True while the callback thread runs callbacks (read at exit).
+        self._in_callback = False
         self._next_callback_id = itertools.count(1)
         self._pixel_size_um: Optional[float] = None
         self.stage = Stage(self)
@@ -512,13 +527,17 @@ class Client:
         ev = Event._from_native(raw)
         with self._callbacks_lock:
             targets = list(self._callbacks.values())
-        for cb, wanted in targets:
-            if wanted is not None and ev.code is not None and ev.code not in wanted:
-                continue
-            try:
-                cb(ev)
-            except Exception:
-                logger.exception("event callback %r raised", cb)
+        self._in_callback = True
+        try:
+            for cb, wanted in targets:
+                if wanted is not None and ev.code is not None and ev.code not in wanted:
+                    continue
+                try:
+                    cb(ev)
+                except Exception:
+                    logger.exception("event callback %r raised", cb)
+        finally:
+            self._in_callback = False
 
 
 def _callback_loop(ref: "weakref.ReferenceType[Client]", router: Any) -> None:
