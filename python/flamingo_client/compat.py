@@ -64,11 +64,9 @@ fill, the oldest event is dropped, counted in ``get_stats()`` and logged.
 import contextlib
 import errno
 import logging
-import math
 import os
 import queue
 import socket
-import struct
 import sys
 import threading
 import time
@@ -77,7 +75,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from .client import Client, Event
+from .client import Client, Event, _check_outgoing
 from .errors import (
     DisconnectedError,
     FlamingoTimeoutError,
@@ -113,10 +111,6 @@ _defaults: Dict[str, Any] = {
     "event_queue_depth": 10_000, "timeout": 3.0, "check_workflows": True, "soft_limits": False,
 }
 
-_WORKFLOW_START = 0x3004
-_MOVES = (0x6004, 0x6005)  # STAGE_POSITION_SET and the vendor GUI's slider variant
-
-
 def configure(
     *,
     event_queue_depth: Optional[int] = None,
@@ -146,28 +140,6 @@ def configure(
         _defaults["check_workflows"] = bool(check_workflows)
     if soft_limits is not None:
         _defaults["soft_limits"] = bool(soft_limits)
-
-
-def _check_outgoing(client: Client, checks: bool, header: bytes, data: bytes) -> None:
-    """The CLI's checks on a message about to be sent (see :func:`configure`)."""
-    code = int.from_bytes(header[4:8], "little")
-    limits = client.soft_limits
-    if code == _WORKFLOW_START and (checks or limits is not None):
-        from . import _native
-
-        _native.workflow_check(data, None if limits is None else limits._to_native())
-    elif code in _MOVES and limits is not None:
-        axis = int.from_bytes(header[24:28], "little", signed=True)
-        target = struct.unpack_from("<d", header, 40)[0]
-        if 1 <= axis <= 4:
-            name = "xyzr"[axis - 1]
-            lim = limits.get(name)
-            unit = "degrees" if name == "r" else "mm"
-            if lim is not None and not (math.isfinite(target) and lim[0] <= target <= lim[1]):
-                raise InvalidArgumentError(
-                    f"{name} target {target:g} {unit} is outside the stage's soft limits for "
-                    f"{name}, {lim[0]:g} to {lim[1]:g} {unit}; nothing was sent"
-                )
 
 
 class ProtocolCommands(IntEnum):
