@@ -828,6 +828,8 @@ _EXPORTS = ("UNSOLICITED_COMMANDS", "CommandClient", "MessageDispatcher", "Parse
             "ProtocolCommands", "SocketReader")
 _install_lock = threading.Lock()
 _saved: Optional[Tuple[Any, List[Tuple[Any, str, Any]]]] = None
+# The defaults install(**settings) changed: name -> (value before, value set).
+_settings_saved: Dict[str, Tuple[Any, Any]] = {}
 
 
 def install(**settings: Any) -> None:
@@ -835,11 +837,16 @@ def install(**settings: Any) -> None:
     without editing it: imports made from now on get this module, and names
     already imported from the GUI's own module (in any loaded ``py2flamingo``
     module) are rebound to this module's. Idempotent; :func:`uninstall`
-    undoes it. Keywords as :func:`configure`."""
+    undoes it, settings included. Keywords as :func:`configure`."""
     global _saved
-    configure(**settings)
     this = sys.modules[__name__]
     with _install_lock:
+        before = dict(_defaults)
+        configure(**settings)
+        for k, v in _defaults.items():
+            if v != before[k]:
+                first = _settings_saved[k][0] if k in _settings_saved else before[k]
+                _settings_saved[k] = (first, v)
         if _saved is not None:
             return
         previous = sys.modules.get(_TARGET)
@@ -863,10 +870,16 @@ def install(**settings: Any) -> None:
 
 
 def uninstall() -> None:
-    """Undoes :func:`install`: the GUI's own module is used again (readers
-    already started keep running until stopped)."""
+    """Undoes :func:`install`: the GUI's own module is used again, and the
+    defaults ``install(**settings)`` changed are restored (unless
+    :func:`configure` changed them since). Readers already started keep
+    running until stopped."""
     global _saved
     with _install_lock:
+        for k, (old, set_by_install) in _settings_saved.items():
+            if _defaults[k] == set_by_install:
+                _defaults[k] = old
+        _settings_saved.clear()
         if _saved is None:
             return
         previous, rebound = _saved
