@@ -63,6 +63,7 @@ fill, the oldest event is dropped, counted in ``get_stats()`` and logged.
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import queue
@@ -884,12 +885,51 @@ def uninstall() -> None:
             return
         previous, rebound = _saved
         _saved = None
-        if previous is not None:
-            sys.modules[_TARGET] = previous
-        else:
-            sys.modules.pop(_TARGET, None)
+        this = sys.modules[__name__]
+        if sys.modules.get(_TARGET) is this:
+            if previous is not None:
+                sys.modules[_TARGET] = previous
+            else:
+                sys.modules.pop(_TARGET, None)
         for mod, attr, val in rebound:
             setattr(mod, attr, val)
+        _unbind_imported_while_installed(this, previous)
+
+
+def _unbind_imported_while_installed(this: Any, own: Any) -> None:
+    """Names the GUI imported from the alias while it was installed (in
+    ``py2flamingo`` modules loaded or run since) point at this module's
+    objects: rebinds them to the GUI's own module's, importing it if it was
+    never loaded (only when such names exist)."""
+    objects = {id(getattr(this, n)): n for n in _EXPORTS}
+    stale: List[Tuple[Any, str, Optional[str]]] = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or mod is this or mod is own or not (
+            name == "py2flamingo" or name.startswith("py2flamingo.")
+        ):
+            continue
+        for attr, val in list(vars(mod).items()):
+            if val is this:
+                stale.append((mod, attr, None))
+            elif id(val) in objects and val is getattr(this, objects[id(val)]):
+                stale.append((mod, attr, objects[id(val)]))
+    if not stale:
+        return
+    if own is None:
+        try:
+            own = importlib.import_module(_TARGET)
+        except Exception as e:  # the GUI's module cannot be loaded: say so, keep going
+            logger.warning(
+                "uninstall(): %d name(s) imported from %s while installed still point at "
+                "flamingo_client.compat: the GUI's own module could not be imported (%s)",
+                len(stale), _TARGET, e,
+            )
+            return
+    for mod, attr, export in stale:
+        if export is None:
+            setattr(mod, attr, own)
+        elif hasattr(own, export):
+            setattr(mod, attr, getattr(own, export))
 
 
 def is_installed() -> bool:
