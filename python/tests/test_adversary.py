@@ -196,8 +196,14 @@ EXIT_SCENARIOS = {
             conn.register_callback(0x9004, lambda m: None)
             ready.set()
             conn.disconnect()
+        def burst():
+            # Bursts with quiet gaps: the GUI drains its new socket until
+            # 0.1 s pass without data, which a continuous stream never allows.
+            for _ in range(20):
+                sim.broadcast(fc.Message(0x9004))
+            time.sleep(0.15)
         daemon(cycle)
-        daemon(lambda: sim.broadcast(fc.Message(0x9004)))
+        daemon(burst)
     """,
     # Live view in a thread.
     "live": """
