@@ -40,7 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
 use flamingo_client::codec::{CommandCode, Flags, MatchKey, Message, MESSAGE_LEN};
 use flamingo_client::{Client, Event, EventKind, Subscription};
 use pyo3::prelude::*;
@@ -192,9 +192,31 @@ struct State {
     core_dropped: u64,
     ended: bool,
     raw: Raw,
+    /// The core's queue of events for this router (`None` once it ended).
+    sub: Option<Subscription>,
 }
 
 impl State {
+    /// Routes, in order, every event the core has queued for this router:
+    /// on the router thread, and on a raw write's thread, so that a reply
+    /// that reached the core before the write is routed as one that came
+    /// before it. False once the client closed the subscription.
+    fn drain(&mut self) -> bool {
+        let Some(sub) = self.sub.take() else {
+            return false;
+        };
+        let open = loop {
+            match sub.try_recv() {
+                Ok(ev) => self.route(ev),
+                Err(TryRecvError::Empty) => break true,
+                Err(TryRecvError::Disconnected) => break false,
+            }
+        };
+        self.core_dropped = sub.dropped();
+        self.sub = Some(sub);
+        open
+    }
+
     fn push(&mut self, ev: Event) {
         if self.queue.len() >= self.depth {
             // The oldest message event goes; connection events (a handful
@@ -243,34 +265,38 @@ impl Inner {
     }
 }
 
-fn run(inner: Arc<Inner>, sub: Subscription, stop: Receiver<()>) {
+/// `events` is a clone of the subscription's receiver: this thread waits
+/// on it for events and takes them (under the state's lock) from the
+/// subscription in the state.
+fn run(inner: Arc<Inner>, events: Receiver<Event>, stop: Receiver<()>) {
     loop {
         let tick = if inner.lock().raw.pending.is_empty() {
             Duration::from_secs(3600)
         } else {
             FLUSH_TICK
         };
-        select! {
-            recv(sub.receiver()) -> ev => match ev {
-                Ok(ev) => {
-                    // Everything already queued is routed under one lock.
-                    let mut st = inner.lock();
-                    st.route(ev);
-                    while let Ok(ev) = sub.try_recv() {
-                        st.route(ev);
-                    }
-                    st.core_dropped = sub.dropped();
-                    drop(st);
-                    inner.ready.notify_all();
+        let mut sel = Select::new();
+        let on_event = sel.recv(&events);
+        sel.recv(&stop);
+        match sel.ready_timeout(tick) {
+            Ok(i) if i == on_event => {
+                // Everything already queued is routed under one lock.
+                let open = inner.lock().drain();
+                inner.ready.notify_all();
+                if !open {
+                    break;
                 }
-                Err(_) => break,
-            },
-            recv(stop) -> _ => break,
-            default(tick) => inner.lock().raw.flush(),
+            }
+            // Stopped: a message, or the sender dropped.
+            Ok(_) => break,
+            Err(_) => inner.lock().raw.flush(),
         }
     }
     let mut st = inner.lock();
-    st.core_dropped = sub.dropped();
+    let sub = st.sub.take();
+    if let Some(sub) = &sub {
+        st.core_dropped = sub.dropped();
+    }
     st.ended = true;
     // The raw socket then reads what was written, then end of file, as a
     // closed connection does.
@@ -278,6 +304,7 @@ fn run(inner: Arc<Inner>, sub: Subscription, stop: Receiver<()>) {
     st.raw.pair = None;
     drop(st);
     inner.ready.notify_all();
+    drop(sub);
 }
 
 /// A connected loopback pair: (ours, theirs). The accepted end must be the
@@ -340,15 +367,18 @@ impl NativeRouter {
                 core_dropped: 0,
                 ended: false,
                 raw: Raw::default(),
+                sub: None,
             }),
             ready: Condvar::new(),
         });
         let sub = client.subscribe();
+        let events = sub.receiver().clone();
+        inner.lock().sub = Some(sub);
         let (tx, rx) = bounded(1);
         let i = inner.clone();
         let thread = std::thread::Builder::new()
             .name("flamingo-py-router".into())
-            .spawn(move || run(i, sub, rx))
+            .spawn(move || run(i, events, rx))
             .map_err(flamingo_client::Error::Io)?;
         Ok(NativeRouter {
             client: client.clone(),
@@ -461,11 +491,14 @@ impl NativeRouter {
     /// exactly those).
     fn raw_discard(&self, consumed: u64) -> u64 {
         let mut st = self.inner.lock();
+        st.drain();
         let raw = &mut st.raw;
         raw.supersede();
         let in_pair = raw.written.saturating_sub(consumed);
         raw.bytes_discarded += in_pair + raw.pending.len() as u64;
         raw.pending.clear();
+        drop(st);
+        self.inner.ready.notify_all();
         in_pair
     }
 
@@ -477,6 +510,7 @@ impl NativeRouter {
         let m = decode(py, msg)?;
         let info = m.code.info();
         let mut st = self.inner.lock();
+        st.drain();
         st.raw.supersede();
         if !info.is_some_and(|i| i.unsolicited.always()) {
             let echo =
