@@ -4,7 +4,10 @@ import atexit
 import enum
 import itertools
 import logging
+import math
+import struct
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import (
@@ -91,12 +94,55 @@ def _address(addr: Address) -> str:
 # Clients still open at interpreter exit are closed first, so no library
 # thread waits for the GIL while Python shuts down.
 _open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+# How long interpreter exit waits, in all, for idle callback threads to end.
+_EXIT_JOIN_S = 0.5
 
 
 @atexit.register
 def _close_all() -> None:
-    for c in list(_open_clients):
-        c.close()
+    # Daemon threads may still run Python code here (a callback blocked on
+    # a lock, say): the native side of every client is torn down first, and
+    # only a callback thread that runs no callback is waited for, briefly.
+    clients = list(_open_clients)
+    for c in clients:
+        c._native.close()
+    deadline = time.monotonic() + _EXIT_JOIN_S
+    for c in clients:
+        t = c._callback_thread
+        if t is None or t is threading.current_thread() or c._in_callback:
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
+_WORKFLOW_START = 0x3004
+_MOVES = (0x6004, 0x6005)  # STAGE_POSITION_SET and the vendor GUI's slider variant
+
+
+def _check_outgoing(client: "Client", check_workflows: bool, header: bytes, data: bytes) -> None:
+    """The CLI's checks on a message about to be sent as given (the raw
+    paths: :meth:`Client.request`, :meth:`Client.send` and the compatibility
+    socket), as the facades do them: a workflow start is checked with the
+    rules of ``workflow check`` (``check_workflows``) and, once soft limits
+    are on, against them; so is a move's target. Raises
+    :class:`InvalidArgumentError`; nothing has been sent."""
+    code = int.from_bytes(header[4:8], "little")
+    if code != _WORKFLOW_START and code not in _MOVES:
+        return
+    limits = client.soft_limits
+    if code == _WORKFLOW_START and (check_workflows or limits is not None):
+        _native.workflow_check(data, None if limits is None else limits._to_native())
+    elif code in _MOVES and limits is not None:
+        axis = int.from_bytes(header[24:28], "little", signed=True)
+        target = struct.unpack_from("<d", header, 40)[0]
+        if 1 <= axis <= 4:
+            name = "xyzr"[axis - 1]
+            lim = limits.get(name)
+            unit = "degrees" if name == "r" else "mm"
+            if lim is not None and not (math.isfinite(target) and lim[0] <= target <= lim[1]):
+                raise InvalidArgumentError(
+                    f"{name} target {target:g} {unit} is outside the stage's soft limits for "
+                    f"{name}, {lim[0]:g} to {lim[1]:g} {unit}; nothing was sent"
+                )
 
 
 # ------------------------------------------------------------------ values
@@ -329,6 +375,8 @@ class Client:
         self._callback_queue_depth = int(callback_queue_depth or event_queue_depth)
         self._router: Any = None
         self._callback_thread: Optional[threading.Thread] = None
+        # True while the callback thread runs callbacks (read at exit).
+        self._in_callback = False
         self._next_callback_id = itertools.count(1)
         self._pixel_size_um: Optional[float] = None
         self.stage = Stage(self)
@@ -438,19 +486,30 @@ class Client:
         message. With ``checked=True`` a busy or refusing status raises
         :class:`BusyError` / :class:`RefusedError`; otherwise the status is
         returned untouched in ``reply.message.status``.
+
+        The CLI's checks apply here too: a workflow start (its file in
+        ``data``) is checked with the rules of ``workflow check``, and once
+        :meth:`enable_soft_limits` turned them on, it and every move
+        (STAGE_POSITION_SET) are checked against the limits; a failure
+        raises :class:`InvalidArgumentError` and nothing is sent.
         """
         msg = build_message(code_or_message, dict(fields))
+        header = msg.to_bytes()
+        _check_outgoing(self, True, header, bytes(data))
         return Reply._from_native(
-            self._native.request(msg.to_bytes(), bytes(data), timeout, checked)
+            self._native.request(header, bytes(data), timeout, checked)
         )
 
     def send(
         self, code_or_message: Union[int, Message], *, data: bytes = b"", **fields: Any
     ) -> int:
         """Sends a message as given (flags untouched) without waiting. Returns
-        the sequence number before the send: events with a larger one came after it."""
+        the sequence number before the send: events with a larger one came after it.
+        Checked as :meth:`request` is."""
         msg = build_message(code_or_message, dict(fields))
-        return self._native.send(msg.to_bytes(), bytes(data))
+        header = msg.to_bytes()
+        _check_outgoing(self, True, header, bytes(data))
+        return self._native.send(header, bytes(data))
 
     # ---- events
 
@@ -512,13 +571,17 @@ class Client:
         ev = Event._from_native(raw)
         with self._callbacks_lock:
             targets = list(self._callbacks.values())
-        for cb, wanted in targets:
-            if wanted is not None and ev.code is not None and ev.code not in wanted:
-                continue
-            try:
-                cb(ev)
-            except Exception:
-                logger.exception("event callback %r raised", cb)
+        self._in_callback = True
+        try:
+            for cb, wanted in targets:
+                if wanted is not None and ev.code is not None and ev.code not in wanted:
+                    continue
+                try:
+                    cb(ev)
+                except Exception:
+                    logger.exception("event callback %r raised", cb)
+        finally:
+            self._in_callback = False
 
 
 def _callback_loop(ref: "weakref.ReferenceType[Client]", router: Any) -> None:

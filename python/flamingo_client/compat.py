@@ -33,13 +33,20 @@ goes through the library's connection:
   instrument first;
 - ``recv`` (and ``select``, timeouts, ``settimeout``/``gettimeout``) reads
   by this **rule**: a raw read receives the reply to the latest message
-  written raw, and nothing else. That reply is the first message of the same
-  code that arrives after the write and that no request of the client
-  claimed, with its additional data right after its 128 bytes. Writing a
-  message raw forgets the previous raw write's reply and discards whatever
-  of it was not read. A code that only ever arrives unsolicited (motion
-  stopped, progress...) is never a raw reply; for LASER_LEVEL_GET, which the
-  instrument also broadcasts, a message about another laser is not the reply.
+  written raw, and nothing else. Replies of one code come in order on one
+  connection, so answers still owed to earlier raw writes of that code come
+  first: every raw write the instrument answers (flagged with
+  TRIGGER_CALL_BACK, or of a code answered without the flag: 0x1008,
+  0x1009, 0x3005, 0xA007) owes one answer, and each message of that code
+  that arrives after such a write and that no request of the client claimed
+  pays the oldest answer owed (it goes to the dispatcher). The reply is the
+  first message of the same code that arrives after the latest write, that
+  no request claimed and that pays no earlier write's answer, with its
+  additional data right after its 128 bytes. Writing a message raw discards
+  whatever of the previous reply was not read. A code that only ever
+  arrives unsolicited (motion stopped, progress...) is never a raw reply;
+  for LASER_LEVEL_GET, which the instrument also broadcasts, a message about
+  another laser neither is the reply nor pays an earlier write's answer.
   Everything else goes to the dispatcher's callbacks, exactly once.
 
 So an unpaused raw read (the GUI's workflow stop) gets its reply instead of
@@ -56,12 +63,11 @@ fill, the oldest event is dropped, counted in ``get_stats()`` and logged.
 
 import contextlib
 import errno
+import importlib
 import logging
-import math
 import os
 import queue
 import socket
-import struct
 import sys
 import threading
 import time
@@ -70,7 +76,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from .client import Client, Event
+from .client import Client, Event, _check_outgoing
 from .errors import (
     DisconnectedError,
     FlamingoTimeoutError,
@@ -106,10 +112,6 @@ _defaults: Dict[str, Any] = {
     "event_queue_depth": 10_000, "timeout": 3.0, "check_workflows": True, "soft_limits": False,
 }
 
-_WORKFLOW_START = 0x3004
-_MOVES = (0x6004, 0x6005)  # STAGE_POSITION_SET and the vendor GUI's slider variant
-
-
 def configure(
     *,
     event_queue_depth: Optional[int] = None,
@@ -139,28 +141,6 @@ def configure(
         _defaults["check_workflows"] = bool(check_workflows)
     if soft_limits is not None:
         _defaults["soft_limits"] = bool(soft_limits)
-
-
-def _check_outgoing(client: Client, checks: bool, header: bytes, data: bytes) -> None:
-    """The CLI's checks on a message about to be sent (see :func:`configure`)."""
-    code = int.from_bytes(header[4:8], "little")
-    limits = client.soft_limits
-    if code == _WORKFLOW_START and (checks or limits is not None):
-        from . import _native
-
-        _native.workflow_check(data, None if limits is None else limits._to_native())
-    elif code in _MOVES and limits is not None:
-        axis = int.from_bytes(header[24:28], "little", signed=True)
-        target = struct.unpack_from("<d", header, 40)[0]
-        if 1 <= axis <= 4:
-            name = "xyzr"[axis - 1]
-            lim = limits.get(name)
-            unit = "degrees" if name == "r" else "mm"
-            if lim is not None and not (math.isfinite(target) and lim[0] <= target <= lim[1]):
-                raise InvalidArgumentError(
-                    f"{name} target {target:g} {unit} is outside the stage's soft limits for "
-                    f"{name}, {lim[0]:g} to {lim[1]:g} {unit}; nothing was sent"
-                )
 
 
 class ProtocolCommands(IntEnum):
@@ -849,6 +829,8 @@ _EXPORTS = ("UNSOLICITED_COMMANDS", "CommandClient", "MessageDispatcher", "Parse
             "ProtocolCommands", "SocketReader")
 _install_lock = threading.Lock()
 _saved: Optional[Tuple[Any, List[Tuple[Any, str, Any]]]] = None
+# The defaults install(**settings) changed: name -> (value before, value set).
+_settings_saved: Dict[str, Tuple[Any, Any]] = {}
 
 
 def install(**settings: Any) -> None:
@@ -856,11 +838,16 @@ def install(**settings: Any) -> None:
     without editing it: imports made from now on get this module, and names
     already imported from the GUI's own module (in any loaded ``py2flamingo``
     module) are rebound to this module's. Idempotent; :func:`uninstall`
-    undoes it. Keywords as :func:`configure`."""
+    undoes it, settings included. Keywords as :func:`configure`."""
     global _saved
-    configure(**settings)
     this = sys.modules[__name__]
     with _install_lock:
+        before = dict(_defaults)
+        configure(**settings)
+        for k, v in _defaults.items():
+            if v != before[k]:
+                first = _settings_saved[k][0] if k in _settings_saved else before[k]
+                _settings_saved[k] = (first, v)
         if _saved is not None:
             return
         previous = sys.modules.get(_TARGET)
@@ -884,20 +871,65 @@ def install(**settings: Any) -> None:
 
 
 def uninstall() -> None:
-    """Undoes :func:`install`: the GUI's own module is used again (readers
-    already started keep running until stopped)."""
+    """Undoes :func:`install`: the GUI's own module is used again, and the
+    defaults ``install(**settings)`` changed are restored (unless
+    :func:`configure` changed them since). Readers already started keep
+    running until stopped."""
     global _saved
     with _install_lock:
+        for k, (old, set_by_install) in _settings_saved.items():
+            if _defaults[k] == set_by_install:
+                _defaults[k] = old
+        _settings_saved.clear()
         if _saved is None:
             return
         previous, rebound = _saved
         _saved = None
-        if previous is not None:
-            sys.modules[_TARGET] = previous
-        else:
-            sys.modules.pop(_TARGET, None)
+        this = sys.modules[__name__]
+        if sys.modules.get(_TARGET) is this:
+            if previous is not None:
+                sys.modules[_TARGET] = previous
+            else:
+                sys.modules.pop(_TARGET, None)
         for mod, attr, val in rebound:
             setattr(mod, attr, val)
+        _unbind_imported_while_installed(this, previous)
+
+
+def _unbind_imported_while_installed(this: Any, own: Any) -> None:
+    """Names the GUI imported from the alias while it was installed (in
+    ``py2flamingo`` modules loaded or run since) point at this module's
+    objects: rebinds them to the GUI's own module's, importing it if it was
+    never loaded (only when such names exist)."""
+    objects = {id(getattr(this, n)): n for n in _EXPORTS}
+    stale: List[Tuple[Any, str, Optional[str]]] = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or mod is this or mod is own or not (
+            name == "py2flamingo" or name.startswith("py2flamingo.")
+        ):
+            continue
+        for attr, val in list(vars(mod).items()):
+            if val is this:
+                stale.append((mod, attr, None))
+            elif id(val) in objects and val is getattr(this, objects[id(val)]):
+                stale.append((mod, attr, objects[id(val)]))
+    if not stale:
+        return
+    if own is None:
+        try:
+            own = importlib.import_module(_TARGET)
+        except Exception as e:  # the GUI's module cannot be loaded: say so, keep going
+            logger.warning(
+                "uninstall(): %d name(s) imported from %s while installed still point at "
+                "flamingo_client.compat: the GUI's own module could not be imported (%s)",
+                len(stale), _TARGET, e,
+            )
+            return
+    for mod, attr, export in stale:
+        if export is None:
+            setattr(mod, attr, own)
+        elif hasattr(own, export):
+            setattr(mod, attr, getattr(own, export))
 
 
 def is_installed() -> bool:

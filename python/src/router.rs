@@ -5,15 +5,22 @@
 //! every event as fast as the events come (so the core's own queue never
 //! overflows) and routes each one:
 //!
-//! - **raw replies**: after a message is written raw (`raw_send`), the first
-//!   message of the same code that arrives after the write and that no
-//!   request claimed is its reply. Its 128 bytes and additional data are
-//!   written to a loopback socket pair whose other end Python holds as a
-//!   real socket (`raw_open`), so `recv`, timeouts and `select` behave as on
-//!   any socket. Only the latest raw write waits for a reply: a new raw
-//!   write forgets the previous one and discards its unread bytes. For a
-//!   code the instrument also broadcasts with an index in `int32Data0`
-//!   (LASER_LEVEL_GET), a message about another index is not the reply.
+//! - **raw replies**: the raw socket receives the reply to the latest
+//!   message written raw (`raw_send`), and nothing else. Replies of one code
+//!   come in order on one connection, so answers still owed to earlier raw
+//!   writes of the same code come first: each raw write the instrument
+//!   answers (flagged with TRIGGER_CALL_BACK, or of a code answered without
+//!   the flag) owes one answer, and each message of that code that no
+//!   request claimed and that arrived after such a write pays the oldest
+//!   one (it goes to Python's events, as any other message). The first
+//!   such message after the latest write once the earlier ones are paid is
+//!   its reply. Its 128 bytes and additional data are written to a loopback
+//!   socket pair whose other end Python holds as a real socket
+//!   (`raw_open`), so `recv`, timeouts and `select` behave as on any
+//!   socket. A new raw write discards the unread bytes of the previous
+//!   reply. For a code the instrument also broadcasts with an index in
+//!   `int32Data0` (LASER_LEVEL_GET), a message about another index neither
+//!   is the reply nor pays an earlier write's answer.
 //! - **events** for Python: message events whose code is in the wanted set
 //!   (all codes, or the codes Python's callbacks ask for; it can change at
 //!   any time), and every connection event, go to a bounded queue of
@@ -33,8 +40,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
-use flamingo_client::codec::{MatchKey, Message, MESSAGE_LEN};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
+use flamingo_client::codec::{CommandCode, Flags, MatchKey, Message, MESSAGE_LEN};
 use flamingo_client::{Client, Event, EventKind, Subscription};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -49,6 +56,17 @@ const FLUSH_TICK: Duration = Duration::from_millis(5);
 const RAW_LIMIT: usize = 64 * 1024 * 1024 + MESSAGE_LEN;
 /// Time allowed to set up the loopback pair.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most answers kept owed to earlier raw writes: past that, the oldest is
+/// forgotten (the core resets a link whose answers stay missing long before).
+const OWED_LIMIT: usize = 1024;
+/// Codes the instrument answers even without TRIGGER_CALL_BACK (as the
+/// core's `send` counts them).
+const ANSWERED_WITHOUT_FLAG: [CommandCode; 4] = [
+    CommandCode::COMMON_SCOPE_SETTINGS_SAVE,
+    CommandCode::COMMON_SCOPE_SETTINGS_LOAD,
+    CommandCode::CAMERA_WORK_FLOW_STOP,
+    CommandCode::SYSTEM_STATE_GET,
+];
 
 /// The reply a raw write waits for.
 #[derive(Clone, Copy)]
@@ -59,6 +77,9 @@ struct Expect {
     echo: bool,
     /// Only messages received after this sequence number can be the reply.
     after: u64,
+    /// The instrument answers it (flagged, or a code answered without the
+    /// flag): once a later raw write replaces it, its answer is still owed.
+    owes: bool,
 }
 
 impl Expect {
@@ -73,7 +94,10 @@ impl Expect {
 struct Raw {
     /// Our end of the pair (non-blocking); Python reads the other.
     pair: Option<TcpStream>,
+    /// The latest raw write's reply, not come yet.
     expect: Option<Expect>,
+    /// Answers still owed to earlier raw writes, oldest first.
+    owed: VecDeque<Expect>,
     /// Reply bytes not yet written into the pair (it was full).
     pending: VecDeque<u8>,
     /// Bytes written into the pair since it was opened.
@@ -81,9 +105,44 @@ struct Raw {
     replies: u64,
     bytes_discarded: u64,
     overflows: u64,
+    /// Messages that paid an answer owed to an earlier raw write.
+    earlier_answers: u64,
 }
 
 impl Raw {
+    /// A new raw write replaces the latest one: its answer, if the
+    /// instrument gives one, is still to come and must not be its reply.
+    fn supersede(&mut self) {
+        if let Some(x) = self.expect.take() {
+            if x.owes {
+                if self.owed.len() >= OWED_LIMIT {
+                    self.owed.pop_front();
+                }
+                self.owed.push_back(x);
+            }
+        }
+    }
+
+    /// A message of a code some earlier raw write still waits an answer
+    /// for pays the oldest such answer (true): it is not the latest
+    /// write's reply.
+    fn pays_earlier(&mut self, ev: &Event, m: &Message) -> bool {
+        match self.owed.iter().position(|x| x.matches(ev, m)) {
+            Some(i) => {
+                self.owed.remove(i);
+                self.earlier_answers += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The link changed: no answer can come on another one.
+    fn forget(&mut self) {
+        self.expect = None;
+        self.owed.clear();
+    }
+
     fn flush(&mut self) {
         let Some(pair) = self.pair.as_mut() else {
             return;
@@ -133,9 +192,31 @@ struct State {
     core_dropped: u64,
     ended: bool,
     raw: Raw,
+    /// The core's queue of events for this router (`None` once it ended).
+    sub: Option<Subscription>,
 }
 
 impl State {
+    /// Routes, in order, every event the core has queued for this router:
+    /// on the router thread, and on a raw write's thread, so that a reply
+    /// that reached the core before the write is routed as one that came
+    /// before it. False once the client closed the subscription.
+    fn drain(&mut self) -> bool {
+        let Some(sub) = self.sub.take() else {
+            return false;
+        };
+        let open = loop {
+            match sub.try_recv() {
+                Ok(ev) => self.route(ev),
+                Err(TryRecvError::Empty) => break true,
+                Err(TryRecvError::Disconnected) => break false,
+            }
+        };
+        self.core_dropped = sub.dropped();
+        self.sub = Some(sub);
+        open
+    }
+
     fn push(&mut self, ev: Event) {
         if self.queue.len() >= self.depth {
             // The oldest message event goes; connection events (a handful
@@ -155,12 +236,12 @@ impl State {
                 EventKind::Disconnected { .. } | EventKind::Reconnected { .. }
             ) {
                 // A reply cannot come on another link.
-                self.raw.expect = None;
+                self.raw.forget();
             }
             self.push(ev);
             return;
         };
-        if self.raw.expect.is_some_and(|x| x.matches(&ev, &m)) {
+        if !self.raw.pays_earlier(&ev, &m) && self.raw.expect.is_some_and(|x| x.matches(&ev, &m)) {
             self.raw.take(&m, ev.data.as_deref());
             return;
         }
@@ -184,41 +265,46 @@ impl Inner {
     }
 }
 
-fn run(inner: Arc<Inner>, sub: Subscription, stop: Receiver<()>) {
+/// `events` is a clone of the subscription's receiver: this thread waits
+/// on it for events and takes them (under the state's lock) from the
+/// subscription in the state.
+fn run(inner: Arc<Inner>, events: Receiver<Event>, stop: Receiver<()>) {
     loop {
         let tick = if inner.lock().raw.pending.is_empty() {
             Duration::from_secs(3600)
         } else {
             FLUSH_TICK
         };
-        select! {
-            recv(sub.receiver()) -> ev => match ev {
-                Ok(ev) => {
-                    // Everything already queued is routed under one lock.
-                    let mut st = inner.lock();
-                    st.route(ev);
-                    while let Ok(ev) = sub.try_recv() {
-                        st.route(ev);
-                    }
-                    st.core_dropped = sub.dropped();
-                    drop(st);
-                    inner.ready.notify_all();
+        let mut sel = Select::new();
+        let on_event = sel.recv(&events);
+        sel.recv(&stop);
+        match sel.ready_timeout(tick) {
+            Ok(i) if i == on_event => {
+                // Everything already queued is routed under one lock.
+                let open = inner.lock().drain();
+                inner.ready.notify_all();
+                if !open {
+                    break;
                 }
-                Err(_) => break,
-            },
-            recv(stop) -> _ => break,
-            default(tick) => inner.lock().raw.flush(),
+            }
+            // Stopped: a message, or the sender dropped.
+            Ok(_) => break,
+            Err(_) => inner.lock().raw.flush(),
         }
     }
     let mut st = inner.lock();
-    st.core_dropped = sub.dropped();
+    let sub = st.sub.take();
+    if let Some(sub) = &sub {
+        st.core_dropped = sub.dropped();
+    }
     st.ended = true;
     // The raw socket then reads what was written, then end of file, as a
     // closed connection does.
-    st.raw.expect = None;
+    st.raw.forget();
     st.raw.pair = None;
     drop(st);
     inner.ready.notify_all();
+    drop(sub);
 }
 
 /// A connected loopback pair: (ours, theirs). The accepted end must be the
@@ -281,15 +367,18 @@ impl NativeRouter {
                 core_dropped: 0,
                 ended: false,
                 raw: Raw::default(),
+                sub: None,
             }),
             ready: Condvar::new(),
         });
         let sub = client.subscribe();
+        let events = sub.receiver().clone();
+        inner.lock().sub = Some(sub);
         let (tx, rx) = bounded(1);
         let i = inner.clone();
         let thread = std::thread::Builder::new()
             .name("flamingo-py-router".into())
-            .spawn(move || run(i, sub, rx))
+            .spawn(move || run(i, events, rx))
             .map_err(flamingo_client::Error::Io)?;
         Ok(NativeRouter {
             client: client.clone(),
@@ -371,6 +460,8 @@ impl NativeRouter {
         d.set_item("raw_replies", st.raw.replies)?;
         d.set_item("raw_bytes_discarded", st.raw.bytes_discarded)?;
         d.set_item("raw_replies_too_large", st.raw.overflows)?;
+        d.set_item("raw_answers_to_earlier_writes", st.raw.earlier_answers)?;
+        d.set_item("raw_answers_owed", st.raw.owed.len())?;
         Ok(d)
     }
 
@@ -393,17 +484,21 @@ impl NativeRouter {
         Ok(into_handle(theirs))
     }
 
-    /// Forgets the reply the previous raw write waited for and discards raw
-    /// bytes nobody read. `consumed` is how many bytes Python has read from
-    /// its end so far; returns how many are still in the pair (Python reads
-    /// and drops exactly those).
+    /// Stops waiting for the previous raw write's reply (its answer, if the
+    /// instrument gives one, is still owed) and discards raw bytes nobody
+    /// read. `consumed` is how many bytes Python has read from its end so
+    /// far; returns how many are still in the pair (Python reads and drops
+    /// exactly those).
     fn raw_discard(&self, consumed: u64) -> u64 {
         let mut st = self.inner.lock();
+        st.drain();
         let raw = &mut st.raw;
-        raw.expect = None;
+        raw.supersede();
         let in_pair = raw.written.saturating_sub(consumed);
         raw.bytes_discarded += in_pair + raw.pending.len() as u64;
         raw.pending.clear();
+        drop(st);
+        self.inner.ready.notify_all();
         in_pair
     }
 
@@ -414,16 +509,22 @@ impl NativeRouter {
     fn raw_send(&self, py: Python<'_>, msg: &[u8], data: &[u8]) -> PyResult<u64> {
         let m = decode(py, msg)?;
         let info = m.code.info();
+        let mut st = self.inner.lock();
+        st.drain();
+        st.raw.supersede();
         if !info.is_some_and(|i| i.unsolicited.always()) {
             let echo =
                 info.is_some_and(|i| i.match_key == MatchKey::Int0 && i.unsolicited.possible());
-            self.inner.lock().raw.expect = Some(Expect {
+            st.raw.expect = Some(Expect {
                 code: m.code.0,
                 int0: m.int32_data0,
                 echo,
                 after: self.client.last_seq(),
+                owes: m.flags.contains(Flags::TRIGGER_CALL_BACK)
+                    || ANSWERED_WITHOUT_FLAG.contains(&m.code),
             });
         }
+        drop(st);
         block(py, || self.client.send_with_data(m, data)).inspect_err(|_| {
             let mut st = self.inner.lock();
             if st.raw.expect.is_some_and(|x| x.code == m.code.0) {
