@@ -189,6 +189,9 @@ impl Shared {
                 reason,
             );
             let (first, wire) = c.close(reason, detail, &mut wakes);
+            // Counted in the same step as the phase: whoever sees the
+            // client closed finds the teardown counted.
+            self.counters.teardowns.fetch_add(1, Relaxed);
             self.cv.notify_all();
             (first, wire, dropped)
         };
@@ -196,7 +199,6 @@ impl Shared {
         if let Some(w) = wire {
             w.shutdown();
         }
-        self.counters.teardowns.fetch_add(1, Relaxed);
         self.close_live();
         self.wake_all(wakes);
         self.wake();

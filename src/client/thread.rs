@@ -158,9 +158,6 @@ pub(crate) fn link_ended(
     shared.counters.disconnects.fetch_add(1, Relaxed);
     shared.wake_all(wakes);
     shared.wake();
-    if policy.is_none() {
-        shared.counters.teardowns.fetch_add(1, Relaxed);
-    }
     policy
 }
 
