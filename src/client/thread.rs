@@ -136,6 +136,8 @@ pub(crate) fn link_ended(
             };
             w
         } else {
+            // Counted in the same step as the phase (see `Shared::shut`).
+            shared.counters.teardowns.fetch_add(1, Relaxed);
             dropped = Some(shared.hub.close(
                 Event::connection(
                     shared.next_seq(),
