@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use super::deadline::Deadline;
 use super::slot;
+use super::sync::now;
 use super::wire::Wire;
 use super::Reply;
 use crate::codec::{CommandCode, Flags, Message, MESSAGE_LEN};
@@ -569,14 +570,14 @@ impl Conn {
                     check_echo: q.check_echo,
                     sent: false,
                     waiter: q.waiter.take(),
-                    abandoned_at: fence.then(Instant::now),
+                    abandoned_at: fence.then(now),
                     fence,
                 });
             }
             Kind::Send { flagged: true } => {
                 let g = self.gates.entry(q.key).or_default();
                 g.raw += 1;
-                g.raw_at = Some((Instant::now(), wseq));
+                g.raw_at = Some((now(), wseq));
             }
             Kind::Send { flagged: false } => {}
         }
@@ -949,7 +950,7 @@ impl Conn {
             return None;
         }
         if self.abandoned > max_abandoned {
-            return Some(Instant::now());
+            return Some(now());
         }
         let flights = self
             .gates
