@@ -152,9 +152,12 @@ struct World {
     behaviour: Arc<Behaviour>,
     links: std::sync::Mutex<Vec<Arc<Link>>>,
     instruments: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    /// Link ends handled plus closes begun: a `Disconnected` is justified
-    /// only if this moved during the call (or the client is closed).
-    epoch: AtomicU64,
+    /// Link ends the reader has seen, and those whose teardown
+    /// (`link_ended`) has finished. A `Disconnected` is justified only by a
+    /// link end seen before the call returned and not finished before it
+    /// began, or by a `close()`.
+    ends_seen: AtomicU64,
+    ends_done: AtomicU64,
     closing: AtomicBool,
     /// A logical clock of harness steps (ordering within one instant).
     ticks: AtomicU64,
@@ -200,7 +203,8 @@ pub(super) fn run(sc: &Scenario) {
         sc: sc.clone(),
         links: Default::default(),
         instruments: Default::default(),
-        epoch: AtomicU64::new(0),
+        ends_seen: AtomicU64::new(0),
+        ends_done: AtomicU64::new(0),
         closing: AtomicBool::new(false),
         ticks: AtomicU64::new(1),
         broadcast_at: AtomicU64::new(0),
@@ -302,7 +306,12 @@ pub(super) fn run(sc: &Scenario) {
     shuttled::stop(clock);
     let v = world.violations.lock().expect("harness lock").clone();
     if !v.is_empty() {
-        panic!("{} invariant(s) broken:\n  {}", v.len(), v.join("\n  "));
+        panic!(
+            "{} invariant(s) broken on schedule #{}:\n  {}",
+            v.len(),
+            shuttled::runs(),
+            v.join("\n  ")
+        );
     }
 }
 
@@ -319,7 +328,6 @@ fn pause() {
 /// `close()`, then: every core thread has ended, and no time passed.
 fn close_and_check(c: &Client, w: &World, done: &[Box<dyn Fn() -> bool + Send + Sync>]) {
     w.closing.store(true, Relaxed);
-    w.epoch.fetch_add(1, Relaxed);
     let t0 = elapsed();
     c.close();
     if !done.iter().all(|f| f()) {
@@ -341,7 +349,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         How::Send => c.config().request_timeout,
         _ => call.timeout,
     };
-    let e0 = w.epoch.load(Relaxed);
+    let done0 = w.ends_done.load(Relaxed);
     let t0 = w.ticks.fetch_add(1, Relaxed);
     let started = elapsed();
     let res = match call.how {
@@ -353,7 +361,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         How::Send => c.send_with_data(msg, &data).map(|_| None),
     };
     let ended = elapsed();
-    let e1 = w.epoch.load(Relaxed);
+    let seen1 = w.ends_seen.load(Relaxed);
     let deadline = started + timeout;
     let who = format!(
         "call {} ({:?} {} at {started:?})",
@@ -410,7 +418,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         Err(Error::Disconnected { reason, detail }) => {
             tally(|t| t.disconnects += 1);
             let closed = w.closing.load(Relaxed);
-            if e1 == e0 && !closed {
+            if seen1 == done0 && !closed {
                 w.violation(format!(
                     "{who} got Disconnected({reason:?}: {detail}) at {ended:?} on a healthy link"
                 ));
@@ -443,9 +451,10 @@ fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
                 None => w.violation(format!("link {} ended with no cause", link.id)),
             }
         }
-        w.epoch.fetch_add(1, Relaxed);
+        w.ends_seen.fetch_add(1, Relaxed);
         let policy =
             super::super::thread::link_ended(&shared, DisconnectReason::ClosedByPeer, detail);
+        w.ends_done.fetch_add(1, Relaxed);
         if policy.is_none() {
             return;
         }

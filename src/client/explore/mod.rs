@@ -20,8 +20,9 @@
 //!   for time to pass, and every thread ends.
 //!
 //! `FLAMINGO_EXPLORE_SCHEDULES` sets the schedules per scheduler and
-//! scenario (default 250), `FLAMINGO_EXPLORE_SEED` the seed (default fixed,
-//! so CI explores the same schedules every run), and
+//! scenario (default 250), `FLAMINGO_EXPLORE_SCHEDULER` runs only `random`
+//! or only `pct`, `FLAMINGO_EXPLORE_SEED` sets the seed (default fixed, so
+//! CI explores the same schedules every run), and
 //! `FLAMINGO_EXPLORE_REPLAY` replays one failing schedule string printed
 //! by shuttle (run one test with it).
 
@@ -35,6 +36,7 @@ use std::time::Duration;
 use harness::{Call, How, Scenario};
 use instrument::Behaviour;
 
+use crate::client::sync::shuttled;
 use crate::codec::CommandCode;
 use crate::{ClientConfig, ReconnectPolicy};
 
@@ -66,10 +68,19 @@ fn explore(name: &str, sc: Scenario) {
     }
     let n = env_num("FLAMINGO_EXPLORE_SCHEDULES", 250) as usize;
     let seed = env_num("FLAMINGO_EXPLORE_SEED", 0x00f1_a519_0000);
-    let random = shuttle::scheduler::RandomScheduler::new_from_seed(seed, n);
-    shuttle::Runner::new(random, config.clone()).run(f.clone());
-    let pct = shuttle::scheduler::PctScheduler::new_from_seed(seed, 3, n);
-    shuttle::Runner::new(pct, config).run(f);
+    let which = std::env::var("FLAMINGO_EXPLORE_SCHEDULER").unwrap_or_default();
+    if which != "pct" {
+        eprintln!("{name}: random scheduler, {n} schedules, seed {seed}");
+        shuttled::reset_runs();
+        let random = shuttle::scheduler::RandomScheduler::new_from_seed(seed, n);
+        shuttle::Runner::new(random, config.clone()).run(f.clone());
+    }
+    if which != "random" {
+        eprintln!("{name}: PCT scheduler (depth 3), {n} schedules, seed {seed}");
+        shuttled::reset_runs();
+        let pct = shuttle::scheduler::PctScheduler::new_from_seed(seed, 3, n);
+        shuttle::Runner::new(pct, config).run(f);
+    }
     eprintln!("{name}: {:?}", harness::take_tally());
 }
 
@@ -174,7 +185,7 @@ fn a_payload_is_never_written_under_another_callers_deadline() {
             },
             callers: vec![
                 vec![Call::request(1, A, 20)],
-                vec![Call::request(2, B, 10_000).data(8 * 1024)],
+                vec![Call::request(2, B, 10_000).data(16 * 1024)],
                 vec![Call::request(3, A, 10_000).how(How::Submit)],
             ],
             may_time_out: vec![1],

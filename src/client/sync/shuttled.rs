@@ -55,6 +55,18 @@ struct Clock {
 
 std::thread_local! {
     static CLOCK: RefCell<Clock> = RefCell::new(Clock::default());
+    /// Executions started on this OS thread (one test's schedules).
+    static RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The number of the current execution (schedule), from 1.
+pub(crate) fn runs() -> u64 {
+    RUNS.with(|r| r.get())
+}
+
+/// Counts executions from 0 again.
+pub(crate) fn reset_runs() {
+    RUNS.with(|r| r.set(0));
 }
 
 fn with<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
@@ -97,6 +109,7 @@ fn deactivate() {
 /// Starts the virtual clock for one execution: the calling thread is the
 /// only one running. Returns the clock thread, for [`stop`].
 pub(crate) fn start(horizon: Duration) -> shuttle::thread::JoinHandle<()> {
+    RUNS.with(|r| r.set(r.get() + 1));
     with(|c| {
         *c = Clock {
             running: true,
@@ -168,7 +181,7 @@ fn keep_time() {
             Ok(Tick::Stop) => return,
             Ok(Tick::Park) => shuttle::thread::park(),
             Ok(Tick::Fire(ts)) => ts.iter().for_each(|t| t.unpark()),
-            Err(e) => panic!("{e}"),
+            Err(e) => panic!("{e} (schedule #{})", runs()),
         }
     }
 }
