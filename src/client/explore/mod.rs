@@ -20,7 +20,7 @@
 //!   for time to pass, and every thread ends.
 //!
 //! `FLAMINGO_EXPLORE_SCHEDULES` sets the schedules per scheduler and
-//! scenario (default 250), `FLAMINGO_EXPLORE_SCHEDULER` runs only `random`
+//! scenario (default 1000), `FLAMINGO_EXPLORE_SCHEDULER` runs only `random`
 //! or only `pct`, `FLAMINGO_EXPLORE_SEED` sets the seed (default fixed, so
 //! CI explores the same schedules every run), and
 //! `FLAMINGO_EXPLORE_REPLAY` replays one failing schedule string printed
@@ -66,7 +66,7 @@ fn explore(name: &str, sc: Scenario) {
         shuttle::Runner::new(sched, config).run(f);
         return;
     }
-    let n = env_num("FLAMINGO_EXPLORE_SCHEDULES", 250) as usize;
+    let n = env_num("FLAMINGO_EXPLORE_SCHEDULES", 1000) as usize;
     let seed = env_num("FLAMINGO_EXPLORE_SEED", 0x00f1_a519_0000);
     let which = std::env::var("FLAMINGO_EXPLORE_SCHEDULER").unwrap_or_default();
     if which != "pct" {
