@@ -25,6 +25,12 @@ pub(super) enum How {
     Submit,
     /// `send_with_data`: no reply, blocks until written.
     Send,
+    /// `send_with_data` with TRIGGER_CALL_BACK: the instrument answers it,
+    /// and the answer is an event, never a request's reply.
+    FlaggedSend,
+    /// `submit_with_data`, then the `Op` is dropped at once: the request is
+    /// abandoned and its reply must be discarded.
+    Abandon,
 }
 
 /// One call a caller thread makes. `tag` is unique in the scenario (> 0).
@@ -83,8 +89,16 @@ pub(super) struct Scenario {
     pub resync_ok: bool,
     /// A thread cuts the first link at a point the schedule chooses.
     pub cut: bool,
-    /// A thread sends a broadcast of this code about this index.
-    pub broadcast: Option<(CommandCode, i32)>,
+    /// Threads that each send a broadcast of this code about this index.
+    pub broadcasts: Vec<(CommandCode, i32)>,
+    /// A thread moves time on (to the next deadline, at most 1 s) this
+    /// many times while other threads can run (as if they were
+    /// descheduled): timeouts, partial writes and resets
+    /// may then happen anywhere, so only correlation, justified
+    /// disconnects, the probe and the teardown are checked.
+    pub jumps: usize,
+    /// The link has writes that never wait (false: as on Windows).
+    pub try_write: bool,
     /// Threads that call `close()` at a point the schedule chooses.
     pub closers: usize,
     /// Links the run may open (reconnects + 1).
@@ -103,7 +117,9 @@ impl Default for Scenario {
             may_time_out: Vec::new(),
             resync_ok: false,
             cut: false,
-            broadcast: None,
+            broadcasts: Vec::new(),
+            jumps: 0,
+            try_write: true,
             closers: 0,
             max_links: 4,
             probe: true,
@@ -161,8 +177,8 @@ struct World {
     closing: AtomicBool,
     /// A logical clock of harness steps (ordering within one instant).
     ticks: AtomicU64,
-    /// The tick after the broadcast was emitted (0: not yet).
-    broadcast_at: AtomicU64,
+    /// Broadcasts sent, with the tick after each.
+    broadcast_at: std::sync::Mutex<Vec<(CommandCode, u64)>>,
     violations: std::sync::Mutex<Vec<String>>,
 }
 
@@ -207,15 +223,18 @@ pub(super) fn run(sc: &Scenario) {
         ends_done: AtomicU64::new(0),
         closing: AtomicBool::new(false),
         ticks: AtomicU64::new(1),
-        broadcast_at: AtomicU64::new(0),
+        broadcast_at: Default::default(),
         violations: Default::default(),
     });
     let shared = Arc::new(Shared::new("in-memory instrument", sc.config.clone()));
     let link = world.new_link();
-    shared
-        .conn
-        .lock()
-        .install(Arc::new(MemWire { link: link.clone() }), None);
+    shared.conn.lock().install(
+        Arc::new(MemWire {
+            link: link.clone(),
+            try_write: sc.try_write,
+        }),
+        None,
+    );
     let sender = {
         let s = shared.clone();
         Builder::new()
@@ -253,12 +272,22 @@ pub(super) fn run(sc: &Scenario) {
             w.first_link().cut();
         }));
     }
-    if let Some((code, index)) = sc.broadcast {
+    for &(code, index) in &sc.broadcasts {
         let w = world.clone();
         others.push(thread::spawn(move || {
             pause();
             instrument::broadcast(&w.first_link(), code, index);
-            w.broadcast_at.store(w.ticks.fetch_add(1, Relaxed), Relaxed);
+            let t = w.ticks.fetch_add(1, Relaxed);
+            w.broadcast_at.lock().expect("harness lock").push((code, t));
+        }));
+    }
+    if sc.jumps > 0 {
+        let n = sc.jumps;
+        others.push(thread::spawn(move || {
+            for _ in 0..n {
+                pause();
+                shuttled::jump(Duration::from_secs(1));
+            }
         }));
     }
     for _ in 0..sc.closers {
@@ -346,9 +375,10 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         .with_int32_data1(call.tag);
     let data = vec![0x5a; call.data];
     let timeout = match call.how {
-        How::Send => c.config().request_timeout,
+        How::Send | How::FlaggedSend => c.config().request_timeout,
         _ => call.timeout,
     };
+    let flagged = msg.with_flags(crate::codec::Flags::TRIGGER_CALL_BACK);
     let done0 = w.ends_done.load(Relaxed);
     let t0 = w.ticks.fetch_add(1, Relaxed);
     let started = elapsed();
@@ -359,7 +389,13 @@ fn make_call(c: &Client, w: &World, call: &Call) {
             .and_then(|op| op.wait())
             .map(Some),
         How::Send => c.send_with_data(msg, &data).map(|_| None),
+        How::FlaggedSend => c.send_with_data(flagged, &data).map(|_| None),
+        How::Abandon => c.submit_with_data(msg, &data, timeout).map(|op| {
+            drop(op);
+            None
+        }),
     };
+    let strict = w.sc.jumps == 0;
     let ended = elapsed();
     let seen1 = w.ends_seen.load(Relaxed);
     let deadline = started + timeout;
@@ -367,7 +403,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         "call {} ({:?} {} at {started:?})",
         call.tag, call.how, call.code
     );
-    if ended > deadline {
+    if strict && ended > deadline {
         w.violation(format!(
             "{who} returned at {ended:?}, after its deadline {deadline:?}"
         ));
@@ -376,13 +412,14 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         Ok(Some(r)) => {
             tally(|t| t.replies += 1);
             let m = r.message;
-            let b = w.broadcast_at.load(Relaxed);
             if m.code == call.code && m.int32_data1 == instrument::BROADCAST_TAG {
                 // A broadcast of the quantity asked for, sent while the
                 // request was on its way, may stand for its reply
-                // (protocol.md); one sent before the call began may not.
+                // (protocol.md); one sent before the call began may not
+                // (each scenario broadcasts a code at most once).
                 tally(|t| t.broadcasts_as_replies += 1);
-                if b != 0 && b < t0 {
+                let sent = w.broadcast_at.lock().expect("harness lock").clone();
+                if sent.iter().any(|&(c, b)| c == m.code && b < t0) {
                     w.violation(format!(
                         "{who} got a broadcast sent before the call began (a stale twin)"
                     ));
@@ -396,7 +433,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
             let arrived = r
                 .received_at
                 .saturating_duration_since(shuttled::now() - elapsed());
-            if ended != arrived {
+            if strict && ended != arrived {
                 w.violation(format!(
                     "{who} returned at {ended:?}, {:?} after its reply arrived",
                     ended.saturating_sub(arrived)
@@ -409,7 +446,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
             if ended < deadline {
                 w.violation(format!("{who} timed out ({phase:?}) early, at {ended:?}"));
             }
-            if !w.sc.may_time_out.contains(&call.tag) {
+            if strict && !w.sc.may_time_out.contains(&call.tag) {
                 w.violation(format!(
                     "{who} timed out ({phase:?}) although the instrument answers it at once: a lost reply or a wedged key"
                 ));
@@ -441,7 +478,7 @@ fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
             let c = shared.conn.lock();
             (c.is_closed(), c.link_end.clone())
         };
-        if !link.was_cut() && !closed {
+        if !link.was_cut() && !closed && w.sc.jumps == 0 {
             match reset {
                 Some((DisconnectReason::Resynchronised, _)) if w.sc.resync_ok => {}
                 Some((r, d)) => w.violation(format!(
@@ -471,7 +508,13 @@ fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
                 next.cut();
                 return;
             }
-            c.install(Arc::new(MemWire { link: next.clone() }), None);
+            c.install(
+                Arc::new(MemWire {
+                    link: next.clone(),
+                    try_write: w.sc.try_write,
+                }),
+                None,
+            );
             shared.cv.notify_all();
         }
         link = next;

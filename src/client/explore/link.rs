@@ -174,6 +174,9 @@ impl Link {
 /// The write side of a link, as the core sees it.
 pub(super) struct MemWire {
     pub link: Arc<Link>,
+    /// Writes that never wait are available (false: as on Windows, the
+    /// sender thread writes everything).
+    pub try_write: bool,
 }
 
 impl Wire for MemWire {
@@ -182,11 +185,14 @@ impl Wire for MemWire {
     }
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        if !self.try_write {
+            return Ok(0);
+        }
         self.link.down.try_put(buf)
     }
 
     fn can_try_write(&self) -> bool {
-        true
+        self.try_write
     }
 
     fn shutdown(&self) {

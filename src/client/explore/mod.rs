@@ -221,20 +221,115 @@ fn a_lost_link_and_a_reconnect_mid_flight() {
     );
 }
 
-/// Requests of a code the instrument also broadcasts, while it broadcasts
-/// that code for the same laser: no request ever gets the broadcast.
+/// Requests of codes the instrument also broadcasts (laser level, checked
+/// by its laser index; LED preview off, by code alone), while it broadcasts
+/// both at points the schedule chooses: no request gets a broadcast sent
+/// before it began, nor another's reply.
 #[test]
-fn a_broadcast_of_a_requested_code_is_never_a_reply() {
+fn a_broadcast_of_a_requested_code_is_never_a_stale_reply() {
     let laser = |tag| Call::request(tag, CommandCode::LASER_LEVEL_GET, 1000).int0(2);
+    let led = |tag| Call::request(tag, CommandCode::LED_PREVIEW_DISABLE, 1000);
     explore(
-        "a_broadcast_of_a_requested_code_is_never_a_reply",
+        "a_broadcast_of_a_requested_code_is_never_a_stale_reply",
         Scenario {
             callers: vec![
                 vec![laser(1), laser(2)],
-                vec![laser(3).how(How::Submit)],
-                vec![Call::request(4, A, 1000)],
+                vec![laser(3).how(How::Submit), led(4)],
+                vec![led(5), Call::request(6, A, 1000)],
             ],
-            broadcast: Some((CommandCode::LASER_LEVEL_GET, 2)),
+            broadcasts: vec![
+                (CommandCode::LASER_LEVEL_GET, 2),
+                (CommandCode::LED_PREVIEW_DISABLE, 0),
+            ],
+            ..Scenario::default()
+        },
+    );
+}
+
+/// Sends that ask for an answer (TRIGGER_CALL_BACK) and requests that are
+/// abandoned at once, among requests of the same codes: the answers and
+/// the late replies are never taken for a request's reply, and every key
+/// is handed on.
+#[test]
+fn flagged_sends_and_abandoned_requests_never_answer_a_request() {
+    explore(
+        "flagged_sends_and_abandoned_requests_never_answer_a_request",
+        Scenario {
+            callers: vec![
+                vec![
+                    Call::request(1, A, 1000).how(How::FlaggedSend),
+                    Call::request(2, A, 1000),
+                ],
+                vec![
+                    Call::request(3, A, 1000).how(How::Submit),
+                    Call::request(4, A, 1000).how(How::FlaggedSend),
+                ],
+                vec![
+                    Call::request(5, B, 1000).how(How::Abandon),
+                    Call::request(6, B, 1000),
+                ],
+            ],
+            ..Scenario::default()
+        },
+    );
+}
+
+/// Time moves on at points the schedule chooses while threads could still
+/// run (as if descheduled): short deadlines expire anywhere (queued, mid
+/// write, waiting for the reply), a reply comes late, a request is
+/// abandoned, writes may time out part-way and the link may be reset and
+/// re-made. Whatever happens, no caller gets another's reply, every
+/// Disconnected follows a link end, and a fresh request works afterwards.
+#[test]
+fn deadlines_passing_anywhere_never_misroute() {
+    explore(
+        "deadlines_passing_anywhere_never_misroute",
+        Scenario {
+            config: ClientConfig {
+                late_reply_window: Duration::from_millis(200),
+                ..reconnecting()
+            },
+            behaviour: Behaviour {
+                answer_at: vec![(2, Duration::from_millis(150))],
+                ..Behaviour::default()
+            },
+            callers: vec![
+                vec![Call::request(1, A, 50), Call::request(2, A, 100)],
+                vec![
+                    Call::request(3, A, 1000).how(How::Abandon),
+                    Call::request(4, B, 80),
+                ],
+                vec![
+                    Call::request(5, B, 60).how(How::Submit).data(700),
+                    Call::request(6, A, 1000).how(How::FlaggedSend),
+                ],
+                vec![Call::request(7, A, 300)],
+            ],
+            jumps: 3,
+            max_links: 8,
+            ..Scenario::default()
+        },
+    );
+}
+
+/// The lost-link scenario on a link without writes that never wait (as on
+/// Windows): the sender thread writes everything.
+#[test]
+fn a_lost_link_without_non_blocking_writes() {
+    explore(
+        "a_lost_link_without_non_blocking_writes",
+        Scenario {
+            config: reconnecting(),
+            callers: vec![
+                vec![Call::request(1, A, 1000), Call::request(2, B, 1000)],
+                vec![
+                    Call::request(3, B, 1000).how(How::Submit),
+                    Call::request(4, PLAIN, 1000).how(How::Send),
+                ],
+                vec![Call::request(5, A, 1000).data(600)],
+            ],
+            cut: true,
+            try_write: false,
             ..Scenario::default()
         },
     );

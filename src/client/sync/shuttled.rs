@@ -149,33 +149,18 @@ fn keep_time() {
             if c.active > 0 {
                 return Ok(Tick::Park);
             }
-            c.timers.retain(|(_, w)| w.state.load(Relaxed) == WAITING);
-            let Some(next) = c.timers.iter().map(|(t, _)| *t).min() else {
-                return Err(format!(
+            let horizon = c.horizon;
+            match fire_next(c, horizon) {
+                Some(fired) => Ok(Tick::Fire(fired)),
+                None if c.timers.is_empty() => Err(format!(
                     "wedged: every thread waits and none has a deadline (virtual time {:?})",
                     c.now
-                ));
-            };
-            if next > c.horizon {
-                return Err(format!(
+                )),
+                None => Err(format!(
                     "virtual time would pass {:?}: the only waits left are far timers (a wedge)",
                     c.horizon
-                ));
+                )),
             }
-            c.now = c.now.max(next);
-            let now = c.now;
-            let mut fired = Vec::new();
-            c.timers.retain(|(t, w)| {
-                if *t <= now {
-                    w.state.store(TIMED_OUT, Relaxed);
-                    fired.push(w.thread.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            c.active += fired.len();
-            Ok(Tick::Fire(fired))
         });
         match tick {
             Ok(Tick::Stop) => return,
@@ -183,6 +168,44 @@ fn keep_time() {
             Ok(Tick::Fire(ts)) => ts.iter().for_each(|t| t.unpark()),
             Err(e) => panic!("{e} (schedule #{})", runs()),
         }
+    }
+}
+
+/// Moves time to the earliest deadline (up to `limit`) and times out the
+/// waits due then; returns their threads to unpark.
+fn fire_next(c: &mut Clock, limit: Duration) -> Option<Vec<shuttle::thread::Thread>> {
+    c.timers.retain(|(_, w)| w.state.load(Relaxed) == WAITING);
+    let next = c.timers.iter().map(|(t, _)| *t).min()?;
+    if next > limit {
+        return None;
+    }
+    c.now = c.now.max(next);
+    let now = c.now;
+    let mut fired = Vec::new();
+    c.timers.retain(|(t, w)| {
+        if *t <= now {
+            w.state.store(TIMED_OUT, Relaxed);
+            fired.push(w.thread.clone());
+            false
+        } else {
+            true
+        }
+    });
+    c.active += fired.len();
+    Some(fired)
+}
+
+/// Moves time to the earliest deadline if it is at most `max` away,
+/// although threads may still be able to run: as if they were descheduled
+/// that long. Times out the waits due then.
+pub(crate) fn jump(max: Duration) {
+    let fired = with(|c| {
+        let limit = c.now.saturating_add(max).min(c.horizon);
+        fire_next(c, limit)
+    })
+    .unwrap_or_default();
+    for t in fired {
+        t.unpark();
     }
 }
 
