@@ -9,6 +9,13 @@
 //! interleaving, and for a virtual clock that advances only when every
 //! thread waits, so deadlines are explored too. See RELIABILITY.md,
 //! "Schedule exploration".
+//!
+//! So every lock, condition variable, thread spawn and reading of the
+//! clock in the core comes from here; one taken from parking_lot or std
+//! directly would hide its interleavings from the exploration (or block
+//! it). Atomics stay std's: the core's are statistics counters and the
+//! slot's spin hint (the spin is off under exploration), and neither
+//! orders anything another thread relies on.
 
 #[cfg(not(all(test, flamingo_explore)))]
 pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
