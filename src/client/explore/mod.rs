@@ -223,8 +223,9 @@ fn a_lost_link_and_a_reconnect_mid_flight() {
 
 /// Requests of codes the instrument also broadcasts (laser level, checked
 /// by its laser index; LED preview off, by code alone), while it broadcasts
-/// both at points the schedule chooses: no request gets a broadcast sent
-/// before it began, nor another's reply.
+/// laser 2's and laser 3's level and the LED at points the schedule
+/// chooses: no request gets a broadcast sent before it began, another
+/// laser's broadcast, or another's reply.
 #[test]
 fn a_broadcast_of_a_requested_code_is_never_a_stale_reply() {
     let laser = |tag| Call::request(tag, CommandCode::LASER_LEVEL_GET, 1000).int0(2);
@@ -239,6 +240,7 @@ fn a_broadcast_of_a_requested_code_is_never_a_stale_reply() {
             ],
             broadcasts: vec![
                 (CommandCode::LASER_LEVEL_GET, 2),
+                (CommandCode::LASER_LEVEL_GET, 3),
                 (CommandCode::LED_PREVIEW_DISABLE, 0),
             ],
             ..Scenario::default()
@@ -375,6 +377,108 @@ fn concurrent_closes_both_wait_for_the_teardown() {
             ],
             closers: 2,
             probe: false,
+            ..Scenario::default()
+        },
+    );
+}
+
+/// Everything at once: a lost link, a dropped reply, a reply at its
+/// caller's deadline, a broadcast, a flagged send, an abandoned request and
+/// a payload.
+#[test]
+fn everything_at_once() {
+    let laser = |tag| Call::request(tag, CommandCode::LASER_LEVEL_GET, 1000).int0(2);
+    explore(
+        "everything_at_once",
+        Scenario {
+            config: ClientConfig {
+                late_reply_window: Duration::from_millis(300),
+                ..reconnecting()
+            },
+            behaviour: Behaviour {
+                drop: vec![3],
+                answer_at: vec![(5, Duration::from_millis(100))],
+                ..Behaviour::default()
+            },
+            callers: vec![
+                vec![laser(1), Call::request(2, A, 1000).data(600)],
+                vec![Call::request(3, B, 100), Call::request(4, B, 1000)],
+                vec![
+                    Call::request(5, A, 100),
+                    Call::request(6, A, 1000).how(How::FlaggedSend),
+                ],
+                vec![
+                    Call::request(7, B, 1000).how(How::Abandon),
+                    laser(8).how(How::Submit),
+                ],
+            ],
+            may_time_out: vec![3, 5],
+            resync_ok: true,
+            cut: true,
+            broadcasts: vec![(CommandCode::LASER_LEVEL_GET, 2)],
+            max_links: 6,
+            ..Scenario::default()
+        },
+    );
+}
+
+/// The same with deadlines passing anywhere and a `close()` at a point
+/// the schedule chooses.
+#[test]
+fn everything_at_once_with_time_jumps_and_a_close() {
+    let laser = |tag| Call::request(tag, CommandCode::LASER_LEVEL_GET, 1000).int0(2);
+    explore(
+        "everything_at_once_with_time_jumps_and_a_close",
+        Scenario {
+            config: ClientConfig {
+                late_reply_window: Duration::from_millis(300),
+                ..reconnecting()
+            },
+            behaviour: Behaviour {
+                drop: vec![3],
+                answer_at: vec![(5, Duration::from_millis(100))],
+                ..Behaviour::default()
+            },
+            callers: vec![
+                vec![laser(1), Call::request(2, A, 1000).data(600)],
+                vec![Call::request(3, B, 100), Call::request(4, B, 1000)],
+                vec![
+                    Call::request(5, A, 100),
+                    Call::request(6, A, 1000).how(How::FlaggedSend),
+                ],
+                vec![
+                    Call::request(7, B, 1000).how(How::Abandon),
+                    laser(8).how(How::Submit),
+                ],
+            ],
+            cut: true,
+            broadcasts: vec![(CommandCode::LASER_LEVEL_GET, 2)],
+            jumps: 3,
+            closers: 1,
+            probe: false,
+            max_links: 8,
+            ..Scenario::default()
+        },
+    );
+}
+
+/// Pipelining (`max_in_flight_per_key = 2`, keys split by axis): requests
+/// of one key share the wire and are matched in order.
+#[test]
+fn pipelined_requests_of_one_key_are_matched_in_order() {
+    let pos = |tag, axis| Call::request(tag, CommandCode::STAGE_POSITION_GET, 1000).int0(axis);
+    explore(
+        "pipelined_requests_of_one_key_are_matched_in_order",
+        Scenario {
+            config: ClientConfig {
+                max_in_flight_per_key: 2,
+                ..ClientConfig::default()
+            },
+            callers: vec![
+                vec![pos(1, 1), pos(2, 2)],
+                vec![pos(3, 1).how(How::Submit), pos(4, 1)],
+                vec![pos(5, 1), pos(6, 2).how(How::Submit)],
+            ],
             ..Scenario::default()
         },
     );
