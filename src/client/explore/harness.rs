@@ -179,6 +179,8 @@ struct World {
     ticks: AtomicU64,
     /// Broadcasts sent (code, index), with the tick after each.
     broadcast_at: std::sync::Mutex<Vec<(CommandCode, i32, u64)>>,
+    /// Replies handed to their callers.
+    replies: AtomicU64,
     violations: std::sync::Mutex<Vec<String>>,
 }
 
@@ -224,6 +226,7 @@ pub(super) fn run(sc: &Scenario) {
         closing: AtomicBool::new(false),
         ticks: AtomicU64::new(1),
         broadcast_at: Default::default(),
+        replies: AtomicU64::new(0),
         violations: Default::default(),
     });
     let shared = Arc::new(Shared::new("in-memory instrument", sc.config.clone()));
@@ -329,6 +332,16 @@ pub(super) fn run(sc: &Scenario) {
     for h in instruments {
         h.join().expect("an instrument thread panicked");
     }
+    // No reply lost: every reply the reader matched to a request reached
+    // its caller (an abandoned request's may be dropped with its `Op`).
+    let matched = shared.counters.replies_matched.load(Relaxed);
+    let taken = world.replies.load(Relaxed);
+    let abandons = sc.callers.iter().flatten().any(|c| c.how == How::Abandon);
+    if matched != taken && !(abandons && matched > taken) {
+        world.violation(format!(
+            "the reader matched {matched} replies but callers received {taken}"
+        ));
+    }
     tally(|t| {
         t.schedules += 1;
         t.reconnects += world.link_count() - 1;
@@ -414,6 +427,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
     match res {
         Ok(Some(r)) => {
             tally(|t| t.replies += 1);
+            w.replies.fetch_add(1, Relaxed);
             let m = r.message;
             if m.code == call.code && m.int32_data1 == instrument::BROADCAST_TAG {
                 // A broadcast of the quantity asked for, sent while the
@@ -476,7 +490,11 @@ fn make_call(c: &Client, w: &World, call: &Call) {
             }
         }
         Err(Error::TooLarge { .. })
-            if w.sc.behaviour.oversized.iter().any(|(t, _)| *t == call.tag) => {}
+            if w.sc.behaviour.oversized.iter().any(|(t, _)| *t == call.tag) =>
+        {
+            // The reply, over the limit: matched and delivered as an error.
+            w.replies.fetch_add(1, Relaxed);
+        }
         Err(e) => w.violation(format!("{who} failed unexpectedly: {e}")),
     }
 }
