@@ -101,6 +101,10 @@ pub(super) struct Scenario {
     pub try_write: bool,
     /// Threads that call `close()` at a point the schedule chooses.
     pub closers: usize,
+    /// A thread polls the client's state and checks that once it reads
+    /// `Closed`, `stats().teardowns` is 1 (what tests that poll
+    /// `is_connected()` rely on).
+    pub watch_teardown: bool,
     /// Links the run may open (reconnects + 1).
     pub max_links: u64,
     /// After the calls, a fresh request must succeed (no wedged link).
@@ -118,6 +122,7 @@ impl Default for Scenario {
             resync_ok: false,
             cut: false,
             broadcasts: Vec::new(),
+            watch_teardown: false,
             jumps: 0,
             try_write: true,
             closers: 0,
@@ -285,6 +290,21 @@ pub(super) fn run(sc: &Scenario) {
                 .lock()
                 .expect("harness lock")
                 .push((code, index, t));
+        }));
+    }
+    if sc.watch_teardown {
+        let (c, w) = (client.clone(), world.clone());
+        others.push(thread::spawn(move || loop {
+            if matches!(c.state(), crate::ConnectionState::Closed { .. }) {
+                let n = c.stats().teardowns;
+                if n != 1 {
+                    w.violation(format!(
+                        "state() said Closed while stats().teardowns was {n}"
+                    ));
+                }
+                return;
+            }
+            shuttle::thread::yield_now();
         }));
     }
     if sc.jumps > 0 {
@@ -482,7 +502,9 @@ fn make_call(c: &Client, w: &World, call: &Call) {
         }
         Err(Error::Disconnected { reason, detail }) => {
             tally(|t| t.disconnects += 1);
-            let closed = w.closing.load(Relaxed);
+            // A client closed by a link loss (no reconnect policy) fails
+            // every later call; the loss itself is checked by the reader.
+            let closed = w.closing.load(Relaxed) || c.shared().conn.lock().is_closed();
             if seen1 == done0 && !closed {
                 w.violation(format!(
                     "{who} got Disconnected({reason:?}: {detail}) at {ended:?} on a healthy link"
