@@ -62,6 +62,8 @@ fn explore(name: &str, sc: Scenario) {
     config.stack_size = 1 << 18;
     config.max_steps = shuttle::MaxSteps::FailAfter(1_000_000);
     if let Ok(s) = std::env::var("FLAMINGO_EXPLORE_REPLAY") {
+        // Shuttle prints the string over several lines.
+        let s: String = s.split_whitespace().collect();
         let sched = shuttle::scheduler::ReplayScheduler::new_from_encoded(&s);
         shuttle::Runner::new(sched, config).run(f);
         return;
