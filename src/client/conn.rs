@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use super::deadline::Deadline;
 use super::slot;
+use super::sync::now;
 use super::wire::Wire;
 use super::Reply;
 use crate::codec::{CommandCode, Flags, Message, MESSAGE_LEN};
@@ -602,7 +603,7 @@ impl Conn {
                     check_echo: q.check_echo,
                     sent: false,
                     waiter: q.waiter.take(),
-                    abandoned_at: fence.then(Instant::now),
+                    abandoned_at: fence.then(now),
                     fence,
                     broadcast: q.broadcast,
                     candidate: None,
@@ -611,7 +612,7 @@ impl Conn {
             Kind::Send { flagged: true } => {
                 let g = self.gates.entry(q.key).or_default();
                 g.raw += 1;
-                g.raw_at = Some((Instant::now(), wseq));
+                g.raw_at = Some((now(), wseq));
                 if g.raw_seqs.len() < RAW_TRACKED {
                     g.raw_seqs.push_back(wseq);
                 }
@@ -1065,7 +1066,7 @@ impl Conn {
             return None;
         }
         if self.abandoned > max_abandoned {
-            return Some(Instant::now());
+            return Some(now());
         }
         let flights = self
             .gates

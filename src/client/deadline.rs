@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::sync::now;
+
 /// When an operation must be finished: an instant, or never.
 ///
 /// Built once at the public boundary from the caller's timeout with checked
@@ -29,7 +31,7 @@ impl Deadline {
 
     /// `timeout` from now; [`Deadline::NEVER`] if that instant cannot be represented.
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now().checked_add(timeout))
+        Deadline(now().checked_add(timeout))
     }
 
     /// A deadline at `instant`.
@@ -44,12 +46,12 @@ impl Deadline {
 
     /// True once the deadline has passed (never for [`Deadline::NEVER`]).
     pub fn expired(self) -> bool {
-        self.0.is_some_and(|t| Instant::now() >= t)
+        self.0.is_some_and(|t| now() >= t)
     }
 
     /// Time left (zero once passed), or `None` for no deadline.
     pub fn remaining(self) -> Option<Duration> {
-        self.0.map(|t| t.saturating_duration_since(Instant::now()))
+        self.0.map(|t| t.saturating_duration_since(now()))
     }
 
     /// Time left as a timeout for calls that take one: `Duration::MAX`
@@ -78,7 +80,7 @@ impl Deadline {
     /// An instant to block until in one wait call: the deadline, or for no
     /// deadline a point far enough ahead that a loop simply waits again.
     pub(crate) fn wait_slice(self) -> Instant {
-        let now = Instant::now();
+        let now = now();
         self.0
             .unwrap_or_else(|| now.checked_add(Duration::from_secs(3600)).unwrap_or(now))
     }

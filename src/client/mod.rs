@@ -24,8 +24,12 @@ mod send;
 mod shared;
 mod slot;
 mod stats;
+mod sync;
 mod thread;
 mod wire;
+
+#[cfg(all(test, flamingo_explore))]
+mod explore;
 
 use std::io;
 use std::net::SocketAddr;
@@ -223,7 +227,7 @@ impl Client {
         let spawned = thread::spawn(s, read).and_then(|conn| {
             if t.sender.is_none() {
                 let sh = s.clone();
-                match std::thread::Builder::new()
+                match sync::thread::Builder::new()
                     .name("flamingo-send".into())
                     .spawn(move || send::sender_loop(sh))
                 {

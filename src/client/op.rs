@@ -10,6 +10,7 @@ use super::conn::{Delivered, GiveUp, Key, Outcome};
 use super::deadline::Deadline;
 use super::shared::Shared;
 use super::slot::{self, RecvError};
+use super::sync::now;
 use super::Reply;
 use crate::{DisconnectReason, Error, Result, TimeoutPhase};
 
@@ -255,7 +256,7 @@ impl Pending {
             id: started.id,
             key: started.key,
             rx: started.rx,
-            start: Instant::now(),
+            start: now(),
             done: false,
             request: started.request,
         }
@@ -269,7 +270,9 @@ impl Pending {
         };
         self.done = true;
         if matches!(r, Ok(Delivered::Reply(_))) {
-            self.shared.latency.record(self.start.elapsed());
+            self.shared
+                .latency
+                .record(now().saturating_duration_since(self.start));
         }
         Some(r)
     }
@@ -327,7 +330,7 @@ impl Pending {
     /// resets a link whose window ran out) is woken to re-arm its timer.
     fn abandon(&self) -> GiveUp {
         let mut c = self.shared.conn.lock();
-        let g = c.give_up(self.id, self.key, Instant::now());
+        let g = c.give_up(self.id, self.key, now());
         if matches!(
             g,
             GiveUp::TimedOut(TimeoutPhase::Reply | TimeoutPhase::Write)

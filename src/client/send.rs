@@ -15,12 +15,13 @@
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::{Handover, Key, Kind, Outcome, Queued, Wake, WriterRole};
 use super::deadline::Deadline;
 use super::shared::Shared;
 use super::slot;
+use super::sync::now;
 use super::wire::is_timeout;
 use crate::codec::{hex_dump, Message, MESSAGE_LEN};
 use crate::{DisconnectReason, Result};
@@ -357,7 +358,7 @@ fn send_queued(shared: &Arc<Shared>) {
                     return;
                 }
                 let resync_at = c.resync_due(window, max_unanswered);
-                if resync_at.is_some_and(|t| t <= Instant::now()) {
+                if resync_at.is_some_and(|t| t <= now()) {
                     shut = resync(shared, &mut c);
                     continue;
                 }

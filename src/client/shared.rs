@@ -9,20 +9,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::conn::{Conn, QueueLimits};
 use super::events::{Dispatcher, Event, EventKind, Hub};
 use super::stats::{Counters, Latency};
+use super::sync::thread::JoinHandle;
+use super::sync::{Condvar, Mutex, RwLock};
 use crate::codec::{MatchKey, Message};
 use crate::live::LiveStream;
 use crate::{ClientConfig, DisconnectReason};
 
 use super::conn::Key;
 
-thread_local! {
+super::sync::thread_local! {
     /// The client whose thread this is (0: none), so a teardown started on
     /// one of a client's own threads (a callback closing the client) never
     /// waits for that thread to end.

@@ -17,12 +17,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::{Conn, Phase};
 use super::events::{Event, EventKind};
 use super::shared::Shared;
+use super::sync::now;
+use super::sync::thread::{Builder, JoinHandle};
 use super::wire::TcpWire;
 use crate::codec::{hex_dump, FrameError, FrameReader};
 use crate::{transport, DisconnectReason, Error, ReconnectPolicy};
@@ -50,7 +51,7 @@ pub(crate) fn install(c: &mut Conn, stream: TcpStream) -> io::Result<TcpStream> 
 
 pub(crate) fn spawn(shared: &Arc<Shared>, stream: TcpStream) -> io::Result<JoinHandle<()>> {
     let s = shared.clone();
-    std::thread::Builder::new()
+    Builder::new()
         .name("flamingo-conn".into())
         .spawn(move || run(s, stream))
 }
@@ -70,10 +71,10 @@ fn run_links(shared: &Arc<Shared>, mut stream: TcpStream) {
     let mut delays = None;
     let mut attempt = 0u32;
     loop {
-        let started = Instant::now();
+        let started = now();
         let (reason, detail, messages) = read_link(shared, &stream);
         drop(stream);
-        let stillborn = messages == 0 && started.elapsed() < STILLBORN;
+        let stillborn = messages == 0 && now().saturating_duration_since(started) < STILLBORN;
 
         let Some(policy) = link_ended(shared, reason, detail) else {
             return;
@@ -132,7 +133,7 @@ pub(crate) fn link_ended(
             let w = c.end_link(&err, &mut wakes);
             c.phase = Phase::Down {
                 attempt: 0,
-                retry_at: Instant::now(),
+                retry_at: now(),
             };
             w
         } else {
@@ -194,9 +195,7 @@ fn reconnect(
             return None;
         };
         *attempt += 1;
-        let retry_at = Instant::now()
-            .checked_add(delay)
-            .unwrap_or_else(Instant::now);
+        let retry_at = now().checked_add(delay).unwrap_or_else(now);
         {
             let mut c = shared.conn.lock();
             if c.is_closed() {
@@ -210,7 +209,7 @@ fn reconnect(
         }
         {
             let mut c = shared.conn.lock();
-            while !c.is_closed() && Instant::now() < retry_at {
+            while !c.is_closed() && now() < retry_at {
                 shared.cv.wait_until(&mut c, retry_at);
             }
             if c.is_closed() {
@@ -363,7 +362,7 @@ fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, 
                 .fetch_add(now.resyncs - seen.resyncs, Relaxed);
         }
         seen = now;
-        let received_at = Instant::now();
+        let received_at = super::sync::now();
         let seq = shared.next_seq();
         shared.counters.messages_received.fetch_add(1, Relaxed);
         let mut data = Vec::new();
