@@ -274,14 +274,22 @@ struct Patient<'a> {
 /// The recent reads: where each ended in the stream, and the wire order
 /// then. Only those not yet consumed by the framer are kept.
 #[derive(Default)]
-struct Reads {
+pub(crate) struct Reads {
     total: u64,
     ends: VecDeque<(u64, u64)>,
 }
 
 impl Reads {
+    /// Notes a read of `n` bytes made when `wire_seq` messages had been
+    /// handed to the wire.
+    pub(crate) fn note(&mut self, n: usize, wire_seq: u64) {
+        self.total += n as u64;
+        let end = self.total;
+        self.ends.push_back((end, wire_seq));
+    }
+
     /// The wire order noted by the read that brought stream byte `pos`.
-    fn written_before(&mut self, pos: u64) -> u64 {
+    pub(crate) fn written_before(&mut self, pos: u64) -> u64 {
         while self.ends.len() > 1 && self.ends.front().is_some_and(|&(end, _)| end <= pos) {
             self.ends.pop_front();
         }
@@ -301,10 +309,7 @@ impl Read for Patient<'_> {
                 Ok(n) => {
                     if n > 0 {
                         let w = self.shared.conn.lock().wire_seq();
-                        let mut r = self.reads.borrow_mut();
-                        r.total += n as u64;
-                        let end = r.total;
-                        r.ends.push_back((end, w));
+                        self.reads.borrow_mut().note(n, w);
                     }
                     return Ok(n);
                 }
@@ -315,9 +320,9 @@ impl Read for Patient<'_> {
 }
 
 /// Counts the bytes the framer takes.
-struct Counted<R> {
-    inner: R,
-    pos: u64,
+pub(crate) struct Counted<R> {
+    pub(crate) inner: R,
+    pub(crate) pos: u64,
 }
 
 impl<R: Read> Read for Counted<R> {

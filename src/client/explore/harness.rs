@@ -431,7 +431,14 @@ fn make_call(c: &Client, w: &World, call: &Call) {
             None
         }),
     };
-    let strict = w.sc.jumps == 0;
+    // A request of a code the instrument also broadcasts returns when the
+    // fence written after it is answered (its reply may be superseded until
+    // then), not at the instant its reply arrived.
+    let broadcast_code = call
+        .code
+        .info()
+        .is_some_and(|i| i.unsolicited.possible() && !i.unsolicited.always());
+    let strict = w.sc.jumps == 0 && !broadcast_code;
     let ended = elapsed();
     let seen1 = w.ends_seen.load(Relaxed);
     let deadline = started + timeout;
@@ -577,12 +584,27 @@ fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
 
 /// Reads and routes one link's messages until it ends.
 fn read_link(shared: &Shared, link: &Link) -> String {
-    let mut r = Reader {
-        pipe: link.up.clone(),
-        max: usize::MAX,
+    // As the real reader: each read notes the wire order then, and a
+    // message is matched against the read that brought its first byte.
+    let reads = std::rc::Rc::new(std::cell::RefCell::new(
+        super::super::thread::Reads::default(),
+    ));
+    let noted = reads.clone();
+    let conn = &shared.conn;
+    let mut r = super::super::thread::Counted {
+        inner: Noting {
+            r: Reader {
+                pipe: link.up.clone(),
+                max: usize::MAX,
+            },
+            note: move |n| noted.borrow_mut().note(n, conn.lock().wire_seq()),
+        },
+        pos: 0,
     };
     let mut framer = FrameReader::new(shared.config.additional_data_limit);
     loop {
+        let start = r.pos;
+        let skipped = framer.stats().bytes_skipped;
         let msg = match framer.read_message(&mut r) {
             Ok(m) => m,
             Err(e) => return e.to_string(),
@@ -603,6 +625,24 @@ fn read_link(shared: &Shared, link: &Link) -> String {
                 Err(e) => return e.to_string(),
             }
         }
-        shared.route(msg, data, seq, shuttled::now(), failure);
+        let first = start + (framer.stats().bytes_skipped - skipped);
+        let written_before = reads.borrow_mut().written_before(first);
+        shared.route(msg, data, seq, shuttled::now(), failure, written_before);
+    }
+}
+
+/// A reader that reports every read that returned bytes.
+struct Noting<F: FnMut(usize)> {
+    r: Reader,
+    note: F,
+}
+
+impl<F: FnMut(usize)> std::io::Read for Noting<F> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(out)?;
+        if n > 0 {
+            (self.note)(n);
+        }
+        Ok(n)
     }
 }

@@ -386,8 +386,6 @@ pub(crate) fn sleep(d: Duration) {
 pub(crate) mod thread {
     use super::*;
 
-    pub(crate) use shuttle::thread::current;
-
     struct Record {
         finished: AtomicBool,
         joiner: AtomicBool,
@@ -420,6 +418,7 @@ pub(crate) mod thread {
             self.inner.join()
         }
 
+        #[allow(dead_code)] // std's JoinHandle has it; the core may call it
         pub(crate) fn thread(&self) -> &shuttle::thread::Thread {
             self.inner.thread()
         }
