@@ -16,13 +16,21 @@
 //! flamingo-viewer --check-screenshot out.png                  # checks what the self-test saved
 //! ```
 
+mod actions;
 mod app;
 mod check;
+mod config;
+mod display;
+mod file_picker;
 mod live;
 mod model;
+mod panels;
+mod poll;
 mod selftest;
 mod session;
 mod timing;
+#[cfg(test)]
+mod ui_tests;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,11 +55,14 @@ pub struct Options {
     pub screenshot: Option<PathBuf>,
     /// The self-test's overall limit.
     pub time_limit: Duration,
-    /// The workflow file offered at start.
-    pub workflow: PathBuf,
+    /// A workflow file loaded at start.
+    pub workflow: Option<PathBuf>,
+    /// Show the developer panels at start.
+    pub developer: bool,
 }
 
-const USAGE: &str = "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE]
+const USAGE: &str =
+    "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE] [--developer]
        flamingo-viewer --self-test [--faults] [--screenshot OUT.png] [--time-limit SECONDS]
        flamingo-viewer --check-screenshot OUT.png";
 
@@ -60,7 +71,6 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = Options {
         time_limit: Duration::from_secs(60),
-        workflow: default_workflow(),
         ..Options::default()
     };
     let mut it = args.iter();
@@ -84,7 +94,11 @@ fn main() -> ExitCode {
                 Ok(())
             }
             "--screenshot" => value(a).map(|v| opts.screenshot = Some(v.into())),
-            "--workflow" => value(a).map(|v| opts.workflow = v.into()),
+            "--workflow" => value(a).map(|v| opts.workflow = Some(v.into())),
+            "--developer" => {
+                opts.developer = true;
+                Ok(())
+            }
             "--time-limit" => value(a).and_then(|v| {
                 v.parse::<f64>()
                     .ok()
@@ -146,14 +160,4 @@ fn main() -> ExitCode {
         return ExitCode::from(4);
     }
     ExitCode::from(EXIT_CODE.load(Ordering::SeqCst))
-}
-
-/// The Z-stack workflow shipped with the repository.
-fn default_workflow() -> PathBuf {
-    let viewer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    viewer
-        .parent()
-        .unwrap_or(viewer)
-        .join("fixtures")
-        .join("ZStack.txt")
 }

@@ -93,6 +93,10 @@ impl SelfTest {
         self.since.elapsed()
     }
 
+    /// Input for the next frame (the window's own input, before egui sees
+    /// it): clicks the self-test makes land here.
+    pub fn input(&mut self, _hits: &crate::app::Hits, _raw: &mut egui::RawInput) {}
+
     /// One step, once per frame (before drawing).
     pub fn step(&mut self, v: &mut Viewer, ctx: &egui::Context) {
         // Keep frames coming: the test watches the UI, not a person.
@@ -151,6 +155,10 @@ impl SelfTest {
                 v.model.jog_step[0] = 0.25;
                 v.jog(Axis::X, 2.0);
                 v.move_axis(Axis::Y, 20.0);
+                // Further than the confirmation distance: confirmed.
+                if v.model.confirm.is_some() {
+                    v.confirm_yes();
+                }
                 // Outside the soft limits: refused in the viewer, shown as an error.
                 v.move_axis(Axis::Z, 99.0);
                 v.set_laser(2, 12.5);

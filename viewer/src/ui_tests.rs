@@ -1,0 +1,1 @@
+//! Headless tests that click.
