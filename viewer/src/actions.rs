@@ -285,7 +285,7 @@ impl Viewer {
             match self.model.heading(axis) {
                 Some(from) if (target - from).abs() <= limit => {}
                 Some(from) => far.push(format!(
-                    "{} by {:+.3} {} ({from:.3} → {target:.3})",
+                    "{} by {:+.3} {} (from {from:.3} to {target:.3})",
                     axis.name().to_uppercase(),
                     target - from,
                     axis.unit()
@@ -349,16 +349,18 @@ impl Viewer {
     pub fn confirm_yes(&mut self) {
         match self.model.confirm.take() {
             Some(Confirm::Home) => {
-                self.submit(
+                let sent = self.submit(
                     "stage.submit_home",
                     "homing the stage",
                     |c| c.stage().submit_home(),
-                    |m, ()| {
-                        m.moving = [true; 4];
-                        m.target = [None; 4];
-                        m.log(LineKind::Action, "homing");
-                    },
+                    |m, ()| m.log(LineKind::Action, "homing"),
                 );
+                // Moving from now: a stop event may come before the
+                // acknowledgement is taken.
+                if sent {
+                    self.model.moving = [true; 4];
+                    self.model.target = [None; 4];
+                }
             }
             Some(Confirm::Move { targets, .. }) => self.send_moves(&targets),
             None => {}

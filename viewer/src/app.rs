@@ -43,9 +43,12 @@ pub struct Layout {
 pub struct Hits(pub HashMap<String, egui::Rect>);
 
 impl Hits {
-    /// Records a widget's rectangle under `name`.
+    /// Records where a widget can be clicked (its rectangle, clipped to
+    /// what is visible) under `name`.
     pub fn put(&mut self, name: impl Into<String>, r: &egui::Response) {
-        self.0.insert(name.into(), r.rect);
+        if r.interact_rect.is_positive() {
+            self.0.insert(name.into(), r.interact_rect);
+        }
     }
 
     /// The rectangle of `name`, if it was drawn in the last frame.
@@ -115,7 +118,7 @@ impl Viewer {
     /// connects at once if asked to.
     pub fn with_context(ctx: egui::Context, opts: Options) -> Viewer {
         ctx.set_visuals(egui::Visuals::dark());
-        let dir = config::dir();
+        let dir = opts.config_dir.clone().or_else(config::dir);
         let loaded = config::load(dir.as_deref());
         let mut model = Model::new();
         model.saved = loaded.positions;
@@ -174,12 +177,13 @@ impl Viewer {
     pub fn ui(&mut self, ctx: &egui::Context) {
         let t0 = Instant::now();
         self.timer.begin_frame();
-        self.hits.0.clear();
         self.poll();
         if let Some(mut st) = self.selftest.take() {
             st.step(self, ctx);
             self.selftest = Some(st);
         }
+        // The self-test clicked at last frame's places: now they are redrawn.
+        self.hits.0.clear();
         egui::TopBottomPanel::top("top").show(ctx, |ui| {
             self.top_bar(ui);
             if self.developer {

@@ -25,6 +25,7 @@ mod file_picker;
 mod live;
 mod model;
 mod panels;
+mod pointer;
 mod poll;
 mod selftest;
 mod session;
@@ -59,10 +60,13 @@ pub struct Options {
     pub workflow: Option<PathBuf>,
     /// Show the developer panels at start.
     pub developer: bool,
+    /// Where saved positions and preferences are kept (instead of the
+    /// user's configuration directory).
+    pub config_dir: Option<PathBuf>,
 }
 
 const USAGE: &str =
-    "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE] [--developer]
+    "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE] [--developer] [--config-dir DIR]
        flamingo-viewer --self-test [--faults] [--screenshot OUT.png] [--time-limit SECONDS]
        flamingo-viewer --check-screenshot OUT.png";
 
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             }
             "--screenshot" => value(a).map(|v| opts.screenshot = Some(v.into())),
             "--workflow" => value(a).map(|v| opts.workflow = Some(v.into())),
+            "--config-dir" => value(a).map(|v| opts.config_dir = Some(v.into())),
             "--developer" => {
                 opts.developer = true;
                 Ok(())
@@ -128,6 +133,17 @@ fn main() -> ExitCode {
     }
     if opts.self_test {
         opts.sim = true;
+        // The test's saved positions and preferences stay with its output,
+        // not in the user's configuration.
+        if opts.config_dir.is_none() {
+            let dir = opts
+                .screenshot
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+            opts.config_dir = Some(dir.join("selftest-config"));
+        }
         // The self-test must end even if the window never draws (no display,
         // a broken GL driver): a watchdog ends the process at the limit.
         let limit = opts.time_limit + Duration::from_secs(15);

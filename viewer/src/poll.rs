@@ -273,7 +273,7 @@ impl Viewer {
                 self.model.log(
                     LineKind::Action,
                     format!(
-                        "stack {}: {} planes, z {:.4} → {:.4} mm, saved to {}",
+                        "stack {}: {} planes, z {:.4} to {:.4} mm, saved to {}",
                         if d.stopped { "stopped" } else { "done" },
                         d.planes,
                         d.z.0,

@@ -68,11 +68,12 @@ impl Viewer {
                         .width(100.0)
                         .show_ui(ui, |ui| {
                             for p in FILTERS {
-                                ui.selectable_value(
+                                let r = ui.selectable_value(
                                     &mut c.filter_input,
                                     p,
                                     format!("position {p}"),
                                 );
+                                self.hits.put(format!("filter {p}"), &r);
                             }
                         });
                     self.hits.put("filter combo", &r.response);

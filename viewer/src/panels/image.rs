@@ -185,7 +185,6 @@ impl Viewer {
             }
             ui.separator();
             ui.label("contrast");
-            let before = self.image.mode;
             let r = egui::ComboBox::from_id_salt("contrast mode")
                 .selected_text(match self.image.mode {
                     Mode::Frame => "frame's range",
@@ -194,17 +193,18 @@ impl Viewer {
                 })
                 .width(100.0)
                 .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut self.image.mode, Mode::Frame, "frame's range");
-                    ui.selectable_value(&mut self.image.mode, Mode::Auto, "auto")
+                    let r = ui.selectable_value(&mut self.image.mode, Mode::Frame, "frame's range");
+                    self.hits.put("contrast frame", &r);
+                    let r = ui
+                        .selectable_value(&mut self.image.mode, Mode::Auto, "auto")
                         .on_hover_text(
                             "each frame's histogram, a few pixels saturated at each end",
                         );
-                    ui.selectable_value(&mut self.image.mode, Mode::Manual, "min / max");
+                    self.hits.put("contrast auto mode", &r);
+                    let r = ui.selectable_value(&mut self.image.mode, Mode::Manual, "min / max");
+                    self.hits.put("contrast manual", &r);
                 });
             self.hits.put("contrast mode", &r.response);
-            if before != self.image.mode {
-                self.hits.put("contrast changed", &r.response);
-            }
             let manual = self.image.mode == Mode::Manual;
             let r = ui.add_enabled(
                 manual,
@@ -427,7 +427,7 @@ impl Viewer {
                 egui::StrokeKind::Inside,
             );
             let banner =
-                "⌨ keyboard jogs the stage: ← → X · ↑ ↓ Y · PgUp PgDn Z · Shift ×10 · Esc releases";
+                "Keyboard jogs the stage: Left/Right X · Up/Down Y · PgUp PgDn Z · Shift ×10 · Esc releases";
             let galley = painter.layout_no_wrap(
                 banner.into(),
                 egui::FontId::proportional(13.0),

@@ -92,7 +92,7 @@ impl ZStackEditor {
         Ok((
             wf,
             format!(
-                "{} planes {} µm apart, z {:.4} → {:.4} mm, {} ms",
+                "{} planes {} µm apart, z {:.4} to {:.4} mm, {} ms",
                 self.planes, self.spacing_um, start.z_mm, z_end, self.exposure_ms
             ),
         ))
