@@ -272,7 +272,7 @@ fn check_states(json: &str) -> Result<String, String> {
         num(json, "saved_positions"),
         shots.join(", ")
     );
-    if shots.len() == 3
+    if shots.len() == 4
         && bad.is_empty()
         && num(json, "clicks") >= 10.0
         && num(json, "saved_positions") >= 1.0

@@ -120,6 +120,20 @@ const POSITIONS: &[Do] = &[
     Do::Wait("the confirmation gone", |v| v.model.confirm.is_none()),
 ];
 
+/// Disconnected (the panels greyed, the last values shown), then a new
+/// simulator.
+const DISCONNECTED: &[Do] = &[
+    Do::Click("disconnect"),
+    Do::Wait("disconnected", |v| {
+        v.session.is_none() && !v.model.connected()
+    }),
+    Do::Shot("disconnected"),
+    Do::Click("start simulator"),
+    Do::Wait("connected to a new simulator", |v| {
+        v.model.connected() && v.model.position.is_some() && v.model.camera.pixel_um.is_some()
+    }),
+];
+
 /// A z-stack from the editor, started and stopped; then the workflow file
 /// given on the command line again.
 const ZSTACK: &[Do] = &[
@@ -166,6 +180,7 @@ enum Phase {
     Stall,
     Flood,
     Workflow,
+    Disconnected,
     AfterWorkflow,
     Screenshot,
     Done,
@@ -403,6 +418,12 @@ impl SelfTest {
             Phase::Stall => self.stall(v, connected),
             Phase::Flood => self.flood(v),
             Phase::Workflow => self.workflow(v, ctx),
+            Phase::Disconnected => {
+                self.script_phase(DISCONNECTED, Phase::AfterWorkflow, v, ctx);
+                if self.phase == Phase::AfterWorkflow {
+                    self.mark = v.live_frames_shown;
+                }
+            }
             Phase::AfterWorkflow => {
                 if v.live_frames_shown >= self.mark + 10 && self.in_phase() > Duration::from_secs(1)
                 {
@@ -593,8 +614,7 @@ impl SelfTest {
                         "workflow {}: progress {:?}",
                         wf.status, wf.progress
                     ));
-                    self.mark = v.live_frames_shown;
-                    self.go(Phase::AfterWorkflow);
+                    self.go(Phase::Disconnected);
                 } else if wf.status == "failed" {
                     let why = format!(
                         "the workflow failed: {:?}",

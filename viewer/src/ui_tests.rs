@@ -529,3 +529,57 @@ fn panels_follow_the_instrument_and_grey_out_when_disconnected() {
     // The last reported values stay, shown as such.
     assert_eq!(h.v.model.lasers[1].level, Some(12.5));
 }
+
+#[test]
+fn a_workflow_file_is_opened_and_the_z_stack_saved_with_the_file_dialog() {
+    let mut h = Harness::start("files", true);
+    h.connected();
+    let runs = h.dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ZStack.txt");
+    std::fs::copy(&fixture, runs.join("ZStack.txt")).unwrap();
+    std::fs::write(runs.join("notes.md"), "not a workflow").unwrap();
+
+    // Open: into the folder, pick the file (only .txt files are listed).
+    h.click("open workflow");
+    h.wait("the folder listed", |v| {
+        v.picker
+            .as_ref()
+            .is_some_and(|p| !p.listing() && !p.entries.is_empty())
+    });
+    h.click("picker entry runs");
+    h.wait("the sub-folder listed", |v| {
+        v.picker
+            .as_ref()
+            .is_some_and(|p| p.entries.iter().any(|e| e.name == "ZStack.txt"))
+    });
+    assert!(h.v.hits.get("picker entry notes.md").is_none());
+    h.click("picker entry ZStack.txt");
+    h.click("picker ok");
+    h.wait("the workflow loaded", |v| {
+        v.model.workflow.loaded.as_deref() == Some("ZStack.txt")
+    });
+    assert_eq!(h.v.model.workflow.planes, Some(476));
+    // The folder is remembered for the next dialog.
+    assert_eq!(h.v.model.prefs.last_dir.as_deref(), Some(runs.as_path()));
+    h.click("workflow start");
+    h.wait("progress", |v| v.model.workflow.progress.is_some());
+    assert_eq!(
+        h.sim().workflows()[0],
+        std::fs::read(&fixture).unwrap(),
+        "the file as written"
+    );
+    h.click("workflow stop");
+    h.wait("the run stopped", |v| v.model.workflow.status == "stopped");
+
+    // Save the z-stack editor's workflow: it loads back as the same stack.
+    h.v.zstack.planes = 30;
+    h.click("zstack save");
+    assert!(h.v.picker.as_ref().unwrap().name.starts_with("zstack-"));
+    h.click("picker ok");
+    h.wait("the workflow file written", |_| {
+        file_in(&runs, "zstack-").is_some_and(|p| Workflow::load(p).is_ok())
+    });
+    let wf = Workflow::load(file_in(&runs, "zstack-").unwrap()).unwrap();
+    assert_eq!(wf.planes(), Some(30));
+}
