@@ -53,7 +53,7 @@ rm -f "$PNG" "$PNG.json"
 export LIBGL_ALWAYS_SOFTWARE=1
 status=0
 timeout 120 xvfb-run -a -s "-screen 0 1280x800x24" \
-  "$BIN" --self-test --faults --screenshot "$PNG" --time-limit 90 </dev/null || status=$?
+  "$BIN" --self-test --faults --workflow ../fixtures/ZStack.txt --screenshot "$PNG" --time-limit 90 </dev/null || status=$?
 if [ "$status" -ne 0 ]; then
   echo "viewer: the self-test exited with status $status"
 fi

@@ -157,6 +157,132 @@ fn check_progress(json: &str, img: &Image) -> Result<String, String> {
     }
 }
 
+/// A TIFF page: width, height, µm per pixel.
+pub type TiffPage = (u32, u32, Option<f64>);
+
+/// What a TIFF file holds: per page (width, height, µm per pixel), and the
+/// ImageJ description. Errors for a file that is not a little-endian TIFF
+/// or whose directories point outside it.
+pub fn read_tiff(bytes: &[u8]) -> Result<(Vec<TiffPage>, String), String> {
+    let get = |o: usize, n: usize| {
+        bytes
+            .get(o..o + n)
+            .ok_or("a directory points outside the file")
+    };
+    let u16_at = |o: usize| get(o, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| get(o, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if bytes.get(..4) != Some(b"II*\0") {
+        return Err("not a little-endian TIFF".into());
+    }
+    let mut pages = Vec::new();
+    let mut description = String::new();
+    let mut ifd = u32_at(4)? as usize;
+    while ifd != 0 && pages.len() < 100_000 {
+        let n = usize::from(u16_at(ifd)?);
+        let (mut w, mut h, mut res) = (0, 0, None);
+        for i in 0..n {
+            let e = ifd + 2 + i * 12;
+            let (tag, typ, count, value) =
+                (u16_at(e)?, u16_at(e + 2)?, u32_at(e + 4)?, u32_at(e + 8)?);
+            let v = if typ == 3 {
+                u32::from(u16_at(e + 8)?)
+            } else {
+                value
+            };
+            match tag {
+                256 => w = v,
+                257 => h = v,
+                282 => {
+                    let o = value as usize;
+                    let (num, den) = (u32_at(o)?, u32_at(o + 4)?);
+                    if num > 0 {
+                        res = Some(f64::from(den) / f64::from(num));
+                    }
+                }
+                270 if description.is_empty() => {
+                    description =
+                        String::from_utf8_lossy(get(value as usize, count as usize)?).into_owned();
+                }
+                _ => {}
+            }
+        }
+        pages.push((w, h, res));
+        ifd = u32_at(ifd + 2 + n * 12)? as usize;
+    }
+    Ok((pages, description))
+}
+
+/// The snapshot the self-test saved (through the file dialog) is a TIFF
+/// with the instrument's pixel size.
+fn check_saved(json: &str) -> Result<String, String> {
+    let path = field(json, "saved_file")
+        .filter(|p| p != "null")
+        .ok_or("no file saved")?;
+    let um = num(json, "pixel_um");
+    let bytes = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    let (pages, description) = read_tiff(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    let d = format!(
+        "{path}: {} page(s) of {} x {} px, {} µm per pixel (instrument {um}), ImageJ unit {}",
+        pages.len(),
+        pages.first().map_or(0, |p| p.0),
+        pages.first().map_or(0, |p| p.1),
+        pages
+            .first()
+            .and_then(|p| p.2)
+            .map_or("none".into(), |r| format!("{r:.6}")),
+        if description.contains("unit=micron") {
+            "micron"
+        } else {
+            "missing"
+        }
+    );
+    let ok = pages.len() == 1
+        && pages[0].2.is_some_and(|r| (r - um).abs() < 1e-6)
+        && description.contains("unit=micron");
+    if ok {
+        Ok(d)
+    } else {
+        Err(d)
+    }
+}
+
+/// The clicked flows ran and the screenshots of the main states are there.
+fn check_states(json: &str) -> Result<String, String> {
+    let at = json
+        .find("\"state_screenshots\":[")
+        .ok_or("no state_screenshots in the report")?;
+    let rest = &json[at + 21..];
+    let list = &rest[..rest.find(']').unwrap_or(0)];
+    let shots: Vec<&str> = list
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut bad = Vec::new();
+    for s in &shots {
+        match load(Path::new(s)) {
+            Ok(img) if img.w >= 640 && img.h >= 400 => {}
+            Ok(img) => bad.push(format!("{s}: {} x {}", img.w, img.h)),
+            Err(e) => bad.push(e),
+        }
+    }
+    let d = format!(
+        "{} clicks, {} saved position(s), state screenshots: {}",
+        num(json, "clicks"),
+        num(json, "saved_positions"),
+        shots.join(", ")
+    );
+    if shots.len() == 4
+        && bad.is_empty()
+        && num(json, "clicks") >= 10.0
+        && num(json, "saved_positions") >= 1.0
+    {
+        Ok(d)
+    } else {
+        Err(format!("{d}; {}", bad.join("; ")))
+    }
+}
+
 /// The run itself: success, live frames shown, the reconnect seen (with faults).
 fn check_run(json: &str) -> Result<String, String> {
     let status = field(json, "viewer_self_test").unwrap_or_default();
@@ -223,6 +349,15 @@ pub fn run(png: &Path) -> ExitCode {
         "self-test run (live frames, workflow, faults)",
         check_run(&json),
     );
+
+    // 4. The snapshot saved through the file dialog is a calibrated TIFF.
+    report(
+        "snapshot saved as a TIFF with the pixel size",
+        check_saved(&json),
+    );
+
+    // 5. The clicked flows and the screenshots of the main states.
+    report("clicked flows and state screenshots", check_states(&json));
 
     println!("viewer: {passed} passed, {failed} failed");
     if failed == 0 {

@@ -16,13 +16,22 @@
 //! flamingo-viewer --check-screenshot out.png                  # checks what the self-test saved
 //! ```
 
+mod actions;
 mod app;
 mod check;
+mod config;
+mod display;
+mod file_picker;
 mod live;
 mod model;
+mod panels;
+mod pointer;
+mod poll;
 mod selftest;
 mod session;
 mod timing;
+#[cfg(test)]
+mod ui_tests;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,11 +56,17 @@ pub struct Options {
     pub screenshot: Option<PathBuf>,
     /// The self-test's overall limit.
     pub time_limit: Duration,
-    /// The workflow file offered at start.
-    pub workflow: PathBuf,
+    /// A workflow file loaded at start.
+    pub workflow: Option<PathBuf>,
+    /// Show the developer panels at start.
+    pub developer: bool,
+    /// Where saved positions and preferences are kept (instead of the
+    /// user's configuration directory).
+    pub config_dir: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE]
+const USAGE: &str =
+    "usage: flamingo-viewer [--sim | --connect HOST:PORT] [--workflow FILE] [--developer] [--config-dir DIR]
        flamingo-viewer --self-test [--faults] [--screenshot OUT.png] [--time-limit SECONDS]
        flamingo-viewer --check-screenshot OUT.png";
 
@@ -60,7 +75,6 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = Options {
         time_limit: Duration::from_secs(60),
-        workflow: default_workflow(),
         ..Options::default()
     };
     let mut it = args.iter();
@@ -84,7 +98,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             "--screenshot" => value(a).map(|v| opts.screenshot = Some(v.into())),
-            "--workflow" => value(a).map(|v| opts.workflow = v.into()),
+            "--workflow" => value(a).map(|v| opts.workflow = Some(v.into())),
+            "--config-dir" => value(a).map(|v| opts.config_dir = Some(v.into())),
+            "--developer" => {
+                opts.developer = true;
+                Ok(())
+            }
             "--time-limit" => value(a).and_then(|v| {
                 v.parse::<f64>()
                     .ok()
@@ -114,6 +133,17 @@ fn main() -> ExitCode {
     }
     if opts.self_test {
         opts.sim = true;
+        // The test's saved positions and preferences stay with its output,
+        // not in the user's configuration.
+        if opts.config_dir.is_none() {
+            let dir = opts
+                .screenshot
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+            opts.config_dir = Some(dir.join("selftest-config"));
+        }
         // The self-test must end even if the window never draws (no display,
         // a broken GL driver): a watchdog ends the process at the limit.
         let limit = opts.time_limit + Duration::from_secs(15);
@@ -146,14 +176,4 @@ fn main() -> ExitCode {
         return ExitCode::from(4);
     }
     ExitCode::from(EXIT_CODE.load(Ordering::SeqCst))
-}
-
-/// The Z-stack workflow shipped with the repository.
-fn default_workflow() -> PathBuf {
-    let viewer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    viewer
-        .parent()
-        .unwrap_or(viewer)
-        .join("fixtures")
-        .join("ZStack.txt")
 }

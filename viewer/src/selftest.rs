@@ -1,8 +1,12 @@
 //! The scripted self-test: what a person would do in the window, driven
-//! from the UI loop through the same actions as the buttons, with the
-//! simulator's faults injected on the way. At the end it saves a
-//! screenshot, writes a report (stdout and `<screenshot>.json`) and closes
-//! the window.
+//! from the UI loop, with the simulator's faults injected on the way. The
+//! microscopist's steps (contrast, snapshot and its TIFF, a saved position,
+//! the Home confirmation, a z-stack from the editor run and stopped, a full
+//! run) are clicks and typing through the window's own input (eframe's
+//! input hook); the fault scenarios call the buttons' actions. Screenshots
+//! of the main states are saved on the way (`<screenshot>-<state>.png`);
+//! at the end it saves the main screenshot, writes a report (stdout and
+//! `<screenshot>.json`) and closes the window.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,9 +19,151 @@ use flamingo_client::devices::LedColour;
 use flamingo_client::sim::Simulator;
 use flamingo_client::{Axis, ConnectionState};
 
-use crate::app::{conn_name, Viewer};
+use crate::app::{conn_name, Hits, Viewer};
+use crate::display::Source;
+use crate::model::Confirm;
+use crate::panels::image::Mode;
+use crate::pointer::Pointer;
 use crate::timing::us;
 use crate::Options;
+
+/// One step of a clicked script.
+#[derive(Clone, Copy)]
+enum Do {
+    /// Click the widget of this name.
+    Click(&'static str),
+    /// Type into the focused field.
+    Type(&'static str),
+    /// Press and release a key.
+    Key(egui::Key),
+    /// Turn the wheel over a widget (lines).
+    Wheel(&'static str, f32),
+    /// Point at a widget, this far from its centre.
+    Hover(&'static str, f32, f32),
+    /// Wait until the condition holds.
+    Wait(&'static str, fn(&Viewer) -> bool),
+    /// Save a screenshot of this state.
+    Shot(&'static str),
+    /// Do this directly (what a person does with a field hard to script).
+    Call(fn(&mut Viewer)),
+}
+
+/// How long a script waits for one step.
+const STEP_LIMIT: Duration = Duration::from_secs(20);
+
+/// Contrast, snapshot and its TIFF.
+const ACQUIRE: &[Do] = &[
+    Do::Click("contrast auto"),
+    Do::Wait("manual contrast from the histogram", |v| {
+        v.image.mode == Mode::Manual
+            && v.image
+                .shown
+                .as_ref()
+                .is_some_and(|s| s.window == (v.image.min, v.image.max))
+    }),
+    // Then auto for every frame (the simulator's pattern changes with each).
+    Do::Click("contrast mode"),
+    Do::Wait("the contrast menu", |v| {
+        v.hits.get("contrast auto mode").is_some()
+    }),
+    Do::Click("contrast auto mode"),
+    Do::Wait("auto contrast", |v| v.image.mode == Mode::Auto),
+    Do::Click("snapshot"),
+    Do::Wait("the snapshot on screen", |v| {
+        v.image
+            .shown
+            .as_ref()
+            .is_some_and(|s| matches!(s.source, Source::Snapshot(_)))
+    }),
+    Do::Click("save snapshot"),
+    Do::Wait("the file dialog", |v| v.picker.is_some()),
+    Do::Click("picker ok"),
+    Do::Wait("the snapshot saved", |v| {
+        v.model.camera.last_saved.is_some()
+    }),
+    Do::Wheel("image", 2.0),
+    Do::Hover("image", 24.0, -16.0),
+    Do::Wait("zoomed, a pixel value under the cursor", |v| {
+        v.image.scale.is_some() && v.image.hover.is_some()
+    }),
+    Do::Shot("snapshot"),
+    Do::Click("zoom fit"),
+    Do::Click("live"),
+    Do::Wait("live frames again", |v| {
+        v.image
+            .shown
+            .as_ref()
+            .is_some_and(|s| s.source == Source::Live)
+    }),
+];
+
+/// A saved position and the Home confirmation, cancelled.
+const POSITIONS: &[Do] = &[
+    Do::Click("position name"),
+    Do::Type("cell A"),
+    Do::Click("save position"),
+    Do::Wait("the position saved", |v| {
+        v.model.saved.iter().any(|p| p.name == "cell A")
+    }),
+    Do::Click("image"),
+    Do::Wait("the keyboard focus on the image", |v| v.image.focused),
+    Do::Key(egui::Key::ArrowRight),
+    Do::Wait("a keyboard jog of X", |v| v.model.target[0].is_some()),
+    Do::Key(egui::Key::Escape),
+    Do::Wait("the keyboard focus released", |v| !v.image.focused),
+    Do::Click("home"),
+    Do::Wait("the Home confirmation", |v| {
+        v.model.confirm == Some(Confirm::Home)
+    }),
+    Do::Shot("home-confirm"),
+    Do::Click("confirm no"),
+    Do::Wait("the confirmation gone", |v| v.model.confirm.is_none()),
+];
+
+/// Disconnected (the panels greyed, the last values shown), then a new
+/// simulator.
+const DISCONNECTED: &[Do] = &[
+    Do::Click("disconnect"),
+    Do::Wait("disconnected", |v| {
+        v.session.is_none() && !v.model.connected()
+    }),
+    Do::Shot("disconnected"),
+    Do::Click("start simulator"),
+    Do::Wait("connected to a new simulator", |v| {
+        v.model.connected() && v.model.position.is_some() && v.model.camera.pixel_um.is_some()
+    }),
+];
+
+/// A z-stack from the editor, started and stopped; then the workflow file
+/// given on the command line again.
+const ZSTACK: &[Do] = &[
+    Do::Call(|v| {
+        v.zstack.planes = 400;
+        v.zstack.spacing_um = 1.0;
+    }),
+    Do::Click("zstack use"),
+    Do::Wait("the z-stack ready", |v| {
+        v.model.workflow.loaded.as_deref() == Some("z-stack (editor)")
+    }),
+    Do::Click("workflow start"),
+    Do::Wait("z-stack progress and the time left", |v| {
+        v.model.workflow.progress.is_some_and(|(c, _)| c >= 100)
+            && v.model.workflow.seconds_left(Instant::now()).is_some()
+    }),
+    Do::Shot("zstack-running"),
+    Do::Click("workflow stop"),
+    Do::Wait("the z-stack stopped", |v| {
+        v.model.workflow.status == "stopped"
+    }),
+    Do::Call(|v| {
+        if let Some(p) = v.opts.workflow.clone() {
+            v.load_workflow(p);
+        }
+    }),
+    Do::Wait("the workflow file loaded again", |v| {
+        v.model.workflow.loaded.as_deref() != Some("z-stack (editor)")
+    }),
+];
 
 /// Events in the injected flood.
 const FLOOD: u64 = 20_000;
@@ -27,11 +173,14 @@ const STALL: Duration = Duration::from_millis(1500);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Connect,
+    Acquire,
+    Positions,
     Actions,
     Reconnect,
     Stall,
     Flood,
     Workflow,
+    Disconnected,
     AfterWorkflow,
     Screenshot,
     Done,
@@ -58,6 +207,19 @@ pub struct SelfTest {
     fault_window: FaultWindow,
     last_frames: u64,
     last_events: u64,
+    /// Clicks and keys for the next frames.
+    pointer: Pointer,
+    /// The script of the phase, and the step at.
+    at: usize,
+    step_since: Instant,
+    /// A screenshot asked for and not back yet.
+    shot: Option<&'static str>,
+    /// Screenshots saved.
+    shots: Vec<PathBuf>,
+    /// Clicks made.
+    clicks: u32,
+    /// When each phase began (seconds since the start).
+    phases: Vec<(Phase, f64)>,
 }
 
 impl SelfTest {
@@ -79,18 +241,141 @@ impl SelfTest {
             fault_window: FaultWindow::default(),
             last_frames: 0,
             last_events: 0,
+            pointer: Pointer::default(),
+            at: 0,
+            step_since: Instant::now(),
+            shot: None,
+            shots: Vec::new(),
+            clicks: 0,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Where the screenshot of a state goes: next to the main one.
+    fn shot_path(&self, state: &str) -> PathBuf {
+        let stem = self
+            .screenshot
+            .file_stem()
+            .map_or("screenshot".into(), |s| s.to_string_lossy().into_owned());
+        self.screenshot
+            .with_file_name(format!("{stem}-{state}.png"))
+    }
+
+    /// Runs a clicked script one step per frame; true once it is done.
+    /// Fails the test if a step does not happen in time.
+    fn run_script(
+        &mut self,
+        script: &[Do],
+        v: &mut Viewer,
+        ctx: &egui::Context,
+    ) -> Result<bool, String> {
+        if self.pointer.busy() {
+            return Ok(false);
+        }
+        if let Some(name) = self.shot {
+            if let Some(image) = screenshot_event(ctx, name) {
+                let path = self.shot_path(name);
+                save_png(&path, &image)
+                    .map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+                self.shots.push(path);
+                self.shot = None;
+                self.next_step();
+            } else if self.step_since.elapsed() > STEP_LIMIT {
+                return Err(format!("the screenshot {name:?} did not come back"));
+            }
+            return Ok(false);
+        }
+        let Some(&step) = script.get(self.at) else {
+            return Ok(true);
+        };
+        match step {
+            Do::Click(name) => {
+                let r = v
+                    .hits
+                    .get(name)
+                    .ok_or_else(|| format!("{name:?} is not on screen to click"))?;
+                self.pointer.click_at(r.center());
+                self.clicks += 1;
+                self.next_step();
+            }
+            Do::Type(text) => {
+                self.pointer.text(text);
+                self.next_step();
+            }
+            Do::Key(k) => {
+                self.pointer.key(k, egui::Modifiers::NONE);
+                self.next_step();
+            }
+            Do::Wheel(name, lines) | Do::Hover(name, lines, _) => {
+                let r = v
+                    .hits
+                    .get(name)
+                    .ok_or_else(|| format!("{name:?} is not on screen"))?;
+                match step {
+                    Do::Wheel(..) => self.pointer.wheel(r.center(), lines),
+                    Do::Hover(_, dx, dy) => self.pointer.move_to(r.center() + egui::vec2(dx, dy)),
+                    _ => {}
+                }
+                self.next_step();
+            }
+            Do::Wait(what, cond) => {
+                if cond(v) {
+                    self.next_step();
+                } else if self.step_since.elapsed() > STEP_LIMIT {
+                    return Err(format!("timed out waiting for {what}"));
+                }
+            }
+            Do::Shot(name) => {
+                ctx.send_viewport_cmd(ViewportCommand::Screenshot(egui::UserData::new(name)));
+                self.shot = Some(name);
+                self.step_since = Instant::now();
+            }
+            Do::Call(f) => {
+                f(v);
+                self.next_step();
+            }
+        }
+        Ok(false)
+    }
+
+    fn next_step(&mut self) {
+        self.at += 1;
+        self.step_since = Instant::now();
+    }
+
+    /// Runs `script`, then goes to `next`.
+    fn script_phase(&mut self, script: &[Do], next: Phase, v: &mut Viewer, ctx: &egui::Context) {
+        match self.run_script(script, v, ctx) {
+            Ok(true) => self.go(next),
+            Ok(false) => {}
+            Err(why) => {
+                let why = format!("{:?}: {why}", self.phase);
+                self.finish(v, ctx, Some(why), None);
+            }
         }
     }
 
     fn go(&mut self, p: Phase) {
         log::info!("self-test: {:?} -> {:?}", self.phase, p);
+        self.phases.push((p, self.started.elapsed().as_secs_f64()));
         self.phase = p;
         self.since = Instant::now();
         self.step = 0;
+        self.at = 0;
+        self.step_since = Instant::now();
     }
 
     fn in_phase(&self) -> Duration {
         self.since.elapsed()
+    }
+
+    /// Input for the next frame (the window's own input, before egui sees
+    /// it): clicks the self-test makes land here.
+    pub fn input(&mut self, _hits: &Hits, raw: &mut egui::RawInput) {
+        // Under Xvfb no window manager gives the window the keyboard focus;
+        // a person typing into it has it.
+        raw.focused = true;
+        raw.events.extend(self.pointer.next_frame());
     }
 
     /// One step, once per frame (before drawing).
@@ -116,14 +401,29 @@ impl SelfTest {
                     && v.model.workflow_file.is_some()
                     && v.live_frames_shown >= 10;
                 if ready {
-                    self.go(Phase::Actions);
+                    // Files the test saves go next to its screenshot.
+                    v.model.prefs.last_dir = self
+                        .screenshot
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .map(Path::to_path_buf)
+                        .or_else(|| std::env::current_dir().ok());
+                    self.go(Phase::Acquire);
                 }
             }
+            Phase::Acquire => self.script_phase(ACQUIRE, Phase::Positions, v, ctx),
+            Phase::Positions => self.script_phase(POSITIONS, Phase::Actions, v, ctx),
             Phase::Actions => self.actions(v),
             Phase::Reconnect => self.reconnect(v, connected),
             Phase::Stall => self.stall(v, connected),
             Phase::Flood => self.flood(v),
             Phase::Workflow => self.workflow(v, ctx),
+            Phase::Disconnected => {
+                self.script_phase(DISCONNECTED, Phase::AfterWorkflow, v, ctx);
+                if self.phase == Phase::AfterWorkflow {
+                    self.mark = v.live_frames_shown;
+                }
+            }
             Phase::AfterWorkflow => {
                 if v.live_frames_shown >= self.mark + 10 && self.in_phase() > Duration::from_secs(1)
                 {
@@ -151,6 +451,10 @@ impl SelfTest {
                 v.model.jog_step[0] = 0.25;
                 v.jog(Axis::X, 2.0);
                 v.move_axis(Axis::Y, 20.0);
+                // Further than the confirmation distance: confirmed.
+                if v.model.confirm.is_some() {
+                    v.confirm_yes();
+                }
                 // Outside the soft limits: refused in the viewer, shown as an error.
                 v.move_axis(Axis::Z, 99.0);
                 v.set_laser(2, 12.5);
@@ -272,47 +576,35 @@ impl SelfTest {
 
     fn workflow(&mut self, v: &mut Viewer, ctx: &egui::Context) {
         match self.step {
-            // A first run, stopped part-way with the Stop button's action.
+            // A z-stack from the editor, started and stopped with clicks.
             0 => {
-                if v.model.conn != Some(ConnectionState::Connected) {
+                if v.model.conn != Some(ConnectionState::Connected) && self.at == 0 {
                     return;
                 }
-                self.mark = u64::from(v.model.workflow.finished_runs);
-                v.start_workflow();
-                self.step = 1;
-            }
-            1 => {
-                if v.model.workflow.progress.is_some_and(|(c, _)| c >= 50) {
-                    v.stop_workflow();
-                    self.step = 2;
-                } else if v.model.workflow.status == "failed" {
-                    let why = format!(
-                        "the workflow failed: {:?}",
-                        v.model.errors.back().map(|e| &e.text)
-                    );
-                    self.finish(v, ctx, Some(why), None);
-                }
-            }
-            2 => {
-                let wf = &v.model.workflow;
-                if u64::from(wf.finished_runs) > self.mark {
-                    if wf.status != "stopped" {
-                        let why = format!("the stopped run ended as {:?}", wf.status);
-                        self.finish(v, ctx, Some(why), None);
-                        return;
+                match self.run_script(ZSTACK, v, ctx) {
+                    Ok(true) => {
+                        self.notes.push(format!(
+                            "z-stack from the editor stopped at {:?}, then {} loaded again",
+                            v.model.workflow.summary.as_ref().map(|s| s.images_acquired),
+                            v.model.workflow.loaded.as_deref().unwrap_or("?")
+                        ));
+                        self.step = 3;
                     }
-                    self.notes
-                        .push(format!("workflow stopped at {:?}", wf.progress));
-                    self.step = 3;
+                    Ok(false) => {}
+                    Err(why) => self.finish(v, ctx, Some(format!("Workflow: {why}")), None),
                 }
             }
-            // Then a full run.
+            // Then a full run of the workflow file, started with a click.
             3 => {
-                if v.model.conn != Some(ConnectionState::Connected) {
+                if v.model.conn != Some(ConnectionState::Connected) || self.pointer.busy() {
                     return;
                 }
+                let Some(r) = v.hits.get("workflow start") else {
+                    return;
+                };
                 self.mark = u64::from(v.model.workflow.finished_runs);
-                v.start_workflow();
+                self.pointer.click_at(r.center());
+                self.clicks += 1;
                 self.step = 4;
             }
             _ => {
@@ -322,8 +614,7 @@ impl SelfTest {
                         "workflow {}: progress {:?}",
                         wf.status, wf.progress
                     ));
-                    self.mark = v.live_frames_shown;
-                    self.go(Phase::AfterWorkflow);
+                    self.go(Phase::Disconnected);
                 } else if wf.status == "failed" {
                     let why = format!(
                         "the workflow failed: {:?}",
@@ -337,17 +628,11 @@ impl SelfTest {
 
     fn screenshot(&mut self, v: &mut Viewer, ctx: &egui::Context) {
         if self.step == 0 {
-            ctx.send_viewport_cmd(ViewportCommand::Screenshot(egui::UserData::default()));
+            ctx.send_viewport_cmd(ViewportCommand::Screenshot(egui::UserData::new("main")));
             self.step = 1;
             return;
         }
-        let image = ctx.input(|i| {
-            i.raw.events.iter().find_map(|e| match e {
-                egui::Event::Screenshot { image, .. } => Some(image.clone()),
-                _ => None,
-            })
-        });
-        if let Some(image) = image {
+        if let Some(image) = screenshot_event(ctx, "main") {
             let r = save_png(&self.screenshot, &image);
             let why = r
                 .err()
@@ -414,11 +699,12 @@ impl SelfTest {
             .take(20)
             .map(|o| {
                 format!(
-                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"call\":{}}}",
+                    "{{\"lib_us\":{:.1},\"wall_us\":{:.1},\"runq_us\":{:.1},\"call\":{},\"at_s\":{:.2}}}",
                     us(o.lib),
                     us(o.wall),
                     us(o.runq),
-                    json_str(o.longest)
+                    json_str(o.longest),
+                    o.at.as_secs_f64()
                 )
             })
             .collect();
@@ -442,6 +728,31 @@ impl SelfTest {
             v.model.errors_total,
             v.model.states_seen.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(","),
             json_str(conn_name(&v.model)),
+        );
+        let _ = write!(
+            j,
+            "\"phases_s\":{{{}}},\"clicks\":{},\"state_screenshots\":[{}],\"saved_file\":{},\"pixel_um\":{},\"saved_positions\":{},",
+            self.phases
+                .iter()
+                .map(|(p, t)| format!("{}:{t:.2}", json_str(&format!("{p:?}"))))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.clicks,
+            self.shots
+                .iter()
+                .map(|p| json_str(&p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            v.model
+                .camera
+                .last_saved
+                .as_ref()
+                .map_or("null".into(), |p| json_str(&p.display().to_string())),
+            v.model
+                .camera
+                .pixel_um
+                .map_or("null".into(), |um| format!("{um}")),
+            v.model.saved.len(),
         );
         let _ = write!(
             j,
@@ -490,6 +801,28 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+/// The screenshot tagged `name`, if it came back in this frame.
+fn screenshot_event(
+    ctx: &egui::Context,
+    name: &'static str,
+) -> Option<std::sync::Arc<egui::ColorImage>> {
+    ctx.input(|i| {
+        i.raw.events.iter().find_map(|e| match e {
+            egui::Event::Screenshot {
+                image, user_data, ..
+            } if user_data
+                .data
+                .as_ref()
+                .and_then(|d| d.downcast_ref::<&'static str>())
+                == Some(&name) =>
+            {
+                Some(image.clone())
+            }
+            _ => None,
+        })
+    })
 }
 
 fn save_png(path: &Path, image: &egui::ColorImage) -> std::io::Result<()> {

@@ -48,6 +48,8 @@ pub struct LibTimer {
     pub worst_net: Duration,
     /// True once the scheduler times could be read (Linux).
     pub has_sched: bool,
+    /// When the first frame began.
+    first: Option<Instant>,
 }
 
 /// The UI thread's scheduler time (Linux `/proc/thread-self/schedstat`).
@@ -81,6 +83,8 @@ pub struct OverFrame {
     pub runq: Duration,
     /// The frame's longest call.
     pub longest: &'static str,
+    /// When (since the first frame).
+    pub at: Duration,
 }
 
 impl LibTimer {
@@ -108,7 +112,9 @@ impl LibTimer {
     /// Starts the accounting of one frame.
     pub fn begin_frame(&mut self) {
         self.frame_longest_name = "";
-        self.frame_start = Some((Instant::now(), sched()));
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.frame_start = Some((now, sched()));
     }
 
     /// Closes the accounting of one frame. `ui` is the whole frame's time.
@@ -125,6 +131,7 @@ impl LibTimer {
                         wall,
                         runq,
                         longest: self.frame_longest_name,
+                        at: self.first.map_or(Duration::ZERO, |f| t0.duration_since(f)),
                     });
                 }
             }
