@@ -301,3 +301,50 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 }
+
+/// Socket numbers that have no portable name in `std`, per platform family.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod os {
+    /// EINPROGRESS: a non-blocking connect is under way.
+    pub const EINPROGRESS: Option<i32> = Some(115);
+    /// `send()` flags for a write that never waits and raises no SIGPIPE
+    /// (MSG_DONTWAIT | MSG_NOSIGNAL).
+    pub const DONTWAIT: Option<i32> = Some(0x40 | 0x4000);
+}
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+mod os {
+    pub const EINPROGRESS: Option<i32> = Some(36);
+    /// MSG_DONTWAIT (SIGPIPE is off for the socket).
+    pub const DONTWAIT: Option<i32> = Some(0x80);
+}
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+mod os {
+    pub const EINPROGRESS: Option<i32> = None;
+    /// None (e.g. Windows): the sender thread writes everything.
+    pub const DONTWAIT: Option<i32> = None;
+}
+
+pub(crate) use os::DONTWAIT;
+
+/// True for the error a non-blocking connect returns while it proceeds
+/// (EINPROGRESS has no stable `ErrorKind`; its number is per platform).
+pub(crate) fn connect_in_progress(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || (os::EINPROGRESS.is_some() && e.raw_os_error() == os::EINPROGRESS)
+}

@@ -19,36 +19,6 @@ use crate::{transport, DisconnectReason, Error, Result, TimeoutPhase};
 /// The longest pause between two checks of a connect in progress.
 const MAX_POLL: Duration = Duration::from_millis(5);
 
-fn in_progress(e: &io::Error) -> bool {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        return true;
-    }
-    // EINPROGRESS has no stable `ErrorKind`; its number is per platform.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const EINPROGRESS: Option<i32> = Some(115);
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))]
-    const EINPROGRESS: Option<i32> = Some(36);
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    )))]
-    const EINPROGRESS: Option<i32> = None;
-    EINPROGRESS.is_some() && e.raw_os_error() == EINPROGRESS
-}
-
 /// Connects to the client's address (every resolved address in turn) by
 /// `deadline`, giving up at once when the client is closed. The name is
 /// resolved by the first connect (`open()`, on the caller's thread) and the
@@ -97,7 +67,9 @@ fn connect_one(shared: &Shared, addr: SocketAddr, deadline: Deadline) -> Result<
     socket.set_nonblocking(true).map_err(fail)?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
-        Err(e) if in_progress(&e) => wait_connected(shared, &socket, deadline).map_err(fail)?,
+        Err(e) if transport::connect_in_progress(&e) => {
+            wait_connected(shared, &socket, deadline).map_err(fail)?
+        }
         Err(e) => return Err(fail(e)),
     }
     socket.set_nonblocking(false).map_err(fail)?;

@@ -48,29 +48,7 @@ impl TcpWire {
     }
 }
 
-/// `send()` flags for a write that never waits (and raises no SIGPIPE).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const DONTWAIT: Option<i32> = Some(0x40 | 0x4000); // MSG_DONTWAIT | MSG_NOSIGNAL
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
-const DONTWAIT: Option<i32> = Some(0x80); // MSG_DONTWAIT (SIGPIPE is off for the socket)
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-)))]
-const DONTWAIT: Option<i32> = None; // e.g. Windows: the sender thread writes everything
+use crate::transport::DONTWAIT;
 
 impl Wire for TcpWire {
     fn write_by(&self, mut buf: &[u8], written: &mut usize, deadline: Deadline) -> io::Result<()> {

@@ -20,37 +20,6 @@ use crate::transport::{self, SocketOptions};
 /// The longest pause between two checks of a connect in progress.
 const MAX_POLL: Duration = Duration::from_millis(5);
 
-/// True for the error a non-blocking connect returns while it proceeds.
-fn in_progress(e: &io::Error) -> bool {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        return true;
-    }
-    // EINPROGRESS has no stable `ErrorKind`; its number is per platform.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const EINPROGRESS: Option<i32> = Some(115);
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))]
-    const EINPROGRESS: Option<i32> = Some(36);
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    )))]
-    const EINPROGRESS: Option<i32> = None;
-    EINPROGRESS.is_some() && e.raw_os_error() == EINPROGRESS
-}
-
 /// The error of an attempt ended because the stream is closing.
 pub(crate) fn closing_error() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "the live stream was closed")
@@ -77,7 +46,9 @@ pub(crate) fn open(
     socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
-        Err(e) if in_progress(&e) => wait_connected(&socket, deadline, &mut pause)?,
+        Err(e) if transport::connect_in_progress(&e) => {
+            wait_connected(&socket, deadline, &mut pause)?
+        }
         Err(e) => return Err(e),
     }
     socket.set_nonblocking(false)?;
