@@ -220,6 +220,8 @@ pub struct SelfTest {
     clicks: u32,
     /// When each phase began (seconds since the start).
     phases: Vec<(Phase, f64)>,
+    /// Screenshots being written.
+    saving: Vec<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl SelfTest {
@@ -248,6 +250,7 @@ impl SelfTest {
             shots: Vec::new(),
             clicks: 0,
             phases: Vec::new(),
+            saving: Vec::new(),
         }
     }
 
@@ -275,8 +278,12 @@ impl SelfTest {
         if let Some(name) = self.shot {
             if let Some(image) = screenshot_event(ctx, name) {
                 let path = self.shot_path(name);
-                save_png(&path, &image)
-                    .map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+                // Encoding a PNG takes tens of milliseconds: not on the UI
+                // thread, whose frame times the report gives.
+                let p = path.clone();
+                self.saving.push(std::thread::spawn(move || {
+                    save_png(&p, &image).map_err(|e| format!("cannot save {}: {e}", p.display()))
+                }));
                 self.shots.push(path);
                 self.shot = None;
                 self.next_step();
@@ -652,6 +659,12 @@ impl SelfTest {
         ppp: Option<f32>,
     ) {
         self.phase = Phase::Done;
+        let mut failure = failure;
+        for h in self.saving.drain(..) {
+            if let Ok(Err(e)) = h.join() {
+                failure.get_or_insert(e);
+            }
+        }
         let t = &v.timer;
         let live = v
             .session
@@ -681,7 +694,7 @@ impl SelfTest {
         );
         let _ = write!(
             j,
-            "\"ui_frames\":{},\"lib_us_per_frame\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},\"frames_over_1ms\":{},\"longest_call_us\":{:.1},\"longest_call\":{},\"fault_frames\":{},\"fault_lib_us_max\":{:.1},\"worst_ui_frame_ms\":{:.2},",
+            "\"ui_frames\":{},\"lib_us_per_frame\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},\"frames_over_1ms\":{},\"longest_call_us\":{:.1},\"longest_call\":{},\"fault_frames\":{},\"fault_lib_us_max\":{:.1},\"worst_ui_frame_ms\":{:.2},\"worst_ui_frame_at_s\":{:.2},",
             t.frames,
             us(t.quantile(0.5)),
             us(t.quantile(0.99)),
@@ -692,6 +705,7 @@ impl SelfTest {
             self.fault_window.frames,
             us(self.fault_window.worst),
             t.worst_ui_frame.as_secs_f64() * 1e3,
+            t.worst_ui_at.as_secs_f64(),
         );
         let over: Vec<String> = t
             .over
@@ -731,7 +745,10 @@ impl SelfTest {
         );
         let _ = write!(
             j,
-            "\"phases_s\":{{{}}},\"clicks\":{},\"state_screenshots\":[{}],\"saved_file\":{},\"pixel_um\":{},\"saved_positions\":{},",
+            "\"display_conversion_ms\":{},\"phases_s\":{{{}}},\"clicks\":{},\"state_screenshots\":[{}],\"saved_file\":{},\"pixel_um\":{},\"saved_positions\":{},",
+            v.image
+                .convert_time()
+                .map_or("null".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3)),
             self.phases
                 .iter()
                 .map(|(p, t)| format!("{}:{t:.2}", json_str(&format!("{p:?}"))))
