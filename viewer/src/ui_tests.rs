@@ -379,7 +379,7 @@ fn a_z_stack_from_the_editor_runs_stops_and_runs_to_its_end() {
     h.v.zstack.spacing_um = 1.0;
     h.click("zstack use");
     h.wait("the z-stack ready", |v| {
-        v.model.workflow_file.is_some() && matches!(v.zstack.message, Some(Ok(_)))
+        v.model.workflow_file.is_some() && matches!(v.model.workflow.zstack_check, Some(Ok(_)))
     });
     h.click("workflow start");
     h.wait("progress", |v| {
@@ -403,7 +403,7 @@ fn a_z_stack_from_the_editor_runs_stops_and_runs_to_its_end() {
     // A stack that would leave the soft limits is refused before anything is sent.
     h.v.zstack.spacing_um = 1000.0;
     h.click("zstack use");
-    match &h.v.zstack.message {
+    match &h.v.model.workflow.zstack_check {
         Some(Err(e)) => assert!(e.contains("soft limits"), "{e}"),
         other => panic!("{other:?}"),
     }
