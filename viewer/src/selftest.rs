@@ -40,6 +40,8 @@ enum Do {
     Wheel(&'static str, f32),
     /// Point at a widget, this far from its centre.
     Hover(&'static str, f32, f32),
+    /// Drag from a widget's centre by this much.
+    Drag(&'static str, f32, f32),
     /// Wait until the condition holds.
     Wait(&'static str, fn(&Viewer) -> bool),
     /// Save a screenshot of this state.
@@ -82,6 +84,7 @@ const ACQUIRE: &[Do] = &[
         v.model.camera.last_saved.is_some()
     }),
     Do::Wheel("image", 2.0),
+    Do::Drag("image", -30.0, 0.0),
     Do::Hover("image", 24.0, -16.0),
     Do::Wait("zoomed, a pixel value under the cursor", |v| {
         v.image.scale.is_some() && v.image.hover.is_some()
@@ -313,7 +316,7 @@ impl SelfTest {
                 self.pointer.key(k, egui::Modifiers::NONE);
                 self.next_step();
             }
-            Do::Wheel(name, lines) | Do::Hover(name, lines, _) => {
+            Do::Wheel(name, lines) | Do::Hover(name, lines, _) | Do::Drag(name, lines, _) => {
                 let r = v
                     .hits
                     .get(name)
@@ -321,6 +324,9 @@ impl SelfTest {
                 match step {
                     Do::Wheel(..) => self.pointer.wheel(r.center(), lines),
                     Do::Hover(_, dx, dy) => self.pointer.move_to(r.center() + egui::vec2(dx, dy)),
+                    Do::Drag(_, dx, dy) => self
+                        .pointer
+                        .drag(r.center(), r.center() + egui::vec2(dx, dy)),
                     _ => {}
                 }
                 self.next_step();
