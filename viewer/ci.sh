@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The viewer's windowed test: builds the viewer, runs its self-test in a
-# real window (Xvfb, Mesa's software OpenGL) against the embedded simulator
-# with faults injected, saves a screenshot and checks it.
+# The viewer's tests: formatting, the unit tests and the headless tests that
+# click (cargo test), then the windowed self-test in a real window (Xvfb,
+# Mesa's software OpenGL) against the embedded simulator with faults
+# injected, which clicks through a microscopist's steps, saves screenshots
+# of the main states and a snapshot TIFF, and the checks of what it saved.
 #
 #   bash viewer/ci.sh            # from the repository root (CI calls this)
 #
@@ -43,7 +45,7 @@ fi
 # --- build ---------------------------------------------------------------
 cargo fmt --check
 cargo build --release
-# Unit tests of the display scaling, the timing and the screenshot checks.
+# Unit tests, and the headless tests that click (src/ui_tests.rs).
 cargo test --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/flamingo-viewer"
 

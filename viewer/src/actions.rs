@@ -829,28 +829,54 @@ impl Viewer {
         }
     }
 
-    /// Builds the z-stack editor's workflow through the library's builder,
-    /// checks it against the soft limits, and makes it the one Start runs.
-    pub fn use_zstack(&mut self) -> bool {
-        match self.zstack.build(&self.model) {
-            Ok((wf, summary)) => {
-                self.zstack.message = Some(Ok(summary.clone()));
-                self.model
-                    .log(LineKind::Action, format!("z-stack ready: {summary}"));
-                set_workflow(
-                    &mut self.model,
-                    wf,
-                    "z-stack (editor)".into(),
-                    "the z-stack editor".into(),
-                );
-                true
-            }
+    /// Builds the z-stack editor's workflow through the library's builder
+    /// (which validates every value) and checks it against the soft limits
+    /// of the loaded settings; then the library's `Workflows::check` checks
+    /// it again against the instrument's own soft limits, read now (on a
+    /// thread: it waits for the instrument), and it becomes the workflow
+    /// Start runs.
+    pub fn use_zstack(&mut self) {
+        let (wf, summary) = match self.zstack.build(&self.model) {
+            Ok(w) => w,
             Err(e) => {
-                self.zstack.message = Some(Err(e.clone()));
+                self.model.workflow.zstack_check = Some(Err(e.clone()));
                 self.model.error(format!("z-stack: {e}"));
-                false
+                return;
             }
-        }
+        };
+        let client = match &self.session {
+            Some(s) if self.model.connected() => s.client.clone(),
+            _ => {
+                let e = "not connected: the instrument's soft limits cannot be read".to_string();
+                self.model.workflow.zstack_check = Some(Err(e.clone()));
+                self.model.error(format!("z-stack: {e}"));
+                return;
+            }
+        };
+        self.model.workflow.zstack_check = None;
+        self.model.workflow.zstack_checking = true;
+        self.spawn_job(move || {
+            let r = client.workflows().check(&wf);
+            Box::new(move |m: &mut Model| {
+                m.workflow.zstack_checking = false;
+                match r {
+                    Ok(_) => {
+                        m.workflow.zstack_check = Some(Ok(summary.clone()));
+                        m.log(LineKind::Action, format!("z-stack ready: {summary}"));
+                        set_workflow(
+                            m,
+                            wf,
+                            "z-stack (editor)".into(),
+                            "the z-stack editor".into(),
+                        );
+                    }
+                    Err(e) => {
+                        m.workflow.zstack_check = Some(Err(e.to_string()));
+                        m.error(format!("z-stack: {e}"));
+                    }
+                }
+            })
+        });
     }
 
     /// Writes the z-stack editor's workflow to a file (on a thread).
@@ -867,7 +893,7 @@ impl Viewer {
                 })
             }),
             Err(e) => {
-                self.zstack.message = Some(Err(e.clone()));
+                self.model.workflow.zstack_check = Some(Err(e.clone()));
                 self.model.error(format!("z-stack: {e}"));
             }
         }

@@ -1,12 +1,24 @@
 //! flamingo-viewer: a desktop GUI for the Flamingo light-sheet microscope,
-//! built on flamingo-client and egui/eframe.
+//! built on flamingo-client and egui/eframe: live view with contrast,
+//! histogram, zoom and a scale bar; snapshots and Z series saved as
+//! calibrated TIFF; the stage with saved positions, keyboard jogging and
+//! confirmations; lasers, LED, exposure, filter wheel as the instrument
+//! reports them; workflows from a file or the z-stack editor.
 //!
 //! The UI thread never blocks on the instrument: every operation goes out
 //! through a facade's `submit_*` form and its `Op` is polled once per frame;
 //! events come from a subscription drained with `try_recv`; what can only be
-//! done blocking (connecting, opening the live port, closing) runs on worker
-//! threads. Every library call made on the UI thread is timed, and the
-//! longest per frame is shown in the window.
+//! done blocking (connecting, opening the live port, acquisitions, files,
+//! closing) runs on worker threads, and display conversion on its own.
+//! Every library call made on the UI thread is timed (the developer panels
+//! show it).
+//!
+//! Layout: `app` (the state and the frame), `actions` (what buttons do),
+//! `poll` (what comes in each frame), `panels/` (one file per panel),
+//! `live` (live view and acquisitions), `display` (contrast, histogram),
+//! `config` (saved positions, preferences), `file_picker`, `session`,
+//! `selftest` and `check` (the windowed test), `pointer` (test input),
+//! `ui_tests` (the headless tests that click).
 //!
 //! ```text
 //! flamingo-viewer                         # empty window: type an address or start the simulator

@@ -96,6 +96,10 @@ pub struct WorkflowUi {
     /// The first progress report of the run: when, and the plane then (the
     /// rate since gives the time left).
     pub first_progress: Option<(Instant, i32)>,
+    /// The z-stack editor's last check: a summary, or why it failed.
+    pub zstack_check: Option<Result<String, String>>,
+    /// The z-stack editor's workflow is being checked by the instrument.
+    pub zstack_checking: bool,
 }
 
 impl WorkflowUi {

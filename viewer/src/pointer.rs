@@ -28,6 +28,24 @@ impl Pointer {
         self.queue.push_back(vec![press(false)]);
     }
 
+    /// A drag from `from` to `to` (press, moves, release).
+    pub fn drag(&mut self, from: Pos2, to: Pos2) {
+        let button = |pos, pressed| Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        };
+        self.queue
+            .push_back(vec![Event::PointerMoved(from), button(from, true)]);
+        for i in 1..=4 {
+            let t = i as f32 / 4.0;
+            self.queue
+                .push_back(vec![Event::PointerMoved(from + (to - from) * t)]);
+        }
+        self.queue.push_back(vec![button(to, false)]);
+    }
+
     /// The pointer moves to `p`.
     pub fn move_to(&mut self, p: Pos2) {
         self.queue.push_back(vec![Event::PointerMoved(p)]);

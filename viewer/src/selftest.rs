@@ -40,6 +40,8 @@ enum Do {
     Wheel(&'static str, f32),
     /// Point at a widget, this far from its centre.
     Hover(&'static str, f32, f32),
+    /// Drag from a widget's centre by this much.
+    Drag(&'static str, f32, f32),
     /// Wait until the condition holds.
     Wait(&'static str, fn(&Viewer) -> bool),
     /// Save a screenshot of this state.
@@ -82,6 +84,7 @@ const ACQUIRE: &[Do] = &[
         v.model.camera.last_saved.is_some()
     }),
     Do::Wheel("image", 2.0),
+    Do::Drag("image", -30.0, 0.0),
     Do::Hover("image", 24.0, -16.0),
     Do::Wait("zoomed, a pixel value under the cursor", |v| {
         v.image.scale.is_some() && v.image.hover.is_some()
@@ -220,6 +223,8 @@ pub struct SelfTest {
     clicks: u32,
     /// When each phase began (seconds since the start).
     phases: Vec<(Phase, f64)>,
+    /// Screenshots being written.
+    saving: Vec<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl SelfTest {
@@ -248,6 +253,7 @@ impl SelfTest {
             shots: Vec::new(),
             clicks: 0,
             phases: Vec::new(),
+            saving: Vec::new(),
         }
     }
 
@@ -275,8 +281,12 @@ impl SelfTest {
         if let Some(name) = self.shot {
             if let Some(image) = screenshot_event(ctx, name) {
                 let path = self.shot_path(name);
-                save_png(&path, &image)
-                    .map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+                // Encoding a PNG takes tens of milliseconds: not on the UI
+                // thread, whose frame times the report gives.
+                let p = path.clone();
+                self.saving.push(std::thread::spawn(move || {
+                    save_png(&p, &image).map_err(|e| format!("cannot save {}: {e}", p.display()))
+                }));
                 self.shots.push(path);
                 self.shot = None;
                 self.next_step();
@@ -306,7 +316,7 @@ impl SelfTest {
                 self.pointer.key(k, egui::Modifiers::NONE);
                 self.next_step();
             }
-            Do::Wheel(name, lines) | Do::Hover(name, lines, _) => {
+            Do::Wheel(name, lines) | Do::Hover(name, lines, _) | Do::Drag(name, lines, _) => {
                 let r = v
                     .hits
                     .get(name)
@@ -314,6 +324,9 @@ impl SelfTest {
                 match step {
                     Do::Wheel(..) => self.pointer.wheel(r.center(), lines),
                     Do::Hover(_, dx, dy) => self.pointer.move_to(r.center() + egui::vec2(dx, dy)),
+                    Do::Drag(_, dx, dy) => self
+                        .pointer
+                        .drag(r.center(), r.center() + egui::vec2(dx, dy)),
                     _ => {}
                 }
                 self.next_step();
@@ -652,6 +665,12 @@ impl SelfTest {
         ppp: Option<f32>,
     ) {
         self.phase = Phase::Done;
+        let mut failure = failure;
+        for h in self.saving.drain(..) {
+            if let Ok(Err(e)) = h.join() {
+                failure.get_or_insert(e);
+            }
+        }
         let t = &v.timer;
         let live = v
             .session
@@ -681,7 +700,7 @@ impl SelfTest {
         );
         let _ = write!(
             j,
-            "\"ui_frames\":{},\"lib_us_per_frame\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},\"frames_over_1ms\":{},\"longest_call_us\":{:.1},\"longest_call\":{},\"fault_frames\":{},\"fault_lib_us_max\":{:.1},\"worst_ui_frame_ms\":{:.2},",
+            "\"ui_frames\":{},\"lib_us_per_frame\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}},\"frames_over_1ms\":{},\"longest_call_us\":{:.1},\"longest_call\":{},\"fault_frames\":{},\"fault_lib_us_max\":{:.1},\"worst_ui_frame_ms\":{:.2},\"worst_ui_frame_at_s\":{:.2},",
             t.frames,
             us(t.quantile(0.5)),
             us(t.quantile(0.99)),
@@ -692,6 +711,7 @@ impl SelfTest {
             self.fault_window.frames,
             us(self.fault_window.worst),
             t.worst_ui_frame.as_secs_f64() * 1e3,
+            t.worst_ui_at.as_secs_f64(),
         );
         let over: Vec<String> = t
             .over
@@ -731,7 +751,10 @@ impl SelfTest {
         );
         let _ = write!(
             j,
-            "\"phases_s\":{{{}}},\"clicks\":{},\"state_screenshots\":[{}],\"saved_file\":{},\"pixel_um\":{},\"saved_positions\":{},",
+            "\"display_conversion_ms\":{},\"phases_s\":{{{}}},\"clicks\":{},\"state_screenshots\":[{}],\"saved_file\":{},\"pixel_um\":{},\"saved_positions\":{},",
+            v.image
+                .convert_time()
+                .map_or("null".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3)),
             self.phases
                 .iter()
                 .map(|(p, t)| format!("{}:{t:.2}", json_str(&format!("{p:?}"))))

@@ -36,6 +36,8 @@ pub struct LibTimer {
     hist: Vec<u64>,
     /// Longest whole UI frame (everything `update` does).
     pub worst_ui_frame: Duration,
+    /// When that frame was (since the first frame).
+    pub worst_ui_at: Duration,
     /// Per call name: calls and the longest.
     pub per_call: BTreeMap<&'static str, (u64, Duration)>,
     /// Where the frame started: time, and the thread's CPU and run-queue
@@ -145,7 +147,12 @@ impl LibTimer {
         }
         let b = (self.frame_total.as_micros() / BUCKET_US) as usize;
         self.hist[b.min(BUCKETS - 1)] += 1;
-        self.worst_ui_frame = self.worst_ui_frame.max(ui);
+        if ui > self.worst_ui_frame {
+            self.worst_ui_frame = ui;
+            self.worst_ui_at = self
+                .first
+                .map_or(Duration::ZERO, |f| f.elapsed().saturating_sub(ui));
+        }
         self.frame_total = Duration::ZERO;
         self.frame_longest = Duration::ZERO;
     }

@@ -343,7 +343,8 @@ fn contrast_zoom_and_the_pixel_under_the_cursor() {
     // Zoom in with the wheel over the image, then read a pixel.
     let c = h.at("image");
     h.input.wheel(c, 4.0);
-    h.settle(5);
+    // The wheel's scroll is smoothed over a few frames.
+    h.settle(30);
     let s = h.v.image.scale.expect("zoomed");
     assert!(s > 1.0, "{s}");
     h.input.move_to(c + egui::vec2(13.0, -7.0));
@@ -353,8 +354,26 @@ fn contrast_zoom_and_the_pixel_under_the_cursor() {
     // The frame may have changed since the pixel was read: live view.
     assert!(x < frame.width() && y < frame.height());
     let _ = v;
+    // Pan: dragging the image by 40 points moves the view 40 / scale pixels.
+    let before = h.v.image.center.expect("a centre once zoomed");
+    h.input.drag(c, c + egui::vec2(40.0, 0.0));
+    h.settle(1);
+    let after = h.v.image.center.unwrap();
+    let s = h.v.image.scale.unwrap();
+    assert!(
+        ((before.x - after.x) - 40.0 / s).abs() < 0.5 && (before.y - after.y).abs() < 0.5,
+        "{before:?} -> {after:?} at {s}"
+    );
     h.click("zoom fit");
     assert_eq!(h.v.image.scale, None);
+    // Dragging in the histogram moves the nearer end of the window: manual.
+    let hist = h.v.hits.get("histogram").unwrap();
+    let (lo, _) = h.v.image.shown.as_ref().unwrap().window;
+    h.input
+        .drag(hist.left_center() + egui::vec2(2.0, 0.0), hist.center());
+    h.settle(1);
+    assert_eq!(h.v.image.mode, Mode::Manual);
+    assert!(h.v.image.min > lo, "{} vs {lo}", h.v.image.min);
     // Freeze on a snapshot and compare exactly.
     h.click("snapshot");
     h.wait("the snapshot on screen", |v| {
@@ -379,7 +398,7 @@ fn a_z_stack_from_the_editor_runs_stops_and_runs_to_its_end() {
     h.v.zstack.spacing_um = 1.0;
     h.click("zstack use");
     h.wait("the z-stack ready", |v| {
-        v.model.workflow_file.is_some() && matches!(v.zstack.message, Some(Ok(_)))
+        v.model.workflow_file.is_some() && matches!(v.model.workflow.zstack_check, Some(Ok(_)))
     });
     h.click("workflow start");
     h.wait("progress", |v| {
@@ -403,7 +422,7 @@ fn a_z_stack_from_the_editor_runs_stops_and_runs_to_its_end() {
     // A stack that would leave the soft limits is refused before anything is sent.
     h.v.zstack.spacing_um = 1000.0;
     h.click("zstack use");
-    match &h.v.zstack.message {
+    match &h.v.model.workflow.zstack_check {
         Some(Err(e)) => assert!(e.contains("soft limits"), "{e}"),
         other => panic!("{other:?}"),
     }

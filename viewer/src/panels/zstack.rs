@@ -33,8 +33,6 @@ pub struct ZStackEditor {
     pub directory: String,
     /// Sample name.
     pub sample: String,
-    /// The outcome of the last check: a summary or the reason it failed.
-    pub message: Option<Result<String, String>>,
 }
 
 impl Default for ZStackEditor {
@@ -49,14 +47,14 @@ impl Default for ZStackEditor {
             drive: String::new(),
             directory: String::new(),
             sample: String::new(),
-            message: None,
         }
     }
 }
 
 impl ZStackEditor {
     /// Builds the workflow from the current position and checks it against
-    /// the soft limits; returns it and a one-line summary.
+    /// the soft limits of the settings loaded (at once, on the UI thread: no
+    /// instrument call); returns it and a one-line summary.
     pub fn build(&self, m: &Model) -> Result<(Workflow, String), String> {
         let start = m
             .position
@@ -200,7 +198,7 @@ impl Viewer {
                 ui.end_row();
             });
         if changed {
-            self.zstack.message = None;
+            self.model.workflow.zstack_check = None;
         }
         ui.horizontal(|ui| {
             let r = ui
@@ -216,7 +214,10 @@ impl Viewer {
                 self.open_picker(Purpose::SaveWorkflow);
             }
         });
-        match &self.zstack.message {
+        if self.model.workflow.zstack_checking {
+            ui.label(RichText::new("checking against the instrument's soft limits…").weak());
+        }
+        match &self.model.workflow.zstack_check {
             Some(Ok(s)) => {
                 ui.label(RichText::new(format!("✔ {s}")).color(crate::app::PROGRESS_FILL));
             }
