@@ -365,13 +365,20 @@ def test_events_without_a_handler_never_reach_python(gui, sim):
     got = []
     conn.register_callback(Code.STAGE_MOTION_STOPPED, got.append)
     _burst(sim, 200)
-    sim.broadcast(Message(Code.STAGE_MOTION_STOPPED, int32_data0=1, status=1))
-    assert wait_until(lambda: len(got) == 1)
+    # A loaded simulator may drop a broadcast while its queue to this client
+    # is full: send the one the handler waits for until it arrives.
+    for _ in range(10):
+        sim.broadcast(Message(Code.STAGE_MOTION_STOPPED, int32_data0=1, status=1))
+        if wait_until(lambda: len(got) >= 1, timeout=1.0):
+            break
+    assert wait_until(lambda: len(got) >= 1)
+    time.sleep(0.2)  # let any repeat that did arrive be counted too
     stats = conn._command_client.get_stats()
     reader = stats["reader"]
     # Every other message the client received was filtered natively.
-    assert reader["events_delivered"] == 1
-    assert reader["events_filtered"] == stats["client"]["messages_received"] - 1 > 0
+    n = len(got)
+    assert reader["events_delivered"] == n
+    assert reader["events_filtered"] == stats["client"]["messages_received"] - n > 0
 
 
 # ------------------------------------------------------------------ link loss
