@@ -1,7 +1,7 @@
 //! Command-port client tests: correlation, deadlines, typed errors, reconnection, I/O faults and the contract under adversarial instruments, against loopback servers and the simulator.
 //!
 //! One test binary per subject: each module below is a former test file,
-//! except `send_side`, the contracts of the send side (issue 21).
+//! except `send_side`, the contracts of the send side.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -1,4 +1,4 @@
-//! The send side of the connection, issue 21: each test states one contract
+//! The send side of the connection: each test states one contract
 //! the connection core must keep and drives a scripted loopback instrument
 //! ([`Instrument`]) into the situation where the core once broke it. Only
 //! the public API is used.
@@ -139,7 +139,7 @@ fn held_or_returned<T>(gate: &Gate, call: &Receiver<T>) -> Option<T> {
     }
 }
 
-/// Issue 21 defect 1: a write outcome belongs to the link it was made on.
+/// A write outcome belongs to the link it was made on.
 /// A thread writing on link 1 that fails after the client has already
 /// brought up link 2 changes nothing on link 2: requests on link 2 are
 /// written and answered.
@@ -191,7 +191,7 @@ fn a_write_that_fails_on_a_replaced_link_never_stops_writes_on_the_new_link() {
     client.close();
 }
 
-/// Issue 21 defect 1, socket options: a link's send timeout is set for that
+/// Socket options: a link's send timeout is set for that
 /// link. After a link on which a send timeout was in force is replaced, a
 /// request whose write stalls on the new link (the instrument stopped
 /// reading) still returns by its caller's deadline.
@@ -245,7 +245,7 @@ fn a_write_that_stalls_on_a_new_link_still_ends_at_its_callers_deadline() {
     }
 }
 
-/// An instrument on `link` for the tests of defect 2: reads request A and
+/// An instrument on `link` for the payload tests below: reads request A and
 /// tells `a_read`, answers it when `go` says so (telling `answered` when),
 /// then reads nothing until `resume` says so (or `stall` passed), then
 /// answers every further message.
@@ -309,7 +309,7 @@ fn queue_b_behind_a(client: &Client) -> Receiver<flamingo_client::Result<flaming
     })
 }
 
-/// Issue 21 defect 2: a caller never fails because of another call's
+/// A caller never fails because of another call's
 /// deadline. B (32 MiB, 10 s deadline) waits behind A (same code, 1 s
 /// deadline); A's reply frees the code while the instrument stops reading
 /// for 2 s. B is written and answered within its own deadline.
@@ -342,7 +342,7 @@ fn a_caller_never_fails_because_of_another_calls_deadline() {
     );
 }
 
-/// Issue 21 defect 2, variant: a caller returns once its reply is in; it
+/// Variant: a caller returns once its reply is in; it
 /// never waits while another call's payload is written. A's reply arrives
 /// while B's 32 MiB wait behind A and the instrument then stops reading
 /// for 2 s: A returns within a second of its reply.
@@ -382,7 +382,7 @@ fn a_caller_returns_once_its_reply_is_in_not_after_another_calls_payload() {
     );
 }
 
-/// Issue 21 defect 4: when a reply key frees, whatever the outcome, the
+/// When a reply key frees, whatever the outcome, the
 /// next request of that key is written. A's reply carries more additional
 /// data than the client accepts (A fails with `TooLarge`); B, waiting
 /// behind A, is then written and answered.
@@ -426,7 +426,7 @@ fn when_a_reply_frees_its_key_with_an_error_the_next_request_of_that_key_goes_ou
     );
 }
 
-/// Issue 21 defect 5: a facade that sets and reads back returns what the
+/// A facade that sets and reads back returns what the
 /// instrument answered to its own request, never a broadcast of the same
 /// code. The instrument broadcasts the laser's level as it was earlier
 /// (10 %) just before it answers each level query.
@@ -467,7 +467,7 @@ fn set_level_percent_returns_the_instruments_answer_to_its_own_request() {
     );
 }
 
-/// Issue 21 defect 5, the LED: an acknowledged command whose code the
+/// The LED: an acknowledged command whose code the
 /// instrument also broadcasts reports the instrument's own answer. The
 /// instrument broadcasts LED_PREVIEW_DISABLE (status 0, as during
 /// workflows) just before it refuses the request (status 2).
@@ -555,7 +555,7 @@ fn live_reconnecting() -> LiveReconnecting {
     }
 }
 
-/// Issue 21 defect 6: `close()` returns within 50 ms in every state,
+/// `close()` returns within 50 ms in every state,
 /// including while the live stream is inside a reconnect attempt.
 /// (Asserted with room for a loaded machine: under 500 ms.)
 #[cfg(target_os = "linux")]
@@ -571,7 +571,7 @@ fn close_returns_promptly_while_the_live_stream_is_reconnecting() {
     );
 }
 
-/// Issue 21 defect 6: dropping the last client handle returns within 50 ms
+/// Dropping the last client handle returns within 50 ms
 /// in every state, including while the live stream is inside a reconnect
 /// attempt. (Asserted with room for a loaded machine: under 500 ms.)
 #[cfg(target_os = "linux")]
@@ -594,7 +594,7 @@ fn dropping_the_last_handle_returns_promptly_while_the_live_stream_is_reconnecti
     );
 }
 
-/// Issue 21 defect 6: `close()` fails every waiting request at once, with
+/// `close()` fails every waiting request at once, with
 /// `ClosedByUser`, even while the live stream is inside a reconnect
 /// attempt. (Asserted with room for a loaded machine: under 500 ms.)
 #[cfg(target_os = "linux")]
@@ -646,7 +646,7 @@ impl Drop for DropFlag {
     }
 }
 
-/// Issue 21 defect 6: every `close()` returns only once teardown is
+/// Every `close()` returns only once teardown is
 /// complete, also when two run at once: when either returns, the client's
 /// callbacks have been dropped. (A callback is busy with an event when the
 /// two `close()` calls come; it finishes within a second.)
@@ -695,7 +695,7 @@ fn every_close_returns_only_after_teardown_is_complete() {
     );
 }
 
-/// Issue 21 defect 6: a callback registered while the client closes is
+/// A callback registered while the client closes is
 /// either refused or dropped by `close()`: once `on_event` and `close()`
 /// have both returned, the callback is gone (no dispatcher thread was left
 /// running, unjoined, to drop it later).
@@ -736,7 +736,7 @@ fn a_callback_registered_while_closing_is_refused_or_dropped_by_close() {
     }
 }
 
-/// Issue 21 defect 7: `submit` never waits while another thread's payload
+/// `submit` never waits while another thread's payload
 /// is taken in. One thread submits 64 MiB (copied as it is queued) while
 /// another submits small requests back to back: none of those waits for
 /// more than a quarter of the time the large submit takes. (Three rounds,
@@ -785,7 +785,7 @@ fn submit_never_waits_for_another_threads_payload() {
     );
 }
 
-/// Issue 21 defect 8: a message queued without a waiter (laser level set,
+/// A message queued without a waiter (laser level set,
 /// lasers all off, set idle) expires at its operation's deadline even while
 /// the link is down: a second after the deadlines passed, the client holds
 /// none of them.
@@ -832,7 +832,7 @@ fn detached_sends_expire_at_their_deadline_while_the_link_is_down() {
     );
 }
 
-/// Issue 21 defect 8, subscribers: a subscriber's queue is bounded in bytes
+/// Subscribers: a subscriber's queue is bounded in bytes
 /// by configuration, not only in events. A subscriber that reads nothing
 /// while the instrument sends 160 events with 1 MiB of data each holds at
 /// most 64 MiB of them with the default configuration (the test's
@@ -877,7 +877,7 @@ fn a_subscribers_queue_is_bounded_in_bytes() {
     assert!(held + dropped >= sent, "events lost without being counted");
 }
 
-/// Issue 21 defect 9: subscribers hear that the link was lost before any
+/// Subscribers hear that the link was lost before any
 /// caller learns of it, also when the loss is found by a write. The
 /// instrument resets the link while a request's 32 MiB are being written;
 /// when its caller gets the error, `Disconnected` is already queued for
@@ -943,7 +943,7 @@ fn subscribers_hear_of_a_failed_write_before_its_caller() {
     );
 }
 
-/// Issue 21 defect 9, reasons: a wait that `close()` ends reports
+/// Reasons: a wait that `close()` ends reports
 /// `Disconnected` with reason `ClosedByUser`, whatever it waited for: an
 /// event (`wait_for_event`, `Subscription::wait_for`), a motion
 /// (`move_and_wait`), the idle state (`wait_until_idle`) or a workflow run.
@@ -1045,7 +1045,7 @@ impl Drop for SetsWakerOnDrop {
     }
 }
 
-/// Issue 21 defect 10: no user value is dropped under a lock of the
+/// No user value is dropped under a lock of the
 /// client's. Replacing a waker whose captured state sets the waker when it
 /// is dropped returns (it does not deadlock).
 #[test]
@@ -1068,7 +1068,7 @@ fn replacing_a_waker_whose_drop_sets_the_waker_does_not_deadlock() {
     client.close();
 }
 
-/// Issue 21 defect 11: the answer to a message sent with `send` and
+/// The answer to a message sent with `send` and
 /// TRIGGER_CALL_BACK set never answers a request of the same code. The
 /// instrument answers both, in order, once it has read both (or, if the
 /// request does not follow within half a second, the send alone first).
@@ -1102,7 +1102,7 @@ fn the_answer_to_a_flagged_send_never_answers_a_request_of_its_code() {
     );
 }
 
-/// Issue 21 defect 11, snapshots: two snapshots in flight at once each get
+/// Snapshots: two snapshots in flight at once each get
 /// the frame their own trigger produced (the instrument sends one frame per
 /// trigger, numbered in trigger order). A's trigger goes first; B, a
 /// blocking `snapshot()`, starts before A's frame arrives and is waiting
@@ -1180,7 +1180,7 @@ fn concurrent_snapshots_each_get_the_frame_of_their_own_trigger() {
     );
 }
 
-/// Issue 21 defect 3: a reply that arrives as its caller's deadline passes
+/// A reply that arrives as its caller's deadline passes
 /// is delivered, or the caller gets a `Timeout`; never `Disconnected` on a
 /// healthy link. Six callers ask with deadlines of 10-120 µs, around the
 /// loopback round trip, so that many replies arrive just as their
