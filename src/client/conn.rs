@@ -67,6 +67,39 @@ pub(crate) struct Key {
     pub sub: Option<i32>,
 }
 
+/// Hashes reply keys: a multiply-rotate over the key's two words. The map
+/// holds only keys of requests this client wrote (a peer's messages look
+/// keys up, never add them), so a keyed hash against flooding buys nothing
+/// and costs a little on every reply.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_i32(&mut self, i: i32) {
+        self.write_u64(u64::from(i as u32));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Gates = HashMap<Key, Gate, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// The code of the fence query: always answered, never broadcast.
 pub(crate) const FENCE: CommandCode = CommandCode::SYSTEM_STATE_GET;
 
@@ -322,7 +355,7 @@ pub(crate) struct Conn {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     writing: Vec<Writing>,
-    gates: HashMap<Key, Gate>,
+    gates: Gates,
     next_id: u64,
     /// Messages handed to the wire so far (their order).
     wseq: u64,
@@ -335,6 +368,11 @@ pub(crate) struct Conn {
     limits: QueueLimits,
     /// Requests whose caller gave up while they were on the wire.
     abandoned: usize,
+    /// The reader is routing the messages of its last read and writes what
+    /// is queued before its next read (`Shared::end_reader_batch`): a caller
+    /// then queues its message instead of writing it alone, so the
+    /// requests of the callers that read woke leave in one write.
+    reader_busy: bool,
 }
 
 impl Conn {
@@ -356,7 +394,7 @@ impl Conn {
             queue: VecDeque::new(),
             queued_bytes: 0,
             writing: Vec::new(),
-            gates: HashMap::new(),
+            gates: Gates::default(),
             next_id: 1,
             wseq: 0,
             fenced: 0,
@@ -364,6 +402,7 @@ impl Conn {
             max_in_flight: max_in_flight.max(1),
             limits,
             abandoned: 0,
+            reader_busy: false,
         }
     }
 
@@ -398,6 +437,7 @@ impl Conn {
         self.shutdown = Some(wire);
         self.writer = None;
         self.handover = None;
+        self.reader_busy = false;
         self.link_end = None;
         self.resync_requested = false;
         self.link
@@ -411,6 +451,7 @@ impl Conn {
     /// Stops writes on the current link (it is being ended).
     fn stop_writes(&mut self) {
         self.wire = None;
+        self.reader_busy = false;
         if let Phase::Up { writable, .. } = &mut self.phase {
             *writable = false;
         }
@@ -536,8 +577,39 @@ impl Conn {
         }
         match self.writer {
             Some(l) => self.handover.as_ref().is_some_and(|h| h.link == l),
-            None => self.has_eligible(),
+            None => !self.reader_busy && self.has_eligible(),
         }
+    }
+
+    /// A read brought bytes: the reader routes them, then writes what
+    /// callers queued meanwhile (if it can write without waiting). Returns
+    /// the wire order now.
+    pub fn read_returned(&mut self) -> u64 {
+        self.reader_busy = self.can_try_write();
+        self.wseq
+    }
+
+    /// The reader is about to read again: what is queued from now on is
+    /// written by its own caller or the sender thread.
+    pub fn reader_done(&mut self) {
+        self.reader_busy = false;
+    }
+
+    /// True if something waits in the queue.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// True when queued entries may expire before anyone looks at the
+    /// queue again: no writer will (nobody holds the role, and the reader
+    /// is not about to write), and the sender thread's timer is later than
+    /// the earliest deadline. The sender thread must then be woken to
+    /// re-arm it.
+    pub fn queue_unwatched(&self) -> bool {
+        !self.queue.is_empty()
+            && self.writer.is_none()
+            && !self.reader_busy
+            && self.expires_unseen(self.next_expiry())
     }
 
     /// Claims the writer role if a write can start and nobody holds it.
@@ -561,8 +633,8 @@ impl Conn {
     }
 
     /// The fast path: `q` may be written by its own caller at once, without
-    /// waiting, when nothing is queued before it, nobody is writing, and
-    /// its key lets it go. Takes the role, registers the entry and returns
+    /// waiting, when nothing is queued before it, nobody is writing, the
+    /// reader is not about to write the queue, and its key lets it go. Takes the role, registers the entry and returns
     /// its bytes; otherwise gives the entry back.
     #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub fn begin_direct(
@@ -570,6 +642,7 @@ impl Conn {
         q: Queued,
     ) -> std::result::Result<(WriterRole, [u8; MESSAGE_LEN], Option<Arc<[u8]>>), Queued> {
         let fast = self.queue.is_empty()
+            && !self.reader_busy
             && self.wire.as_ref().is_some_and(|w| w.can_try_write())
             && !q.broadcast
             && self.eligible(&q);
@@ -937,6 +1010,7 @@ impl Conn {
     }
 
     /// Messages handed to the wire so far.
+    #[cfg(test)]
     pub fn wire_seq(&self) -> u64 {
         self.wseq
     }

@@ -401,7 +401,7 @@ impl Client {
         msg.flags |= Flags::TRIGGER_CALL_BACK;
         let started = s.start(&msg, data, deadline, timeout, conn::Kind::Request, direct)?;
         Ok(Op::new(
-            format!("the reply to {}", msg.code),
+            op::What::ReplyTo(msg.code),
             deadline,
             timeout,
             ReplyStep::new(Pending::new(s.clone(), started)),
@@ -489,7 +489,7 @@ impl Client {
         )?;
         if blocking {
             Op::new(
-                format!("sending {}", msg.code),
+                op::What::Sending(msg.code),
                 deadline,
                 timeout,
                 SentStep::new(Pending::new(s.clone(), started)),

@@ -72,14 +72,48 @@ pub(crate) trait Step<T>: Send {
 #[must_use = "an Op does nothing unless polled or waited for; dropping it abandons the reply"]
 pub struct Op<T> {
     step: Option<Box<dyn Step<T>>>,
-    what: String,
+    what: What,
+    /// `what` formatted, once asked for.
+    what_text: std::cell::OnceCell<String>,
     deadline: Deadline,
     timeout: Duration,
 }
 
+/// What an operation does, in words: formatted only when asked for (an
+/// error, [`Op::what`]), so a request costs no formatting when it succeeds.
+pub(crate) enum What {
+    Text(String),
+    /// "the reply to CODE".
+    ReplyTo(crate::codec::CommandCode),
+    /// "sending CODE".
+    Sending(crate::codec::CommandCode),
+}
+
+impl What {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            What::Text(s) => std::borrow::Cow::Borrowed(s),
+            What::ReplyTo(c) => std::borrow::Cow::Owned(format!("the reply to {c}")),
+            What::Sending(c) => std::borrow::Cow::Owned(format!("sending {c}")),
+        }
+    }
+}
+
+impl From<String> for What {
+    fn from(s: String) -> What {
+        What::Text(s)
+    }
+}
+
+impl From<&str> for What {
+    fn from(s: &str) -> What {
+        What::Text(s.to_string())
+    }
+}
+
 impl<T: 'static> Op<T> {
     pub(crate) fn new(
-        what: impl Into<String>,
+        what: impl Into<What>,
         deadline: Deadline,
         timeout: Duration,
         step: impl Step<T> + 'static,
@@ -87,13 +121,14 @@ impl<T: 'static> Op<T> {
         Op {
             step: Some(Box::new(step)),
             what: what.into(),
+            what_text: std::cell::OnceCell::new(),
             deadline,
             timeout,
         }
     }
 
     /// An operation whose outcome is already known (nothing was sent).
-    pub(crate) fn ready(what: impl Into<String>, value: T) -> Op<T>
+    pub(crate) fn ready(what: impl Into<What>, value: T) -> Op<T>
     where
         T: Send,
     {
@@ -102,7 +137,10 @@ impl<T: 'static> Op<T> {
 
     /// What the operation does, in words (used in timeout errors).
     pub fn what(&self) -> &str {
-        &self.what
+        match &self.what {
+            What::Text(s) => s,
+            w => self.what_text.get_or_init(|| w.text().into_owned()),
+        }
     }
 
     /// The operation's deadline.
@@ -137,7 +175,7 @@ impl<T: 'static> Op<T> {
             if self.step.is_none() {
                 return Err(Error::invalid(format!(
                     "the outcome of {} was already taken",
-                    self.what
+                    self.what.text()
                 )));
             }
             let until = self.deadline.wait_slice();
@@ -152,6 +190,7 @@ impl<T: 'static> Op<T> {
         let Op {
             step,
             what,
+            what_text,
             deadline,
             timeout,
         } = self;
@@ -163,6 +202,7 @@ impl<T: 'static> Op<T> {
                 }) as Box<dyn Step<U>>
             }),
             what,
+            what_text,
             deadline,
             timeout,
         }
@@ -183,10 +223,11 @@ impl<T: 'static> Op<T> {
         let r = match step.poll(until) {
             Some(r) => r,
             None if self.deadline.expired() => {
-                step.expire(&self.what, self.timeout).unwrap_or_else(|| {
+                let what = self.what.text();
+                step.expire(&what, self.timeout).unwrap_or_else(|| {
                     Err(Error::timeout(
                         TimeoutPhase::Reply,
-                        self.what.clone(),
+                        what.into_owned(),
                         self.timeout,
                     ))
                 })
@@ -201,7 +242,7 @@ impl<T: 'static> Op<T> {
 impl<T> fmt::Debug for Op<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Op")
-            .field("what", &self.what)
+            .field("what", &self.what.text())
             .field("finished", &self.step.is_none())
             .field("deadline_in", &self.deadline.remaining())
             .finish()

@@ -33,6 +33,13 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// it leaves the rest to the sender thread.
 const FLUSH_BATCHES: usize = 2;
 
+/// Batches the reader writes before a read: callers woken by the last read
+/// queue their next requests while it writes, and each is on its way
+/// before the reader waits for replies again (the count is bounded by the
+/// callers, since none gets a reply meanwhile; the bound is for messages
+/// without replies).
+const READER_FLUSH_BATCHES: usize = 8;
+
 /// A request or message handed to the send path.
 pub(crate) struct Started {
     pub id: u64,
@@ -92,7 +99,10 @@ impl Shared {
                 Ok(fast) => (id, Some(fast)),
                 Err(q) => {
                     c.enqueue(q);
-                    if c.needs_sender() || c.expires_unseen(deadline) {
+                    // While the reader routes a read it writes the queue
+                    // before reading again, and wakes the sender thread for
+                    // what is left (`end_reader_batch`).
+                    if c.needs_sender() || c.queue_unwatched() {
                         self.cv.notify_all();
                     }
                     (id, None)
@@ -148,34 +158,45 @@ impl Shared {
     /// blocks. What the socket does not take at once goes to the sender
     /// thread, so this never waits for the instrument.
     pub(crate) fn flush(&self) {
-        for _ in 0..FLUSH_BATCHES {
+        self.flush_from(false);
+    }
+
+    /// [`flush`](Shared::flush); `reader`: called by the reader before a
+    /// read, which stops queueing callers' messages for it in the same step
+    /// as it takes them (so none is left without a writer in between).
+    fn flush_from(&self, reader: bool) {
+        let batches = if reader {
+            READER_FLUSH_BATCHES
+        } else {
+            FLUSH_BATCHES
+        };
+        for _ in 0..batches {
             let mut wakes = Vec::new();
-            let expired;
-            let work = {
+            let (work, expired) = {
                 let mut c = self.conn.lock();
-                let work = if !c.can_try_write() {
-                    if c.needs_sender() {
-                        self.cv.notify_all();
-                    }
-                    None
-                } else if !c.has_eligible() {
-                    None
-                } else if let Some(role) = c.claim_writer() {
-                    let mut buf = std::mem::take(&mut c.batch_buf);
-                    let (deadline, tail) =
-                        c.take_batch(role.link, &mut buf, BATCH_BYTES, &mut wakes);
-                    if c.batch_len(role.link) == 0 {
-                        c.batch_buf = buf;
-                        c.release(role.link);
-                        None
-                    } else {
-                        Some((role, buf, tail, deadline))
-                    }
+                if reader {
+                    c.reader_done();
+                }
+                let work = if c.can_try_write() && c.has_eligible() {
+                    c.claim_writer().and_then(|role| {
+                        let mut buf = std::mem::take(&mut c.batch_buf);
+                        let (deadline, tail) =
+                            c.take_batch(role.link, &mut buf, BATCH_BYTES, &mut wakes);
+                        if c.batch_len(role.link) == 0 {
+                            c.batch_buf = buf;
+                            c.release(role.link);
+                            None
+                        } else {
+                            Some((role, buf, tail, deadline))
+                        }
+                    })
                 } else {
                     None
                 };
-                expired = c.take_expired();
-                work
+                if work.is_none() && (c.needs_sender() || c.queue_unwatched()) {
+                    self.cv.notify_all();
+                }
+                (work, c.take_expired())
             };
             report_expired(self, expired);
             self.wake_all(wakes);
@@ -188,13 +209,35 @@ impl Shared {
                 c.batch_buf = buf;
             }
             if !done {
+                // Handed to the sender thread (woken then), or failed.
                 return;
             }
         }
-        // More is left: the sender thread goes on.
+        // More may be left: the sender thread goes on.
         let c = self.conn.lock();
-        if c.needs_sender() {
+        if c.needs_sender() || c.queue_unwatched() {
             self.cv.notify_all();
+        }
+    }
+
+    /// Ends the reader's batch: what callers queued while the reader routed
+    /// the last read's messages (the callers those replies woke, asking
+    /// again) leaves now in one write instead of one each, and callers
+    /// write their own messages again until the next read. Called by the
+    /// reader before each read, and before the waker runs (it is user code
+    /// and may be slow). What cannot go without waiting is the sender
+    /// thread's, which is woken also when a queued entry's deadline needs
+    /// watching.
+    pub(crate) fn end_reader_batch(&self) {
+        self.flush_from(true);
+    }
+
+    /// The reader, every few messages routed from one read: writes what is
+    /// queued so far, so that a long read (a burst of events) does not hold
+    /// callers' requests back until its end.
+    pub(crate) fn flush_routed(&self) {
+        if self.conn.lock().has_queued() {
+            self.flush();
         }
     }
 

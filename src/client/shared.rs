@@ -156,6 +156,10 @@ impl Shared {
     pub fn wake(&self) {
         let w = self.waker.read().clone();
         if let Some(w) = w {
+            // The waker is the caller's code and may be slow (it should
+            // not be): nothing queued may wait for it. Callers stop
+            // queueing for the reader, and what they queued goes out now.
+            self.end_reader_batch();
             w();
         }
     }

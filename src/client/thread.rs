@@ -277,15 +277,29 @@ struct Patient<'a> {
 pub(crate) struct Reads {
     total: u64,
     ends: VecDeque<(u64, u64)>,
+    /// Messages routed since the last read.
+    routed: usize,
 }
+
+/// Messages the reader routes from one read before it writes what callers
+/// queued meanwhile (it also does before every read).
+const FLUSH_EVERY: usize = 16;
 
 impl Reads {
     /// Notes a read of `n` bytes made when `wire_seq` messages had been
     /// handed to the wire.
     pub(crate) fn note(&mut self, n: usize, wire_seq: u64) {
         self.total += n as u64;
+        self.routed = 0;
         let end = self.total;
         self.ends.push_back((end, wire_seq));
+    }
+
+    /// Counts a message routed; true every [`FLUSH_EVERY`] since the last
+    /// read, when the reader writes what is queued.
+    pub(crate) fn routed(&mut self) -> bool {
+        self.routed += 1;
+        self.routed % FLUSH_EVERY == 0
     }
 
     /// The wire order noted by the read that brought stream byte `pos`.
@@ -299,6 +313,7 @@ impl Reads {
 
 impl Read for Patient<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared.end_reader_batch();
         loop {
             match (&mut &*self.stream).read(buf) {
                 Err(e)
@@ -308,7 +323,7 @@ impl Read for Patient<'_> {
                     ) && !self.shared.conn.lock().is_closed() => {}
                 Ok(n) => {
                     if n > 0 {
-                        let w = self.shared.conn.lock().wire_seq();
+                        let w = self.shared.conn.lock().read_returned();
                         self.reads.borrow_mut().note(n, w);
                     }
                     return Ok(n);
@@ -407,6 +422,9 @@ fn read_link(shared: &Shared, stream: &TcpStream) -> (DisconnectReason, String, 
         let first = start + (framer.stats().bytes_skipped - skipped);
         let written_before = reads.borrow_mut().written_before(first);
         shared.route(msg, data, seq, received_at, failure, written_before);
+        if reads.borrow_mut().routed() {
+            shared.flush_routed();
+        }
     }
 }
 

@@ -174,7 +174,7 @@ impl Base {
     ) -> Result<Op<T>> {
         let pending = self.submit_at(msg, deadline)?;
         Ok(Op::new(
-            what,
+            what.into(),
             deadline,
             self.timeout,
             ReplyStep::new(pending, parse),

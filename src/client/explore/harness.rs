@@ -597,7 +597,8 @@ fn read_link(shared: &Shared, link: &Link) -> String {
                 pipe: link.up.clone(),
                 max: usize::MAX,
             },
-            note: move |n| noted.borrow_mut().note(n, conn.lock().wire_seq()),
+            shared,
+            note: move |n| noted.borrow_mut().note(n, conn.lock().read_returned()),
         },
         pos: 0,
     };
@@ -628,17 +629,24 @@ fn read_link(shared: &Shared, link: &Link) -> String {
         let first = start + (framer.stats().bytes_skipped - skipped);
         let written_before = reads.borrow_mut().written_before(first);
         shared.route(msg, data, seq, shuttled::now(), failure, written_before);
+        if reads.borrow_mut().routed() {
+            shared.flush_routed();
+        }
     }
 }
 
 /// A reader that reports every read that returned bytes.
-struct Noting<F: FnMut(usize)> {
+struct Noting<'a, F: FnMut(usize)> {
     r: Reader,
+    /// As the real reader, it writes what callers queued while it routed
+    /// the last read before it reads again.
+    shared: &'a Shared,
     note: F,
 }
 
-impl<F: FnMut(usize)> std::io::Read for Noting<F> {
+impl<F: FnMut(usize)> std::io::Read for Noting<'_, F> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.shared.end_reader_batch();
         let n = self.r.read(out)?;
         if n > 0 {
             (self.note)(n);
