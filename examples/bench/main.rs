@@ -7,6 +7,7 @@
 //! cargo run --release --example bench -- --pin          # adds the pinned rows (pinned_*), ~60 s
 //! cargo run --release --example bench -- --only rtt,tput
 //! cargo run --release --example bench -- --only record  # the recording proxy's added latency
+//! cargo run --release --example bench -- --quick --repeat 5 # five runs, then the medians (~75 s)
 //! ```
 //!
 //! The servers (echo, events, frames, a silent live port) run in a child
@@ -30,6 +31,7 @@ mod latency;
 mod live;
 mod raw;
 mod record;
+mod repeat;
 mod report;
 mod servers;
 mod sys;
@@ -91,7 +93,7 @@ impl Run<'_> {
 
 fn usage() -> String {
     format!(
-        "usage: bench [--quick] [--json] [--pin] [--only {}]",
+        "usage: bench [--quick] [--json] [--pin] [--only {}] [--repeat N]",
         PARTS.join(",")
     )
 }
@@ -133,6 +135,24 @@ fn main() {
         Some("--serve") => servers::serve(&args[1..]),
         Some("--idle-child") => return idle::child(&args[1..]),
         _ => {}
+    }
+    if let Some(i) = args.iter().position(|a| a == "--repeat") {
+        let n = args.get(i + 1).and_then(|v| v.parse::<usize>().ok());
+        let Some(n) = n.filter(|&n| n > 0) else {
+            eprintln!("bench: --repeat needs a number of runs; {}", usage());
+            std::process::exit(2);
+        };
+        let rest: Vec<String> = args
+            .iter()
+            .enumerate()
+            .filter(|&(j, a)| j != i && j != i + 1 && a != "--json")
+            .map(|(_, a)| a.clone())
+            .collect();
+        if let Err(e) = repeat::run(n, &rest) {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let opts = match parse(&args) {
         Ok(o) => o,

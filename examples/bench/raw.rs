@@ -7,7 +7,9 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use flamingo_client::codec::{CommandCode, Message, LIVE_HEADER_LEN, MESSAGE_LEN};
@@ -162,6 +164,87 @@ pub fn batched(addr: SocketAddr, gate: &Gate, me: u64, done: &AtomicU64, busy: b
         buf.copy_within(whole * MESSAGE_LEN..filled, 0);
         filled -= whole * MESSAGE_LEN;
     }
+}
+
+/// Raw threaded client, the library's own shape with nothing else: one
+/// connection, [`CALLERS`] caller threads and one reader thread. A caller
+/// writes its 128-byte request under a mutex (one `write` each) and parks
+/// until the reader, which reads whatever has arrived into a 64 KiB buffer,
+/// finds the reply by code and unparks it. No deadline, no queue, no
+/// bookkeeping: the floor of any client in which each caller blocks for its
+/// own reply, i.e. what one wake-up and one park per request cost. Callers
+/// send while `gate` gives turn `me`; returns once the gate stops.
+pub fn threaded(addr: SocketAddr, gate: &Arc<Gate>, me: u64, done: &Arc<AtomicU64>) {
+    let stream = connect(addr);
+    let writer = Arc::new(Mutex::new(stream.try_clone().expect("clone the socket")));
+    // Per caller: its thread (to unpark) and whether its reply is in.
+    let slots: Arc<Vec<(Mutex<Option<Thread>>, AtomicBool)>> = Arc::new(
+        (0..CALLERS)
+            .map(|_| (Mutex::new(None), AtomicBool::new(false)))
+            .collect(),
+    );
+    let reader = {
+        let (slots, mut s) = (slots.clone(), stream.try_clone().expect("clone the socket"));
+        std::thread::Builder::new()
+            .name("bench-thr-reader".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut filled = 0usize;
+                loop {
+                    match s.read(&mut buf[filled..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => filled += n,
+                    }
+                    let whole = filled / MESSAGE_LEN;
+                    for m in buf[..whole * MESSAGE_LEN].chunks_exact(MESSAGE_LEN) {
+                        let m = Message::decode(m.try_into().expect("128 bytes"))
+                            .expect("an echoed request");
+                        let i = (m.code.0 - distinct_code(0).0) as usize;
+                        let (thread, ready) = &slots[i];
+                        ready.store(true, Ordering::Release);
+                        if let Some(t) = thread.lock().expect("slot lock").as_ref() {
+                            t.unpark();
+                        }
+                    }
+                    buf.copy_within(whole * MESSAGE_LEN..filled, 0);
+                    filled -= whole * MESSAGE_LEN;
+                }
+            })
+            .expect("spawn the reader")
+    };
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (gate, done, slots, writer) =
+                (gate.clone(), done.clone(), slots.clone(), writer.clone());
+            let msg = request(distinct_code(i)).to_bytes();
+            std::thread::Builder::new()
+                .name("bench-thr-caller".into())
+                .spawn(move || {
+                    let (thread, ready) = &slots[i];
+                    *thread.lock().expect("slot lock") = Some(std::thread::current());
+                    while gate.pass(me) {
+                        ready.store(false, Ordering::Relaxed);
+                        writer
+                            .lock()
+                            .expect("writer lock")
+                            .write_all(&msg)
+                            .expect("raw threaded write");
+                        let start = Instant::now();
+                        while !ready.load(Ordering::Acquire) {
+                            assert!(start.elapsed() < TIMEOUT, "raw threaded: no reply");
+                            std::thread::park_timeout(TIMEOUT);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .expect("spawn a caller")
+        })
+        .collect();
+    for c in callers {
+        c.join().expect("a raw threaded caller");
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    reader.join().expect("the raw threaded reader");
 }
 
 /// Bytes and frames read in a window.

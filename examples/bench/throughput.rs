@@ -1,6 +1,7 @@
 //! Throughput: 8 threads sharing one `Client` (one connection), on 8
 //! distinct codes and on one code, against the raw batching clients (8 in
-//! flight; blocking, and busy-polling).
+//! flight; blocking, and busy-polling) and the raw threaded client (the
+//! library's shape: 8 callers that each block for their reply, one reader).
 //!
 //! The three take turns in short windows (a [`Gate`]), so a noisy
 //! neighbour slows all of them alike; each has its own connection to the
@@ -31,6 +32,7 @@ const DISTINCT: u64 = 2;
 const SAME: u64 = 3;
 const STOP: u64 = 4;
 const RAW_BUSY: u64 = 5;
+const RAW_THREADED: u64 = 6;
 
 impl Gate {
     fn new() -> Gate {
@@ -119,7 +121,7 @@ pub fn bench(run: &Run, out: &mut Report) {
     let rounds = run.opts.pick(6, 3);
     let window = Duration::from_millis(run.opts.pick(300, 200));
     let gate = Arc::new(Gate::new());
-    let counters: [Arc<AtomicU64>; 4] = Default::default();
+    let counters: [Arc<AtomicU64>; 5] = Default::default();
     let addr = run.ports.echo;
 
     let raw_thread = {
@@ -132,6 +134,12 @@ pub fn bench(run: &Run, out: &mut Report) {
         let (gate, done) = (gate.clone(), counters[3].clone());
         named("bench-raw-busy", move || {
             raw::batched(addr, &gate, RAW_BUSY, &done, true)
+        })
+    };
+    let raw_threaded_thread = {
+        let (gate, done) = (gate.clone(), counters[4].clone());
+        named("bench-raw-thr", move || {
+            raw::threaded(addr, &gate, RAW_THREADED, &done)
         })
     };
     let connect = || {
@@ -185,10 +193,11 @@ pub fn bench(run: &Run, out: &mut Report) {
         };
     };
     let (mut r, mut d, mut s) = (Totals::default(), Totals::default(), Totals::default());
-    let mut rb = Totals::default();
+    let (mut rb, mut rt) = (Totals::default(), Totals::default());
     for _ in 0..rounds {
         window_of(RAW, &counters[0], &mut r);
         window_of(RAW_BUSY, &counters[3], &mut rb);
+        window_of(RAW_THREADED, &counters[4], &mut rt);
         window_of(DISTINCT, &counters[1], &mut d);
         window_of(SAME, &counters[2], &mut s);
     }
@@ -198,6 +207,7 @@ pub fn bench(run: &Run, out: &mut Report) {
     }
     raw_thread.join().expect("the raw client thread");
     raw_busy_thread.join().expect("the busy raw client thread");
+    raw_threaded_thread.join().expect("the threaded raw client");
     distinct.close();
     same.close();
     done(t);
@@ -221,6 +231,22 @@ pub fn bench(run: &Run, out: &mut Report) {
         &run.key("raw_busy_tput_cpu_us_per_req"),
         rb.cpu_per_req_us(),
     );
+    let rtr = rt.rate();
+    out.num(&run.key("tput_ratio_threaded"), dr / rtr);
+    out.num(&run.key("raw_threaded_tput_rps"), rtr);
+    out.opt(&run.key("raw_threaded_cpu_us_per_req"), rt.cpu_per_req_us());
+    out.opt(
+        &run.key("tput_cpu_ratio"),
+        d.cpu_per_req_us()
+            .zip(r.cpu_per_req_us())
+            .map(|(a, b)| a / b),
+    );
+    out.opt(
+        &run.key("tput_cpu_ratio_threaded"),
+        d.cpu_per_req_us()
+            .zip(rt.cpu_per_req_us())
+            .map(|(a, b)| a / b),
+    );
     out.row(
         &run.fig(&format!(
             "throughput, {CALLERS} callers on {CALLERS} codes, 1 connection"
@@ -242,6 +268,16 @@ pub fn bench(run: &Run, out: &mut Report) {
         None,
     );
     out.row(
+        &run.fig(&format!(
+            "  the same against the raw threaded client ({CALLERS} callers, 1 reader)"
+        )),
+        rate(dr, "req/s"),
+        rate(rtr, "req/s"),
+        percent(dr / rtr),
+        "",
+        None,
+    );
+    out.row(
         &run.fig(&format!("throughput, {CALLERS} callers on 1 code")),
         rate(sr, "req/s"),
         rate(rr, "req/s"),
@@ -257,6 +293,16 @@ pub fn bench(run: &Run, out: &mut Report) {
             format!("{dc:.1} / {sc:.1} µs"),
             format!("{rc:.1} µs"),
             times(dc / rc),
+            "<= 3x",
+            Some(dc / rc <= 3.0),
+        );
+    }
+    if let (Some(dc), Some(tc)) = (d.cpu_per_req_us(), rt.cpu_per_req_us()) {
+        out.row(
+            &run.fig("  client-side CPU per request, against the raw threaded client"),
+            format!("{dc:.1} µs"),
+            format!("{tc:.1} µs"),
+            times(dc / tc),
             "",
             None,
         );
