@@ -533,6 +533,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
 /// once) while the policy says so.
 fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
     mark_thread(shared.id);
+    crate::client::shared::mark_reader(shared.id);
     loop {
         let detail = read_link(&shared, &link);
         let (closed, reset) = {
