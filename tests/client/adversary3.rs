@@ -523,3 +523,161 @@ fn a_link_lost_mid_stream_while_requests_queue() {
     client.close();
     second.join().unwrap();
 }
+
+/// Echoes every message (the same code, `int32Data0` and tag) on `writer`
+/// until the link ends; returns how many it answered.
+fn echo_on(
+    mut link: Link,
+    writer: Arc<parking_lot::Mutex<TcpStream>>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while let Some((m, _)) = link.read() {
+            n += 1;
+            if writer.lock().write_all(&m.to_bytes()).is_err() {
+                break;
+            }
+        }
+        n
+    })
+}
+
+/// Guarantee (broadcast-code fences: a request of a code the instrument
+/// also broadcasts is bracketed by fence queries, and gets its own reply):
+/// requests of such a code (one per laser, from several threads) and the
+/// fences they need are answered among a stream of events, so each fence
+/// answer and each reply lands in a busy window of the reader.
+#[test]
+fn fenced_requests_amid_a_stream_of_events_get_their_own_replies() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let link = inst.accept();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let writer = Arc::new(parking_lot::Mutex::new(link.stream().try_clone().unwrap()));
+    let echo = echo_on(link, writer.clone());
+    let callers: Vec<_> = (1..=4)
+        .map(|laser| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let tag = laser * 100 + i;
+                    let m = Message::new(CommandCode::LASER_LEVEL_GET)
+                        .with_int32_data0(laser)
+                        .with_int32_data2(tag);
+                    let r = c.request(m, LONG).unwrap();
+                    assert_eq!(
+                        (r.message.int32_data0, r.message.int32_data2),
+                        (laser, tag),
+                        "laser {laser} got another request's reply"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    assert!(client.stats().fences > 0, "the requests were fenced");
+    stop.store(true, Ordering::SeqCst);
+    stream.join().unwrap();
+    client.close();
+    let _ = writer.lock().shutdown(std::net::Shutdown::Both);
+    echo.join().unwrap();
+}
+
+/// Guarantee (a flagged send's answer is an event, never a request's
+/// reply; its key stays closed to requests until the answer came): each
+/// thread sends a flagged message and then makes a request of the same
+/// code, while a stream of events keeps the reader routing; the
+/// instrument answers both. Every request gets its own reply.
+#[test]
+fn flagged_sends_and_requests_of_their_code_amid_a_stream_of_events() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let link = inst.accept();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let writer = Arc::new(parking_lot::Mutex::new(link.stream().try_clone().unwrap()));
+    let echo = echo_on(link, writer.clone());
+    let callers: Vec<_> = [A, B]
+        .into_iter()
+        .enumerate()
+        .map(|(t, code)| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..30 {
+                    let tag = t as i32 * 1000 + i;
+                    c.send(
+                        tagged(code, -tag - 1)
+                            .with_flags(flamingo_client::codec::Flags::TRIGGER_CALL_BACK),
+                    )
+                    .unwrap();
+                    let r = c.request(tagged(code, tag), LONG).unwrap();
+                    assert_eq!(
+                        r.message.int32_data2, tag,
+                        "a request was handed a flagged send's answer"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    stream.join().unwrap();
+    client.close();
+    let _ = writer.lock().shutdown(std::net::Shutdown::Both);
+    echo.join().unwrap();
+}
+
+/// Guarantee (`close()` from any thread, in any state, exactly once; every
+/// waiter fails with `Disconnected`): the waker closes the client from the
+/// reader's thread, in the middle of routing a read that freed a key a
+/// queued request waited for; a later `close()` elsewhere (which joins the
+/// client's threads) returns, and the teardown ran once.
+#[test]
+fn the_waker_closes_the_client_from_the_reader_mid_batch() {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
+    let mut link = inst.accept();
+    let armed = Arc::new(AtomicBool::new(false));
+    {
+        let (armed, c) = (armed.clone(), client.clone());
+        client.set_waker(Some(Arc::new(move || {
+            if on_reader_thread() && armed.swap(false, Ordering::SeqCst) {
+                c.close();
+            }
+        })));
+    }
+    let op1 = client.submit(tagged(A, 1), LONG).unwrap();
+    let (m1, _) = link.read().unwrap();
+    let op2 = client.submit(tagged(A, 2), LONG).unwrap();
+    let op3 = client.submit(tagged(A, 3), LONG).unwrap();
+    poll_until("requests 2 and 3 to wait for their key", LONG, || {
+        client.stats().queued_messages == 2
+    });
+    armed.store(true, Ordering::SeqCst);
+    // The reply (whose delivery runs the waker) comes first in the read.
+    let mut seg = m1.to_bytes().to_vec();
+    seg.extend_from_slice(&events(100, 200));
+    link.stream().write_all(&seg).unwrap();
+    assert_eq!(op1.wait().unwrap().message.int32_data2, 1);
+    for op in [op2, op3] {
+        match op.wait() {
+            Err(Error::Disconnected { reason, .. }) => {
+                assert_eq!(reason, DisconnectReason::ClosedByUser)
+            }
+            Ok(r) => panic!(
+                "a request was answered after close: {}",
+                r.message.int32_data2
+            ),
+            Err(e) => panic!("a waiting request ended with {e}"),
+        }
+    }
+    let c = client.clone();
+    within(LONG, move || c.close());
+    client.set_waker(None);
+    assert_eq!(client.stats().teardowns, 1);
+}
