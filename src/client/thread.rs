@@ -300,7 +300,7 @@ impl Reads {
     /// read, when the reader writes what is queued.
     pub(crate) fn routed(&mut self) -> bool {
         self.routed += 1;
-        self.routed % FLUSH_EVERY == 0
+        self.routed.is_multiple_of(FLUSH_EVERY)
     }
 
     /// The wire order noted by the read that brought stream byte `pos`.
