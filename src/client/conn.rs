@@ -595,6 +595,12 @@ impl Conn {
         self.reader_busy = false;
     }
 
+    /// True while the reader routes a read and will write the queue
+    /// before its next read.
+    pub fn reader_busy(&self) -> bool {
+        self.reader_busy
+    }
+
     /// True if something waits in the queue.
     pub fn has_queued(&self) -> bool {
         !self.queue.is_empty()

@@ -26,11 +26,19 @@ super::sync::thread_local! {
     /// one of a client's own threads (a callback closing the client) never
     /// waits for that thread to end.
     static OWNER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The client whose reader this thread is (0: none): only the reader's
+    /// own call of the waker ends its batch (see `Shared::wake`).
+    static READER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Marks the calling thread as one of client `id`'s threads.
 pub(crate) fn mark_thread(id: u64) {
     OWNER.with(|o| o.set(id));
+}
+
+/// Marks the calling thread as client `id`'s reader.
+pub(crate) fn mark_reader(id: u64) {
+    READER.with(|r| r.set(id));
 }
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
@@ -157,9 +165,15 @@ impl Shared {
         let w = self.waker.read().clone();
         if let Some(w) = w {
             // The waker is the caller's code and may be slow (it should
-            // not be): nothing queued may wait for it. Callers stop
-            // queueing for the reader, and what they queued goes out now.
-            self.end_reader_batch();
+            // not be): nothing queued may wait for it. When the reader
+            // calls it mid-batch, callers stop queueing for the reader,
+            // and what they queued goes out now. Only then: the batch's
+            // writes call this again when they finish, and a flush here
+            // on every call would write the next batch from inside that
+            // call, one level of stack per batch while the queue lasts.
+            if READER.with(|r| r.get()) == self.id && self.conn.lock().reader_busy() {
+                self.end_reader_batch();
+            }
             w();
         }
     }

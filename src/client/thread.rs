@@ -58,6 +58,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, stream: TcpStream) -> io::Result<JoinH
 
 fn run(shared: Arc<Shared>, stream: TcpStream) {
     super::shared::mark_thread(shared.id);
+    super::shared::mark_reader(shared.id);
     if catch_unwind(AssertUnwindSafe(|| run_links(&shared, stream))).is_err() {
         log::error!("the connection thread panicked; the client is closed");
         shared.shut(

@@ -8,6 +8,7 @@ mod common;
 
 mod adversary;
 mod adversary2;
+mod adversary3;
 mod contract;
 mod core;
 mod faults;

@@ -109,6 +109,9 @@ pub(super) struct Scenario {
     pub max_links: u64,
     /// After the calls, a fresh request must succeed (no wedged link).
     pub probe: bool,
+    /// A waker is set (it yields: the schedule may run anything while the
+    /// client's threads are in it).
+    pub waker: bool,
 }
 
 impl Default for Scenario {
@@ -128,6 +131,7 @@ impl Default for Scenario {
             closers: 0,
             max_links: 4,
             probe: true,
+            waker: false,
         }
     }
 }
@@ -272,6 +276,9 @@ pub(super) fn run(sc: &Scenario) {
         }),
     };
 
+    if sc.waker {
+        client.set_waker(Some(Arc::new(shuttle::thread::yield_now)));
+    }
     let mut others = Vec::new();
     if sc.cut {
         let w = world.clone();
@@ -533,6 +540,7 @@ fn make_call(c: &Client, w: &World, call: &Call) {
 /// once) while the policy says so.
 fn read_links(shared: Arc<Shared>, w: Arc<World>, mut link: Arc<Link>) {
     mark_thread(shared.id);
+    crate::client::shared::mark_reader(shared.id);
     loop {
         let detail = read_link(&shared, &link);
         let (closed, reset) = {

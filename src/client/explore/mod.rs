@@ -507,3 +507,74 @@ fn the_teardown_is_counted_when_the_client_reports_closed() {
         },
     );
 }
+
+/// The reader's batch window: unsolicited messages of a code nobody asks
+/// for arrive among replies, so the reader is often routing a read (and
+/// callers queue for it) when requests of one key free each other, plain
+/// sends complete and deadlines pass; a waker runs on every thread
+/// (yielding to any other). Every call still gets its own reply in time,
+/// and nothing queued is left without a writer.
+#[test]
+fn the_readers_batch_with_events_sends_and_a_waker() {
+    const EV: CommandCode = CommandCode::SYSTEM_STATE_IDLE;
+    explore(
+        "the_readers_batch_with_events_sends_and_a_waker",
+        Scenario {
+            callers: vec![
+                vec![
+                    Call::request(1, A, 1000),
+                    Call::request(2, A, 1000).how(How::Submit),
+                    Call::request(3, PLAIN, 1000).how(How::Send),
+                ],
+                vec![
+                    Call::request(4, A, 1000).how(How::Submit),
+                    Call::request(5, PLAIN, 1000).how(How::Send).data(700),
+                    Call::request(6, A, 1000),
+                ],
+                vec![
+                    Call::request(7, B, 1000),
+                    Call::request(8, A, 1000).how(How::FlaggedSend),
+                    Call::request(9, B, 1000).how(How::Submit),
+                ],
+            ],
+            broadcasts: vec![(EV, 0), (EV, 1), (EV, 2), (EV, 3)],
+            waker: true,
+            ..Scenario::default()
+        },
+    );
+}
+
+/// The same with a lost link, deadlines passing anywhere and a `close()`.
+#[test]
+fn the_readers_batch_with_a_lost_link_time_jumps_and_a_close() {
+    const EV: CommandCode = CommandCode::SYSTEM_STATE_IDLE;
+    explore(
+        "the_readers_batch_with_a_lost_link_time_jumps_and_a_close",
+        Scenario {
+            config: reconnecting(),
+            callers: vec![
+                vec![
+                    Call::request(1, A, 1000),
+                    Call::request(2, A, 1000).how(How::Submit),
+                    Call::request(3, PLAIN, 1000).how(How::Send),
+                ],
+                vec![
+                    Call::request(4, A, 1000).how(How::Submit),
+                    Call::request(5, PLAIN, 1000).how(How::Send).data(700),
+                ],
+                vec![
+                    Call::request(7, B, 1000),
+                    Call::request(8, A, 1000).how(How::FlaggedSend),
+                ],
+            ],
+            broadcasts: vec![(EV, 0), (EV, 1), (EV, 2)],
+            waker: true,
+            cut: true,
+            jumps: 2,
+            closers: 1,
+            probe: false,
+            max_links: 8,
+            ..Scenario::default()
+        },
+    );
+}
