@@ -163,6 +163,36 @@ fn events(first: i32, n: i32) -> Vec<u8> {
 }
 
 /// A thread writing bursts of events on `stream` until `stop` is set (or
+
+/// An instrument with one client connected and an unending stream of EV
+/// events on the link (stopped through `stop`), the client subscribed to
+/// them before the first one.
+struct Streaming {
+    inst: Instrument,
+    client: Client,
+    link: Link,
+    stop: Arc<AtomicBool>,
+    stream: std::thread::JoinHandle<u64>,
+    sub: flamingo_client::Subscription,
+}
+
+fn streaming(config: ClientConfig) -> Streaming {
+    let inst = Instrument::new();
+    let client = Client::connect(&inst.addr(), config).unwrap();
+    let link = inst.accept();
+    let sub = client.subscribe_to(&[EV]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    Streaming {
+        inst,
+        client,
+        link,
+        stop,
+        stream,
+        sub,
+    }
+}
+
 /// the link ends); returns how many it wrote.
 fn event_stream(stream: TcpStream, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -243,12 +273,14 @@ fn a_waker_stalled_on_the_reader_holds_back_no_queued_request() {
 /// and gets its own reply.
 #[test]
 fn a_request_goes_out_while_a_stream_of_events_keeps_the_reader_busy() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
-    let mut link = inst.accept();
-    let sub = client.subscribe_to(&[EV]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst: _inst,
+        client,
+        mut link,
+        stop,
+        stream,
+        sub,
+    } = streaming(ClientConfig::default());
     sub.recv_timeout(LONG).expect("the events flow");
     let op = client.submit(tagged(B, 9), LONG).unwrap();
     let (m, _) = link.read().expect("the request reaches the instrument");
@@ -336,11 +368,14 @@ fn a_reply_whose_segment_also_ends_the_link() {
 /// routing; the instrument answers only every other request.
 #[test]
 fn callers_with_deadlines_while_the_reader_routes_events() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
-    let link = inst.accept();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst: _inst,
+        client,
+        link,
+        stop,
+        stream,
+        ..
+    } = streaming(ClientConfig::default());
     let writer = Arc::new(parking_lot::Mutex::new(link.stream().try_clone().unwrap()));
     let answerer = {
         let w = writer.clone();
@@ -407,12 +442,14 @@ fn callers_with_deadlines_while_the_reader_routes_events() {
 /// stream of events keeps its reader routing and requests are queued.
 #[test]
 fn close_while_the_reader_routes_a_stream_of_events() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
-    let mut link = inst.accept();
-    let sub = client.subscribe_to(&[EV]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst: _inst,
+        client,
+        mut link,
+        stop,
+        stream,
+        sub,
+    } = streaming(ClientConfig::default());
     sub.recv_timeout(LONG).expect("the events flow");
     let op1 = client.submit(tagged(A, 1), LONG).unwrap();
     let (_m1, _) = link.read().unwrap();
@@ -475,12 +512,14 @@ fn payloads_queued_for_the_reader_are_finished_by_the_sender() {
 /// lost link) or gets its own reply.
 #[test]
 fn a_link_lost_mid_stream_while_requests_queue() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), reconnecting()).unwrap();
-    let link = inst.accept();
-    let sub = client.subscribe_to(&[EV]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst,
+        client,
+        link,
+        stop,
+        stream,
+        sub,
+    } = streaming(reconnecting());
     sub.recv_timeout(LONG).expect("the events flow");
     let callers: Vec<_> = (0..6)
         .map(|t| {
@@ -549,11 +588,14 @@ fn echo_on(
 /// answer and each reply lands in a busy window of the reader.
 #[test]
 fn fenced_requests_amid_a_stream_of_events_get_their_own_replies() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
-    let link = inst.accept();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst: _inst,
+        client,
+        link,
+        stop,
+        stream,
+        ..
+    } = streaming(ClientConfig::default());
     let writer = Arc::new(parking_lot::Mutex::new(link.stream().try_clone().unwrap()));
     let echo = echo_on(link, writer.clone());
     let callers: Vec<_> = (1..=4)
@@ -593,11 +635,14 @@ fn fenced_requests_amid_a_stream_of_events_get_their_own_replies() {
 /// instrument answers both. Every request gets its own reply.
 #[test]
 fn flagged_sends_and_requests_of_their_code_amid_a_stream_of_events() {
-    let inst = Instrument::new();
-    let client = Client::connect(&inst.addr(), ClientConfig::default()).unwrap();
-    let link = inst.accept();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = event_stream(link.stream().try_clone().unwrap(), stop.clone());
+    let Streaming {
+        inst: _inst,
+        client,
+        link,
+        stop,
+        stream,
+        ..
+    } = streaming(ClientConfig::default());
     let writer = Arc::new(parking_lot::Mutex::new(link.stream().try_clone().unwrap()));
     let echo = echo_on(link, writer.clone());
     let callers: Vec<_> = [A, B]
