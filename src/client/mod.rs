@@ -365,6 +365,27 @@ impl Client {
     /// on the calling thread, so it cannot block on a slow instrument, a
     /// reconnect or another thread's write); the returned [`Op`] polls or
     /// waits for the reply. For GUI threads that must never block.
+    ///
+    /// It is also the way to pipeline from one thread: submit several
+    /// independent requests, then wait for each. They leave together (one
+    /// write for the batch) and their replies usually arrive in one read,
+    /// so the thread is woken about once per batch instead of once per
+    /// request; with requests of distinct reply codes this is the cheapest
+    /// way to ask many things over one connection.
+    ///
+    /// ```
+    /// # fn main() -> flamingo_client::Result<()> {
+    /// # let sim = flamingo_client::sim::Simulator::start(Default::default())?;
+    /// use flamingo_client::{Axis, Client, ClientConfig};
+    ///
+    /// let client = Client::connect(&sim.addr().to_string(), ClientConfig::default())?;
+    /// let stage = client.stage();
+    /// let ops = [Axis::X, Axis::Y, Axis::Z].map(|axis| stage.submit_position(axis));
+    /// for op in ops {
+    ///     println!("{:.3} mm", op?.wait()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn submit(&self, msg: Message, timeout: Duration) -> Result<Op<Reply>> {
         self.request_until(msg, &[], Deadline::after(timeout), timeout, false)
     }
