@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::report::median;
 
 /// The figures printed with their range (the JSON line has every key).
-const HEADLINE: [&str; 14] = [
+const HEADLINE: [&str; 16] = [
     "rtt_ratio_busy",
     "rtt_p99_ratio_busy",
     "tput_ratio",
@@ -17,6 +17,8 @@ const HEADLINE: [&str; 14] = [
     "raw_tput_cpu_us_per_req",
     "raw_threaded_cpu_us_per_req",
     "tput_cpu_ratio",
+    "tput_pipelined_ratio",
+    "tput_pipelined_cpu_us_per_req",
     "event_p99_us",
     "event_drops",
     "flood_drops",

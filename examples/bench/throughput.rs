@@ -2,6 +2,8 @@
 //! distinct codes and on one code, against the raw batching clients (8 in
 //! flight; blocking, and busy-polling) and the raw threaded client (the
 //! library's shape: 8 callers that each block for their reply, one reader).
+//! One more figure: one thread pipelining 8 `submit`s, then waiting for
+//! the 8 replies.
 //!
 //! The three take turns in short windows (a [`Gate`]), so a noisy
 //! neighbour slows all of them alike; each has its own connection to the
@@ -33,6 +35,7 @@ const SAME: u64 = 3;
 const STOP: u64 = 4;
 const RAW_BUSY: u64 = 5;
 const RAW_THREADED: u64 = 6;
+const PIPELINED: u64 = 7;
 
 impl Gate {
     fn new() -> Gate {
@@ -99,6 +102,28 @@ fn callers(
         .collect()
 }
 
+/// One thread that submits a request on each of the CALLERS codes, then
+/// waits for the CALLERS replies, in a loop during its turn: the way an
+/// application pipelines over one connection from one thread.
+fn pipeliner(client: &Client, gate: &Arc<Gate>, done: &Arc<AtomicU64>) -> JoinHandle<()> {
+    let (client, gate, done) = (client.clone(), gate.clone(), done.clone());
+    let msgs: Vec<_> = (0..CALLERS)
+        .map(|i| raw::request(raw::distinct_code(i)))
+        .collect();
+    named("bench-pipelined", move || {
+        while gate.pass(PIPELINED) {
+            let ops: Vec<_> = msgs
+                .iter()
+                .map(|m| client.submit(*m, TIMEOUT).expect("submit"))
+                .collect();
+            for op in ops {
+                op.wait().expect("echo reply");
+            }
+            done.fetch_add(CALLERS as u64, Ordering::Relaxed);
+        }
+    })
+}
+
 #[derive(Default)]
 struct Totals {
     n: u64,
@@ -121,7 +146,7 @@ pub fn bench(run: &Run, out: &mut Report) {
     let rounds = run.opts.pick(6, 3);
     let window = Duration::from_millis(run.opts.pick(300, 200));
     let gate = Arc::new(Gate::new());
-    let counters: [Arc<AtomicU64>; 5] = Default::default();
+    let counters: [Arc<AtomicU64>; 6] = Default::default();
     let addr = run.ports.echo;
 
     let raw_thread = {
@@ -156,6 +181,8 @@ pub fn bench(run: &Run, out: &mut Report) {
         &counters[1],
         raw::distinct_code,
     );
+    let pipelined = connect();
+    threads.push(pipeliner(&pipelined, &gate, &counters[5]));
     threads.extend(callers(
         &same,
         &gate,
@@ -193,11 +220,12 @@ pub fn bench(run: &Run, out: &mut Report) {
         };
     };
     let (mut r, mut d, mut s) = (Totals::default(), Totals::default(), Totals::default());
-    let (mut rb, mut rt) = (Totals::default(), Totals::default());
+    let (mut rb, mut rt, mut p) = (Totals::default(), Totals::default(), Totals::default());
     for _ in 0..rounds {
         window_of(RAW, &counters[0], &mut r);
         window_of(RAW_BUSY, &counters[3], &mut rb);
         window_of(RAW_THREADED, &counters[4], &mut rt);
+        window_of(PIPELINED, &counters[5], &mut p);
         window_of(DISTINCT, &counters[1], &mut d);
         window_of(SAME, &counters[2], &mut s);
     }
@@ -210,6 +238,7 @@ pub fn bench(run: &Run, out: &mut Report) {
     raw_threaded_thread.join().expect("the threaded raw client");
     distinct.close();
     same.close();
+    pipelined.close();
     done(t);
 
     let (rr, dr, sr, rbr) = (r.rate(), d.rate(), s.rate(), rb.rate());
@@ -240,6 +269,13 @@ pub fn bench(run: &Run, out: &mut Report) {
         d.cpu_per_req_us()
             .zip(r.cpu_per_req_us())
             .map(|(a, b)| a / b),
+    );
+    let pr = p.rate();
+    out.num(&run.key("tput_pipelined_ratio"), pr / rr);
+    out.num(&run.key("tput_pipelined_rps"), pr);
+    out.opt(
+        &run.key("tput_pipelined_cpu_us_per_req"),
+        p.cpu_per_req_us(),
     );
     out.opt(
         &run.key("tput_cpu_ratio_threaded"),
@@ -277,6 +313,26 @@ pub fn bench(run: &Run, out: &mut Report) {
         "",
         None,
     );
+    out.row(
+        &run.fig(&format!(
+            "1 thread pipelining {CALLERS} submits on {CALLERS} codes, 1 connection"
+        )),
+        rate(pr, "req/s"),
+        rate(rr, "req/s"),
+        percent(pr / rr),
+        "",
+        None,
+    );
+    if let (Some(pc), Some(rc)) = (p.cpu_per_req_us(), r.cpu_per_req_us()) {
+        out.row(
+            &run.fig("  client-side CPU per request, pipelining"),
+            format!("{pc:.1} µs"),
+            format!("{rc:.1} µs"),
+            times(pc / rc),
+            "",
+            None,
+        );
+    }
     out.row(
         &run.fig(&format!("throughput, {CALLERS} callers on 1 code")),
         rate(sr, "req/s"),
