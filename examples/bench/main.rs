@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- --only rtt,tput
 //! cargo run --release --example bench -- --only record  # the recording proxy's added latency
 //! cargo run --release --example bench -- --quick --repeat 5 # five runs, then the medians (~75 s)
+//! perf record -g ./target/release/examples/bench --only callers # the 8 callers alone, for a profiler
 //! ```
 //!
 //! The servers (echo, events, frames, a silent live port) run in a child
@@ -46,7 +47,9 @@ use servers::{Ports, ServerProcess};
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Figures `--only` accepts.
-const PARTS: [&str; 7] = ["codec", "rtt", "tput", "events", "live", "idle", "record"];
+const PARTS: [&str; 8] = [
+    "codec", "rtt", "tput", "events", "live", "idle", "record", "callers",
+];
 
 pub struct Opts {
     pub quick: bool,
@@ -60,6 +63,12 @@ impl Opts {
         self.only
             .as_ref()
             .is_none_or(|v| v.iter().any(|p| p == part))
+    }
+    /// Parts that run only when `--only` names them.
+    fn names(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|p| p == part))
     }
     /// Full-run value or quick-run value.
     pub fn pick<T>(&self, full: T, quick: T) -> T {
@@ -216,6 +225,9 @@ fn run(opts: &Opts) -> Result<(), String> {
     }
     if opts.wants("record") {
         record::bench(&unpinned, &mut out);
+    }
+    if opts.names("callers") {
+        throughput::callers_alone(&unpinned, &mut out);
     }
     drop(server);
 

@@ -364,3 +364,61 @@ pub fn bench(run: &Run, out: &mut Report) {
         );
     }
 }
+
+/// `--only callers`: the 8 callers of the throughput figure alone for a few
+/// seconds, nothing else in this process but the library's threads, for a
+/// profiler (`perf record -g ... --only callers`). Reports their rate and
+/// CPU per request.
+pub fn callers_alone(run: &Run, out: &mut Report) {
+    let t = progress(&run.fig("8 callers alone"));
+    let secs = run.opts.pick(5.0, 3.0);
+    let gate = Arc::new(Gate::new());
+    let count = Arc::new(AtomicU64::new(0));
+    let client = Client::connect(&run.ports.echo.to_string(), ClientConfig::default())
+        .expect("client connects to the echo server");
+    let threads = callers(
+        &client,
+        &gate,
+        DISTINCT,
+        "bench-distinct",
+        &count,
+        raw::distinct_code,
+    );
+    let mut tot = Totals::default();
+    gate.set(DISTINCT);
+    std::thread::sleep(Duration::from_millis(200));
+    let (c0, t0, cpu0) = (
+        count.load(Ordering::Relaxed),
+        std::time::Instant::now(),
+        sys::cpu_ns(),
+    );
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (c1, s, cpu1) = (
+        count.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+        sys::cpu_ns(),
+    );
+    gate.set(STOP);
+    for h in threads {
+        h.join().expect("a caller thread");
+    }
+    client.close();
+    done(t);
+    tot.n = c1 - c0;
+    tot.secs = s;
+    tot.cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+    out.num(&run.key("callers_alone_rps"), tot.rate());
+    out.opt(
+        &run.key("callers_alone_cpu_us_per_req"),
+        tot.cpu_per_req_us(),
+    );
+    out.row(
+        &run.fig(&format!("{CALLERS} callers alone (for a profiler)")),
+        rate(tot.rate(), "req/s"),
+        String::new(),
+        tot.cpu_per_req_us()
+            .map_or(String::new(), |c| format!("{c:.1} µs CPU/req")),
+        "",
+        None,
+    );
+}
