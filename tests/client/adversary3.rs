@@ -162,8 +162,6 @@ fn events(first: i32, n: i32) -> Vec<u8> {
     b
 }
 
-/// A thread writing bursts of events on `stream` until `stop` is set (or
-
 /// An instrument with one client connected and an unending stream of EV
 /// events on the link (stopped through `stop`), the client subscribed to
 /// them before the first one.
@@ -193,6 +191,7 @@ fn streaming(config: ClientConfig) -> Streaming {
     }
 }
 
+/// A thread writing bursts of events on `stream` until `stop` is set (or
 /// the link ends); returns how many it wrote.
 fn event_stream(stream: TcpStream, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
