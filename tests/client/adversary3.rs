@@ -192,16 +192,39 @@ fn streaming(config: ClientConfig) -> Streaming {
 }
 
 /// A thread writing bursts of events on `stream` until `stop` is set (or
-/// the link ends); returns how many it wrote.
+/// the link ends); returns how many it wrote. Its writes wait at most
+/// 50 ms at a time and it looks at `stop` between them, so it ends at once
+/// when told, even when the client has closed and the kernel keeps the
+/// write blocked (a closed peer that advertised a zero window is probed,
+/// not reset, for up to about 100 s).
 fn event_stream(stream: TcpStream, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut s = stream;
+        s.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let mut n = 0u64;
         let burst = events(1, 256);
         let end = Instant::now() + LONG;
-        while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-            if s.write_all(&burst).is_err() {
-                break;
+        'bursts: while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+            // The whole burst or nothing more: a partial message would
+            // be garbage on the wire.
+            let mut sent = 0;
+            while sent < burst.len() {
+                match s.write(&burst[sent..]) {
+                    Ok(0) => break 'bursts,
+                    Ok(k) => sent += k,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if stop.load(Ordering::SeqCst) || Instant::now() >= end {
+                            break 'bursts;
+                        }
+                    }
+                    Err(_) => break 'bursts,
+                }
             }
             n += 256;
         }
@@ -406,12 +429,17 @@ fn callers_with_deadlines_while_the_reader_routes_events() {
                     }
                     match r {
                         Ok(reply) => assert_eq!(reply.message.int32_data2, tag),
+                        // Write: the deadline passed while another thread
+                        // (the reader, the sender, a caller) was writing the
+                        // batch the request was in (a loaded machine can
+                        // preempt it that long).
                         Err(Error::Timeout { phase, .. }) => assert!(
                             matches!(
                                 phase,
                                 TimeoutPhase::Reply
                                     | TimeoutPhase::KeyBusy
                                     | TimeoutPhase::SendLock
+                                    | TimeoutPhase::Write
                             ),
                             "tag {tag}: {phase:?}"
                         ),
