@@ -93,6 +93,16 @@ impl std::hash::Hasher for KeyHasher {
         self.write_u64(u64::from(i as u32));
     }
 
+    // `Option`'s derived hash writes its discriminant as an `isize`: one
+    // step, not eight bytes one at a time.
+    fn write_isize(&mut self, i: isize) {
+        self.write_u64(i as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
